@@ -1,0 +1,1 @@
+"""SAN: Sharp Attention Network for person re-identification."""
