@@ -1,0 +1,1 @@
+"""Console entry points of the toolkit (thin: parse, build, call one library function)."""

@@ -1,0 +1,79 @@
+"""``san-info``: configuration, input contract, parameter table and FLOPs of a SAN."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from san.config import ATTENTIONS, BACKBONES, ConfigError, ModelConfig
+from san.spec import InputSpec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="san-info",
+        description="Describe a SAN: its configuration, input contract, parameters per "
+        "component (the context units also in the paper's Table II count, convolution "
+        "weights only) and FLOPs per image. Give a checkpoint, or describe a fresh model "
+        "from flags.",
+        epilog="examples:\n  san-info\n  san-info runs/demo/model.pt\n"
+        "  san-info --backbone resnet18 --height 128 --width 64 --attention soft",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", nargs="?", help="a model.pt written by san-train")
+    parser.add_argument("--backbone", choices=BACKBONES, default="resnet50")
+    parser.add_argument("--attention", choices=ATTENTIONS, default="sharp", help="mask generator variant")
+    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], help="stages with attention")
+    parser.add_argument("--no-context-unit", action="store_true", help="generate masks from T directly")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported here so `san-info --help` answers without loading torch.
+    from san.checkpoint import CheckpointError, load_checkpoint
+    from san.model.network import build_model
+    from san.summary import flops_per_image, format_table, parameter_table
+
+    try:
+        if args.checkpoint:
+            model, _ = load_checkpoint(args.checkpoint)
+        else:
+            cfg = ModelConfig(
+                backbone=args.backbone,
+                attention=args.attention,
+                attention_stages=tuple(args.stages),
+                context_unit=not args.no_context_unit,
+                spec=InputSpec(height=args.height, width=args.width),
+            )
+            model = build_model(cfg)
+    except (CheckpointError, ConfigError, ValueError) as exc:
+        print(f"san-info: error: {exc}", file=sys.stderr)
+        return 2
+    rows = parameter_table(model)
+    flops = flops_per_image(model)
+    if args.json:
+        print(json.dumps({
+            "config": model.cfg.to_dict(),
+            "parameters": {r.name: {"trainable": r.trainable, "paper": r.paper} for r in rows},
+            "flops_per_image": flops,
+        }, indent=2))
+        return 0
+    print("configuration:")
+    for key, value in model.cfg.to_dict().items():
+        if key != "spec":
+            print(f"  {key:<18}{value}")
+    print("input contract:")
+    for key, value in model.spec.to_dict().items():
+        print(f"  {key:<18}{value}")
+    print(format_table(rows))
+    print(f"FLOPs per image at {model.spec.height}x{model.spec.width}: {flops / 1e9:.2f} GFLOP")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""`ModelConfig`: everything needed to rebuild a SAN from its checkpoint alone."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from san.spec import InputSpec
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+#: Mask generators behind one switch: the paper's SAN and its comparison variants.
+ATTENTIONS = ("none", "sharp", "soft", "threshold", "power")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be built."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a Sharp Attention Network (paper section III, IV-B).
+
+    ``attention`` selects the mask generator: ``sharp`` (Gumbel-Softmax sampling, the
+    paper's SAN), ``soft`` (sigmoid gating), ``threshold`` (1[pi > lambda]), ``power``
+    (pi ** p) or ``none`` (the plain ResNet baseline). ``cross_feature`` is the paper's
+    CIL, F = (1 + M) * T; without it F = A = M * T.
+    """
+
+    backbone: str = "resnet50"
+    attention: str = "sharp"
+    attention_stages: tuple[int, ...] = (1, 2, 3, 4)
+    context_unit: bool = True
+    cross_feature: bool = True
+    threshold_lambda: float = 0.3
+    power: int = 2
+    hidden_dim: int = 1024
+    spec: InputSpec = field(default_factory=InputSpec)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention_stages", tuple(sorted(set(self.attention_stages))))
+        problems = []
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.attention not in ATTENTIONS:
+            problems.append(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if not set(self.attention_stages) <= {1, 2, 3, 4}:
+            problems.append(f"attention_stages must be a subset of 1..4, got {self.attention_stages}")
+        if self.power not in (2, 3):
+            problems.append(f"power must be 2 or 3 (Table III), got {self.power}")
+        if not 0.0 < self.threshold_lambda < 1.0:
+            problems.append(f"threshold_lambda must lie in (0, 1), got {self.threshold_lambda}")
+        if self.hidden_dim <= 0:
+            problems.append(f"hidden_dim must be positive, got {self.hidden_dim}")
+        if self.context_stages and (self.spec.height % 32 or self.spec.width % 32):
+            problems.append(
+                f"input size {self.spec.height}x{self.spec.width} must be divisible by 32 when "
+                f"context units are on (stages {self.context_stages}); pick e.g. 256x128, or "
+                "set context_unit=False"
+            )
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def context_stages(self) -> tuple[int, ...]:
+        """Stages that get a context unit: attention stages 1-3 when enabled."""
+        if self.attention == "none" or not self.context_unit:
+            return ()
+        return tuple(s for s in self.attention_stages if s <= 3)
+
+    @property
+    def active_stages(self) -> tuple[int, ...]:
+        """Stages followed by an attention block."""
+        return () if self.attention == "none" else self.attention_stages
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for checkpoints and JSON)."""
+        d = asdict(self)
+        d["attention_stages"] = list(self.attention_stages)
+        d["spec"] = self.spec.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {unknown}")
+        data = dict(data)
+        if "spec" in data:
+            data["spec"] = InputSpec.from_dict(data["spec"])
+        if "attention_stages" in data:
+            data["attention_stages"] = tuple(data["attention_stages"])
+        return cls(**data)
+
+    def with_spec(self, **changes: Any) -> ModelConfig:
+        """A copy whose input contract has ``changes`` applied."""
+        return replace(self, spec=replace(self.spec, **changes))

@@ -1,0 +1,1 @@
+"""SAN network modules."""

@@ -1,0 +1,122 @@
+"""Sharp attention blocks (paper section III): mask generators, Eqs. 1-7."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+#: Guards of Eq. 3 (max = min) and of log(pi) in Eq. 5.
+_RANGE_EPS = 1e-6
+_PROB_EPS = 1e-6
+
+
+def minmax_normalize(x: Tensor) -> Tensor:
+    """Eq. 3: per-sample, per-channel min-max normalisation over (H, W) onto [0, 1].
+
+    A constant channel (max = min) gives 0, never NaN.
+    """
+    flat = x.flatten(2)  # N x C x (H*W)
+    lo = flat.amin(dim=2, keepdim=True)
+    hi = flat.amax(dim=2, keepdim=True)
+    pi = (flat - lo) / (hi - lo).clamp_min(_RANGE_EPS)
+    return pi.view_as(x)
+
+
+def gumbel_softmax_bernoulli(pi: Tensor, tau: Tensor | float) -> Tensor:
+    """Eqs. 4-5: relaxed Bernoulli(pi) sample by Gumbel-Softmax at temperature ``tau``.
+
+    M = exp((log pi1 + g1)/tau) / sum_j exp((log pij + gj)/tau) with g0, g1 ~ Gumbel(0, 1);
+    the two-class softmax is written as a sigmoid of the logit difference.
+    """
+    p1 = pi.clamp(_PROB_EPS, 1.0 - _PROB_EPS)
+    g = -torch.log(-torch.log(torch.rand((2, *pi.shape), device=pi.device, dtype=pi.dtype).clamp_min(1e-20)))
+    logits = (torch.log(p1) + g[1]) - (torch.log1p(-p1) + g[0])
+    return torch.sigmoid(logits / tau)
+
+
+def total_variation(a: Tensor) -> Tensor:
+    """Eq. 6 per sample: sum_c ||D1 A_c||^2 + ||A_c D2||^2 (squared anisotropic TV).
+
+    Returns a tensor of shape N. Its gradient is Eq. 7, 2 (D1^T D1 A_c + A_c D2 D2^T).
+    """
+    dh = a[:, :, :-1, :] - a[:, :, 1:, :]  # D1 A_c: differences between rows
+    dw = a[:, :, :, :-1] - a[:, :, :, 1:]  # A_c D2: differences between columns
+    return dh.pow(2).flatten(1).sum(1) + dw.pow(2).flatten(1).sum(1)
+
+
+class MaskGenerator(nn.Module):
+    """Turns the generator input X into a mask M of the same shape."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (M, pi), pi being the normalised input where the variant has one."""
+        raise NotImplementedError
+
+
+class SharpMask(MaskGenerator):
+    """The paper's generator: Gumbel-Softmax sampling in training, 1[pi > threshold] in eval."""
+
+    def __init__(self, threshold: float = 0.5, tau: float = 1.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.register_buffer("tau", torch.tensor(float(tau)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pi = minmax_normalize(x)
+        if self.training:
+            return gumbel_softmax_bernoulli(pi, self.tau), pi
+        # Noiseless arg-max of Eq. 4 (threshold 0.5 by default, set by the contract).
+        return (pi > self.threshold).to(x.dtype), pi
+
+
+class SoftMask(MaskGenerator):
+    """Gating-based soft attention: M = sigmoid(X)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        m = torch.sigmoid(x)
+        return m, m
+
+
+class ThresholdMask(MaskGenerator):
+    """Table III 'thresholding': features whose pi is below lambda are zeroed."""
+
+    def __init__(self, lam: float) -> None:
+        super().__init__()
+        self.lam = lam
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pi = minmax_normalize(x)
+        return (pi >= self.lam).to(x.dtype), pi
+
+
+class PowerMask(MaskGenerator):
+    """Table III 'power': M = pi ** p (p = 2 or 3)."""
+
+    def __init__(self, p: int) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pi = minmax_normalize(x)
+        return pi.pow(self.p), pi
+
+
+class AttentionBlock(nn.Module):
+    """Sharp attention block after one residual stage.
+
+    T = stage output, X = T or CU(T), (M, pi) = generator(X), A = M * T (Eq. 1),
+    F = (1 + M) * T (Eq. 2, cross-feature interaction) or F = A without it.
+    """
+
+    def __init__(self, generator: MaskGenerator, context: nn.Module | None, cross_feature: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.context = context
+        self.cross_feature = cross_feature
+
+    def forward(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Return (F, A, M, pi)."""
+        x = t if self.context is None else self.context(t)
+        m, pi = self.generator(x)
+        a = m * t
+        f = t + a if self.cross_feature else a
+        return f, a, m, pi

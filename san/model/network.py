@@ -1,0 +1,148 @@
+"""The Sharp Attention Network: ResNet backbone, attention blocks, embedding head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from san.config import ModelConfig
+from san.model.attention import (
+    AttentionBlock,
+    MaskGenerator,
+    PowerMask,
+    SharpMask,
+    SoftMask,
+    ThresholdMask,
+    total_variation,
+)
+from san.model.context import ContextUnit
+from san.spec import ContractError, InputSpec
+
+#: Output planes of the first residual unit of each stage (before block expansion).
+_STAGE_PLANES = (64, 128, 256, 512)
+
+
+@dataclass
+class SANOutput:
+    """Embeddings plus, per attention block (in stage order), A, M and pi."""
+
+    embeddings: Tensor
+    attended: list[Tensor]
+    masks: list[Tensor]
+    probs: list[Tensor]
+
+    def tv_penalty(self, per_element: bool = True) -> Tensor:
+        """sum_i TV(A_i) of Eq. 8, averaged over the batch (0 without attention).
+
+        Eq. 6 is a sum over C x H x W; at 256x128 that is ~1e6 times the triplet loss,
+        so by default each block's TV is divided by its element count (``per_element``).
+        """
+        if not self.attended:
+            return self.embeddings.new_zeros(())
+        terms = [total_variation(a).mean() / (a[0].numel() if per_element else 1) for a in self.attended]
+        return torch.stack(terms).sum()
+
+
+def _make_generator(cfg: ModelConfig) -> MaskGenerator:
+    if cfg.attention == "sharp":
+        return SharpMask(threshold=cfg.spec.mask_threshold)
+    if cfg.attention == "soft":
+        return SoftMask()
+    if cfg.attention == "threshold":
+        return ThresholdMask(cfg.threshold_lambda)
+    return PowerMask(cfg.power)
+
+
+class SAN(nn.Module):
+    """Sharp Attention Network (paper Fig. 3).
+
+    Takes RGB NCHW images on the 0..255 scale (uint8 or float) at the contract's size,
+    normalises them itself and returns ``embedding_dim`` features per image.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        resnet = getattr(torchvision.models, cfg.backbone)(weights=None)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        block_type = type(resnet.layer1[0])
+        self.attention = nn.ModuleDict()
+        for stage in cfg.active_stages:
+            context = None
+            if stage in cfg.context_stages:
+                in_channels = _STAGE_PLANES[stage - 1] * block_type.expansion
+                context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage])
+            self.attention[str(stage)] = AttentionBlock(_make_generator(cfg), context, cfg.cross_feature)
+        feat_dim = 512 * block_type.expansion
+        self.head = nn.Sequential(
+            nn.Linear(feat_dim, cfg.hidden_dim),
+            nn.BatchNorm1d(cfg.hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.hidden_dim, cfg.spec.embedding_dim),
+        )
+        self._register_normalization()
+
+    @property
+    def spec(self) -> InputSpec:
+        """The input contract this model was built for."""
+        return self.cfg.spec
+
+    def _register_normalization(self) -> None:
+        mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.spec.std).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def set_temperature(self, tau: float) -> None:
+        """Set the Gumbel-Softmax temperature of every sharp block (Eq. 9 is the trainer's)."""
+        for block in self.attention.values():
+            if isinstance(block.generator, SharpMask):
+                block.generator.tau.fill_(tau)
+
+    def set_mask_threshold(self, threshold: float) -> None:
+        """Change the deterministic mask threshold; the contract follows."""
+        self.cfg = self.cfg.with_spec(mask_threshold=threshold)
+        for block in self.attention.values():
+            if isinstance(block.generator, SharpMask):
+                block.generator.threshold = self.spec.mask_threshold
+
+    def forward(self, images: Tensor, details: bool = False) -> Tensor | SANOutput:
+        """Embed a batch; with ``details`` also return A, M and pi of every block."""
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, self.spec.height, self.spec.width):
+            raise ContractError(
+                f"input batch has shape {tuple(images.shape)}; this model expects "
+                f"N x 3 x {self.spec.height} x {self.spec.width} (RGB, NCHW, 0..255)"
+            )
+        x = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+        x = self.stem(x)
+        attended, masks, probs = [], [], []
+        for index, stage in enumerate(self.stages, start=1):
+            x = stage(x)
+            block = self.attention[str(index)] if str(index) in self.attention else None
+            if block is not None:
+                x, a, m, pi = block(x)
+                attended.append(a)
+                masks.append(m)
+                probs.append(pi)
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        emb = self.head(pooled)
+        if self.spec.l2_normalize:
+            emb = nn.functional.normalize(emb, dim=1)
+        if details:
+            return SANOutput(emb, attended, masks, probs)
+        return emb
+
+
+def build_model(cfg: ModelConfig | None = None, pretrained: str | None = None) -> SAN:
+    """Build a SAN from ``cfg``; ``pretrained`` is a local torchvision ResNet state-dict file."""
+    model = SAN(cfg or ModelConfig())
+    if pretrained is not None:
+        from san.model.pretrained import load_imagenet_backbone
+
+        load_imagenet_backbone(model, pretrained)
+    return model
+

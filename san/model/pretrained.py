@@ -1,0 +1,64 @@
+"""ImageNet initialisation of the backbone from a local torchvision state-dict file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from san.model.network import SAN
+
+_STAGE_KEY = re.compile(r"^layer([1-4])\.")
+_STEM_KEYS = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+
+
+class PretrainedWeightsError(ValueError):
+    """A pretrained file that does not fit the configured backbone."""
+
+
+def _map_torchvision_key(key: str) -> str | None:
+    """torchvision ResNet key -> SAN key; None for the ImageNet classifier (fc.*)."""
+    if key.startswith("fc."):
+        return None
+    for old, new in _STEM_KEYS.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    match = _STAGE_KEY.match(key)
+    if match:
+        return f"stages.{int(match.group(1)) - 1}." + key[match.end():]
+    return key  # left as is: reported as unexpected below
+
+
+def load_imagenet_backbone(model: SAN, path: str | Path) -> None:
+    """Load torchvision ResNet weights (e.g. ``resnet50-0676ba61.pth``) into the backbone.
+
+    Attention blocks, context units and the head keep their fresh initialisation. Keys
+    that don't fit (missing, unexpected or of the wrong shape) raise an error naming them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported the same way
+        raise PretrainedWeightsError(f"{path}: not a loadable state-dict file ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    mapped = {new: v for k, v in state.items() if (new := _map_torchvision_key(k)) is not None}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "stages."))}
+    missing = sorted(set(own) - set(mapped))
+    unexpected = sorted(set(mapped) - set(own))
+    wrong_shape = sorted(
+        f"{k} (file {tuple(mapped[k].shape)}, model {tuple(own[k].shape)})"
+        for k in set(own) & set(mapped)
+        if mapped[k].shape != own[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        raise PretrainedWeightsError(
+            f"{path} does not fit backbone {model.cfg.backbone!r}: "
+            f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}; "
+            f"unexpected {unexpected[:10]}{'...' if len(unexpected) > 10 else ''}; "
+            f"wrong shape {wrong_shape[:10]}"
+        )
+    model.load_state_dict(mapped, strict=False)
