@@ -58,7 +58,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "training": training or {},
         "extra": extra or {},
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 

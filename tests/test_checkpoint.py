@@ -1,0 +1,106 @@
+"""Checkpoints: bit-exact round trip, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from san import InputSpec, ModelConfig, build_model, load_checkpoint, save_checkpoint
+from san.checkpoint import CheckpointError
+
+SPEC = InputSpec(height=64, width=32, mask_threshold=0.55)
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(backbone="resnet18", spec=SPEC))
+    m.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        m(torch.randint(0, 256, (4, 3, 64, 32), dtype=torch.uint8))
+    return m.eval()
+
+
+def test_round_trip_reproduces_eval_embeddings_bit_for_bit(model, tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, training={"epoch": 3, "losses": [0.5, 0.4]})
+    loaded, meta = load_checkpoint(path)
+    x = torch.randint(0, 256, (3, 3, 64, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert not loaded.training
+    assert meta.config == model.cfg
+    assert meta.spec == SPEC
+    assert meta.training == {"epoch": 3, "losses": [0.5, 0.4]}
+    assert len(meta.sha256) == 64
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(model, tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    before = path.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    def explode(*_args, **_kwargs):
+        raise Boom
+
+    original = torch.save
+    torch.save = explode
+    try:
+        with pytest.raises(Boom):
+            save_checkpoint(path, model, training={"epoch": 9})
+    finally:
+        torch.save = original
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "san-checkpoint", "version": 1, "payload": _Exploit()}, path, pickle_protocol=2)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(CheckpointError, match="evil|raw"):
+        load_checkpoint(raw)
+
+
+def test_truncated_file_gives_a_clear_error(model, tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_missing_file_and_plain_state_dict(tmp_path, model) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="not a SAN checkpoint"):
+        load_checkpoint(plain)
+
+
+def test_checkpoint_for_another_architecture_names_mismatched_keys(model, tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    # Same config claim, weights of a model without context units: keys go missing.
+    other = build_model(ModelConfig(backbone="resnet18", context_unit=False, spec=SPEC))
+    payload["state_dict"] = other.state_dict()
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"missing keys \['attention\.1\.context"):
+        load_checkpoint(path)

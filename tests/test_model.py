@@ -1,0 +1,143 @@
+"""The SAN network: structure (Table II), determinism, gradients, contract checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from san import InputSpec, ModelConfig, build_model
+from san.config import ConfigError
+from san.model.pretrained import PretrainedWeightsError, load_imagenet_backbone
+from san.spec import ContractError
+
+SMALL = InputSpec(height=64, width=32)
+
+
+def small_cfg(**kw) -> ModelConfig:
+    return ModelConfig(**{"backbone": "resnet18", "spec": SMALL, **kw})
+
+
+def images(n: int, seed: int = 0, spec: InputSpec = SMALL) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, spec.height, spec.width), dtype=torch.uint8, generator=g)
+
+
+def test_context_unit_parameters_match_table_ii() -> None:
+    # Table II holds at any input size; the paper counts convolution weights only.
+    model = build_model(ModelConfig(spec=SMALL))
+    paper = {s: b.context.paper_parameter_count() for s, b in model.attention.items() if b.context is not None}
+    assert paper == {"1": 507_904, "2": 2_031_616, "3": 8_126_464}
+    assert sum(paper.values()) == 10_665_984
+    assert round(sum(paper.values()) / 1e6, 2) == 10.67
+
+
+def test_context_units_only_on_stages_1_to_3() -> None:
+    model = build_model(small_cfg())
+    assert sorted(model.attention) == ["1", "2", "3", "4"]
+    assert model.attention["4"].context is None
+    assert all(model.attention[s].context is not None for s in "123")
+
+
+def test_baseline_has_no_attention_and_head_dims() -> None:
+    model = build_model(small_cfg(attention="none", hidden_dim=64, spec=InputSpec(64, 32, embedding_dim=16)))
+    assert len(model.attention) == 0
+    assert model.head[0].out_features == 64 and model.head[3].out_features == 16
+    assert model.eval()(images(2)).shape == (2, 16)
+
+
+def test_eval_is_deterministic_and_masks_are_hard_threshold() -> None:
+    model = build_model(small_cfg(spec=InputSpec(64, 32, mask_threshold=0.45))).eval()
+    x = images(3)
+    with torch.no_grad():
+        a, b = model(x, details=True), model(x, details=True)
+    assert torch.equal(a.embeddings, b.embeddings)
+    for m, pi in zip(a.masks, a.probs):
+        assert torch.equal(m, (pi > 0.45).to(m.dtype))
+
+
+def test_train_mode_sampling_is_seeded() -> None:
+    model = build_model(small_cfg()).train()
+    x = images(4)
+
+    def run(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return model(x)
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_every_trainable_parameter_gets_a_gradient_in_one_train_step() -> None:
+    torch.manual_seed(0)
+    model = build_model(small_cfg()).train()
+    out = model(images(4), details=True)
+    loss = out.embeddings.pow(2).mean() + 0.1 * out.tv_penalty()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert missing == []
+
+
+def test_temperature_buffer_is_set_and_saved() -> None:
+    model = build_model(small_cfg())
+    model.set_temperature(0.7)
+    taus = {k: v.item() for k, v in model.state_dict().items() if k.endswith("generator.tau")}
+    assert len(taus) == 4 and all(t == pytest.approx(0.7) for t in taus.values())
+
+
+def test_mask_threshold_follows_the_contract() -> None:
+    model = build_model(small_cfg()).eval()
+    model.set_mask_threshold(0.3)
+    assert model.spec.mask_threshold == 0.3
+    with torch.no_grad():
+        out = model(images(2), details=True)
+    assert torch.equal(out.masks[0], (out.probs[0] > 0.3).float())
+
+
+def test_input_not_divisible_by_32_with_context_units_is_refused() -> None:
+    with pytest.raises(ConfigError, match="divisible by 32"):
+        ModelConfig(spec=InputSpec(height=100, width=50))
+    ModelConfig(context_unit=False, spec=InputSpec(height=100, width=50))  # fine without units
+
+
+def test_wrong_input_shape_is_a_contract_error() -> None:
+    model = build_model(small_cfg()).eval()
+    with pytest.raises(ContractError, match="expects N x 3 x 64 x 32"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_normalisation_happens_inside_the_model() -> None:
+    model = build_model(small_cfg()).eval()
+    x = images(2)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(x.float()))
+
+
+def test_torchvision_resnet50_weights_load_and_stage_outputs_match(tmp_path) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None).eval()
+    for m in reference.modules():  # non-trivial BN statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model(ModelConfig(spec=SMALL), pretrained=str(path)).eval()
+
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        ref = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        ours = model.stem(x)
+        assert torch.equal(ref, ours)
+        for ref_stage, our_stage in zip(
+            [reference.layer1, reference.layer2, reference.layer3, reference.layer4], model.stages
+        ):
+            ref, ours = ref_stage(ref), our_stage(ours)
+            assert torch.equal(ref, ours)
+
+
+def test_pretrained_file_that_does_not_fit_names_the_keys(tmp_path) -> None:
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match=r"layer|stages\.0\.0\.conv3"):
+        load_imagenet_backbone(build_model(ModelConfig(spec=SMALL)), path)
