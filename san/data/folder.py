@@ -1,0 +1,86 @@
+"""Generic image-folder data set, and the small helpers every on-disk loader shares.
+
+Layout: ``<root>/{train,query,gallery}/<pid>/<camera>_<anything>.<ext>``. Pid folder
+names and camera prefixes may be any strings; each is mapped to an int by its sorted
+position over all three splits, so query and gallery agree. ``train/`` is optional (a
+folder used only for evaluation); train pids are then relabelled 0..N-1 as everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from san.data.records import ImageRecord, ReidDataset
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+FOLDER_EXAMPLE = "<pid>/<camera>_<anything>.jpg"
+
+
+def relabel(records: Iterable[ImageRecord]) -> tuple[ImageRecord, ...]:
+    """Map pids to 0..N-1 in sorted order of the original pids."""
+    records = tuple(records)
+    label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return tuple(replace(r, pid=label[r.pid]) for r in records)
+
+
+def locate(root: str | Path, subfolder: str, marker: str) -> Path | None:
+    """``root`` or ``root/subfolder``, whichever holds ``marker``; None if neither does."""
+    root = Path(root).expanduser().resolve()
+    return next((d for d in (root, root / subfolder) if (d / marker).exists()), None)
+
+
+def require_dirs(root: Path, names: Iterable[str], example: str) -> None:
+    """Raise FileNotFoundError naming the first missing ``root/name/`` and what belongs in it."""
+    for name in names:
+        if not (root / name).is_dir():
+            raise FileNotFoundError(f"expected {root / name}/ with files like {example}")
+
+
+def report(dataset: ReidDataset, verbose: bool, skipped: int = 0) -> ReidDataset:
+    """Print the summary (and how many files were skipped) when ``verbose``; return ``dataset``."""
+    if verbose:
+        print(dataset.summary())
+        if skipped:
+            print(f"  skipped {skipped} files whose names do not follow the data set's pattern")
+    return dataset
+
+
+def _scan(split_dir: Path) -> tuple[list[tuple[Path, str, str]], int]:
+    """(path, pid name, camera name) for every image, and the count of files that don't fit."""
+    found, skipped = [], 0
+    for path in sorted(p for p in split_dir.rglob("*") if p.is_file()):
+        camera, sep, _ = path.stem.partition("_")
+        in_pid_dir = path.parent.parent == split_dir
+        if in_pid_dir and sep and camera and path.suffix.lower() in IMAGE_SUFFIXES:
+            found.append((path, path.parent.name, camera))
+        else:
+            skipped += 1
+    return found, skipped
+
+
+def _index(names: Iterable[str]) -> dict[str, int]:
+    """Each distinct name -> its position in sorted order."""
+    return {name: i for i, name in enumerate(sorted(set(names)))}
+
+
+def folder(root: str | Path, verbose: bool = True) -> ReidDataset:
+    """Load ``<root>/{train,query,gallery}/<pid>/<camera>_<anything>.<ext>``."""
+    root = Path(root).expanduser().resolve()
+    require_dirs(root, ("query", "gallery"), FOLDER_EXAMPLE)
+    splits = ("train", "query", "gallery") if (root / "train").is_dir() else ("query", "gallery")
+    scans = {split: _scan(root / split) for split in splits}
+    pid_of = _index(pid for found, _ in scans.values() for _, pid, _ in found)
+    cam_of = _index(cam for found, _ in scans.values() for _, _, cam in found)
+    records = {
+        split: tuple(ImageRecord(str(path), pid_of[pid], cam_of[cam]) for path, pid, cam in found)
+        for split, (found, _) in scans.items()
+    }
+    for split in ("query", "gallery"):
+        if not records[split]:
+            raise ValueError(f"no images in {root / split}: expected files like {FOLDER_EXAMPLE}")
+    dataset = ReidDataset(
+        "folder", relabel(records.get("train", ())), records["query"], records["gallery"]
+    )
+    return report(dataset, verbose, sum(skipped for _, skipped in scans.values()))
