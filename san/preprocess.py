@@ -2,15 +2,28 @@
 
 Evaluation, calibration and every runtime backend call :func:`load_image`; nothing else
 decodes or resizes images for the model.
+
+Policy for awkward files (each failure is an :class:`ImageDecodeError` with a reason):
+
+- only regular files are opened: directories, FIFOs and devices are refused without
+  reading (a FIFO named ``x.jpg`` would otherwise block forever);
+- the format is sniffed from the content, never taken from the suffix;
+- images over Pillow's ``Image.MAX_IMAGE_PIXELS`` (its documented setting, read at call
+  time) are refused from the header, before any pixel is decoded; the check is explicit
+  rather than a ``warnings`` filter, which is not thread-safe;
+- truncated or corrupt pixel data is an error, never grey-filled;
+- EXIF orientation is applied; animations give their first frame;
+- 16-bit samples are scaled by 255/65535 (a dark 16-bit image stays dark); transparency
+  is composited over black; every mode ends as 8-bit RGB.
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
+import os
+import stat
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from san.spec import InputSpec
 
@@ -20,58 +33,98 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class ImageDecodeError(Exception):
-    """An image file that cannot be used; the message names the file and the reason."""
+    """An image file that cannot be used; ``path`` names the file, ``reason`` says why.
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
+    Picklable (it crosses process boundaries in decode workers); ``str()`` is printable
+    even for file names that are not valid UTF-8.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fsdecode(path)
         self.reason = reason
+        super().__init__(self.path, reason)
+
+    def __str__(self) -> str:
+        shown = self.path.encode("utf-8", "backslashreplace").decode("utf-8")
+        return f"{shown}: {self.reason}"
 
 
-def decode_image(path: str | Path) -> Image.Image:
+def decode_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image: EXIF rotation applied, first frame only.
 
-    Raises :class:`ImageDecodeError` for anything that is not a readable image,
-    including decompression bombs.
+    Raises :class:`ImageDecodeError` for anything that is not a readable image (see the
+    module doc for the policy).
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot open file: {exc.strerror or exc}") from exc
+    info = os.fstat(fd)
+    kind = stat.S_IFMT(info.st_mode)
+    problem = (
+        "is a directory, not an image file" if kind == stat.S_IFDIR
+        else "not a regular file (FIFO, socket or device); refused without reading" if kind != stat.S_IFREG
+        else "empty file (0 bytes)" if info.st_size == 0
+        else ""
+    )
+    if problem:
+        os.close(fd)
+        raise ImageDecodeError(path, problem)
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            with Image.open(fh) as img:
+                _check_pixels(path, img)
                 img.seek(0)
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb8(img)
-    except Image.DecompressionBombWarning as exc:
-        raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError(path, f"cannot decode image: {exc}") from exc
+                return _to_rgb8(ImageOps.exif_transpose(img))
+        except ImageDecodeError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise ImageDecodeError(path, "not an image (unrecognised or unsupported format)") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from exc
+        # Pillow's plugins signal malformed data with many exception types (OSError,
+        # SyntaxError, ValueError, struct.error, IndexError, EOFError, ...): all mean "corrupt".
+        except Exception as exc:  # noqa: BLE001
+            raise ImageDecodeError(path, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:
+    """Refuse images over ``Image.MAX_IMAGE_PIXELS`` from the header alone."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = img.width * img.height
+    if limit is not None and pixels > limit:
+        raise ImageDecodeError(
+            path,
+            f"image too large (decompression-bomb guard): {img.width}x{img.height} = {pixels} pixels "
+            f"exceeds PIL.Image.MAX_IMAGE_PIXELS = {limit}",
+        )
 
 
 def _to_rgb8(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode (16-bit, palette, RGBA, CMYK, grey) to 8-bit RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    """Convert any PIL mode (16-bit, palette, RGBA, CMYK, grey, bilevel) to 8-bit RGB."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        scaled = np.rint(np.clip(np.asarray(img, dtype=np.float64), 0, 65535) * (255.0 / 65535.0))
+        img = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if "A" in img.getbands() or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, rgba)
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return img.convert("RGB")
 
 
 def resize_to_contract(img: Image.Image, spec: InputSpec) -> np.ndarray:
     """Resize an RGB image to the contract's size: uint8 array of shape 3 x H x W."""
+    if img.mode != "RGB":
+        raise ValueError(f"resize_to_contract takes an RGB image (from decode_image), got mode {img.mode!r}")
     resized = img.resize((spec.width, spec.height), _RESAMPLE[spec.interpolation])
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def load_image(path: str | Path, spec: InputSpec) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
     """Decode ``path`` and resize it for the model: uint8, 3 x H x W, RGB."""
     return resize_to_contract(decode_image(path), spec)

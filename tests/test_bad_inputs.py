@@ -1,0 +1,95 @@
+"""Bad and awkward image files (tests/badfiles.py): the decoder, discovery, and every consumer."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
+from san.preprocess import ImageDecodeError, decode_image, load_image, resize_to_contract
+from san.spec import InputSpec
+
+SPEC = InputSpec(height=64, width=32)
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[BadCase]]:
+    root = tmp_path_factory.mktemp("bad") / "images"
+    return root, make_bad_files(root)
+
+
+def _decode_problem(root: Path, case: BadCase) -> str:
+    """'' when ``decode_image`` does what ``case`` expects, else what went wrong."""
+    try:
+        img = decode_image(root / case.path)
+    except ImageDecodeError as exc:
+        if case.outcome != "error":
+            return f"refused a valid image: {exc.reason}"
+        return "" if case.reason in exc.reason else f"reason {exc.reason!r} lacks {case.reason!r}"
+    if case.outcome != "ok":
+        return "decoded, but should have been refused"
+    pixels = np.asarray(img).astype(int)
+    if img.mode != "RGB" or img.size != case.size:
+        return f"got {img.mode} {img.size}, expected RGB {case.size}"
+    wrong = [(x, y, tuple(pixels[y, x]), rgb) for x, y, rgb in case.probes
+             if np.abs(pixels[y, x] - rgb).max() > PROBE_TOLERANCE]
+    return f"pixels (x, y, got, expected): {wrong}" if wrong else ""
+
+
+def test_generator_covers_at_least_twenty_kinds(bad_folder) -> None:
+    _, cases = bad_folder
+    assert len({c.name for c in cases}) == len(cases) >= 20
+    assert {c.outcome for c in cases} == {"ok", "error"}
+    assert all(c.reason for c in cases if c.outcome == "error")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decode_image_handles_every_kind(bad_folder) -> None:
+    root, cases = bad_folder
+    problems = {c.name: p for c in cases if not c.skip and (p := _decode_problem(root, c))}
+    assert not problems
+
+
+def test_unreadable_file_is_refused_with_its_reason(bad_folder) -> None:
+    root, cases = bad_folder
+    case = next(c for c in cases if c.path == "unreadable.jpg")
+    if case.skip:
+        pytest.skip(case.skip)
+    assert _decode_problem(root, case) == ""
+
+
+def test_load_image_gives_the_contract_shape_for_every_valid_kind(bad_folder) -> None:
+    root, cases = bad_folder
+    for case in (c for c in cases if c.outcome == "ok"):
+        out = load_image(root / case.path, SPEC)
+        assert out.dtype == np.uint8 and out.shape == (3, 64, 32), case.name
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_bomb_limit_follows_pillows_setting(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "small.png"
+    Image.new("RGB", (40, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageDecodeError, match="40x30 = 1200 pixels exceeds PIL.Image.MAX_IMAGE_PIXELS = 1000"):
+        decode_image(path)
+
+
+def test_decode_error_pickles_and_prints_non_utf8_names(tmp_path) -> None:
+    name = tmp_path / Path(b"caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+    name.write_bytes(b"")
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(name)
+    exc = info.value
+    again = pickle.loads(pickle.dumps(exc))
+    assert (again.path, again.reason, str(again)) == (exc.path, exc.reason, str(exc))
+    assert str(exc).endswith("caf\\udce9.jpg: empty file (0 bytes)")
+    str(exc).encode("utf-8")  # printable on a strict UTF-8 stream
+
+
+def test_resize_refuses_images_that_are_not_rgb() -> None:
+    with pytest.raises(ValueError, match="got mode 'L'"):
+        resize_to_contract(Image.new("L", (8, 8)), SPEC)
