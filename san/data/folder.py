@@ -4,6 +4,7 @@ Layout: ``<root>/{train,query,gallery}/<pid>/<camera>_<anything>.<ext>``. Pid fo
 names and camera prefixes may be any strings; each is mapped to an int by its sorted
 position over all three splits, so query and gallery agree. ``train/`` is optional (a
 folder used only for evaluation); train pids are then relabelled 0..N-1 as everywhere.
+Hidden files and folders (name starting with ".") are skipped, as in image discovery.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ def report(dataset: ReidDataset, verbose: bool, skipped: int = 0) -> ReidDataset
 def _scan(split_dir: Path) -> tuple[list[tuple[Path, str, str]], int]:
     """(path, pid name, camera name) for every image, and the count of files that don't fit."""
     found, skipped = [], 0
-    for path in sorted(p for p in split_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in split_dir.rglob("*") if not p.is_dir()):  # broken links too: the decoder reports them
         camera, sep, _ = path.stem.partition("_")
         in_pid_dir = path.parent.parent == split_dir
-        if in_pid_dir and sep and camera and path.suffix.lower() in IMAGE_SUFFIXES:
+        hidden = any(part.startswith(".") for part in path.relative_to(split_dir).parts)
+        if in_pid_dir and sep and camera and not hidden and path.suffix.lower() in IMAGE_SUFFIXES:
             found.append((path, path.parent.name, camera))
         else:
             skipped += 1

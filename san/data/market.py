@@ -44,7 +44,7 @@ DUKEMTMCREID = _Layout(
 def _parse_dir(directory: Path, layout: _Layout) -> tuple[list[ImageRecord], int]:
     """Records (junk dropped, original pids) and the number of files that don't match."""
     records, skipped = [], 0
-    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+    for path in sorted(p for p in directory.iterdir() if not p.is_dir()):  # broken links too: the decoder reports them
         match = layout.pattern.fullmatch(path.name)
         if match is None:
             skipped += 1
