@@ -93,3 +93,56 @@ def test_decode_error_pickles_and_prints_non_utf8_names(tmp_path) -> None:
 def test_resize_refuses_images_that_are_not_rgb() -> None:
     with pytest.raises(ValueError, match="got mode 'L'"):
         resize_to_contract(Image.new("L", (8, 8)), SPEC)
+
+
+def _market_name(i: int) -> str:
+    return f"{1 + i % 3:04d}_c{1 + i % 2}s1_{i:06d}_00.jpg"
+
+
+def _is_directory(root: Path, case: BadCase) -> bool:
+    return (root / case.path).is_dir()
+
+
+@pytest.fixture(scope="module")
+def market_folder(bad_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Market-1501 layout whose every split links, under valid names, to every bad kind."""
+    bad_root, cases = bad_folder
+    root = tmp_path_factory.mktemp("market")
+    for split in ("bounding_box_train", "bounding_box_test", "query"):
+        (root / split).mkdir()
+        for i, case in enumerate(cases):
+            (root / split / _market_name(i)).symlink_to(bad_root / case.path)
+        (root / split / f".{_market_name(0)}").write_bytes(b"\x00\x05\x16\x07")  # hidden: not data
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_folder_dataset(bad_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generic ``<split>/<pid>/<camera>_<name>`` folder linking to every bad kind, plus hidden junk."""
+    bad_root, cases = bad_folder
+    root = tmp_path_factory.mktemp("folder")
+    for split in ("train", "query", "gallery"):
+        for i, case in enumerate(cases):
+            (root / split / f"p{i % 3}").mkdir(parents=True, exist_ok=True)
+            (root / split / f"p{i % 3}" / f"c{i % 2}_{i:03d}.jpg").symlink_to(bad_root / case.path)
+        (root / split / "p0" / "._c1_resource.jpg").write_bytes(b"\x00\x05\x16\x07")
+        (root / split / ".thumbnails").mkdir()
+        (root / split / ".thumbnails" / "c1_thumb.jpg").write_bytes((bad_root / "plain.bmp").read_bytes())
+    return root
+
+
+def test_loaders_list_every_non_directory_and_skip_hidden_files(bad_folder, market_folder, image_folder_dataset) -> None:
+    """Loaders list paths only: every file-like entry, broken links included, reaches the decoder."""
+    from san.data.registry import load_dataset
+
+    bad_root, cases = bad_folder
+    expected = sorted(_market_name(i) for i, c in enumerate(cases) if not _is_directory(bad_root, c))
+    market = load_dataset("market1501", market_folder, verbose=False)
+    for split in (market.query, market.gallery):
+        assert sorted(Path(r.path).name for r in split) == expected
+    assert len(market.train) == len(expected)
+    generic = load_dataset("folder", image_folder_dataset, verbose=False)
+    expected = sorted(f"c{i % 2}_{i:03d}.jpg" for i, c in enumerate(cases) if not _is_directory(bad_root, c))
+    for split in (generic.train, generic.query, generic.gallery):
+        assert sorted(Path(r.path).name for r in split) == expected
+    assert len({r.pid for r in generic.query}) == 3 and len({r.camid for r in generic.query}) == 2
