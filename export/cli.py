@@ -1,0 +1,141 @@
+"""``san-export``: checkpoint -> verified ONNX (-> TensorRT engine with ``--trt``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """\
+what it writes:
+  model.onnx          input `images` uint8 RGB NCHW at the contract's HxW (0..255, decoded and
+                      resized by san.preprocess.load_image; mean/std are inside the graph),
+                      output `embeddings` float32 [N, D]; hard masks 1[pi > threshold], no random
+                      ops, dynamic batch; the input contract and provenance in metadata_props
+  model.engine(.json) with --trt: the engine and its sidecar (contract, precision, batch
+                      profile, TensorRT version, GPU, ONNX sha256); FP16 engines are built from
+                      model.fp16.onnx, written and verified beside model.onnx
+
+every ONNX file is verified against the PyTorch eval model with onnxruntime before anything
+else happens; beyond tolerance the file is renamed to *.rejected and the command fails.
+
+examples:
+  san-export --ckpt runs/demo/model.pt
+  san-export --ckpt model.pt --out deploy/san.onnx --verify-images data/market/query --verify-count 64
+  san-export --ckpt model.pt --trt --fp16 --min-batch 1 --opt-batch 32 --max-batch 128
+  san-export --ckpt model.pt --trt --int8 model.int8.onnx --timing-cache trt.cache
+
+exit status: 0 ok, 1 verification failed, 2 bad arguments or input files,
+             3 --trt asked on a machine without TensorRT or a GPU (the ONNX is still written)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="san-export",
+        description="Export a SAN checkpoint to ONNX with deterministic masks and its input "
+        "contract, check it against PyTorch, and optionally build a TensorRT engine.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
+    parser.add_argument("--out", type=Path, metavar="PATH", help="ONNX path (default: the checkpoint's path with .onnx)")
+    parser.add_argument("--opset", type=int, default=17, metavar="N", help="lowest opset (>= 17; the exporter writes >= 18)")
+    verify = parser.add_argument_group("verification")
+    verify.add_argument("--verify-images", type=Path, metavar="DIR", help="verify on these images (default: synthetic)")
+    verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
+    verify.add_argument("--min-cosine", type=float, default=0.9999, metavar="C", help="per-image cosine floor (default 0.9999)")
+    verify.add_argument("--fp16-min-cosine", type=float, default=0.99, metavar="C", help="the same for the FP16 ONNX (default 0.99)")
+    trt = parser.add_argument_group("TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu]'`)")
+    trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
+    precision = trt.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
+    precision.add_argument("--int8", type=Path, metavar="QDQ.onnx", help="INT8 engine from calibration's Q/DQ ONNX")
+    trt.add_argument("--engine", type=Path, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
+    trt.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine takes (default 1)")
+    trt.add_argument("--opt-batch", type=int, default=32, metavar="N", help="batch it is tuned for (default 32)")
+    trt.add_argument("--max-batch", type=int, default=128, metavar="N", help="largest batch it takes (default 128)")
+    trt.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace limit (MiB)")
+    trt.add_argument("--timing-cache", type=Path, metavar="PATH", help="reusable timing cache file (read and updated)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported here so `san-export --help` answers without loading torch.
+    from san.checkpoint import CheckpointError, load_checkpoint
+    from san.preprocess import ImageDecodeError
+    from san.spec import ContractError
+
+    from export.onnx_export import ExportError, read_contract
+    from export.tensorrt_build import (
+        BatchProfile,
+        EngineBuildError,
+        TargetEnvironment,
+        TensorRTUnavailable,
+        build_engine,
+    )
+    from export.verify import export_and_verify, load_images, synthetic_images
+
+    def fail(message: str, status: int) -> int:
+        print(f"san-export: error: {message}", file=sys.stderr)
+        return status
+
+    try:
+        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+        if args.verify_count < 1:
+            raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
+        if args.int8 is not None and not args.int8.is_file():
+            raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
+        model, meta = load_checkpoint(args.ckpt)
+        out = args.out or args.ckpt.with_suffix(".onnx")
+        if args.verify_images:
+            images = load_images(args.verify_images, meta.spec, args.verify_count)
+        else:
+            images = synthetic_images(meta.spec, args.verify_count)
+        provenance = {"san.checkpoint_sha256": meta.sha256}
+
+        def export_verified(path: Path, precision: str, min_cosine: float) -> bool:
+            report = export_and_verify(
+                model, path, images, opset=args.opset, provenance=provenance, precision=precision, min_cosine=min_cosine
+            )
+            print(f"{path}: {report.format()}")
+            return report.passed
+
+        if not export_verified(out, "fp32", args.min_cosine):
+            return 1
+        if not args.trt:
+            return 0
+        environment = TargetEnvironment.detect()
+        source = out
+        if args.fp16:
+            source = out.with_suffix(".fp16.onnx")
+            if not export_verified(source, "fp16", args.fp16_min_cosine):
+                return 1
+        elif args.int8:
+            source = args.int8
+            if read_contract(source) != meta.spec:
+                raise ContractError(f"--int8 {source}: its input contract differs from the checkpoint's")
+        engine = args.engine or out.with_suffix(".engine")
+        sidecar = build_engine(
+            source,
+            engine,
+            profile=profile,
+            workspace_mb=args.workspace_mb,
+            timing_cache=args.timing_cache,
+            environment=environment,
+        )
+        print(f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), "
+              f"TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}")
+    except TensorRTUnavailable as exc:
+        return fail(f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
+                    "target GPU machine with the same command.", 3)
+    except ExportError as exc:
+        return fail(str(exc), 1)
+    except (CheckpointError, ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
+        return fail(str(exc), 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

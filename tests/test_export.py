@@ -1,0 +1,199 @@
+"""ONNX export: parity with the PyTorch eval model, determinism, contract, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.cli import main as san_export
+from export.onnx_export import (
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    check_graph,
+    export_onnx,
+    pi_name,
+    random_ops,
+    read_contract,
+    read_metadata,
+)
+from export.verify import synthetic_images, verify_onnx
+from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from san.config import ModelConfig
+from san.model.network import SAN, build_model
+from san.spec import METADATA_KEY, ContractError, InputSpec
+
+CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
+STAGES = CFG.active_stages
+
+
+def _trained(model: SAN) -> SAN:
+    """Move weights and BatchNorm statistics away from their initial values."""
+    torch.manual_seed(1)
+    images = torch.from_numpy(synthetic_images(model.spec, 8, seed=3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(3):
+        emb = model(images)
+        loss = -torch.pdist(emb).mean() + emb.pow(2).mean()  # spread embeddings apart, keep them bounded
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        for _ in range(3):
+            model(images)  # more running-statistics updates
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def random_model() -> SAN:
+    torch.manual_seed(0)
+    return build_model(CFG).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_model() -> SAN:
+    torch.manual_seed(0)
+    return _trained(build_model(CFG))
+
+
+@pytest.fixture(scope="module")
+def random_onnx(random_model: SAN, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("random") / "model.onnx"
+    return export_onnx(random_model, out, provenance={"san.checkpoint_sha256": "0" * 64})
+
+
+@pytest.fixture(scope="module")
+def trained_onnx(trained_model: SAN, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(trained_model, tmp_path_factory.mktemp("trained") / "model.onnx", with_masks=True)
+
+
+def test_trained_fixture_really_moved_batchnorm(trained_model: SAN) -> None:
+    bn = trained_model.stem[1]
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+
+
+@pytest.mark.parametrize("which", ["random", "trained"])
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_onnxruntime_matches_pytorch_eval(which: str, batch: int, request: pytest.FixtureRequest) -> None:
+    model, path = request.getfixturevalue(f"{which}_model"), request.getfixturevalue(f"{which}_onnx")
+    images = synthetic_images(model.spec, batch, seed=batch)
+    report = verify_onnx(model, path, images)
+    assert report.passed, report.format()
+    assert report.min_cosine >= 0.9999
+    assert [b.stage for b in report.blocks] == list(STAGES)  # masks were compared in every block
+    assert all(b.unexplained == 0 for b in report.blocks), report.format()
+    assert sum(b.elements for b in report.blocks) > 0
+
+
+def test_graph_is_deterministic_and_valid(random_onnx: Path) -> None:
+    proto = onnx.load(random_onnx)
+    assert random_ops(proto) == set()
+    onnx.checker.check_model(proto, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    (out,) = inferred.graph.output
+    assert out.name == OUTPUT_NAME and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == [BATCH_DIM, 128]
+    (inp,) = proto.graph.input
+    assert inp.name == INPUT_NAME and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [BATCH_DIM, 3, 64, 32]
+    assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+
+
+def test_random_ops_are_found_and_refused() -> None:
+    node = onnx.helper.make_node("RandomUniformLike", ["x"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+    )
+    proto = onnx.helper.make_model(graph)
+    assert random_ops(proto) == {"RandomUniformLike"}
+    with pytest.raises(ExportError, match="random ops"):
+        check_graph(proto)
+
+
+def test_contract_and_provenance_read_back(random_model: SAN, random_onnx: Path) -> None:
+    assert read_contract(random_onnx) == random_model.spec
+    meta = read_metadata(random_onnx)
+    assert meta["san.checkpoint_sha256"] == "0" * 64
+    assert ModelConfig.from_dict(json.loads(meta["san.model_config"])) == random_model.cfg
+    assert meta["san.torch_version"] == torch.__version__
+    assert meta["san.exporter"].startswith("torch.onnx.export(dynamo=True)")
+
+
+def test_deployed_file_lists_only_embeddings_but_masks_file_lists_pi(random_onnx: Path, trained_onnx: Path) -> None:
+    assert [o.name for o in onnx.load(random_onnx).graph.output] == [OUTPUT_NAME]
+    assert [o.name for o in onnx.load(trained_onnx).graph.output] == [OUTPUT_NAME, *(pi_name(s) for s in STAGES)]
+
+
+def test_black_and_constant_images_give_finite_embeddings(random_onnx: Path) -> None:
+    images = synthetic_images(CFG.spec, 2)
+    assert not images[0].any() and (images[1] == images[1].flat[0]).all()  # all-black, constant grey
+    session = ort.InferenceSession(str(random_onnx), providers=["CPUExecutionProvider"])
+    (emb,) = session.run(None, {INPUT_NAME: images})
+    assert emb.shape == (2, 128) and np.isfinite(emb).all()
+
+
+def test_read_contract_refuses_missing_or_invalid_contract(random_onnx: Path, tmp_path: Path) -> None:
+    proto = onnx.load(random_onnx)
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "bare.onnx")
+    with pytest.raises(ContractError, match="no input contract.*san-export"):
+        read_contract(tmp_path / "bare.onnx")
+    proto.metadata_props.add(key=METADATA_KEY, value='{"height": 64}')
+    onnx.save(proto, tmp_path / "broken.onnx")
+    with pytest.raises(ContractError, match="broken.onnx.*missing"):
+        read_contract(tmp_path / "broken.onnx")
+    proto.metadata_props[0].value = InputSpec(height=128, width=64).to_json()
+    onnx.save(proto, tmp_path / "other.onnx")
+    with pytest.raises(ContractError, match="contract says N x 3 x 128 x 64"):
+        read_contract(tmp_path / "other.onnx")
+    with pytest.raises(ContractError, match="not found"):
+        read_contract(tmp_path / "absent.onnx")
+
+
+def test_verify_fails_beyond_tolerance(random_model: SAN, random_onnx: Path) -> None:
+    images = synthetic_images(random_model.spec, 3)
+    report = verify_onnx(random_model, random_onnx, images, min_cosine=1.5, max_abs_error=0.0)
+    assert not report.passed
+    assert any("min cosine" in p for p in report.problems) and any("max abs error" in p for p in report.problems)
+    with pytest.raises(ContractError, match="uint8"):
+        verify_onnx(random_model, random_onnx, images.astype(np.float32))
+
+
+def test_cli_exports_and_verifies_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, build_model(CFG))
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i, array in enumerate(synthetic_images(CFG.spec, 3)):
+        Image.fromarray(array.transpose(1, 2, 0)).resize((48, 100)).save(images / f"{i}.png")
+    out = tmp_path / "deploy" / "san.onnx"
+    assert san_export(["--ckpt", str(ckpt), "--out", str(out), "--verify-images", str(images)]) == 0
+    printed = capsys.readouterr().out
+    assert "verified on 3 images" in printed and "PASSED" in printed
+    assert read_contract(out) == load_checkpoint(ckpt)[1].spec
+    assert read_metadata(out)["san.checkpoint_sha256"] == file_sha256(ckpt)
+
+
+def test_cli_reports_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert san_export(["--ckpt", str(tmp_path / "absent.pt")]) == 2
+    assert "absent.pt: checkpoint file not found" in capsys.readouterr().err
+    torch.save({"not": "a SAN checkpoint"}, tmp_path / "plain.pt")
+    assert san_export(["--ckpt", str(tmp_path / "plain.pt")]) == 2
+    assert "not a SAN checkpoint" in capsys.readouterr().err
+    assert san_export(["--ckpt", str(tmp_path / "plain.pt"), "--min-batch", "8", "--max-batch", "4"]) == 2
+    assert "min <= opt <= max" in capsys.readouterr().err
