@@ -33,6 +33,7 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+_UNDECODABLE = "cannot decode image"
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -85,13 +86,14 @@ def decode_image(path: str | os.PathLike[str]) -> Image.Image:
         except ImageDecodeError:
             raise
         except UnidentifiedImageError as exc:
-            raise ImageDecodeError(path, "not an image (unrecognised or unsupported format)") from exc
+            raise ImageDecodeError(path, f"{_UNDECODABLE}: not an image (unrecognised or unsupported format)") from exc
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from exc
         # Pillow's plugins signal malformed data with many exception types (OSError,
         # SyntaxError, ValueError, struct.error, IndexError, EOFError, ...): all mean "corrupt".
         except Exception as exc:  # noqa: BLE001
-            raise ImageDecodeError(path, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
+            reason = f"{_UNDECODABLE}: corrupt or truncated data ({type(exc).__name__}: {exc})"
+            raise ImageDecodeError(path, reason) from exc
 
 
 def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:

@@ -104,12 +104,12 @@ def make_bad_files(root: Path) -> list[BadCase]:
     good_png = _encode(Image.new("RGB", (32, 64), GREEN), "PNG")
     noisy_jpeg = _encode(_noise((64, 64)), "JPEG", quality=90)
 
-    def add(name: str, rel: str, content: bytes | Callable[[Path], None] | None, outcome: str, **expect: object) -> None:
+    def add(name: str, rel: str, content: bytes | Callable[[Path], None], outcome: str, **expect: object) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
-        elif content is not None:
+        else:
             content(path)
         cases.append(BadCase(name, rel, outcome, **expect))  # type: ignore[arg-type]
 
@@ -129,12 +129,14 @@ def make_bad_files(root: Path) -> list[BadCase]:
     noisy_png = _encode(_noise((64, 64)), "PNG")
     middle = len(noisy_png) // 2
     add("PNG with corrupt pixel data", "corrupt_pixels.png",
-        noisy_png[:middle] + bytes(64) + noisy_png[middle + 64 :], "error", reason="corrupt or truncated image data")
+        noisy_png[:middle] + bytes(64) + noisy_png[middle + 64 :], "error",
+        reason="cannot decode image: corrupt or truncated data")
     add("AppleDouble resource file (hidden)", "._resource.jpg", b"\x00\x05\x16\x07" + bytes(80), "error",
         reason="not an image", listed=False)
     # -- awkward but valid encodings
     add("16-bit grayscale PNG", "gray16.png",
-        _png(8, 8, 16, 0, [struct.pack(">8H", *[32896] * 8)] * 8), "ok", size=(8, 8), probes=((3, 3, (128, 128, 128)),))
+        _png(8, 8, 16, 0, [struct.pack(">8H", *[32896] * 8)] * 8), "ok",
+        size=(8, 8), probes=((3, 3, (128, 128, 128)),))
     add("dark 16-bit grayscale PNG (stays dark)", "gray16_dark.png",
         _png(8, 8, 16, 0, [struct.pack(">8H", *[200] * 8)] * 8), "ok", size=(8, 8), probes=((3, 3, (1, 1, 1)),))
     add("16-bit RGB PNG", "rgb16.png", _png(8, 8, 16, 2, [struct.pack(">24H", *[65535, 0, 32896] * 8)] * 8),

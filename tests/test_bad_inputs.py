@@ -131,7 +131,9 @@ def image_folder_dataset(bad_folder, tmp_path_factory: pytest.TempPathFactory) -
     return root
 
 
-def test_loaders_list_every_non_directory_and_skip_hidden_files(bad_folder, market_folder, image_folder_dataset) -> None:
+def test_loaders_list_every_non_directory_and_skip_hidden_files(
+    bad_folder, market_folder, image_folder_dataset
+) -> None:
     """Loaders list paths only: every file-like entry, broken links included, reaches the decoder."""
     from san.data.registry import load_dataset
 
