@@ -1,0 +1,31 @@
+"""Runtime: backends (torch, onnxruntime, tensorrt) behind one interface, and folder embedding.
+
+Public API::
+
+    from runtime import open_backend, embed_folder, merge_shards, EmbedOptions, Shard
+
+Importing ``runtime`` imports neither torch nor tensorrt: each backend module is imported
+when :func:`open_backend` first needs it, so an edge box with only onnxruntime runs
+``.onnx`` models.
+"""
+
+from __future__ import annotations
+
+from runtime.base import Backend, BackendError
+from runtime.discovery import discover_images
+from runtime.embed import EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
+from runtime.registry import BACKENDS, open_backend
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "EmbedError",
+    "EmbedOptions",
+    "EmbedResult",
+    "Shard",
+    "discover_images",
+    "embed_folder",
+    "merge_shards",
+    "open_backend",
+]

@@ -1,0 +1,172 @@
+"""The backend interface (Polygraphy's runner pattern), torch-free.
+
+A backend wraps one model artifact. It is a context manager: :meth:`Backend.activate`
+loads the artifact and reads its input contract, :meth:`Backend.deactivate` frees it.
+:meth:`Backend.infer` checks a batch against the contract, hands it to the subclass's
+``_infer`` and checks what comes back::
+
+    with open_backend(Path("model.onnx")) as backend:
+        embeddings = backend.infer(batch)  # uint8 N x 3 x H x W -> float32 N x D
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from san.spec import ContractError, InputSpec
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot load its artifact or run; the message says why."""
+
+
+class Backend(ABC):
+    """Base class of every backend: subclasses implement ``_activate``, ``_infer``, ``_deactivate``."""
+
+    #: Registry name, e.g. ``"onnxruntime"``.
+    name: ClassVar[str]
+
+    def __init__(self, artifact: str | Path) -> None:
+        self.artifact = Path(artifact)
+        self._spec: InputSpec | None = None
+        self._sha256: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def activate(self) -> Backend:
+        """Load the artifact (idempotent) and read its contract; returns ``self``."""
+        if self._spec is None:
+            if not self.artifact.is_file():
+                raise BackendError(f"{self.artifact}: model file not found")
+            self._spec = self._activate()
+        return self
+
+    def deactivate(self) -> None:
+        """Free what :meth:`activate` loaded (idempotent)."""
+        if self._spec is not None:
+            self._deactivate()
+            self._spec = None
+
+    def __enter__(self) -> Backend:
+        return self.activate()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the artifact is loaded."""
+        return self._spec is not None
+
+    # -- what the artifact says ------------------------------------------------------
+    @property
+    def spec(self) -> InputSpec:
+        """The input contract read from the artifact (needs an active backend)."""
+        if self._spec is None:
+            raise BackendError(f"{self.name} backend for {self.artifact} is not active; use `with backend:` first")
+        return self._spec
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the artifact file (computed once)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.artifact)
+        return self._sha256
+
+    def describe(self) -> dict[str, Any]:
+        """What determines this backend's numbers (name, device or providers); JSON-safe.
+
+        Goes into ``meta.json`` and the resume plan, so it must not name a device index.
+        """
+        return {"name": self.name}
+
+    def batch_limits(self) -> tuple[int, int]:
+        """Smallest and largest batch the artifact accepts (inclusive)."""
+        return 1, 2**31 - 1
+
+    # -- inference -------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Embed ``batch`` (uint8 or float32 on 0..255, N x 3 x H x W): float32 N x D.
+
+        Raises :class:`~san.spec.ContractError` when the batch or the output disagrees
+        with the contract.
+        """
+        spec = self.spec
+        if not isinstance(batch, np.ndarray) or batch.dtype not in (np.uint8, np.float32):
+            got = batch.dtype if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise ContractError(f"input batch must be a uint8 or float32 numpy array (0..255 scale), got {got}")
+        spec.check_batch_shape(batch.shape)
+        low, high = self.batch_limits()
+        if not low <= batch.shape[0] <= high:
+            raise ContractError(
+                f"{self.artifact}: batch of {batch.shape[0]} images is outside what this "
+                f"{self.name} artifact accepts ({low}..{high}); split or pad the batch"
+            )
+        out = self._infer(np.ascontiguousarray(batch))
+        expected = (batch.shape[0], spec.embedding_dim)
+        if out.shape != expected:
+            raise ContractError(
+                f"{self.artifact}: {self.name} backend returned shape {out.shape}; the contract expects {expected}"
+            )
+        return out.astype(np.float32, copy=False)
+
+    @abstractmethod
+    def _activate(self) -> InputSpec:
+        """Load the artifact; return the contract it carries."""
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a validated, C-contiguous batch (uint8 or float32); return N x D."""
+
+    @abstractmethod
+    def _deactivate(self) -> None:
+        """Release the artifact."""
+
+
+def as_model_dtype(batch: np.ndarray, dtype: np.dtype | type, artifact: Path) -> np.ndarray:
+    """Convert a validated batch to the dtype the artifact's input takes, losslessly.
+
+    uint8 -> float32 is exact; float32 -> uint8 is accepted only for whole numbers in
+    0..255 (anything else would be silently rounded).
+    """
+    dtype = np.dtype(dtype)
+    if batch.dtype == dtype:
+        return batch
+    if dtype == np.uint8:
+        if not (np.all((batch >= 0) & (batch <= 255)) and np.array_equal(batch, np.round(batch))):
+            raise ContractError(
+                f"{artifact}: the model takes uint8 images; a float batch is accepted only with "
+                "whole numbers in 0..255 (decode with san.preprocess.load_image)"
+            )
+    return batch.astype(dtype)
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on (hyper-threads counted once)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add(f"{package}:{(topology / 'core_id').read_text().strip()}")
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (torch-free twin of ``san.checkpoint.file_sha256``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,132 @@
+"""``san-embed``: embed every image of a folder with a SAN model (thin CLI over runtime.embed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.base import BackendError
+from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
+from runtime.registry import BACKENDS, open_backend
+from san.spec import ContractError
+
+EXAMPLES = """\
+output folder (default: <images>_embeddings beside the image folder):
+  embeddings.npy  float32, one row per readable image
+  index.csv       row,path,status,error for every file (row -1 = failed, with the reason)
+  meta.json       contract, model sha256, backend, options, counts (identical across runs)
+  timing.json     wall time and img/s of the run
+
+examples:
+  san-embed photos/ --model model.onnx
+  san-embed photos/ --model model.pt --device cuda --batch-size 128 --tta flip --l2-normalize
+  san-embed photos/ --model model.engine --out emb/          # TensorRT engine + sidecar
+  san-embed photos/ --model model.onnx --out emb/ --resume   # after an interruption
+  san-embed photos/ --model model.onnx --shard 1/2 --out s1/ # on machine 1 (2/2 on machine 2)
+  san-embed merge s1/ s2/ --out emb/                         # same bytes as one unsharded run
+
+exit status: 0 all images embedded; 1 some files failed (listed); 2 nothing run (bad arguments,
+model or output folder).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``san-embed IMAGES --model MODEL``."""
+    parser = argparse.ArgumentParser(
+        prog="san-embed",
+        description="Embed every jpg/jpeg/png/bmp/webp under a folder (recursive, sorted; hidden "
+        "files skipped) with a SAN checkpoint (.pt), ONNX export (.onnx) or TensorRT engine (.engine).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--model", type=Path, required=True, help="model.pt, model.onnx or model.engine")
+    parser.add_argument("--out", type=Path, help="output folder (default: <images>_embeddings)")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
+    parser.add_argument("--batch-size", type=int, default=EmbedOptions.batch_size,
+                        help="images per model call (default %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=EmbedOptions.chunk_size,
+                        help="files per committed chunk: the unit of --resume and --shard (default %(default)s)")
+    parser.add_argument("--workers", type=int,
+                        help="decode processes (default: half the CPUs, 1..8; 0 = decode inline)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="flip: average with the mirrored image's embedding")
+    parser.add_argument("--l2-normalize", action="store_true", help="scale every embedding to unit length")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of the torch/onnxruntime backend (default: physical cores)")
+    parser.add_argument("--device", help="torch: cpu, cuda or cuda:N (default cpu); tensorrt: GPU index (default 0)")
+    parser.add_argument("--providers",
+                        help="onnxruntime: comma list of tensorrt,cuda,cpu (default: cuda,cpu where installed)")
+    parser.add_argument("--shard", type=Shard.parse, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def build_merge_parser() -> argparse.ArgumentParser:
+    """Arguments of ``san-embed merge SHARD... --out DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="san-embed merge",
+        description="Merge the outputs of --shard 1/N .. N/N into the output of one unsharded run.",
+        epilog="example:\n  san-embed merge s1/ s2/ s3/ --out emb/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("parts", type=Path, nargs="+", help="finished shard output folders (any order)")
+    parser.add_argument("--out", type=Path, required=True, help="merged output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
+    return parser
+
+
+def default_out(images: Path, shard: Shard | None) -> Path:
+    """``photos/`` -> ``photos_embeddings`` (``photos_embeddings.shard-1-of-2`` for a shard)."""
+    base = images.resolve()
+    suffix = f".shard-{shard.index}-of-{shard.count}" if shard else ""
+    return base.with_name(f"{base.name}_embeddings{suffix}")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Backend constructor options from the flags that were given."""
+    options: dict[str, Any] = {"threads": args.threads, "device": args.device}
+    if args.providers:
+        options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def report(result: EmbedResult, what: str) -> int:
+    """Print the summary; the exit status."""
+    speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
+    print(f"{what} {result.ok}/{result.images} images in {result.seconds:.1f} s{speed} -> {result.out}")
+    if not result.failures:
+        return 0
+    print(f"{len(result.failures)} file(s) failed (listed in {result.out / 'index.csv'}):", file=sys.stderr)
+    for path, error in result.failures[:20]:
+        print(f"  {path}: {error}", file=sys.stderr)
+    if len(result.failures) > 20:
+        print(f"  ... and {len(result.failures) - 20} more", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``san-embed``."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["merge"]:
+            args = build_merge_parser().parse_args(argv[1:])
+            return report(merge_shards(args.parts, args.out, overwrite=args.overwrite), "merged")
+        args = build_parser().parse_args(argv)
+        options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
+        out = args.out or default_out(args.images, args.shard)
+        with open_backend(args.model, args.backend, **backend_options(args)) as backend:
+            result = embed_folder(args.images, backend, out, options, shard=args.shard, workers=args.workers,
+                                  resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        return report(result, "embedded")
+    except (EmbedError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:
+        print(f"san-embed: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

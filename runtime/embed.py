@@ -1,0 +1,451 @@
+"""Embedding an image folder: resumable, shardable, byte-identical across runs.
+
+Output folder::
+
+    embeddings.npy  float32 rows x D, one row per image that embedded (status ok)
+    index.csv       row,path,status,error for every discovered file, in discovery order;
+                    row is the embeddings row, -1 for a file that failed
+    meta.json       deterministic: contract, model sha256, backend, options, file-list
+                    digest, shard, counts (two runs of the same folder give the same bytes)
+    timing.json     what varies between runs: wall time, img/s, workers, paths, host
+
+The work follows a fixed plan: the sorted file list is cut into chunks of ``chunk_size``
+files, each chunk into batches of ``batch_size`` readable images. Every chunk is committed
+(embeddings flushed, index lines fsynced, then ``progress.json`` replaced atomically), so
+an interrupted run resumes at the first uncommitted chunk and computes exactly the batches
+an uninterrupted run would. ``--shard i/n`` takes a contiguous range of whole chunks,
+so merged shards also repeat the unsharded batches. ``meta.json`` appears last: a folder
+with ``meta.json`` and no ``progress.json`` is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from runtime.base import Backend
+from runtime.discovery import discover_images, list_digest
+from san.atomic import atomic_path, atomic_write, atomic_write_text
+from san.preprocess import ImageDecodeError, load_image
+from san.spec import InputSpec
+
+FORMAT, VERSION = "san-embeddings", 1
+EMBEDDINGS, INDEX, META, TIMING, PROGRESS = "embeddings.npy", "index.csv", "meta.json", "timing.json", "progress.json"
+PARTIAL_EMBEDDINGS, PARTIAL_INDEX = "embeddings.partial.npy", "index.partial.csv"
+OUTPUT_FILES = (EMBEDDINGS, INDEX, META, TIMING, PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX)
+INDEX_HEADER = ("row", "path", "status", "error")
+NON_FINITE = "non-finite embedding (NaN or Inf) from the backend; not written"
+TTA_MODES = ("none", "flip")
+_TASK_SIZE = 8  # files per worker task: amortises IPC, keeps the prefetch window fine-grained
+
+
+class EmbedError(RuntimeError):
+    """An embedding run that cannot start or continue; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Everything besides the model and the files that decides the output bytes."""
+
+    batch_size: int = 32
+    chunk_size: int = 1024
+    tta: str = "none"
+    l2_normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise ValueError(f"batch_size and chunk_size must be >= 1, got {self.batch_size}, {self.chunk_size}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {self.tta!r}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based, as in ``--shard 2/4``)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard must be i/n with 1 <= i <= n, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``"i/n"``."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like i/n (e.g. 2/4), got {text!r}") from None
+        return cls(index, count)
+
+    def chunk_range(self, chunks: int) -> range:
+        """The contiguous chunks of ``chunks`` that belong to this shard."""
+        return range((self.index - 1) * chunks // self.count, self.index * chunks // self.count)
+
+
+@dataclass
+class EmbedResult:
+    """What a run (or a merge) produced."""
+
+    out: Path
+    images: int
+    ok: int
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    processed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Throughput of this invocation (images processed / wall seconds)."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_workers() -> int:
+    """Decode workers: half the CPUs this process may use (the model needs the rest), 1..8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // 2))
+
+
+def embed_folder(
+    images: str | Path,
+    backend: Backend,
+    out: str | Path,
+    options: EmbedOptions = EmbedOptions(),
+    *,
+    shard: Shard | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every image under ``images`` into the folder ``out`` (see the module doc).
+
+    ``backend`` is activated if needed; the caller deactivates it. ``workers=0`` decodes
+    in this process. ``resume`` continues an interrupted run with the same plan (starts
+    afresh when there is nothing to resume); ``overwrite`` discards earlier output.
+    Unreadable files and non-finite embeddings are listed in ``index.csv`` and in
+    ``EmbedResult.failures``; they never stop the run.
+    """
+    started = time.time()
+    root, out = Path(images), Path(out)
+    workers = default_workers() if workers is None else workers
+    backend.activate()
+    paths = discover_images(root)
+    plan = _plan(root, paths, backend, options, shard)
+    spans = _chunk_spans(len(paths), options.chunk_size, shard)
+    first, stop = (spans[0][0], spans[-1][1]) if spans else (0, 0)
+    state = _prepare_output(out, plan, stop - first, backend.spec.embedding_dim, resume, overwrite)
+    if state is None:  # already complete with this plan
+        return _result(out, seconds=time.time() - started)
+    todo = spans[state["chunks_done"] :]
+    done_before = todo[0][0] - first if todo else stop - first
+    with tqdm(total=stop - first, initial=done_before, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        state = _embed_chunks(root, paths, todo, backend, options, out, state, workers, bar)
+    seconds, processed = time.time() - started, stop - first - done_before
+    _finalize(out, plan, state, {
+        "images": str(root.resolve()), "model": str(backend.artifact.resolve()), "host": socket.gethostname(),
+        "workers": workers, "processed": processed, "seconds": round(seconds, 3),
+        "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return _result(out, processed=processed, seconds=seconds)
+
+
+def _embed_chunks(root: Path, paths: list[str], todo: list[tuple[int, int]], backend: Backend, options: EmbedOptions,
+                  out: Path, state: dict[str, Any], workers: int, bar: tqdm) -> dict[str, Any]:
+    """Embed and commit the chunks ``todo`` one by one; returns the final progress state."""
+    embeddings = np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="r+")
+    decoded = _decode_stream(root, paths[todo[0][0] : todo[-1][1]] if todo else [], backend.spec, workers)
+    try:
+        with open(out / PARTIAL_INDEX, "r+b") as index:
+            index.truncate(state["index_bytes"])  # drop lines of a chunk that was never committed
+            index.seek(state["index_bytes"])
+            for start, end in todo:
+                chunk = [next(decoded) for _ in range(end - start)]
+                rows, lines = _embed_chunk(backend, options, paths[start:end], chunk, state["rows"])
+                embeddings[state["rows"] : state["rows"] + len(rows)] = rows
+                embeddings.flush()
+                index.write(_encode(lines))
+                index.flush()
+                os.fsync(index.fileno())
+                state = {**state, "chunks_done": state["chunks_done"] + 1, "rows": state["rows"] + len(rows),
+                         "index_bytes": index.tell()}
+                _write_json(out / PROGRESS, state)  # the commit point of this chunk
+                bar.update(end - start)
+    finally:
+        decoded.close()
+        del embeddings
+    return state
+
+
+def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> EmbedResult:
+    """Merge the outputs of ``--shard 1/n`` .. ``n/n`` into what an unsharded run writes."""
+    started = time.time()
+    out = Path(out)
+    metas = [_read_complete(Path(p)) for p in parts]
+    common = [{k: v for k, v in m.items() if k not in ("shard", "counts")} for m in metas]
+    if any(c != common[0] for c in common[1:]):
+        raise EmbedError(f"shard outputs {list(map(str, parts))} were made with different plans "
+                         "(files, model, backend or options differ); embed all shards with the same command")
+    shards = sorted((m["shard"]["index"] if m["shard"] else 0, Path(p)) for m, p in zip(metas, parts))
+    count = metas[0]["shard"]["count"] if metas[0]["shard"] else 0
+    if [i for i, _ in shards] != list(range(1, count + 1)) or any(m["shard"]["count"] != count for m in metas):
+        raise EmbedError(f"merge needs exactly the shards 1/n..n/n of one run, got {[i for i, _ in shards]} of {count}")
+    _clear_output(out, overwrite)
+    dim = common[0]["contract"]["embedding_dim"]
+    sources = [np.load(p / EMBEDDINGS, mmap_mode="r") for _, p in shards]
+    total = sum(len(s) for s in sources)
+    with atomic_path(out / EMBEDDINGS) as tmp:
+        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(total, dim))
+        offset = 0
+        for source in sources:
+            merged[offset : offset + len(source)] = source
+            offset += len(source)
+        merged.flush()
+        del merged
+    buffer, offset = io.StringIO(), 0
+    writer = _index_writer(buffer)
+    writer.writerow(INDEX_HEADER)
+    for (_, part), source in zip(shards, sources):
+        for row, path, status, error in _read_index(part / INDEX):
+            writer.writerow((int(row) + offset if status == "ok" else -1, path, status, error))
+        offset += len(source)
+    _write_bytes(out / INDEX, _encode(buffer.getvalue()))
+    counts = {k: sum(m["counts"][k] for m in metas) for k in metas[0]["counts"]}
+    _write_json(out / META, {**common[0], "shard": None, "counts": counts})
+    _write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p in shards],
+                               "seconds": round(time.time() - started, 3)})
+    return _result(out, seconds=time.time() - started)
+
+
+# -- plan and output folder ------------------------------------------------------------
+def _plan(root: Path, paths: list[str], backend: Backend, options: EmbedOptions, shard: Shard | None) -> dict[str, Any]:
+    """What decides the output bytes; a resumed run must match it exactly."""
+    spans = _chunk_spans(len(paths), options.chunk_size, shard)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "contract": backend.spec.to_dict(),
+        "model_sha256": backend.sha256,
+        "backend": backend.describe(),
+        "options": asdict(options),
+        "files": {"count": len(paths), "sha256": list_digest(root, paths)},
+        "shard": None if shard is None else {
+            "index": shard.index, "count": shard.count,
+            "files": [spans[0][0], spans[-1][1]] if spans else [0, 0],
+        },
+    }
+
+
+def _chunk_spans(n_files: int, chunk_size: int, shard: Shard | None) -> list[tuple[int, int]]:
+    """[start, end) file ranges of the chunks this run processes, in order."""
+    chunks = -(-n_files // chunk_size)
+    indices = shard.chunk_range(chunks) if shard else range(chunks)
+    return [(c * chunk_size, min((c + 1) * chunk_size, n_files)) for c in indices]
+
+
+def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, resume: bool,
+                    overwrite: bool) -> dict[str, Any] | None:
+    """Create or reopen the output folder; the progress state, or None when already complete."""
+    if resume and (out / PROGRESS).exists():
+        state = json.loads((out / PROGRESS).read_text(encoding="utf-8"))
+        _check_same_plan(out / PROGRESS, state["plan"], plan)
+        return state
+    if resume and (out / META).exists():
+        _check_same_plan(out / META, {k: v for k, v in _read_complete(out).items() if k != "counts"}, plan)
+        return None
+    _clear_output(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="w+", dtype="<f4", shape=(n_files, dim)).flush()
+    header = io.StringIO()
+    _index_writer(header).writerow(INDEX_HEADER)
+    _write_bytes(out / PARTIAL_INDEX, _encode(header.getvalue()))
+    state = {"plan": plan, "chunks_done": 0, "rows": 0, "index_bytes": len(_encode(header.getvalue()))}
+    _write_json(out / PROGRESS, state)
+    return state
+
+
+def _check_same_plan(where: Path, saved: dict[str, Any], plan: dict[str, Any]) -> None:
+    differ = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k))
+    if differ:
+        raise EmbedError(
+            f"{where}: refused to resume: this run's {', '.join(differ)} differ from the interrupted run's "
+            "(the image files, model, backend, options or shard changed); rerun with the original arguments, "
+            "or pass --overwrite to start over"
+        )
+
+
+def _clear_output(out: Path, overwrite: bool) -> None:
+    present = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if present and not overwrite:
+        hint = "--resume to continue it or " if PROGRESS in present else ""
+        raise EmbedError(f"{out}: already holds embedding output ({', '.join(present)}); pass {hint}--overwrite "
+                         "to replace it, or choose another --out")
+    for name in present:
+        (out / name).unlink()
+
+
+def _finalize(out: Path, plan: dict[str, Any], state: dict[str, Any], timing: dict[str, Any]) -> None:
+    """Write the final files from the committed partial ones, then drop the partial files."""
+    partial = np.load(out / PARTIAL_EMBEDDINGS, mmap_mode="r")
+    with atomic_path(out / EMBEDDINGS) as tmp:
+        final = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(state["rows"], partial.shape[1]))
+        final[:] = partial[: state["rows"]]
+        final.flush()
+        del final
+    del partial
+    with open(out / PARTIAL_INDEX, "rb") as fh:
+        _write_bytes(out / INDEX, fh.read(state["index_bytes"]))
+    entries = _read_index(out / INDEX)
+    counts = {"images": len(entries), "ok": state["rows"], "failed": sum(e[2] != "ok" for e in entries)}
+    _write_json(out / META, {**plan, "counts": counts})
+    _write_json(out / TIMING, timing)
+    for name in (PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX):
+        (out / name).unlink()
+
+
+def _read_complete(out: Path) -> dict[str, Any]:
+    if (out / PROGRESS).exists() or not (out / META).exists():
+        raise EmbedError(f"{out}: not a finished embedding run (no {META}, or {PROGRESS} still there); "
+                         "finish it with san-embed --resume")
+    return json.loads((out / META).read_text(encoding="utf-8"))
+
+
+def _result(out: Path, processed: int = 0, seconds: float = 0.0) -> EmbedResult:
+    meta = _read_complete(out)
+    failures = [(path, error) for _, path, status, error in _read_index(out / INDEX) if status != "ok"]
+    return EmbedResult(out, meta["counts"]["images"], meta["counts"]["ok"], failures, processed, seconds)
+
+
+# -- decoding and embedding -------------------------------------------------------------
+def _decode_stream(
+    root: Path, paths: list[str], spec: InputSpec, workers: int
+) -> Iterator[tuple[np.ndarray | None, str]]:
+    """(uint8 image or None, error) per path, in order; decoded by ``workers`` processes ahead of use."""
+    tasks = [paths[i : i + _TASK_SIZE] for i in range(0, len(paths), _TASK_SIZE)]
+    if workers <= 0:
+        for task in tasks:
+            yield from _load_task(str(root), task, spec)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
+    pending: deque[Future] = deque()
+    try:
+        remaining = iter(tasks)
+        for task in remaining:  # bounded prefetch: a few tasks per worker in flight
+            pending.append(pool.submit(_load_task, str(root), task, spec))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            done = pending.popleft().result()
+            task = next(remaining, None)
+            if task is not None:
+                pending.append(pool.submit(_load_task, str(root), task, spec))
+            yield from done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with(parent: int) -> None:
+    """Worker initializer: exit when ``parent`` is gone (killed runs must not leave workers behind)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, owned by another user after PID reuse: keep going
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _load_task(root: str, paths: list[str], spec: InputSpec) -> list[tuple[np.ndarray | None, str]]:
+    """Decode + resize ``paths`` (worker side); a failure becomes its reason, with the path made relative."""
+    results: list[tuple[np.ndarray | None, str]] = []
+    for rel in paths:
+        full = os.path.join(root, rel)
+        try:
+            results.append((load_image(full, spec), ""))
+        except ImageDecodeError as exc:
+            results.append((None, exc.reason.replace(full, rel)))
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+            results.append((None, f"unexpected {type(exc).__name__}: {exc}".replace(full, rel)))
+    return results
+
+
+def _embed_chunk(backend: Backend, options: EmbedOptions, paths: list[str],
+                 decoded: list[tuple[np.ndarray | None, str]], first_row: int) -> tuple[np.ndarray, str]:
+    """Embed one chunk; returns its finite rows and its index.csv lines."""
+    ok = [i for i, (image, _) in enumerate(decoded) if image is not None]
+    parts = [_embed_batch(backend, options, np.stack([decoded[i][0] for i in ok[b : b + options.batch_size]]))
+             for b in range(0, len(ok), options.batch_size)]
+    embeddings = np.concatenate(parts) if parts else np.empty((0, backend.spec.embedding_dim), np.float32)
+    finite = np.isfinite(embeddings).all(axis=1)
+    errors = {i: error for i, (image, error) in enumerate(decoded) if image is None}
+    errors.update({i: NON_FINITE for i, good in zip(ok, finite) if not good})
+    buffer, row = io.StringIO(), first_row
+    writer = _index_writer(buffer)
+    for i, path in enumerate(paths):
+        if i in errors:
+            writer.writerow((-1, path, "error", errors[i]))
+        else:
+            writer.writerow((row, path, "ok", ""))
+            row += 1
+    return embeddings[finite], buffer.getvalue()
+
+
+def _embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:
+    """Embeddings of one batch with the options' test-time augmentation and normalisation."""
+    embeddings = backend.infer(images)
+    if options.tta == "flip":
+        mirrored = backend.infer(np.ascontiguousarray(images[..., ::-1]))
+        embeddings = (embeddings + mirrored) * np.float32(0.5)
+    if options.l2_normalize:
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings = embeddings / np.maximum(norms, np.float32(1e-12))
+    return embeddings.astype(np.float32, copy=False)
+
+
+# -- small file helpers -----------------------------------------------------------------
+def _index_writer(fh: Any) -> Any:
+    return csv.writer(fh, lineterminator="\n")
+
+
+def _read_index(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="", errors="surrogateescape") as fh:
+        rows = list(csv.reader(fh))
+    return rows[1:]
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8; file names that are not valid UTF-8 keep their original bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

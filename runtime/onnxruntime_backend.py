@@ -1,0 +1,123 @@
+"""ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers on request.
+
+Torch-free and onnx-package-free: the contract is read from the ONNX file's
+``metadata_props`` through the session itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.base import Backend, BackendError, as_model_dtype, physical_cores
+from san.spec import METADATA_KEY, ContractError, InputSpec
+
+#: Short provider names accepted by ``providers=``; the order is the preference order.
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_ORT_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Run a ``.onnx`` export with onnxruntime.
+
+    ``providers``: short names from :data:`PROVIDERS` in preference order; default
+    ``("cuda", "cpu")`` filtered by what the installed onnxruntime offers, so the CPU
+    wheel runs on the CPU and onnxruntime-gpu on CUDA. The TensorRT provider is never
+    chosen implicitly: it builds an engine per new input shape (minutes) — ask for it,
+    or use the native ``tensorrt`` backend. ``threads``: intra-op threads (default: the
+    physical cores this process may use).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, artifact: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> None:
+        super().__init__(artifact)
+        self.providers = self._resolve_providers(providers)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads or physical_cores()
+        self._session: ort.InferenceSession | None = None
+        self._fixed_batch: int | None = None
+
+    @staticmethod
+    def _resolve_providers(requested: Sequence[str] | None) -> list[str]:
+        available = ort.get_available_providers()
+        if requested is None:
+            return [PROVIDERS[p] for p in ("cuda", "cpu") if PROVIDERS[p] in available]
+        unknown = [p for p in requested if p not in PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown onnxruntime provider(s) {unknown}; choose from {list(PROVIDERS)}")
+        missing = [p for p in requested if PROVIDERS[p] not in available]
+        if missing:
+            raise BackendError(
+                f"onnxruntime provider(s) {missing} are not available in this install (available: "
+                f"{available}); GPU providers need `pip install onnxruntime-gpu` instead of onnxruntime"
+            )
+        return [PROVIDERS[p] for p in requested]
+
+    def _activate(self) -> InputSpec:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {exc}") from exc
+        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if text is None:
+            raise ContractError(
+                f"{self.artifact}: refused: the ONNX file carries no input contract (metadata_props key "
+                f"{METADATA_KEY!r}); export it with `san-export` (export.onnx_export.export_onnx), which writes it"
+            )
+        try:
+            spec = InputSpec.from_json(text)
+        except ContractError as exc:
+            raise ContractError(f"{self.artifact}: {exc}") from exc
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type not in _ORT_DTYPES:
+            raise ContractError(
+                f"{self.artifact}: expected one uint8 or float input, got "
+                f"{[(i.name, i.type) for i in inputs]}"
+            )
+        shape = inputs[0].shape
+        static = [d if isinstance(d, int) else None for d in shape]
+        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(static[1:], (3, spec.height, spec.width))):
+            raise ContractError(
+                f"{self.artifact}: the graph input {inputs[0].name!r} has shape {shape}, which contradicts "
+                f"its own contract (N x 3 x {spec.height} x {spec.width})"
+            )
+        self._fixed_batch = static[0]
+        self._input_name, self._input_dtype = inputs[0].name, _ORT_DTYPES[inputs[0].type]
+        names = [o.name for o in outputs]
+        self._output_name = "embeddings" if "embeddings" in names else names[0]
+        self._session = session
+        return spec
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self._input_name: as_model_dtype(batch, self._input_dtype, self.artifact)}
+        (out,) = self._session.run([self._output_name], feed)
+        return out
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    def batch_limits(self) -> tuple[int, int]:
+        if self._fixed_batch is not None:
+            return self._fixed_batch, self._fixed_batch
+        return super().batch_limits()
+
+    def describe(self) -> dict[str, Any]:
+        providers = self._session.get_providers() if self._session is not None else self.providers
+        return {"name": self.name, "providers": list(providers)}

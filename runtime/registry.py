@@ -1,0 +1,68 @@
+"""Backend names -> classes, and choosing one for an artifact.
+
+Classes are named by import path and imported on first use, so asking for the
+onnxruntime backend never imports torch or tensorrt.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from runtime.base import Backend
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """Where a backend class lives and which artifact suffixes it opens."""
+
+    module: str
+    cls: str
+    suffixes: tuple[str, ...]
+
+    def load(self) -> type[Backend]:
+        """Import the backend's module and return its class."""
+        return getattr(import_module(self.module), self.cls)
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", (".pt", ".pth")),
+    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
+    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
+}
+
+
+def backend_for(artifact: Path) -> str:
+    """The backend name for an artifact's suffix (case-insensitive)."""
+    by_suffix = {suffix: name for name, entry in BACKENDS.items() for suffix in entry.suffixes}
+    try:
+        return by_suffix[artifact.suffix.lower()]
+    except KeyError:
+        raise ValueError(
+            f"{artifact}: cannot tell the backend from the suffix {artifact.suffix!r}; expected one of "
+            f"{sorted(by_suffix)} or an explicit backend ({sorted(BACKENDS)})"
+        ) from None
+
+
+def open_backend(artifact: str | Path, backend: str | None = None, **options: Any) -> Backend:
+    """Create the backend for ``artifact`` (by suffix, or by name ``backend``); not yet active.
+
+    ``options`` go to the backend's constructor (e.g. ``threads=``, ``device=``,
+    ``providers=``). Use it as a context manager: ``with open_backend(p) as b: b.infer(x)``.
+    """
+    artifact = Path(artifact)
+    name = backend or backend_for(artifact)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {sorted(BACKENDS)}")
+    try:
+        cls = BACKENDS[name].load()
+    except ImportError as exc:
+        raise ImportError(f"backend {name!r} needs a package that is not installed: {exc}") from exc
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "artifact")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"backend {name!r} does not take option(s) {unknown}; it takes {accepted}")
+    return cls(artifact, **options)
