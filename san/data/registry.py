@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from san.data.cuhk03 import cuhk03
-from san.data.folder import folder
+from san.data.folder import folder, report
 from san.data.market import dukemtmcreid, market1501
 from san.data.msmt17 import msmt17
 from san.data.records import ReidDataset
+from san.data.synth import MANIFEST, ensure_synthetic
+
+
+def synthetic(root: str | Path, verbose: bool = True, **params: Any) -> ReidDataset:
+    """The synthetic set at ``root``, generated first if absent or made with other ``params``
+    (keywords of :class:`san.data.synth.SynthParams`; none: reuse whatever set is there)."""
+    if params or not (Path(root) / MANIFEST).is_file():
+        ensure_synthetic(Path(root), **params)
+    return report(replace(market1501(root, verbose=False), name="synthetic"), verbose)
+
 
 DATASETS: dict[str, Callable[..., ReidDataset]] = {
     "market1501": market1501,
@@ -18,6 +29,7 @@ DATASETS: dict[str, Callable[..., ReidDataset]] = {
     "cuhk03": cuhk03,  # variant="labeled"|"detected", protocol="classic"|"new", split=0
     "msmt17": msmt17,
     "folder": folder,
+    "synthetic": synthetic,  # SynthParams keywords; generated under root when needed
 }
 
 

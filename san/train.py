@@ -1,0 +1,384 @@
+"""Training library (paper IV-B): PK batches, batch-hard triplet + mu * TV, Eq. 9 temperature,
+Adam with the schedule of Hermans et al., atomic per-epoch checkpoints and exact resume.
+
+Every random draw of epoch ``t`` derives from ``(seed, t)`` (the sampler, the augmentation,
+and the Gumbel noise through ``torch.manual_seed`` at the start of the epoch), so resuming
+from the checkpoint of epoch ``t`` replays epochs ``t+1..`` exactly, with no RNG state saved.
+
+On CUDA: automatic mixed precision (bf16, or fp16 with a GradScaler) and channels_last;
+launched by ``torchrun`` (RANK/WORLD_SIZE set) it trains with DistributedDataParallel,
+the PK sampler sharded per rank; rank 0 alone evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from san.atomic import atomic_write_text
+from san.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from san.config import ModelConfig
+from san.data.augment import TrainAugment
+from san.data.records import ReidDataset
+from san.data.registry import load_dataset
+from san.data.sampler import PKSampler
+from san.data.torch_dataset import ReidImageDataset
+from san.evaluate import EvalReport, evaluate_model
+from san.losses import san_loss
+from san.model.network import SAN, build_model
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+#: Settings that may change on --resume; every other one must match the checkpoint.
+RESUMABLE_CHANGES = ("out", "root", "workers", "eval_every", "eval_batch_size", "device", "resume", "progress")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's (see :mod:`san.presets`)."""
+
+    out: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: str = "synthetic"
+    root: str | None = None  # synthetic: defaults to <out>/synthetic
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # loader keywords / synthetic params
+    epochs: int = 150
+    batch_p: int = 64
+    batch_k: int = 4
+    lr: float = 2e-4
+    weight_decay: float = 5e-4
+    decay_start: float = 2 / 3  # fraction of the steps after which the lr decays
+    final_lr_factor: float = 1e-3
+    margin: float = 0.5
+    soft_margin: bool = False
+    mu: float = 0.1
+    tau_rate: float = 0.008
+    tau_min: float = 0.5
+    seed: int = 0
+    workers: int = 2
+    eval_every: int = 10  # 0: never; else epoch 0 (untrained), every N epochs and the last
+    eval_batch_size: int = 128
+    pretrained: str | None = None
+    amp: str = "auto"
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0.0 <= self.decay_start <= 1.0, f"decay_start must lie in [0, 1], got {self.decay_start}"),
+            (0.0 < self.final_lr_factor <= 1.0, f"final_lr_factor must lie in (0, 1], got {self.final_lr_factor}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+        )
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (checkpoint- and JSON-safe)."""
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+def temperature(epoch: int, rate: float = 0.008, floor: float = 0.5) -> float:
+    """Eq. 9: tau(t) = max(exp(-rate * t), floor) for 0-based epoch ``t``."""
+    return max(math.exp(-rate * epoch), floor)
+
+
+def lr_factor(step: int, total_steps: int, decay_start: float = 2 / 3, final: float = 1e-3) -> float:
+    """Hermans et al.: 1 until ``decay_start * total_steps``, then exponential decay to ``final``."""
+    t0 = decay_start * total_steps
+    if step <= t0 or total_steps <= t0:
+        return 1.0
+    return final ** ((min(step, total_steps) - t0) / (total_steps - t0))
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The torch seed of one epoch on one rank."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+@dataclass
+class TrainResult:
+    """Where the run went and what it measured."""
+
+    out: Path
+    history: list[dict[str, Any]]
+    untrained: EvalReport | None = None
+    final: EvalReport | None = None
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def _init_distributed(device: str) -> _Dist:
+    """Join the torchrun process group when RANK and WORLD_SIZE say there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or world <= 1:
+        return _Dist()
+    cuda = device != "cpu" and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(cfg: TrainConfig, ctx: _Dist) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: CUDA only; bf16 where supported unless fp16 is asked for."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def data_root(cfg: TrainConfig) -> Path:
+    """The data set's folder: ``root``, or ``<out>/synthetic`` for the synthetic set."""
+    if cfg.root is None and cfg.dataset != "synthetic":
+        raise ValueError(f"--root is required for data set {cfg.dataset!r}")
+    return Path(cfg.root or Path(cfg.out) / "synthetic").expanduser().resolve()
+
+
+def load_training_data(cfg: TrainConfig, verbose: bool = True) -> ReidDataset:
+    """The configured data set; the synthetic one is generated (once) under its root."""
+    return load_dataset(cfg.dataset, data_root(cfg), verbose=verbose, **cfg.dataset_options)
+
+
+class _MetricsLog:
+    """metrics.jsonl (one JSON object per line) plus TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, resume_epoch: int | None) -> None:
+        self.path = out / "metrics.jsonl"
+        lines = self.path.read_text().splitlines() if resume_epoch is not None and self.path.exists() else []
+        kept = [line for line in lines if json.loads(line).get("epoch", 0) <= (resume_epoch or 0)]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))  # drop epochs being redone
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}
+            flat |= {f"eval/{k}": v for k, v in record.get("eval", {}).items() if isinstance(v, (int, float))}
+            for key, value in flat.items():
+                self.tb.add_scalar(key, value, record["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _eval_summary(report: EvalReport) -> dict[str, Any]:
+    return {"mAP": report.mAP, **{f"rank{k}": v for k, v in report.ranks.items()}}
+
+
+def _resume_state(cfg: TrainConfig, last: Path) -> tuple[SAN, dict[str, Any]]:
+    """Model and training state of ``last``; refuse a checkpoint of a different run."""
+    model, meta = load_checkpoint(last)
+    saved = meta.training.get("config")
+    if not isinstance(saved, dict) or "optimizer" not in meta.training:
+        raise CheckpointError(f"{last}: no training state to resume from")
+    mine = cfg.to_dict()
+    differ = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in differ)
+        raise ValueError(f"{last}: cannot resume with different settings ({details})")
+    return model, meta.training
+
+
+def _batches(loader: DataLoader, sampler: PKSampler, epoch: int, seed: int, rank: int) -> Iterator[Any]:
+    sampler.set_epoch(epoch)
+    torch.manual_seed(epoch_seed(seed, epoch, rank))  # Gumbel noise (and loader seeds) of this epoch
+    return iter(loader)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) training as configured; see the module docstring."""
+    ctx = _init_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        if ctx.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
+    out = Path(cfg.out)
+    device = _device(cfg, ctx)
+    log = tqdm.write if ctx.main else (lambda _msg: None)
+    if ctx.main:
+        data = load_training_data(cfg)
+    ctx.barrier()  # rank 0 may have generated the synthetic set
+    if not ctx.main:
+        data = load_training_data(cfg, verbose=False)
+
+    last = out / "last.pt"
+    state: dict[str, Any] = {}
+    if cfg.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: {last} not found (train without --resume first)")
+        model, state = _resume_state(cfg, last)
+        log(f"resuming {last} after epoch {state['epoch']}")
+    else:
+        torch.manual_seed(cfg.seed)  # the initial weights, too, follow the seed
+        model = build_model(cfg.model, pretrained=cfg.pretrained)
+    start = int(state.get("epoch", 0))
+    model.to(device).train()
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    raw = model
+    if ctx.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    train_pids = torch.tensor([r.pid for r in data.train])
+    sampler = PKSampler(train_pids.tolist(), cfg.batch_p, cfg.batch_k, cfg.seed, ctx.rank, ctx.world_size)
+    loader = DataLoader(
+        ReidImageDataset(data.train, cfg.model.spec, augment=TrainAugment()),
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
+    total_steps = cfg.epochs * len(sampler)
+    optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, cfg.decay_start, cfg.final_lr_factor)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+
+    metrics = _MetricsLog(out, start if cfg.resume else None) if ctx.main else None
+    history: list[dict[str, Any]] = []
+    best_map = float(state.get("best_map", -1.0))
+    extra = {"data": {"dataset": cfg.dataset, "root": str(data_root(cfg)), "options": cfg.dataset_options}}
+    result = TrainResult(out, history)
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        report = evaluate_model(raw, data, batch_size=cfg.eval_batch_size, workers=cfg.workers)
+        log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.format().splitlines()[1].strip())
+        if epoch == 0:
+            result.untrained = report
+        result.final = report
+        return _eval_summary(report)
+
+    if ctx.main and start == 0 and cfg.eval_every:
+        record = {"epoch": 0, "eval": evaluate(0)}
+        metrics.write(record)
+        history.append(record)
+    ctx.barrier()
+
+    failed_paths: set[str] = set()
+    for epoch in range(start, cfg.epochs):
+        tau = temperature(epoch, cfg.tau_rate, cfg.tau_min)
+        raw.set_temperature(tau)
+        sums = torch.zeros(3, dtype=torch.float64)
+        seen, steps, tic = 0, 0, time.perf_counter()
+        bar = tqdm(
+            _batches(loader, sampler, epoch, cfg.seed, ctx.rank), total=len(sampler),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and ctx.main), leave=False,
+        )
+        for images, indices, errors in bar:
+            ok = torch.tensor([not e for e in errors])
+            for i, reason in zip(indices, errors):
+                path = data.train[int(i)].path
+                if reason and path not in failed_paths:
+                    failed_paths.add(path)
+                    log(f"warning: skipping unreadable training image {path}: {reason}")
+            images = images[ok].to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            pids = train_pids[indices[ok]].to(device)
+            autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext()
+            with autocast:
+                parts = san_loss(model(images, details=True), pids, cfg.margin, cfg.soft_margin, cfg.mu)
+            if not torch.isfinite(parts.total):
+                raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}, step {steps + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            sums += torch.stack([parts.total.detach(), parts.triplet.detach(), parts.tv.detach()]).double().cpu()
+            seen, steps = seen + len(images), steps + 1
+            bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}", tau=f"{tau:.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen * ctx.world_size / (time.perf_counter() - tic):.1f}")
+        seconds = time.perf_counter() - tic
+        done = epoch + 1
+        record = {
+            "epoch": done, "loss": sums[0].item() / steps, "triplet": sums[1].item() / steps,
+            "tv": sums[2].item() / steps, "tau": tau, "lr": optimizer.param_groups[0]["lr"],
+            "img_per_s": seen * ctx.world_size / seconds, "seconds": seconds,
+        }
+        if ctx.main:
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.epochs):
+                record["eval"] = evaluate(done)
+            log(f"epoch {done}/{cfg.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
+                f"tv {record['tv']:.4f}), tau {tau:.3f}, {record['img_per_s']:.1f} img/s, {seconds:.0f} s")
+            is_best = "eval" in record and record["eval"]["mAP"] > best_map
+            best_map = record["eval"]["mAP"] if is_best else best_map
+            training = {
+                "epoch": done, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_map": best_map,
+            }
+            save_checkpoint(last, raw, training=training, extra=extra)
+            if is_best:
+                save_checkpoint(out / "best.pt", raw, training={"epoch": done}, extra={**extra, "eval": record["eval"]})
+            metrics.write(record)
+        history.append(record)
+        ctx.barrier()
+
+    if ctx.main:
+        final_extra = {**extra, "eval": history[-1].get("eval", {})}
+        save_checkpoint(out / "model.pt", raw, training={"epoch": cfg.epochs, "config": cfg.to_dict()}, extra=final_extra)
+        metrics.close()
+        if result.untrained is not None and result.final is not None:
+            log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
+                f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.epochs}): mAP "
+                f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
+        log(f"wrote {out / 'model.pt'}, {last}, {out / 'metrics.jsonl'}")
+    return result

@@ -1,0 +1,133 @@
+"""Training: Eq. 9 and LR schedule values, augmentation, exact resume, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import san.train
+from san import InputSpec, ModelConfig, load_checkpoint
+from san.cli.train import main as train_main
+from san.data.augment import AugmentParams, CropBox, TrainAugment
+from san.data.records import ImageRecord
+from san.data.torch_dataset import ReidImageDataset
+from san.preprocess import resize_to_contract
+from san.train import TrainConfig, lr_factor, temperature, train
+
+SPEC = InputSpec(height=64, width=32)
+
+
+def test_temperature_follows_eq9() -> None:
+    # tau = exp(-0.008 t) while above 0.5, else 0.5; exp(-0.008 * 86) = 0.5026, exp(-0.008 * 87) = 0.4986.
+    assert temperature(0) == 1.0
+    assert temperature(50) == pytest.approx(0.670320046, rel=1e-9)
+    assert temperature(86) == pytest.approx(0.5025802250, rel=1e-9)
+    assert temperature(87) == 0.5
+    assert temperature(149) == 0.5
+
+
+def test_lr_schedule_is_constant_then_decays_to_a_thousandth() -> None:
+    total = 300
+    assert lr_factor(0, total) == 1.0
+    assert lr_factor(200, total) == 1.0  # decay starts after two thirds
+    assert lr_factor(250, total) == pytest.approx(math.sqrt(1e-3))
+    assert lr_factor(total, total) == pytest.approx(1e-3)
+    assert lr_factor(150, total, decay_start=0.5, final=0.01) == 1.0
+    assert lr_factor(total, total, decay_start=0.5, final=0.01) == pytest.approx(0.01)
+
+
+def test_augment_draws_crops_in_range_and_applies_them_exactly() -> None:
+    aug = TrainAugment()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        b = aug.draw(40, 100, rng).box  # 40 wide, 100 high
+        assert 0 <= b.top and b.top + b.height <= 100 and 0 <= b.left and b.left + b.width <= 40
+        assert 0.6 <= b.height * b.width / 4000 <= 1.0 + 1e-9
+        assert 1.9 <= b.height / b.width <= 3.1  # rounding to pixels
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (100, 40, 3), dtype=np.uint8))
+    params = AugmentParams(CropBox(top=10, left=5, height=72, width=30), flip=True)
+    want = resize_to_contract(img.crop((5, 10, 35, 82)), SPEC)[:, :, ::-1]
+    assert np.array_equal(aug.apply(img, params, SPEC), want)
+    # An image too wide for any [2, 3] crop falls back to the largest centred h/w = 2 crop.
+    fallback = aug.draw(200, 50, np.random.default_rng(0)).box
+    assert (fallback.height, fallback.width, fallback.left) == (50, 25, 87)
+
+
+def test_training_dataset_is_deterministic_per_key_and_reports_bad_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((80, 40, 3), 120, np.uint8)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    ds = ReidImageDataset([ImageRecord(str(good), 0, 0), ImageRecord(str(bad), 1, 0)], SPEC, augment=TrainAugment())
+    image, index, error = ds[(0, 42)]
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 32) and index == 0 and error == ""
+    assert torch.equal(ds[(0, 42)][0], image)
+    image, index, error = ds[(1, 7)]
+    assert index == 1 and error and not image.any()
+    with pytest.raises(TypeError, match="seed"):
+        ds[0]
+
+
+def tiny_config(out: Path, **overrides: object) -> TrainConfig:
+    """3 training ids, one P=3 x K=2 batch per epoch, no evaluation."""
+    settings = dict(
+        out=str(out), model=ModelConfig(backbone="resnet18", spec=SPEC), root=str(out.parent / "synthetic"),
+        dataset_options={"ids": 6, "cameras": 2, "height": 64, "width": 32},
+        epochs=2, batch_p=3, batch_k=2, workers=0, eval_every=0, progress=False, seed=5,
+    )
+    return TrainConfig(**(settings | overrides))
+
+
+def losses(run: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["epoch"], r["loss"], r["triplet"], r["tv"], r["tau"], r["lr"]) for r in rows]
+
+
+def test_resume_replays_the_uninterrupted_run_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(tiny_config(tmp_path / "full"))
+
+    real_save = san.train.save_checkpoint
+
+    def save_then_die(path, *args, **kwargs):  # "killed" right after epoch 1's checkpoint
+        real_save(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(san.train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "cut"))
+    monkeypatch.undo()
+    assert losses(tmp_path / "cut") == []  # died before writing epoch 1's line
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training"]["epoch"] == 1
+    with pytest.raises(ValueError, match="lr: checkpoint 0.0002, now 0.001"):
+        train(tiny_config(tmp_path / "cut", lr=1e-3, resume=True))
+    train(tiny_config(tmp_path / "cut", resume=True))
+
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")[1:]
+    full, _ = load_checkpoint(tmp_path / "full" / "model.pt")
+    cut, _ = load_checkpoint(tmp_path / "cut" / "model.pt")
+    for (name, a), b in zip(full.state_dict().items(), cut.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_cli_trains_the_cpu_demo_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    rc = train_main([
+        "--preset", "cpu-demo", "--out", str(out), "--dataset-arg", "ids=6", "--epochs", "1",
+        "--batch-p", "3", "--batch-k", "2", "--workers", "0", "--eval-every", "1", "--no-progress",
+    ])
+    assert rc == 0
+    assert {"model.pt", "last.pt", "best.pt", "metrics.jsonl", "synthetic"} <= {p.name for p in out.iterdir()}
+    model, meta = load_checkpoint(out / "model.pt")
+    assert model.cfg.backbone == "resnet18" and meta.spec.height == 128
+    assert meta.extra["data"]["dataset"] == "synthetic" and meta.extra["data"]["options"] == {"ids": 6}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and all(0 <= r["eval"]["mAP"] <= 1 for r in rows)
+    assert rows[1]["lr"] == pytest.approx(3e-4 * 1e-3)  # the schedule ends at 1e-3 x lr
+    assert "untrained (epoch 0): mAP" in capsys.readouterr().out
