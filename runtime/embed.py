@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from runtime.base import Backend
 from runtime.discovery import discover_images, list_digest
-from san.atomic import atomic_path, atomic_write, atomic_write_text
+from san.atomic import atomic_path, atomic_write, atomic_write_text, remove_stale_temporaries
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import InputSpec
 
@@ -269,8 +269,9 @@ def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, res
         return state
     if resume and (out / META).exists():
         _check_same_plan(out / META, {k: v for k, v in _read_complete(out).items() if k != "counts"}, plan)
+        _drop_leftovers(out)  # of a run killed while it cleaned up
         return None
-    _clear_output(out, overwrite)
+    _clear_output(out, overwrite or resume)  # resuming with nothing committed: start afresh
     out.mkdir(parents=True, exist_ok=True)
     np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="w+", dtype="<f4", shape=(n_files, dim)).flush()
     header = io.StringIO()
@@ -316,8 +317,16 @@ def _finalize(out: Path, plan: dict[str, Any], state: dict[str, Any], timing: di
     counts = {"images": len(entries), "ok": state["rows"], "failed": sum(e[2] != "ok" for e in entries)}
     _write_json(out / META, {**plan, "counts": counts})
     _write_json(out / TIMING, timing)
+    _drop_leftovers(out)
+
+
+def _drop_leftovers(out: Path) -> None:
+    """Remove what a finished run no longer needs: progress.json first (the run is then complete),
+    the partial files, and temporaries of atomic writes that a kill interrupted."""
     for name in (PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX):
-        (out / name).unlink()
+        (out / name).unlink(missing_ok=True)
+    for name in OUTPUT_FILES:
+        remove_stale_temporaries(out / name)
 
 
 def _read_complete(out: Path) -> dict[str, Any]:

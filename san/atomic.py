@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_TMP_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -17,7 +20,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -27,6 +30,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete the temporaries that atomic writes of ``path`` killed before their rename left beside it.
+
+    Only for a writer that owns ``path``: a concurrent atomic write of it would lose its temporary.
+    """
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
 
