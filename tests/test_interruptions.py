@@ -1,0 +1,179 @@
+"""Interruptions: a run killed at any point resumes to the bytes of an uninterrupted run, and
+whatever a kill leaves on disk is consistent (never a half-written file).
+
+Two kinds of kill: a crash injected before every file-system step of an in-process run
+(``os.replace``, ``os.fsync``, ``os.unlink``: every window between two durable writes),
+and a real SIGKILL of the command-line program, after which no worker process may linger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from badfiles import make_bad_files
+from test_runtime import build_tiny, make_images
+
+from runtime import EmbedOptions, embed_folder, open_backend
+
+OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)
+FINAL = ("embeddings.npy", "index.csv", "meta.json")
+CRASH_POINTS = ("replace", "fsync", "unlink")
+
+
+class _Crash(BaseException):
+    """Stands for SIGKILL: a BaseException, so no ``except Exception`` in the code under test catches it."""
+
+
+@contextmanager
+def crash_before_step(step: int) -> Iterator[list[str]]:
+    """Die instead of the ``step``-th (1-based) file-system step, and at every step after it
+    (a killed process cleans nothing up); yields the steps taken. Removing a file that is
+    already gone changes nothing on disk, so it is not a step."""
+    taken: list[str] = []
+    originals = {name: getattr(os, name) for name in CRASH_POINTS}
+
+    def hook(name: str) -> Callable[..., object]:
+        def step_or_crash(*args: object, **kwargs: object) -> object:
+            if name != "unlink" or os.path.lexists(args[0]):  # type: ignore[arg-type]
+                taken.append(name)
+            if len(taken) >= step:
+                raise _Crash(f"killed before {name} (step {step})")
+            return originals[name](*args, **kwargs)
+
+        return step_or_crash
+
+    for name in CRASH_POINTS:
+        setattr(os, name, hook(name))
+    try:
+        yield taken
+    finally:
+        for name, original in originals.items():
+            setattr(os, name, original)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
+
+
+def assert_consistent(out: Path, reference: Path) -> None:
+    """What an interrupted run left in ``out`` agrees with the uninterrupted ``reference``.
+
+    Every final file present is byte-identical to the reference's; while a run is pending,
+    its committed rows and index lines are a prefix of the reference's.
+    """
+    for name in FINAL:
+        if (out / name).exists():
+            assert (out / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs"
+    if not (out / "progress.json").exists():
+        return
+    state = json.loads((out / "progress.json").read_text())
+    rows, index_bytes = state["rows"], state["index_bytes"]
+    committed = np.load(out / "embeddings.partial.npy", mmap_mode="r")[:rows]
+    assert committed.tobytes() == np.load(reference / "embeddings.npy")[:rows].tobytes()
+    index = (out / "index.partial.csv").read_bytes()
+    assert len(index) >= index_bytes
+    assert (reference / "index.csv").read_bytes().startswith(index[:index_bytes])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six valid images and two bad files (so index lines and embedding rows differ)."""
+    root = tmp_path_factory.mktemp("interrupt") / "images"
+    make_images(root, 6, seed=3)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "sub" / "text.png").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: Path, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    with open_backend(tiny / "model.onnx") as backend:
+        embed_folder(images, backend, out, OPTIONS, workers=0, overwrite=True, progress=False)
+    return out
+
+
+def test_embed_killed_before_any_file_system_step_resumes_to_identical_bytes(
+    tiny: Path, images: Path, reference: Path, tmp_path: Path
+) -> None:
+    with open_backend(tiny / "model.onnx") as backend:
+        step = 0
+        while True:
+            step += 1
+            out = tmp_path / f"step{step:03d}"
+            try:
+                with crash_before_step(step) as taken:
+                    embed_folder(images, backend, out, OPTIONS, workers=0, progress=False)
+            except _Crash:
+                assert_consistent(out, reference)
+                embed_folder(images, backend, out, OPTIONS, workers=0, resume=True, progress=False)
+                for name in FINAL:
+                    assert (out / name).read_bytes() == (reference / name).read_bytes(), (step, name)
+                assert sorted(p.name for p in out.iterdir()) == sorted([*FINAL, "timing.json"]), step
+                continue
+            assert len(taken) == step - 1 >= 10  # ran to the end: every step was a crash point
+            break
+
+
+def _chunks_done(out: Path) -> int:
+    try:
+        return json.loads((out / "progress.json").read_text())["chunks_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _survivors(group: int, grace: float = 10.0) -> bool:
+    """Whether a process of the process group ``group`` is still alive after ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_embed_sigkilled_twice_resumes_to_identical_bytes(tiny: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    make_images(images, 60, seed=4)
+    make_bad_files(images / "bad")
+    options = EmbedOptions(batch_size=4, chunk_size=8)
+    reference = tmp_path / "reference"
+    with open_backend(tiny / "model.onnx") as backend:
+        embed_folder(images, backend, reference, options, workers=0, progress=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "runtime.cli_embed", str(images), "--model", str(tiny / "model.onnx"),
+               "--out", str(out), "--batch-size", "4", "--chunk-size", "8", "--workers", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # a desktop locale, not C.UTF-8's lenient one
+    for kill_after in (2, 6):
+        run = subprocess.Popen(command + (["--resume"] if kill_after > 2 else []), env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while _chunks_done(out) < kill_after and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.kill(run.pid, signal.SIGKILL)  # the main process only, as the OOM killer would
+        assert run.wait() == -signal.SIGKILL, run.stderr.read().decode(errors="replace")
+        lingering = _survivors(run.pid)
+        if lingering:
+            os.killpg(run.pid, signal.SIGKILL)
+        assert not lingering, "decode workers outlived the killed san-embed"
+        assert kill_after <= _chunks_done(out) and not (out / "meta.json").exists()
+        assert_consistent(out, reference)
+    done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # 1: some files failed, each listed
+    assert "Traceback" not in done.stderr and "file(s) failed" in done.stderr
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
