@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-embed IMAGES --model MODEL``."""
     parser = argparse.ArgumentParser(
         prog="san-embed",
-        description="Embed every jpg/jpeg/png/bmp/webp under a folder (recursive, sorted; hidden "
-        "files skipped) with a SAN checkpoint (.pt), ONNX export (.onnx) or TensorRT engine (.engine).",
+        description="Embed every jpg/jpeg/png/bmp/webp under a folder (recursive, sorted by path; hidden\n"
+        "files skipped) with a SAN checkpoint (.pt), ONNX export (.onnx) or TensorRT engine (.engine).\n"
+        "Merge shard outputs with `san-embed merge --help`.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="torch: cpu, cuda or cuda:N (default cpu); tensorrt: GPU index (default 0)")
     parser.add_argument("--providers",
                         help="onnxruntime: comma list of tensorrt,cuda,cpu (default: cuda,cpu where installed)")
-    parser.add_argument("--shard", type=Shard.parse, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
+    parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,6 +79,14 @@ def build_merge_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="merged output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
     return parser
+
+
+def shard_arg(text: str) -> Shard:
+    """``--shard I/N`` for argparse."""
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def default_out(images: Path, shard: Shard | None) -> Path:
@@ -99,6 +108,9 @@ def report(result: EmbedResult, what: str) -> int:
     """Print the summary; the exit status."""
     speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
     print(f"{what} {result.ok}/{result.images} images in {result.seconds:.1f} s{speed} -> {result.out}")
+    if result.images == 0:
+        print("note: no images found (suffixes .jpg .jpeg .png .bmp .webp, any case; hidden files skipped)",
+              file=sys.stderr)
     if not result.failures:
         return 0
     print(f"{len(result.failures)} file(s) failed (listed in {result.out / 'index.csv'}):", file=sys.stderr)
