@@ -139,6 +139,14 @@ class _Dist:
         if self.world_size > 1:
             dist.barrier()
 
+    def everywhere(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on every rank (ranks must agree to skip a DDP step)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor(float(flag), device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
 
 def _init_distributed(device: str) -> _Dist:
     """Join the torchrun process group when RANK and WORLD_SIZE say there is one."""
@@ -329,6 +337,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                     failed_paths.add(path)
                     log(f"warning: skipping unreadable training image {path}: {reason}")
             images = images[ok].to(device, non_blocking=True)
+            if not ctx.everywhere(len(images) >= 2, device):  # unreadable files left nothing to compare
+                log(f"warning: epoch {epoch + 1}: skipped a batch left with {len(images)} readable image(s)")
+                continue
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             pids = train_pids[indices[ok]].to(device)
@@ -349,6 +360,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                             img_s=f"{seen * ctx.world_size / (time.perf_counter() - tic):.1f}")
         seconds = time.perf_counter() - tic
         done = epoch + 1
+        if steps == 0:
+            raise ValueError(f"epoch {done}: no batch had two readable images ({len(failed_paths)} unreadable "
+                             "training files, listed above); fix or remove them")
         record = {
             "epoch": done, "loss": sums[0].item() / steps, "triplet": sums[1].item() / steps,
             "tv": sums[2].item() / steps, "tau": tau, "lr": optimizer.param_groups[0]["lr"],
