@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from san.atomic import atomic_write_text
+from san.atomic import atomic_write_text, remove_stale_temporaries
 from san.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from san.config import ModelConfig
 from san.data.augment import TrainAugment
@@ -191,7 +191,7 @@ class _MetricsLog:
     def __init__(self, out: Path, resume_epoch: int | None) -> None:
         self.path = out / "metrics.jsonl"
         lines = self.path.read_text().splitlines() if resume_epoch is not None and self.path.exists() else []
-        kept = [line for line in lines if json.loads(line).get("epoch", 0) <= (resume_epoch or 0)]
+        kept = [line for line in lines if _epoch_of(line) <= (resume_epoch or 0)]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))  # drop epochs being redone
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -201,8 +201,11 @@ class _MetricsLog:
             self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line, durably: the epoch's checkpoint is written after it."""
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         if self.tb is not None:
             flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}
             flat |= {f"eval/{k}": v for k, v in record.get("eval", {}).items() if isinstance(v, (int, float))}
@@ -213,6 +216,14 @@ class _MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics line; infinite for a line torn by a kill (so it is dropped)."""
+    try:
+        return json.loads(line).get("epoch", 0)
+    except json.JSONDecodeError:
+        return math.inf
 
 
 def _eval_summary(report: EvalReport) -> dict[str, Any]:
@@ -260,6 +271,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         data = load_training_data(cfg, verbose=False)
 
     last = out / "last.pt"
+    if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
+        for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
+            remove_stale_temporaries(out / name)
     state: dict[str, Any] = {}
     if cfg.resume:
         if not last.is_file():
@@ -379,10 +393,10 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 "epoch": done, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_map": best_map,
             }
+            metrics.write(record)  # before the checkpoint: a resume drops lines past it, never lacks one
             save_checkpoint(last, raw, training=training, extra=extra)
             if is_best:
                 save_checkpoint(out / "best.pt", raw, training={"epoch": done}, extra={**extra, "eval": record["eval"]})
-            metrics.write(record)
         history.append(record)
         ctx.barrier()
 
