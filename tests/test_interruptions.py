@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from badfiles import make_bad_files
 from test_runtime import build_tiny, make_images
 
 from runtime import EmbedOptions, embed_folder, open_backend
+from san import load_checkpoint
 
 OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)
 FINAL = ("embeddings.npy", "index.csv", "meta.json")
@@ -177,3 +179,74 @@ def test_san_embed_sigkilled_twice_resumes_to_identical_bytes(tiny: Path, tmp_pa
     assert "Traceback" not in done.stderr and "file(s) failed" in done.stderr
     for name in FINAL:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+TIMING_KEYS = ("img_per_s", "seconds")
+
+
+def _metrics(run: Path) -> list[dict[str, object]]:
+    """metrics.jsonl without the wall-clock fields."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def market_with_bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic Market-1501 layout whose training split also links to every refused kind."""
+    from san.data.synth import ensure_synthetic
+
+    root = tmp_path_factory.mktemp("train") / "market"
+    ensure_synthetic(root, ids=12, cameras=3, height=128, width=64)
+    bad_root = root.parent / "bad"
+    refused = [c for c in make_bad_files(bad_root) if c.outcome == "error"]
+    for i, case in enumerate(refused):
+        name = f"{1 + i % 6:04d}_c{1 + i % 3}s9_{900000 + i:06d}_00.jpg"
+        (root / "bounding_box_train" / name).symlink_to(bad_root / case.path)
+    return root
+
+
+def _train_command(out: Path, root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "san.cli.train", "--preset", "cpu-demo", "--dataset", "market1501",
+            "--root", str(root), "--out", str(out), "--epochs", "3", "--batch-p", "3", "--batch-k", "2",
+            "--workers", "1", "--eval-every", "0", "--no-progress", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_train_sigkilled_resumes_the_same_loss_sequence(market_with_bad_files: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8:strict"}
+    whole = subprocess.run(_train_command(tmp_path / "whole", market_with_bad_files), env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    assert "warning: skipping unreadable training image" in whole.stdout
+
+    out = tmp_path / "killed"
+    run = subprocess.Popen(_train_command(out, market_with_bad_files), env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (out / "last.pt").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(run.pid, signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL, run.stderr.read().decode(errors="replace")
+    lingering = _survivors(run.pid)
+    if lingering:
+        os.killpg(run.pid, signal.SIGKILL)
+    assert not lingering, "data-loader workers outlived the killed san-train"
+    _, meta = load_checkpoint(out / "last.pt")  # never half-written
+    assert 1 <= meta.training["epoch"] < 3 and not (out / "model.pt").exists()
+    done = meta.training["epoch"]
+    assert [row["epoch"] for row in _metrics(out)][:done] == list(range(1, done + 1))  # every saved epoch logged
+
+    # What a kill at other instants leaves: a metrics line torn mid-append, a checkpoint temporary.
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": %d, "loss": 0.12' % (done + 1))
+    (out / ".last.pt.k1ll3d00.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")
+    resumed = subprocess.run(_train_command(out, market_with_bad_files, "--resume"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(out) == _metrics(tmp_path / "whole")
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.jsonl", "model.pt"]
+    a, _ = load_checkpoint(out / "model.pt")
+    b, _ = load_checkpoint(tmp_path / "whole" / "model.pt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
