@@ -63,77 +63,92 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-export --help` answers without loading torch.
-    from san.checkpoint import CheckpointError, load_checkpoint
+    from san.checkpoint import CheckpointError
     from san.preprocess import ImageDecodeError
     from san.spec import ContractError
 
-    from export.onnx_export import ExportError, read_contract
-    from export.tensorrt_build import (
-        BatchProfile,
-        EngineBuildError,
-        TargetEnvironment,
-        TensorRTUnavailable,
-        build_engine,
-    )
-    from export.verify import export_and_verify, load_images, synthetic_images
+    from export.onnx_export import ExportError
+    from export.tensorrt_build import EngineBuildError, TensorRTUnavailable
 
     def fail(message: str, status: int) -> int:
         print(f"san-export: error: {message}", file=sys.stderr)
         return status
 
     try:
-        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-        if args.verify_count < 1:
-            raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
-        if args.int8 is not None and not args.int8.is_file():
-            raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
-        model, meta = load_checkpoint(args.ckpt)
-        out = args.out or args.ckpt.with_suffix(".onnx")
-        if args.verify_images:
-            images = load_images(args.verify_images, meta.spec, args.verify_count)
-        else:
-            images = synthetic_images(meta.spec, args.verify_count)
-        provenance = {"san.checkpoint_sha256": meta.sha256}
-
-        def export_verified(path: Path, precision: str, min_cosine: float) -> bool:
-            report = export_and_verify(
-                model, path, images, opset=args.opset, provenance=provenance, precision=precision, min_cosine=min_cosine
-            )
-            print(f"{path}: {report.format()}")
-            return report.passed
-
-        if not export_verified(out, "fp32", args.min_cosine):
-            return 1
-        if not args.trt:
-            return 0
-        environment = TargetEnvironment.detect()
-        source = out
-        if args.fp16:
-            source = out.with_suffix(".fp16.onnx")
-            if not export_verified(source, "fp16", args.fp16_min_cosine):
-                return 1
-        elif args.int8:
-            source = args.int8
-            if read_contract(source) != meta.spec:
-                raise ContractError(f"--int8 {source}: its input contract differs from the checkpoint's")
-        engine = args.engine or out.with_suffix(".engine")
-        sidecar = build_engine(
-            source,
-            engine,
-            profile=profile,
-            workspace_mb=args.workspace_mb,
-            timing_cache=args.timing_cache,
-            environment=environment,
-        )
-        print(f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), "
-              f"TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}")
+        return run(args)
     except TensorRTUnavailable as exc:
-        return fail(f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
-                    "target GPU machine with the same command.", 3)
+        return fail(
+            f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
+            "target GPU machine with the same command.",
+            3,
+        )
     except ExportError as exc:
         return fail(str(exc), 1)
     except (CheckpointError, ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
         return fail(str(exc), 2)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, verify, and with ``--trt`` build the engine; the exit status."""
+    from san.checkpoint import load_checkpoint
+    from san.spec import ContractError
+
+    from export.onnx_export import read_contract
+    from export.tensorrt_build import BatchProfile, TargetEnvironment, build_engine
+    from export.verify import export_and_verify, load_images, synthetic_images
+
+    profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    if args.verify_count < 1:
+        raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
+    if args.int8 is not None and not args.int8.is_file():
+        raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
+    model, meta = load_checkpoint(args.ckpt)
+    out = args.out or args.ckpt.with_suffix(".onnx")
+    if args.verify_images:
+        images = load_images(args.verify_images, meta.spec, args.verify_count)
+    else:
+        images = synthetic_images(meta.spec, args.verify_count)
+
+    def export_verified(path: Path, precision: str, min_cosine: float) -> bool:
+        report = export_and_verify(
+            model,
+            path,
+            images,
+            opset=args.opset,
+            provenance={"san.checkpoint_sha256": meta.sha256},
+            precision=precision,
+            min_cosine=min_cosine,
+        )
+        print(f"{path}: {report.format()}")
+        return report.passed
+
+    if not export_verified(out, "fp32", args.min_cosine):
+        return 1
+    if not args.trt:
+        return 0
+    environment = TargetEnvironment.detect()  # fails early, before any FP16 export
+    source = out
+    if args.fp16:
+        source = out.with_suffix(".fp16.onnx")
+        if not export_verified(source, "fp16", args.fp16_min_cosine):
+            return 1
+    elif args.int8:
+        source = args.int8
+        if read_contract(source) != meta.spec:
+            raise ContractError(f"--int8 {source}: its input contract differs from the checkpoint's ({args.ckpt})")
+    engine = args.engine or out.with_suffix(".engine")
+    sidecar = build_engine(
+        source,
+        engine,
+        profile=profile,
+        workspace_mb=args.workspace_mb,
+        timing_cache=args.timing_cache,
+        environment=environment,
+    )
+    print(
+        f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
+        f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"
+    )
     return 0
 
 

@@ -2,9 +2,11 @@
 
 :func:`verify_onnx` runs both on the same uint8 images and reports the largest absolute
 embedding error, the smallest cosine similarity and, per attention block with hard masks,
-how many mask elements flipped. A flip is *explained* when the PyTorch probability lies
-within ``margin`` of the threshold (float rounding may legitimately push it across);
-any other flip is *unexplained* and fails verification.
+how many mask elements flipped. A flip is *near threshold* when the PyTorch probability
+lies within ``margin`` of the threshold (float rounding may legitimately push it across).
+A flipped element changes F = (1 + M) * T by a whole T there, so every later block of that
+image sees different input: its flips are *propagated*, not comparable element by element.
+Any other flip is *unexplained* and fails verification.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class BlockFlips:
-    """Mask agreement of one attention block over all verified images."""
+    """Mask agreement of one attention block over all verified images (flips are counted
+    only for hard masks; ``hard`` is False for the soft and power variants)."""
 
     stage: int
     elements: int
     flips: int
+    propagated: int
     unexplained: int
     max_pi_error: float
+    hard: bool = True
 
     @property
     def flip_rate(self) -> float:
@@ -65,10 +70,13 @@ class VerifyReport:
             f"min cosine {self.min_cosine:.7f}"
         ]
         for b in self.blocks:
-            lines.append(
-                f"  block after stage {b.stage}: {b.flips}/{b.elements} mask flips "
-                f"(rate {b.flip_rate:.2e}, unexplained {b.unexplained}), max |pi error| {b.max_pi_error:.3g}"
+            flips = (
+                f"{b.flips}/{b.elements} mask flips (rate {b.flip_rate:.2e}; near threshold "
+                f"{b.flips - b.propagated - b.unexplained}, propagated {b.propagated}, unexplained {b.unexplained})"
+                if b.hard
+                else f"continuous mask over {b.elements} elements"
             )
+            lines.append(f"  block after stage {b.stage}: {flips}, max |pi error| {b.max_pi_error:.3g}")
         lines.append("PASSED" if self.passed else "FAILED: " + "; ".join(self.problems))
         return "\n".join(lines)
 
@@ -120,15 +128,16 @@ def verify_onnx(
     ``images`` is uint8 N x 3 x H x W at the model's contract size. Fails (in the report)
     on non-finite embeddings, a cosine below ``min_cosine``, an absolute error above
     ``max_abs_error`` (unchecked when None) or more than ``max_unexplained_flips`` flips
-    with |pi - threshold| >= ``margin`` in any block (unchecked when None). Mask flips are
-    counted for blocks with hard masks whose ``pi_<stage>`` tensors the graph names.
+    with |pi - threshold| >= ``margin`` and no flip upstream in the same image, in any block
+    (unchecked when None). Mask flips are counted for blocks with hard masks whose
+    ``pi_<stage>`` tensors the graph names.
     """
     if images.dtype != np.uint8:
         raise ContractError(f"verification images must be uint8 (0..255), got {images.dtype}")
     model.spec.check_batch_shape(images.shape)
     session, exposed = _session_exposing_probs(onnx_path, model.cfg.active_stages)
     rules = {s: _mask_rule(model, s) for s in exposed}
-    totals = {s: np.zeros(4) for s in exposed}  # elements, flips, unexplained, max |pi error|
+    totals = {s: np.zeros(5) for s in exposed}  # elements, flips, propagated, unexplained, max |pi error|
     max_abs, min_cos, non_finite = 0.0, 1.0, 0
     device = next(model.parameters()).device
     for start in range(0, len(images), batch_size):
@@ -141,6 +150,7 @@ def verify_onnx(
         non_finite += int((~np.isfinite(ref_emb)).any(axis=1).sum() + (~np.isfinite(got_emb)).any(axis=1).sum())
         max_abs = max(max_abs, float(np.abs(ref_emb - got_emb).max()))
         min_cos = min(min_cos, float(_cosine(ref_emb, got_emb).min()))
+        upstream = np.zeros((len(batch), 1, 1, 1), dtype=bool)  # image had a flip in an earlier block
         for index, stage in enumerate(model.cfg.active_stages):
             if stage not in totals:
                 continue
@@ -148,14 +158,20 @@ def verify_onnx(
             got_pi = got[pi_name(stage)].astype(np.float32)
             t = totals[stage]
             t[0] += ref_pi.size
-            t[3] = max(t[3], float(np.abs(ref_pi - got_pi).max()))
+            t[4] = max(t[4], float(np.abs(ref_pi - got_pi).max()))
             rule = rules[stage]
             if rule is not None:
                 compare, threshold = rule
                 flipped = ref.masks[index].cpu().numpy().astype(bool) != compare(got_pi, threshold)
+                far = flipped & (np.abs(ref_pi - threshold) >= margin)
                 t[1] += flipped.sum()
-                t[2] += (flipped & (np.abs(ref_pi - threshold) >= margin)).sum()
-    blocks = [BlockFlips(s, int(t[0]), int(t[1]), int(t[2]), float(t[3])) for s, t in totals.items()]
+                t[2] += (far & upstream).sum()
+                t[3] += (far & ~upstream).sum()
+                upstream = upstream | flipped.any(axis=(1, 2, 3), keepdims=True)
+    blocks = [
+        BlockFlips(s, int(t[0]), int(t[1]), int(t[2]), int(t[3]), float(t[4]), hard=rules[s] is not None)
+        for s, t in totals.items()
+    ]
     report = VerifyReport(len(images), max_abs, min_cos, blocks)
     if non_finite:
         report.problems.append(f"{non_finite} non-finite embedding rows (PyTorch and ONNX counted together)")
@@ -165,8 +181,8 @@ def verify_onnx(
         report.problems.append(f"max abs error {max_abs:.3g} > {max_abs_error}")
     if max_unexplained_flips is not None:
         report.problems += [
-            f"block after stage {b.stage}: {b.unexplained} mask flips with |pi - threshold| >= {margin} "
-            f"(allowed {max_unexplained_flips})"
+            f"block after stage {b.stage}: {b.unexplained} unexplained mask flips (|pi - threshold| >= "
+            f"{margin}, no flip upstream; allowed {max_unexplained_flips})"
             for b in blocks
             if b.unexplained > max_unexplained_flips
         ]

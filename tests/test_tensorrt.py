@@ -1,0 +1,154 @@
+"""TensorRT engines: build and parity on a GPU (skipped without one); refusal paths everywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.cli import main as san_export
+from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from export.tensorrt_build import (
+    BatchProfile,
+    EngineCompatibilityError,
+    TargetEnvironment,
+    TensorRTUnavailable,
+    build_engine,
+    check_engine_compatible,
+    read_sidecar,
+    sidecar_path,
+)
+from export.verify import synthetic_images
+from san.checkpoint import save_checkpoint
+from san.config import ModelConfig
+from san.model.network import build_model
+from san.spec import METADATA_KEY, InputSpec
+
+CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
+HERE = TargetEnvironment("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+def _sidecar(env: TargetEnvironment) -> dict[str, str]:
+    return {"tensorrt_version": env.tensorrt_version, "gpu_name": env.gpu_name, "compute_capability": env.compute_capability}
+
+
+def _tensorrt_available() -> bool:
+    try:
+        TargetEnvironment.detect()
+    except TensorRTUnavailable:
+        return False
+    return True
+
+
+def test_engine_for_this_machine_is_accepted() -> None:
+    check_engine_compatible(_sidecar(HERE), HERE)
+
+
+@pytest.mark.parametrize(
+    ("built_on", "what"),
+    [
+        (TargetEnvironment("10.9.0.34", HERE.gpu_name, HERE.compute_capability), "TensorRT version"),
+        (TargetEnvironment(HERE.tensorrt_version, "NVIDIA A100-SXM4-80GB", "8.0"), "GPU"),
+        (TargetEnvironment(HERE.tensorrt_version, HERE.gpu_name, "8.9"), "compute capability"),
+    ],
+)
+def test_engine_for_another_machine_is_refused_with_rebuild_advice(built_on: TargetEnvironment, what: str) -> None:
+    with pytest.raises(EngineCompatibilityError) as refused:
+        check_engine_compatible(_sidecar(built_on), HERE)
+    message = str(refused.value)
+    assert what in message and "san-export --ckpt" in message and "--trt" in message
+
+
+def test_sidecar_without_environment_is_refused() -> None:
+    with pytest.raises(EngineCompatibilityError, match="TensorRT version: engine None"):
+        check_engine_compatible({}, HERE)
+
+
+def test_batch_profile_must_be_ordered() -> None:
+    assert BatchProfile(1, 8, 32).opt == 8
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        BatchProfile(4, 2, 8)
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        BatchProfile(0, 1, 1)
+
+
+def test_read_sidecar_names_the_problem(tmp_path: Path) -> None:
+    engine = tmp_path / "model.engine"
+    with pytest.raises(FileNotFoundError, match="model.engine.json"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a SAN engine sidecar"):
+        read_sidecar(engine)
+
+
+def test_trt_fails_early_after_onnx_is_written_and_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if _tensorrt_available():
+        pytest.skip("TensorRT and a GPU are available here; the engine would be built")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, build_model(CFG))
+    status = san_export(["--ckpt", str(ckpt), "--trt", "--fp16", "--verify-count", "4"])
+    captured = capsys.readouterr()
+    assert status == 3
+    assert "PASSED" in captured.out and (tmp_path / "model.onnx").is_file()
+    assert "--trt:" in captured.err and "written and verified" in captured.err
+    assert not (tmp_path / "model.engine").exists() and not (tmp_path / "model.fp16.onnx").exists()
+
+
+# --- on a GPU with TensorRT -------------------------------------------------------------
+
+
+def _run_engine(engine_path: Path, images: np.ndarray) -> np.ndarray:
+    trt = pytest.importorskip("tensorrt")
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+    context = engine.create_execution_context()
+    batch = torch.from_numpy(images).cuda()
+    context.set_input_shape(INPUT_NAME, tuple(batch.shape))
+    out = torch.empty(tuple(context.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device="cuda")
+    context.set_tensor_address(INPUT_NAME, batch.data_ptr())
+    context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return out.cpu().numpy()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.parametrize(("precision", "floor"), [("fp32", 0.9999), ("fp16", 0.999)])
+def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    onnx_path = export_onnx(model, tmp_path / f"model.{precision}.onnx", precision=precision)
+    engine = tmp_path / "model.engine"
+    cache = tmp_path / "timing.cache"
+    sidecar = build_engine(
+        onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache
+    )
+    assert engine.is_file() and cache.stat().st_size > 0
+    assert read_sidecar(engine) == sidecar and sidecar["precision"] == precision
+    assert InputSpec.from_dict(sidecar[METADATA_KEY]) == model.spec
+    assert sidecar["profile"] == {"min": 1, "opt": 8, "max": 32}
+    check_engine_compatible(sidecar)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7, 32):
+        images = synthetic_images(model.spec, batch, seed=batch)
+        got = _run_engine(engine, images)
+        (want,) = session.run(None, {INPUT_NAME: images})
+        assert np.isfinite(got).all()
+        assert _cosine(got, want).min() >= floor, (batch, _cosine(got, want))
+    cached = cache.stat().st_size  # a second build reuses and keeps the timing cache
+    build_engine(onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache)
+    assert cache.stat().st_size >= cached
