@@ -24,6 +24,7 @@ from san.data.registry import load_dataset
 from san.data.torch_dataset import ReidImageDataset
 from san.metrics import RetrievalResult, cuhk03_single_shot, euclidean_distance, evaluate_embeddings
 from san.model.network import SAN
+from san.preprocess import printable_path
 
 REPORTED_RANKS = (1, 5, 10, 20)
 
@@ -124,7 +125,7 @@ class EvalReport:
         ]
         if self.failures:
             lines.append(f"  {len(self.failures)} unreadable images skipped:")
-            lines += [f"    {path}: {reason}" for path, reason in self.failures]
+            lines += [f"    {printable_path(path)}: {reason}" for path, reason in self.failures]
         return "\n".join(lines)
 
 

@@ -51,8 +51,13 @@ class ImageDecodeError(Exception):
         super().__init__(self.path, reason)
 
     def __str__(self) -> str:
-        shown = self.path.encode("utf-8", "backslashreplace").decode("utf-8")
-        return f"{shown}: {self.reason}"
+        return f"{printable_path(self.path)}: {self.reason}"
+
+
+def printable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` for messages: bytes of a non-UTF-8 file name appear as ``\\udcXX`` escapes, so
+    printing never fails, whatever the terminal's encoding is."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def decode_image(path: str | os.PathLike[str]) -> Image.Image:

@@ -39,6 +39,7 @@ from san.data.torch_dataset import ReidImageDataset
 from san.evaluate import EvalReport, evaluate_model
 from san.losses import san_loss
 from san.model.network import SAN, build_model
+from san.preprocess import printable_path
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Settings that may change on --resume; every other one must match the checkpoint.
@@ -349,7 +350,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 path = data.train[int(i)].path
                 if reason and path not in failed_paths:
                     failed_paths.add(path)
-                    log(f"warning: skipping unreadable training image {path}: {reason}")
+                    log(f"warning: skipping unreadable training image {printable_path(path)}: {reason}")
             images = images[ok].to(device, non_blocking=True)
             if not ctx.everywhere(len(images) >= 2, device):  # unreadable files left nothing to compare
                 log(f"warning: epoch {epoch + 1}: skipped a batch left with {len(images)} readable image(s)")
