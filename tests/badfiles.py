@@ -176,7 +176,8 @@ def make_bad_files(root: Path) -> list[BadCase]:
     add("EXIF orientation 8 (rotate 90 CCW)", "exif8.jpg", _exif_rotated(8), "ok",
         size=(20, 40), probes=((10, 5, BLUE), (10, 35, RED)))
     first_frame = {"size": (16, 16), "probes": ((8, 8, RED),)}
-    add("animated GIF (first frame)", "animated.gif", _animated("GIF"), "ok", **first_frame)
+    add("animated GIF (first frame; .gif is not a listed suffix)", "animated.gif", _animated("GIF"), "ok",
+        listed=False, **first_frame)
     add("animated WebP (first frame)", "animated.webp", _animated("WEBP", lossless=True), "ok", **first_frame)
     # -- the file system
     add("symbolic-link loop", "loop.jpg", lambda p: os.symlink(p.name, p), "error",

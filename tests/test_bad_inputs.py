@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,7 @@ from san.preprocess import ImageDecodeError, decode_image, load_image, resize_to
 from san.spec import InputSpec
 
 SPEC = InputSpec(height=64, width=32)
+NON_UTF8_NAME = os.fsdecode(b"c1_caf\xe9.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +131,7 @@ def image_folder_dataset(bad_folder, tmp_path_factory: pytest.TempPathFactory) -
         for i, case in enumerate(cases):
             (root / split / f"p{i % 3}").mkdir(parents=True, exist_ok=True)
             (root / split / f"p{i % 3}" / f"c{i % 2}_{i:03d}.jpg").symlink_to(bad_root / case.path)
+        (root / split / "p1" / NON_UTF8_NAME).symlink_to(bad_root / "empty.jpg")
         (root / split / "p0" / "._c1_resource.jpg").write_bytes(b"\x00\x05\x16\x07")
         (root / split / ".thumbnails").mkdir()
         (root / split / ".thumbnails" / "c1_thumb.jpg").write_bytes((bad_root / "plain.bmp").read_bytes())
@@ -144,7 +151,72 @@ def test_loaders_list_every_non_directory_and_skip_hidden_files(
         assert sorted(Path(r.path).name for r in split) == expected
     assert len(market.train) == len(expected)
     generic = load_dataset("folder", image_folder_dataset, verbose=False)
-    expected = sorted(f"c{i % 2}_{i:03d}.jpg" for i, c in enumerate(cases) if not _is_directory(bad_root, c))
+    expected = sorted([NON_UTF8_NAME] + [f"c{i % 2}_{i:03d}.jpg" for i, c in enumerate(cases)
+                                         if not _is_directory(bad_root, c)])
     for split in (generic.train, generic.query, generic.gallery):
         assert sorted(Path(r.path).name for r in split) == expected
     assert len({r.pid for r in generic.query}) == 3 and len({r.camid for r in generic.query}) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_runtime import build_tiny
+
+    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """A command-line program, with a strict UTF-8 stdout (a desktop locale, not C.UTF-8's lenient one)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_embed_lists_every_bad_file_and_embeds_every_valid_one(bad_folder, tiny, tmp_path) -> None:
+    from runtime import open_backend
+
+    root, cases = bad_folder
+    out = tmp_path / "out"
+    done = _run("runtime.cli_embed", str(root), "--model", str(tiny / "model.onnx"), "--out", str(out),
+                "--workers", "1", "--chunk-size", "8", "--no-progress")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr  # 1: some files failed
+    with open(out / "index.csv", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        index = {path: (int(row), status, error) for row, path, status, error in list(csv.reader(fh))[1:]}
+    listed = [c for c in cases if c.listed]
+    assert sorted(index) == sorted(c.path for c in listed)
+    wrong = {c.name: index[c.path] for c in listed
+             if not c.skip and (index[c.path][1] != c.outcome or c.reason not in index[c.path][2])}
+    assert not wrong
+    refused = sorted(c.path for c in listed if index[c.path][1] == "error")
+    assert f"{len(refused)} file(s) failed" in done.stderr
+    embeddings = np.load(out / "embeddings.npy")
+    valid = [p for p in sorted(index) if index[p][1] == "ok"]
+    assert len(embeddings) == len(valid) == len(listed) - len(refused)
+    with open_backend(tiny / "model.onnx") as backend:
+        direct = backend.infer(np.stack([load_image(root / p, backend.spec) for p in valid]))
+    np.testing.assert_allclose(embeddings[[index[p][0] for p in valid]], direct, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_eval_skips_and_lists_every_unreadable_image(bad_folder, market_folder, tiny) -> None:
+    bad_root, cases = bad_folder
+    done = _run("san.cli.eval", "--ckpt", str(tiny / "model.pt"), "--dataset", "market1501",
+                "--root", str(market_folder), "--workers", "1", "--json")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    report = json.loads(done.stdout)
+    files = [(i, c) for i, c in enumerate(cases) if not _is_directory(bad_root, c)]
+    refused = {_market_name(i): c for i, c in files if c.outcome == "error"}
+    unreadable = [(Path(u["path"]).name, u["reason"]) for u in report["unreadable"]]
+    assert sorted(name for name, _ in unreadable) == sorted(2 * list(refused))  # in query and in gallery
+    assert all(refused[name].reason in reason for name, reason in unreadable)
+    readable = len(files) - len(refused)
+    assert (report["num_query"], report["num_gallery"]) == (readable, readable)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_eval_prints_its_report_whatever_the_file_names(image_folder_dataset, tiny) -> None:
+    done = _run("san.cli.eval", "--ckpt", str(tiny / "model.pt"), "--dataset", "folder",
+                "--root", str(image_folder_dataset), "--workers", "0")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "unreadable images skipped:" in done.stdout
+    assert "c1_caf\\udce9.jpg: empty file (0 bytes)" in done.stdout
