@@ -1,0 +1,166 @@
+"""``san-calibrate``: INT8 Q/DQ quantization of an exported SAN, and mask-threshold calibration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from calibration.hygiene import CalibrationOverlapError, select_calibration_set
+from calibration.quantize import DEFAULT_OPTIONS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
+from calibration.report import build_report, save_report
+from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
+from san.data.registry import DATASETS, load_dataset
+from san.spec import ContractError
+
+DESCRIPTION = """\
+Make an exported SAN run in INT8, without calibrating on the test set.
+
+  san-calibrate --onnx model.onnx --images DIR [...]      (the default command: quantize)
+  san-calibrate threshold --ckpt model.pt --dataset ...  (pick the deterministic mask threshold)
+
+Typical order: train -> `san-calibrate threshold` (optional; writes model.thr.pt) ->
+`san-export --ckpt model.thr.pt` -> `san-calibrate --onnx model.onnx ...` ->
+`san-export --ckpt model.thr.pt --trt --int8 model.int8.onnx` on a GPU box.
+Run `san-calibrate quantize --help` or `san-calibrate threshold --help` for the options.
+"""
+
+QUANTIZE_DESCRIPTION = """\
+Write an INT8 copy of an exported SAN as explicit QuantizeLinear/DequantizeLinear (Q/DQ)
+pairs: onnxruntime runs it on the CPU, TensorRT builds it as explicit INT8.
+
+What happens:
+  1. hygiene  every image under --images is compared with the evaluation split (--exclude
+              folders and/or the query+gallery of --eval-dataset): the same file, or the
+              same bytes under another name, is refused. Then --num images are drawn
+              with --seed (printed, and stored in the output's metadata).
+  2. ranges   the sample streams through the contract's decode + resize (the one used by
+              evaluation and every backend) into onnxruntime's calibrator (--method).
+              The ranges are cached, keyed by the model's sha256, the method and the
+              images' content: re-running with the same inputs skips this step.
+  3. INT8     weights int8 symmetric per output channel; activations per tensor. The
+              attention-mask path (min-max normalisation, comparison with the threshold,
+              the multiplication by the mask) stays in float, so rounding cannot flip
+              masks wholesale. The input contract is copied unchanged.
+  4. report   with --eval-dataset: fp32 vs INT8 CMC/mAP on its query/gallery, mask-flip
+              rate per block, ranges per layer; printed and saved as JSON.
+
+Methods: minmax (full observed range; robust, the default), entropy (KL-divergence
+optimal clipping), percentile (clip |x| at the 99.999th percentile).
+
+Example:
+  san-calibrate --onnx model.onnx --images data/bounding_box_train --num 256 \\
+      --eval-dataset synthetic --eval-root data
+"""
+
+THRESHOLD_DESCRIPTION = """\
+SAN trains with sampled masks (Gumbel-Softmax at temperature tau) and deploys the hard
+mask 1[pi > threshold]. This sweeps the threshold on a validation split with the torch
+model and picks the one whose mAP is closest to that of the stochastic model (sampled
+masks at the checkpoint's final tau, BatchNorm in eval mode, mean over --draws seeded
+draws); ties go to 0.5, the noiseless arg-max. It prints threshold vs mAP vs mask density
+per block and writes a new checkpoint whose contract carries the chosen threshold, so
+`san-export` and every backend use it.
+
+Use a validation split, not the test set you report: e.g. a synthetic set generated with
+another seed (`san-synth --out val --seed 1`), or a held-out folder.
+
+Example:
+  san-calibrate threshold --ckpt runs/demo/model.pt --dataset synthetic --root val \\
+      --out runs/demo/model.thr.pt
+"""
+
+COMMANDS = ("quantize", "threshold")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``san-calibrate`` and its two commands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="san-calibrate", description=DESCRIPTION, formatter_class=raw)
+    commands = parser.add_subparsers(dest="command", metavar="{quantize,threshold}")
+
+    q = commands.add_parser("quantize", help="INT8 Q/DQ ONNX (the default)", description=QUANTIZE_DESCRIPTION, formatter_class=raw)
+    q.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="fp32 ONNX written by san-export")
+    q.add_argument("--images", required=True, type=Path, metavar="DIR", help="calibration images (e.g. the training split), searched recursively")
+    q.add_argument("--out", type=Path, metavar="PATH", help="INT8 ONNX (default: MODEL.int8.onnx beside --onnx)")
+    q.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_OPTIONS.method, help="range calibration (default %(default)s)")
+    q.add_argument("--num", type=int, default=256, metavar="N", help="images to sample (default %(default)s)")
+    q.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default %(default)s)")
+    q.add_argument(
+        "--activations", choices=("int8", "uint8"), default=DEFAULT_OPTIONS.activations,
+        help="int8: symmetric, the one file both TensorRT and onnxruntime take (default); "
+        "uint8: asymmetric, onnxruntime only (TensorRT refuses non-zero zero points)",
+    )
+    q.add_argument("--cache-dir", type=Path, metavar="DIR", help="range cache folder (default: .calibration-cache beside --out)")
+    q.add_argument("--batch-size", type=int, default=DEFAULT_OPTIONS.batch_size, metavar="N", help="calibration batch (default %(default)s)")
+    hygiene = q.add_argument_group("evaluation split (never calibrated on; also the report's held-out split)")
+    hygiene.add_argument("--exclude", type=Path, action="append", default=[], metavar="DIR", help="evaluation image folder (repeatable)")
+    hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
+    hygiene.add_argument("--eval-root", type=Path, metavar="DIR", help="that data set's folder")
+    hygiene.add_argument("--report", type=Path, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
+    t.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="trained checkpoint")
+    t.add_argument("--dataset", required=True, choices=sorted(DATASETS), metavar="NAME", help=f"validation data set: {', '.join(sorted(DATASETS))}")
+    t.add_argument("--root", required=True, type=Path, metavar="DIR", help="its folder (synthetic: generated there if absent)")
+    t.add_argument("--out", required=True, type=Path, metavar="PATH", help="checkpoint to write")
+    t.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T", help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
+    t.add_argument("--draws", type=int, default=3, metavar="K", help="seeded draws of the stochastic reference (default %(default)s)")
+    t.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the first draw (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=128, metavar="N", help="evaluation batch (default %(default)s)")
+    t.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers (default %(default)s)")
+    return parser
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    if (args.eval_dataset is None) != (args.eval_root is None):
+        raise ValueError("--eval-dataset and --eval-root go together (the data set's name and its folder)")
+    out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
+    dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
+    sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
+    print(sample.describe())
+    options = QuantizeOptions(
+        method=args.method, activations=args.activations, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())
+    print(describe(result))
+    if dataset is None:
+        print("no report: pass --eval-dataset NAME --eval-root DIR to compare fp32 and INT8 on a held-out split")
+        return 0
+    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress)
+    print(report.format())
+    print(f"report: {save_report(report, args.report or out.with_name(out.name + '.report.json'))}")
+    return 0
+
+
+def _threshold(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, args.root)
+    report = calibrate_threshold(
+        args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
+        batch_size=args.batch_size, workers=args.workers,
+    )
+    print(report.format())
+    print(f"wrote {args.out} (mask threshold {report.chosen:.2f} in its contract)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run one command; 0 on success, 2 on bad input or refused data."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv.insert(0, "quantize")  # the default command
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _quantize(args) if args.command == "quantize" else _threshold(args)
+    except (CalibrationOverlapError, QuantizeError, ContractError, FileNotFoundError, ValueError) as error:
+        print(f"san-calibrate {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Calibration-set hygiene: a deterministic sample that shares no image with evaluation.
+
+Calibrating on query or gallery images leaks the test set into the quantized model (its
+ranges are fitted to exactly the images it is then scored on). :func:`select_calibration_set`
+draws ``num`` images from the calibration folder with a seeded generator and refuses the
+whole folder when any of its images is also an evaluation image — the same resolved path,
+or the same bytes under another name (sha256 of the file; only files whose size matches an
+evaluation file are hashed, so large evaluation sets cost little).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.discovery import discover_images
+from san.checkpoint import file_sha256
+from san.data.records import ReidDataset
+
+#: How many offending files an overlap error names.
+SHOWN_OFFENDERS = 5
+
+
+class CalibrationOverlapError(ValueError):
+    """Calibration images that are also evaluation images."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The sampled calibration images and how they were drawn."""
+
+    images: tuple[Path, ...]
+    pool: int  # images found in the calibration folder
+    seed: int
+    evaluation_images: int  # images the sample was checked against
+
+    def sampling(self) -> dict[str, int]:
+        """What goes into the output's metadata next to the method."""
+        return {"seed": self.seed, "num_images": len(self.images), "pool_images": self.pool,
+                "checked_against_evaluation_images": self.evaluation_images}
+
+    def describe(self) -> str:
+        """One line for humans."""
+        return (
+            f"calibration sample: {len(self.images)} of {self.pool} images, seed {self.seed}; "
+            f"no overlap with {self.evaluation_images} evaluation images"
+        )
+
+
+def folder_images(directory: str | Path, argument: str) -> list[Path]:
+    """Absolute paths of the images under ``directory`` (recursive, stable order)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{argument} {directory}: not a directory (expected a folder of images)")
+    return [directory / rel for rel in discover_images(directory)]
+
+
+def evaluation_images(exclude: Sequence[str | Path] = (), dataset: ReidDataset | None = None) -> list[Path]:
+    """The evaluation split: images under every ``exclude`` folder plus the query and
+    gallery of ``dataset`` (as its loader lists them)."""
+    found = [p for directory in exclude for p in folder_images(directory, "--exclude")]
+    if dataset is not None:
+        found += [Path(r.path) for r in (*dataset.query, *dataset.gallery)]
+    return found
+
+
+def sample_images(paths: Sequence[Path], num: int, seed: int) -> list[Path]:
+    """``num`` of ``paths`` drawn without replacement by ``numpy.random.default_rng(seed)``,
+    in their input order; all of them when ``num`` is at least their count."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    if num >= len(paths):
+        return list(paths)
+    chosen = np.random.default_rng(seed).choice(len(paths), size=num, replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def find_overlap(candidates: Iterable[Path], evaluation: Iterable[Path]) -> list[tuple[Path, Path, str]]:
+    """(calibration image, evaluation image, "same path" | "same content") for every clash."""
+    evaluation = list(evaluation)
+    by_path = {p.resolve(): p for p in evaluation}
+    by_size: dict[int, list[Path]] = {}
+    for p in evaluation:
+        by_size.setdefault(p.stat().st_size, []).append(p)
+    eval_hashes: dict[Path, str] = {}
+    clashes = []
+    for path in candidates:
+        resolved = path.resolve()
+        if resolved in by_path:
+            clashes.append((path, by_path[resolved], "same path"))
+            continue
+        same_size = by_size.get(path.stat().st_size, [])
+        if not same_size:
+            continue
+        digest = file_sha256(path)
+        for other in same_size:
+            if eval_hashes.setdefault(other, file_sha256(other)) == digest:
+                clashes.append((path, other, "same content"))
+                break
+    return clashes
+
+
+def check_disjoint(candidates: Sequence[Path], evaluation: Sequence[Path]) -> None:
+    """Raise :class:`CalibrationOverlapError` naming a few offenders and their count."""
+    clashes = find_overlap(candidates, evaluation)
+    if not clashes:
+        return
+    shown = "\n".join(f"  {c}  ==  {e}  ({why})" for c, e, why in clashes[:SHOWN_OFFENDERS])
+    more = f"\n  ... and {len(clashes) - SHOWN_OFFENDERS} more" if len(clashes) > SHOWN_OFFENDERS else ""
+    raise CalibrationOverlapError(
+        f"refused: {len(clashes)} of {len(candidates)} calibration images are also evaluation "
+        f"(query/gallery) images:\n{shown}{more}\n"
+        "Calibrating on evaluation images fits the INT8 ranges to the test set. Point --images at "
+        "training or other held-out images, or remove these files from it."
+    )
+
+
+def select_calibration_set(
+    images_dir: str | Path,
+    num: int,
+    seed: int,
+    exclude: Sequence[str | Path] = (),
+    dataset: ReidDataset | None = None,
+) -> CalibrationSet:
+    """Check the whole calibration folder against the evaluation split, then sample it."""
+    pool = folder_images(images_dir, "--images")
+    if not pool:
+        raise FileNotFoundError(f"--images {images_dir}: no images found (.jpg .jpeg .png .bmp .webp)")
+    evaluation = evaluation_images(exclude, dataset)
+    check_disjoint(pool, evaluation)
+    return CalibrationSet(tuple(sample_images(pool, num, seed)), len(pool), seed, len(evaluation))

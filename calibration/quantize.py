@@ -1,0 +1,477 @@
+"""INT8 post-training quantization of a SAN ONNX export, as explicit Q/DQ.
+
+One file serves onnxruntime on the CPU and TensorRT (explicit quantization):
+``onnxruntime.quantization.quantize_static`` in ``QuantFormat.QDQ`` with uint8 activations
+(asymmetric) and int8 weights (symmetric, per output channel) — the u8/s8 pair whose
+QuantizeLinear -> Conv -> DequantizeLinear patterns onnxruntime fuses into ``QLinearConv``
+on x86 and TensorRT builds as INT8.
+
+The attention mask path stays in float. Quantizing the input X of a block's per-channel
+min-max normalisation (Eq. 3) to one per-tensor uint8 scale would leave low-range channels
+with a handful of levels, and ``1[pi > threshold]`` would flip wholesale. So the nodes of
+each mask path — the producer of X (context-unit deconvolution or the stage's ReLU), the
+min-max normalisation, the comparison, the Cast and the Mul by the mask — are found by op
+pattern (:func:`find_mask_paths`), passed as ``nodes_to_exclude``, and after quantization
+their inputs are rewired to the float tensors (the quantizer shares one Q/DQ pair between
+all consumers of a tensor, excluded ones included).
+
+Calibration images stream through :func:`san.preprocess.load_image` (the contract's one
+decode + resize). The collected ranges are cached in a JSON file keyed by the source
+model's sha256, the method and the image list's content hash; a second run with the same
+key reuses them without running the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from tqdm import tqdm
+
+from export.onnx_export import CONFIG_KEY, INPUT_NAME, PRECISION_KEY, read_contract
+from san.atomic import atomic_write
+from san.checkpoint import file_sha256
+from san.preprocess import load_image
+from san.spec import METADATA_KEY, InputSpec
+
+#: Calibration methods: CLI name -> onnxruntime method.
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+#: Percentile of |x| kept by ``percentile`` calibration (onnxruntime's default).
+PERCENTILE = 99.999
+#: metadata_props key of the calibration record (sample, seed, method, source sha256).
+CALIBRATION_KEY = "san.calibration"
+#: Comparisons that turn pi into a hard mask (sharp: Greater; Table III thresholding: >=).
+COMPARE_OPS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
+#: Ops the exporter may emit for Eq. 3 (flatten, min/max over H x W, subtract, guard, divide).
+NORMALISE_OPS = frozenset(
+    {"Reshape", "Flatten", "ReduceMin", "ReduceMax", "Sub", "Div", "Clip", "Max", "Min", "Shape",
+     "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Expand", "Identity", "Cast", "Constant"}
+)
+_QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+class QuantizeError(RuntimeError):
+    """A model or option that cannot be quantized as asked; the message says why."""
+
+
+# -- the float mask path --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskPath:
+    """One attention block's hard-mask computation, kept in float.
+
+    ``source`` is X (the tensor min-max normalised), ``mask`` the float 0/1 mask tensor,
+    ``entry`` the producers of X and of the masked feature (kept in float, but they may
+    read quantized inputs), ``nodes`` every node name of the path in graph order, the
+    entry nodes included. ``context`` lists the nodes computing X from the masked feature
+    T (the context unit, CU(T)); empty when X = T.
+    """
+
+    compare: str
+    source: str
+    mask: str
+    entry: tuple[str, ...]
+    nodes: tuple[str, ...]
+    context: tuple[str, ...] = ()
+
+
+class _Graph:
+    """Producer/consumer lookups over one ONNX graph."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.nodes = list(graph.node)
+        self.order = {id(n): i for i, n in enumerate(self.nodes)}
+        self.producer = {out: n for n in self.nodes for out in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for name in n.input:
+                self.consumers.setdefault(name, []).append(n)
+        self.constants = {t.name for t in graph.initializer} | {
+            out for n in self.nodes if n.op_type == "Constant" for out in n.output
+        }
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.constants
+
+    def names(self, nodes: Iterable[onnx.NodeProto]) -> tuple[str, ...]:
+        """Names of ``nodes`` in graph order."""
+        return tuple(n.name for n in sorted(nodes, key=lambda n: self.order[id(n)]))
+
+
+def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
+    """Every hard-mask path of the graph: a comparison of a min-max-normalised tensor with
+    a constant, its Cast to float and the Mul applying it.
+
+    Walks back from each comparison through :data:`NORMALISE_OPS` until the first other
+    op (the producer of X: the context unit's ConvTranspose or the stage's ReLU); a walk
+    that meets no ReduceMin and ReduceMax is not a mask path and is skipped.
+    """
+    g = _Graph(model.graph)
+    paths = []
+    for compare in (n for n in g.nodes if n.op_type in COMPARE_OPS):
+        variable = [name for name in compare.input if not g.is_constant(name)]
+        if len(variable) != 1:
+            continue
+        normalise, source = _walk_normalisation(g, variable[0])
+        if not {"ReduceMin", "ReduceMax"} <= {n.op_type for n in normalise}:
+            continue
+        applied, mask = _walk_application(g, compare)
+        features = [name for n in applied if n.op_type == "Mul" for name in n.input if name != mask]
+        producers = {id(p): p for name in (source, *features) if (p := g.producer.get(name)) is not None}
+        members = {id(n): n for n in (*normalise, compare, *applied, *producers.values())}
+        entry = tuple(n.name for n in producers.values())
+        context = _walk_context(g, source, features[0]) if len(features) == 1 and source != features[0] else []
+        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), g.names(context)))
+    return paths
+
+
+def _walk_context(g: _Graph, source: str, feature: str) -> list[onnx.NodeProto]:
+    """Nodes computing ``source`` from ``feature`` alone (the context unit); empty if
+    ``source`` depends on any other non-constant tensor."""
+    found: dict[int, onnx.NodeProto] = {}
+    stack = [source]
+    while stack:
+        name = stack.pop()
+        if name == feature or g.is_constant(name):
+            continue
+        node = g.producer.get(name)
+        if node is None:
+            return []
+        if id(node) not in found:
+            found[id(node)] = node
+            stack.extend(i for i in node.input if i)
+    return list(found.values())
+
+
+def _walk_normalisation(g: _Graph, start: str) -> tuple[list[onnx.NodeProto], str]:
+    """Nodes of Eq. 3 feeding ``start``, and X: the one non-constant tensor entering them."""
+    found: dict[int, onnx.NodeProto] = {}
+    entering: set[str] = set()
+    stack = [start]
+    while stack:
+        name = stack.pop()
+        node = g.producer.get(name)
+        if node is None or node.op_type not in NORMALISE_OPS:
+            if not g.is_constant(name):
+                entering.add(name)
+            continue
+        if id(node) not in found:
+            found[id(node)] = node
+            stack.extend(node.input)
+    source = next(iter(entering)) if len(entering) == 1 else ""
+    return (list(found.values()) if source else []), source
+
+
+def _walk_application(g: _Graph, compare: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
+    """The Cast of the comparison to float and the Mul(s) by that mask; the mask tensor."""
+    applied: list[onnx.NodeProto] = []
+    mask = compare.output[0]
+    for node in g.consumers.get(mask, []):
+        if node.op_type == "Cast":
+            applied.append(node)
+            mask = node.output[0]
+            applied += [m for m in g.consumers.get(mask, []) if m.op_type == "Mul"]
+    return applied, mask
+
+
+def expected_mask_blocks(model: onnx.ModelProto) -> int | None:
+    """Number of hard-mask blocks the exported model config promises; None if unknown."""
+    config = {p.key: p.value for p in model.metadata_props}.get(CONFIG_KEY)
+    if config is None:
+        return None
+    cfg = json.loads(config)
+    return len(cfg.get("attention_stages", [])) if cfg.get("attention") in ("sharp", "threshold") else 0
+
+
+def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> int:
+    """Rewire float nodes that read ``DQ(Q(x))`` to ``x`` itself when ``x`` is produced by a
+    float node; drop the Q/DQ nodes left without readers. Returns the inputs rewired.
+
+    onnxruntime's quantizer gives all readers of a tensor one shared Q/DQ pair, excluded
+    readers included. ``x`` is the true float value only when its producer was excluded
+    too: a quantized ReLU is folded into its Q, leaving the pre-ReLU value under the
+    ReLU's name, so other inputs are left as they are.
+    """
+    members = set(float_nodes)
+    g = _Graph(model.graph)
+    rewired = 0
+    for node in (n for n in g.nodes if n.name in members):
+        for index, name in enumerate(node.input):
+            dq = g.producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or g.is_constant(dq.input[0]):
+                continue
+            q = g.producer.get(dq.input[0])
+            origin = g.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if origin is not None and origin.name in members:
+                node.input[index] = q.input[0]
+                rewired += 1
+    _drop_orphans(model)
+    return rewired
+
+
+def _drop_orphans(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes whose outputs nobody reads (repeat until none is left)."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {name for n in model.graph.node for name in n.input} | outputs
+        orphans = [n for n in model.graph.node if n.op_type in _QUANT_OPS and not used & set(n.output)]
+        if not orphans:
+            return
+        for node in orphans:
+            model.graph.node.remove(node)
+
+
+def quant_nodes_on_path(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
+    """Edges ``producer -> consumer`` where a QuantizeLinear/DequantizeLinear touches a mask
+    path: one feeding a path node (entry nodes excepted: they read the quantized network),
+    or one fed by a path node other than an entry node or the final Mul. Empty when the
+    path is all float."""
+    g = _Graph(model.graph)
+    found = []
+    for path in paths:
+        entry = set(path.entry)
+        for node in (n for n in g.nodes if n.name in path.nodes and n.name not in entry):
+            found += [
+                f"{p.name} -> {node.name}"
+                for name in node.input
+                if (p := g.producer.get(name)) is not None and p.op_type in _QUANT_OPS
+            ]
+            if node.op_type != "Mul":
+                found += [
+                    f"{node.name} -> {c.name}"
+                    for name in node.output
+                    for c in g.consumers.get(name, [])
+                    if c.op_type in _QUANT_OPS
+                ]
+    return found
+
+
+# -- calibration data -----------------------------------------------------------------------
+
+
+class ImageReader(CalibrationDataReader):
+    """Feeds calibration batches: each image decoded and resized by :func:`load_image`.
+
+    Supports ``set_range`` so onnxruntime collects ranges one batch at a time (bounded
+    memory for histogram methods). A tqdm bar counts images.
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], spec: InputSpec, batch_size: int = 8, progress: bool = True
+    ) -> None:
+        if not paths:
+            raise QuantizeError("no calibration images given")
+        self.paths = list(paths)
+        self.spec = spec
+        self.batch_size = batch_size
+        self.batches = [self.paths[i : i + batch_size] for i in range(0, len(self.paths), batch_size)]
+        self._bar = tqdm(total=len(self.paths), desc="calibrating", unit="img", disable=not progress)
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self.batches[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._pending, None)
+        if batch is None:
+            return None
+        images = np.stack([load_image(p, self.spec) for p in batch])
+        self._bar.update(len(batch))
+        return {INPUT_NAME: images}
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def image_list_sha256(paths: Iterable[Path]) -> str:
+    """SHA-256 over the content hashes of ``paths`` in order: what the ranges were computed on."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(model_sha256: str, method: str, images_sha256: str) -> str:
+    """The range cache's key: source model, calibration method (with its setting), images."""
+    setting = f"{method}@{PERCENTILE}" if method == "percentile" else method
+    return hashlib.sha256(f"{model_sha256}\n{setting}\n{images_sha256}".encode()).hexdigest()
+
+
+# -- quantization ---------------------------------------------------------------------------
+
+
+#: Activation types: name -> (onnxruntime type, symmetric).
+ACTIVATIONS = {"int8": (QuantType.QInt8, True), "uint8": (QuantType.QUInt8, False)}
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """How to quantize.
+
+    ``activations="int8"`` (symmetric, zero point 0) is what TensorRT's explicit
+    quantization accepts, and onnxruntime runs it too: one file for both. ``"uint8"``
+    (asymmetric) spends the full 8 bits on post-ReLU ranges, onnxruntime only. Weights are
+    int8 symmetric, per output channel unless ``per_channel=False``. ``reduce_range``
+    (7-bit weights) avoids the pair-sum saturation of AVX2 ``vpmaddubsw`` kernels on CPUs
+    without VNNI, at some accuracy cost.
+    """
+
+    method: str = "minmax"
+    activations: str = "int8"
+    float_context: bool = False
+    per_channel: bool = True
+    reduce_range: bool = False
+    batch_size: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise QuantizeError(f"--method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if self.activations not in ACTIVATIONS:
+            raise QuantizeError(f"--activations must be one of {sorted(ACTIVATIONS)}, got {self.activations!r}")
+        if self.batch_size < 1:
+            raise QuantizeError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+DEFAULT_OPTIONS = QuantizeOptions()
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_onnx` wrote and how."""
+
+    out: Path
+    cache: Path
+    cache_hit: bool
+    mask_paths: list[MaskPath]
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+def quantize_onnx(
+    onnx_path: str | Path,
+    images: Sequence[Path],
+    out: str | Path,
+    *,
+    options: QuantizeOptions = DEFAULT_OPTIONS,
+    cache_dir: str | Path | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> QuantizeResult:
+    """Write the INT8 Q/DQ version of ``onnx_path`` to ``out`` (atomically).
+
+    ``images``: the calibration sample (already checked against the evaluation split, see
+    :mod:`calibration.hygiene`). ``cache_dir``: where range caches live (default:
+    ``<out's folder>/.calibration-cache``). ``sampling``: how the sample was drawn (seed,
+    pool size), stored in the output's ``metadata_props`` next to the method, the sample
+    size and the source sha256. The contract is copied unchanged.
+    """
+    onnx_path, out = Path(onnx_path), Path(out)
+    spec = read_contract(onnx_path)
+    source = onnx.load(onnx_path)
+    paths = find_mask_paths(source)
+    expected = expected_mask_blocks(source)
+    if expected is not None and len(paths) != expected:
+        raise QuantizeError(
+            f"{onnx_path}: the model config promises {expected} hard-mask attention blocks, but "
+            f"{len(paths)} mask paths (min-max normalisation -> comparison -> Cast -> Mul) were "
+            "found in the graph; refusing to quantize a mask path that could not be kept in float"
+        )
+    source_sha = file_sha256(onnx_path)
+    images_sha = image_list_sha256(images)
+    cache = Path(cache_dir or out.parent / ".calibration-cache") / (
+        f"ranges-{options.method}-{cache_key(source_sha, options.method, images_sha)[:24]}.json"
+    )
+    cache_hit = cache.is_file()
+    reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress)
+    excluded = [name for p in paths for name in (*p.nodes, *(p.context if options.float_context else ()))]
+    activation_type, symmetric = ACTIVATIONS[options.activations]
+    with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp:
+        raw = Path(tmp) / "model.int8.onnx"
+        try:
+            quantize_static(
+                onnx_path,
+                raw,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=options.per_channel,
+                reduce_range=options.reduce_range,
+                activation_type=activation_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                calibrate_method=METHODS[options.method],
+                calibration_cache_path=cache,
+                extra_options={
+                    "ActivationSymmetric": symmetric,
+                    "WeightSymmetric": True,
+                    "CalibStridedMinMax": 1,  # one batch per collection: bounded memory for histograms
+                    "CalibPercentile": PERCENTILE,
+                },
+            )
+        finally:
+            if reader is not None:
+                reader.close()
+        model = onnx.load(raw)
+    restore_float_inputs(model, excluded)
+    leaks = quant_nodes_on_path(model, paths)
+    if leaks:
+        raise QuantizeError(f"{onnx_path}: Q/DQ left on the float mask path: {leaks[:5]}")
+    calibration = {
+        "method": options.method,
+        "num_images": len(images),
+        **(sampling or {}),
+        "source_onnx_sha256": source_sha,
+        "images_sha256": images_sha,
+        "activations": f"{options.activations} {'symmetric' if symmetric else 'asymmetric'} per-tensor",
+        "weights": f"int8 symmetric {'per-channel' if options.per_channel else 'per-tensor'}"
+        + (" 7-bit (reduce_range)" if options.reduce_range else ""),
+        "float_nodes": excluded,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    _copy_metadata(source, model, {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(calibration, sort_keys=True)})
+    atomic_write(out, lambda tmp: onnx.save_model(model, tmp))
+    return QuantizeResult(out, cache, cache_hit, paths, calibration)
+
+
+def _copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto, extra: dict[str, str]) -> None:
+    """Give ``target`` the source's ``metadata_props`` (the contract among them) plus ``extra``."""
+    entries = {p.key: p.value for p in source.metadata_props} | extra
+    if METADATA_KEY not in entries:
+        raise QuantizeError(f"source model has no input contract ({METADATA_KEY})")
+    del target.metadata_props[:]
+    for key, value in entries.items():
+        target.metadata_props.add(key=key, value=value)
+
+
+def read_calibration(model: onnx.ModelProto) -> dict[str, Any]:
+    """The calibration record stored by :func:`quantize_onnx` (empty for an fp32 model)."""
+    text = {p.key: p.value for p in model.metadata_props}.get(CALIBRATION_KEY)
+    return json.loads(text) if text else {}
+
+
+def describe(result: QuantizeResult) -> str:
+    """A few lines for humans."""
+    c = result.calibration
+    lines = [
+        f"wrote {result.out}: INT8 Q/DQ ({c['activations']} activations, {c['weights']} weights), "
+        f"method {c['method']}, {c['num_images']} images"
+        + (f", seed {c['seed']}" if "seed" in c else ""),
+        f"  ranges: {'reused from' if result.cache_hit else 'computed and cached in'} {result.cache}",
+        f"  float mask path: {len(result.mask_paths)} blocks, {len(c['float_nodes'])} nodes kept in float",
+    ]
+    return "\n".join(lines)

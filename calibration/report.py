@@ -1,0 +1,196 @@
+"""What INT8 did to the model: ranges, mask flips, retrieval — printed and saved as JSON.
+
+- ranges per layer: the calibrated (min, max) of every tensor, read from the range cache
+  the quantization run wrote or reused;
+- mask-flip rate per attention block: the fp32 and INT8 graphs both name each block's
+  normalised probabilities ``pi_<stage>`` (the mask path is float in both, see
+  :mod:`calibration.quantize`), so both sessions expose them and ``1[pi > threshold]`` is
+  compared element by element;
+- CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
+  evaluation data set), plus the cosine agreement of their embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization.calibrate import load_tensors_data
+from tqdm import tqdm
+
+from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
+from export.verify import _session_exposing_probs
+from san.atomic import atomic_write_text
+from san.data.records import ImageRecord, ReidDataset
+from san.metrics import evaluate_embeddings
+from san.preprocess import load_image
+from san.spec import InputSpec
+
+#: CMC ranks shown in the printed report (the JSON has the whole curve).
+SHOWN_RANKS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """CMC curve and mAP of one model on the held-out split."""
+
+    mAP: float
+    cmc: list[float]
+
+    def rank(self, k: int) -> float:
+        return self.cmc[k - 1]
+
+
+@dataclass
+class CalibrationReport:
+    """Everything :func:`build_report` measured; ``notes`` say what could not be measured."""
+
+    fp32: str
+    int8: str
+    dataset: str
+    images: int
+    fp32_retrieval: Retrieval
+    int8_retrieval: Retrieval
+    cosine_mean: float
+    cosine_min: float
+    flip_rate: dict[int, float]
+    ranges: dict[str, tuple[float, float]]
+    calibration: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def delta_map(self) -> float:
+        """INT8 minus fp32 mAP, in points (percent)."""
+        return 100 * (self.int8_retrieval.mAP - self.fp32_retrieval.mAP)
+
+    @property
+    def delta_rank1(self) -> float:
+        """INT8 minus fp32 rank-1, in points (percent)."""
+        return 100 * (self.int8_retrieval.rank(1) - self.fp32_retrieval.rank(1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["flip_rate"] = {str(k): v for k, v in self.flip_rate.items()}
+        d["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        d["delta_mAP_points"], d["delta_rank1_points"] = self.delta_map, self.delta_rank1
+        return d
+
+    def format(self) -> str:
+        """Human-readable summary (the ranges table is in the JSON)."""
+        def line(name: str, r: Retrieval) -> str:
+            ranks = "  ".join(f"rank-{k} {100 * r.rank(k):6.2f}" for k in SHOWN_RANKS if k <= len(r.cmc))
+            return f"  {name:<5} mAP {100 * r.mAP:6.2f}  {ranks}"
+
+        lines = [
+            f"INT8 report: {self.int8} vs {self.fp32} on {self.dataset} ({self.images} query+gallery images)",
+            line("fp32", self.fp32_retrieval),
+            line("int8", self.int8_retrieval),
+            f"  delta mAP {self.delta_map:+.2f} points, delta rank-1 {self.delta_rank1:+.2f} points",
+            f"  embedding cosine fp32 vs int8: mean {self.cosine_mean:.4f}, min {self.cosine_min:.4f}",
+        ]
+        lines += [f"  mask flips after stage {s}: {100 * r:.3f}% of elements" for s, r in self.flip_rate.items()]
+        lines.append(f"  calibrated ranges: {len(self.ranges)} tensors")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def layer_ranges(cache: str | Path) -> dict[str, tuple[float, float]]:
+    """Tensor name -> calibrated (min, max), from a range cache written by quantization."""
+    data = load_tensors_data(cache)
+    return {name: (float(np.min(t.range_value[0])), float(np.max(t.range_value[1]))) for name, t in data.items()}
+
+
+def _stages(onnx_path: Path) -> tuple[int, ...]:
+    """Hard-mask stages the model config in the file names (empty when it has none)."""
+    config = json.loads(read_metadata(onnx_path).get(CONFIG_KEY, "{}"))
+    return tuple(config.get("attention_stages", ())) if config.get("attention") == "sharp" else ()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def _embed_both(
+    sessions: Sequence[ort.InferenceSession], records: Sequence[ImageRecord], spec: InputSpec,
+    stages: Sequence[int], batch_size: int, progress: bool,
+) -> tuple[list[np.ndarray], dict[int, list[int]]]:
+    """Embeddings of ``records`` by each session, and per stage (flipped, total) mask elements."""
+    embeddings: list[list[np.ndarray]] = [[] for _ in sessions]
+    flips = {s: [0, 0] for s in stages}
+    bar = tqdm(total=len(records), desc="fp32 vs int8", unit="img", disable=not progress)
+    for start in range(0, len(records), batch_size):
+        batch = np.stack([load_image(r.path, spec) for r in records[start : start + batch_size]])
+        outputs = []
+        for session, store in zip(sessions, embeddings):
+            names = [o.name for o in session.get_outputs()]
+            out = dict(zip(names, session.run(None, {INPUT_NAME: batch})))
+            store.append(out[OUTPUT_NAME])
+            outputs.append(out)
+        for s in stages:
+            a, b = (o[pi_name(s)] > spec.mask_threshold for o in outputs)
+            flips[s][0] += int((a != b).sum())
+            flips[s][1] += a.size
+        bar.update(len(batch))
+    bar.close()
+    return [np.concatenate(e) for e in embeddings], flips
+
+
+def _retrieval(q: np.ndarray, g: np.ndarray, dataset: ReidDataset) -> Retrieval:
+    labels = [np.array([getattr(r, a) for r in split]) for split in (dataset.query, dataset.gallery) for a in ("pid", "camid")]
+    result = evaluate_embeddings(q, g, labels[0], labels[2], labels[1], labels[3])
+    return Retrieval(float(result.mAP), [float(c) for c in result.cmc])
+
+
+def build_report(
+    fp32: str | Path,
+    int8: str | Path,
+    dataset: ReidDataset,
+    cache: str | Path | None = None,
+    calibration: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> CalibrationReport:
+    """Run both ONNX files with onnxruntime (CPU) on ``dataset``'s query and gallery."""
+    fp32, int8 = Path(fp32), Path(int8)
+    spec = read_contract(fp32)
+    if read_contract(int8) != spec:
+        raise ValueError(f"{int8}: its input contract differs from {fp32}'s; compare an INT8 file with its own source")
+    stages = _stages(fp32)
+    sessions, exposed = zip(*(_session_exposing_probs(p, stages) for p in (fp32, int8)))
+    notes = []
+    measurable = [s for s in stages if s in exposed[0] and s in exposed[1]]
+    if not stages:
+        notes.append("mask flips not measured: the model has no sharp (hard-mask) attention block")
+    elif len(measurable) < len(stages):
+        notes.append(
+            f"mask flips not measured for stages {sorted(set(stages) - set(measurable))}: their pi_<stage> "
+            "tensors are not named in both graphs (export with san-export to name them)"
+        )
+    records = [*dataset.query, *dataset.gallery]
+    (e32, e8), flips = _embed_both(sessions, records, spec, measurable, batch_size, progress)
+    nq = len(dataset.query)
+    cos = _cosine(e32, e8)
+    ranges = {}
+    if cache is not None and Path(cache).is_file():
+        ranges = layer_ranges(cache)
+    else:
+        notes.append("ranges per layer not shown: no range cache file given or found")
+    return CalibrationReport(
+        str(fp32), str(int8), dataset.name, len(records),
+        _retrieval(e32[:nq], e32[nq:], dataset), _retrieval(e8[:nq], e8[nq:], dataset),
+        float(cos.mean()), float(cos.min()),
+        {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
+        ranges, calibration or {}, notes,
+    )
+
+
+def save_report(report: CalibrationReport, path: str | Path) -> Path:
+    """Write the report as JSON (atomically); returns the path."""
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    return Path(path)

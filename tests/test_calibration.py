@@ -1,0 +1,301 @@
+"""INT8 calibration: hygiene, range cache, float mask path, accuracy, threshold sweep, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import calibration.quantize
+from calibration.cli import main as san_calibrate
+from calibration.hygiene import CalibrationOverlapError, folder_images, sample_images, select_calibration_set
+from calibration.quantize import (
+    CALIBRATION_KEY,
+    QuantizeError,
+    QuantizeOptions,
+    find_mask_paths,
+    quant_nodes_on_path,
+    quantize_onnx,
+    read_calibration,
+)
+from calibration.threshold import SweepPoint, calibrate_threshold, choose_threshold
+from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_contract
+from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from san.config import ModelConfig
+from san.data.registry import load_dataset
+from san.data.synth import ensure_synthetic
+from san.model.network import SAN, build_model
+from san.preprocess import load_image
+from san.spec import METADATA_KEY, InputSpec
+
+CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
+SYNTH = {"ids": 16, "cameras": 2, "seed": 0, "height": 64, "width": 32}
+OPTIONS = QuantizeOptions(batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synth"
+    ensure_synthetic(root, **SYNTH)
+    return root
+
+
+@pytest.fixture(scope="module")
+def random_model() -> SAN:
+    torch.manual_seed(0)
+    return build_model(CFG).eval()
+
+
+@pytest.fixture(scope="module")
+def random_onnx(random_model: SAN, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(random_model, tmp_path_factory.mktemp("fp32") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def calibration_images(synth: Path) -> list[Path]:
+    return sample_images(folder_images(synth / "bounding_box_train", "--images"), 12, seed=0)
+
+
+@pytest.fixture(scope="module")
+def quantized(random_onnx: Path, calibration_images: list[Path], tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    return quantize_onnx(random_onnx, calibration_images, out, options=OPTIONS, sampling={"seed": 0})
+
+
+def _embed(path: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+
+def _counting_load_image(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the calibration reader record every image it decodes."""
+    calls: list[str] = []
+
+    def counted(path: Path, spec: InputSpec) -> np.ndarray:
+        calls.append(str(path))
+        return load_image(path, spec)
+
+    monkeypatch.setattr(calibration.quantize, "load_image", counted)
+    return calls
+
+
+# -- hygiene --------------------------------------------------------------------------------
+
+
+def test_calibrating_on_evaluation_images_by_path_is_refused(synth: Path) -> None:
+    dataset = load_dataset("synthetic", synth, verbose=False)
+    with pytest.raises(CalibrationOverlapError) as refused:
+        select_calibration_set(synth / "query", 8, 0, dataset=dataset)
+    message = str(refused.value)
+    total = len(folder_images(synth / "query", "--images"))
+    assert f"{total} of {total} calibration images" in message and "same path" in message
+    assert message.count("==") == 5 and f"and {total - 5} more" in message  # a few offenders, then the count
+
+
+def test_a_renamed_copy_of_a_gallery_image_is_refused_by_content(synth: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "calib"
+    shutil.copytree(synth / "bounding_box_train", pool)
+    gallery_image = folder_images(synth / "bounding_box_test", "--exclude")[3]
+    shutil.copy(gallery_image, pool / "renamed.jpg")
+    with pytest.raises(CalibrationOverlapError) as refused:
+        select_calibration_set(pool, 8, 0, exclude=[synth / "bounding_box_test"])
+    assert "1 of" in str(refused.value) and "renamed.jpg" in str(refused.value) and "same content" in str(refused.value)
+    (pool / "renamed.jpg").unlink()
+    assert len(select_calibration_set(pool, 8, 0, exclude=[synth / "bounding_box_test", synth / "query"]).images) == 8
+
+
+def test_sampling_is_deterministic_and_recorded(synth: Path) -> None:
+    dataset = load_dataset("synthetic", synth, verbose=False)
+    first = select_calibration_set(synth / "bounding_box_train", 10, 7, dataset=dataset)
+    assert first == select_calibration_set(synth / "bounding_box_train", 10, 7, dataset=dataset)
+    other = select_calibration_set(synth / "bounding_box_train", 10, 8, dataset=dataset)
+    assert first.images != other.images and len(set(first.images)) == 10
+    assert first.sampling() | {"seed": 7, "num_images": 10} == first.sampling()
+    assert first.evaluation_images == len(dataset.query) + len(dataset.gallery)
+
+
+# -- quantization ---------------------------------------------------------------------------
+
+
+def test_no_quantize_or_dequantize_on_the_mask_path(quantized, random_onnx: Path) -> None:
+    model = onnx.load(quantized.out)
+    paths = find_mask_paths(model)
+    assert len(paths) == len(CFG.active_stages) == len(find_mask_paths(onnx.load(random_onnx)))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    for path in paths:
+        kinds = {ops[name] for name in path.nodes}
+        assert {"ReduceMin", "ReduceMax", "Div", "Greater", "Cast", "Mul"} <= kinds
+    assert quant_nodes_on_path(model, paths) == []
+    # ... while the network around it really is quantized: every Conv reads dequantized int8.
+    producer = {out: n for n in model.graph.node for out in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+
+
+def test_unprotected_quantization_would_put_qdq_on_the_mask_path(quantized) -> None:
+    """The check above can fail: a Q/DQ pair in front of the min-max normalisation is found."""
+    model = onnx.load(quantized.out)
+    paths = find_mask_paths(model)
+    reduce_min = next(n for n in model.graph.node if n.name in paths[0].nodes and n.op_type == "ReduceMin")
+    q = onnx.helper.make_node("QuantizeLinear", [reduce_min.input[0], "s", "z"], ["q_out"], name="leak_q")
+    dq = onnx.helper.make_node("DequantizeLinear", ["q_out", "s", "z"], ["dq_out"], name="leak_dq")
+    model.graph.node.extend([q, dq])
+    source = reduce_min.input[0]
+    reduce_min.input[0] = "dq_out"
+    producer = next(n for n in model.graph.node if source in n.output)
+    assert quant_nodes_on_path(model, paths) == [f"{producer.name} -> leak_q", f"leak_dq -> {reduce_min.name}"]
+
+
+def test_output_keeps_the_contract_and_records_the_calibration(quantized, random_onnx: Path) -> None:
+    assert read_contract(quantized.out) == read_contract(random_onnx)
+    meta = {p.key: p.value for p in onnx.load(random_onnx).metadata_props}
+    out_meta = {p.key: p.value for p in onnx.load(quantized.out).metadata_props}
+    assert out_meta[METADATA_KEY] == meta[METADATA_KEY]
+    record = read_calibration(onnx.load(quantized.out))
+    assert record["num_images"] == 12 and record["seed"] == 0 and record["method"] == "minmax"
+    assert record["source_onnx_sha256"] == file_sha256(random_onnx)
+    assert json.loads(out_meta[CALIBRATION_KEY]) == record
+
+
+def test_range_cache_is_reused_and_invalidated_when_the_model_changes(
+    quantized, random_onnx: Path, calibration_images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting_load_image(monkeypatch)
+    again = quantize_onnx(random_onnx, calibration_images, tmp_path / "again.onnx", options=OPTIONS,
+                          cache_dir=quantized.cache.parent)
+    assert again.cache_hit and again.cache == quantized.cache and calls == []
+    assert onnx.load(again.out).graph == onnx.load(quantized.out).graph
+
+    changed = onnx.load(random_onnx)
+    changed.metadata_props.add(key="note", value="another model")  # other bytes, other sha256
+    onnx.save(changed, tmp_path / "changed.onnx")
+    fresh = quantize_onnx(tmp_path / "changed.onnx", calibration_images, tmp_path / "changed.int8.onnx",
+                          options=OPTIONS, cache_dir=quantized.cache.parent)
+    assert not fresh.cache_hit and fresh.cache != quantized.cache
+    assert sorted(calls) == sorted(map(str, calibration_images))  # every image decoded once, through load_image
+
+
+def test_int8_embeddings_agree_with_fp32(quantized, random_onnx: Path, synth: Path) -> None:
+    """Random weights are the hard case: nothing learned to be robust, masks near-random.
+    Measured here: mean cosine 0.96 (int8 symmetric activations); 0.93 leaves room for
+    other CPUs' rounding while still failing on a broken scale (cosine ~0.1-0.5)."""
+    spec = read_contract(random_onnx)
+    batch = np.stack([load_image(p, spec) for p in folder_images(synth / "query", "q")])
+    fp32, int8 = _embed(random_onnx, batch), _embed(quantized.out, batch)
+    assert np.isfinite(int8).all()
+    cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    assert cosine.mean() >= 0.93, cosine
+
+
+def test_a_model_whose_mask_path_is_not_recognised_is_refused(random_onnx: Path, calibration_images, tmp_path: Path) -> None:
+    model = onnx.load(random_onnx)
+    for node in model.graph.node:
+        if node.op_type == "Greater":
+            node.op_type = "Less"  # still a comparison ...
+            node.input[0], node.input[1] = node.input[1], node.input[0]
+        if node.op_type == "ReduceMax":
+            node.op_type = "ReduceMean"  # ... but no longer a min-max normalisation
+    onnx.save(model, tmp_path / "odd.onnx")
+    with pytest.raises(QuantizeError, match="promises 4 hard-mask"):
+        quantize_onnx(tmp_path / "odd.onnx", calibration_images, tmp_path / "odd.int8.onnx", options=OPTIONS)
+
+
+# -- mask threshold -------------------------------------------------------------------------
+
+
+def test_threshold_choice_prefers_the_closest_map_then_one_half() -> None:
+    ref = SweepPoint(None, 0.50, 0.6, {})
+    points = [SweepPoint(t, m, 0.6, {}) for t, m in [(0.3, 0.40), (0.35, 0.52), (0.5, 0.45), (0.6, 0.48), (0.7, 0.52)]]
+    assert choose_threshold(ref, points) == 0.6  # |d| 0.02, tied with 0.35 and 0.7; 0.6 is nearest 0.5
+    assert choose_threshold(ref, [*points, SweepPoint(0.4, 0.52, 0.6, {})]) == 0.4  # as near 0.5: the lower
+    assert choose_threshold(ref, [*points, SweepPoint(0.55, 0.501, 0.6, {})]) == 0.55
+
+
+def test_threshold_sweep_writes_a_checkpoint_whose_contract_carries_the_choice(
+    random_model: SAN, synth: Path, tmp_path: Path
+) -> None:
+    save_checkpoint(tmp_path / "model.pt", random_model, training={"epoch": 3})
+    dataset = load_dataset("synthetic", synth, verbose=False)
+    report = calibrate_threshold(tmp_path / "model.pt", dataset, tmp_path / "model.thr.pt",
+                                 thresholds=(0.4, 0.5, 0.6), draws=1, workers=0, batch_size=64)
+    assert [p.threshold for p in report.points] == [0.4, 0.5, 0.6] and report.chosen in (0.4, 0.5, 0.6)
+    densities = [p.density[1] for p in report.points]
+    assert densities[0] > densities[1] > densities[2] and 0 < report.reference.density[1] < 1
+    model, meta = load_checkpoint(tmp_path / "model.thr.pt")
+    assert meta.spec.mask_threshold == report.chosen == model.attention["1"].generator.threshold
+    assert meta.training == {"epoch": 3} and meta.extra["threshold_sweep"]["chosen"] == report.chosen
+    assert random_model.spec.mask_threshold == 0.5  # the caller's model is untouched
+    assert "chosen" in report.format()
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_quantizes_reports_and_refuses_evaluation_images(
+    random_onnx: Path, synth: Path, quantized, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli.int8.onnx"
+    common = ["--onnx", str(random_onnx), "--out", str(out), "--num", "6", "--seed", "1", "--no-progress",
+              "--cache-dir", str(quantized.cache.parent), "--eval-dataset", "synthetic", "--eval-root", str(synth)]
+    assert san_calibrate(["--images", str(synth / "query"), *common]) == 2
+    assert "calibration images are also evaluation" in capsys.readouterr().err and not out.exists()
+
+    assert san_calibrate(["--images", str(synth / "bounding_box_train"), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "6 of" in printed and "seed 1" in printed and "delta mAP" in printed
+    report = json.loads((tmp_path / "cli.int8.onnx.report.json").read_text())
+    assert set(report["flip_rate"]) == {"1", "2", "3", "4"} and report["ranges"]
+    assert 0 <= report["int8_retrieval"]["mAP"] <= 1 and report["calibration"]["num_images"] == 6
+
+
+def test_cli_help_teaches_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["quantize", "--help"], ["threshold", "--help"]):
+        with pytest.raises(SystemExit):
+            san_calibrate(argv)
+    text = capsys.readouterr().out
+    assert "threshold" in text and "hygiene" in text and "--exclude" in text and "validation split" in text
+
+
+# -- a trained model ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> None:
+    from calibration.report import build_report
+    from san.train import TrainConfig, train
+
+    root = tmp_path / "synth"
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), model=CFG, root=str(root), dataset_options=SYNTH,
+        epochs=4, batch_p=8, batch_k=4, workers=0, eval_every=0, progress=False, seed=0,
+    )
+    train(cfg)
+    model, _ = load_checkpoint(tmp_path / "run" / "model.pt")
+    fp32 = export_onnx(model, tmp_path / "model.onnx")
+    images = sample_images(folder_images(root / "bounding_box_train", "--images"), 32, seed=0)
+    result = quantize_onnx(fp32, images, tmp_path / "model.int8.onnx", options=OPTIONS)
+    report = build_report(fp32, result.out, load_dataset("synthetic", root, verbose=False), result.cache, progress=False)
+    assert report.fp32_retrieval.mAP > 0.3  # it learned something
+    assert abs(report.delta_map) <= 2.0 and abs(report.delta_rank1) <= 100 / len(report.flip_rate) / 8
+
+
+# -- TensorRT -------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_qdq_file_builds_as_an_int8_tensorrt_engine(quantized, tmp_path: Path) -> None:
+    tensorrt_build = pytest.importorskip("export.tensorrt_build")
+    try:
+        tensorrt_build.TargetEnvironment.detect()
+    except tensorrt_build.TensorRTUnavailable as exc:
+        pytest.skip(f"TensorRT unavailable: {exc}")
+    sidecar = tensorrt_build.build_engine(quantized.out, tmp_path / "model.engine",
+                                          profile=tensorrt_build.BatchProfile(1, 4, 8))
+    assert sidecar["precision"] == "int8" and (tmp_path / "model.engine").stat().st_size > 0
