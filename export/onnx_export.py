@@ -100,14 +100,13 @@ def export_onnx(
     opset = max(opset, EXPORTER_MIN_OPSET)
     spec = model.spec
     stages = model.cfg.active_stages
-    graph = _eval_graph(model, half=precision == "fp16")
     device = next(model.parameters()).device
     # Batch 2 in the example: torch.export specialises a dimension of size 1.
     example = torch.zeros((2 if dynamic_batch else 1, 3, spec.height, spec.width), dtype=torch.uint8, device=device)
     dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1)},) if dynamic_batch else None
-    with eval_mode(graph), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         program = torch.onnx.export(
-            graph,
+            _eval_graph(model, half=precision == "fp16").eval(),
             (example,),
             dynamo=True,
             opset_version=opset,

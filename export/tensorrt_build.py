@@ -22,11 +22,10 @@ from typing import Any
 from san.atomic import atomic_write, atomic_write_text
 from san.spec import METADATA_KEY
 
-from export.onnx_export import INPUT_NAME, read_contract, read_metadata
+from export.onnx_export import INPUT_NAME, PRECISION_KEY, read_contract, read_metadata
 
 SIDECAR_FORMAT = "san-tensorrt-engine"
 SIDECAR_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 #: CUDA driver attribute ids (cuda.h): compute capability major / minor.
 _CC_MAJOR, _CC_MINOR = 75, 76
 
@@ -174,7 +173,7 @@ def _precision(onnx_path: Path, metadata: dict[str, str]) -> str:
     graph = onnx.load(onnx_path, load_external_data=False).graph
     if any(node.op_type == "QuantizeLinear" for node in graph.node):
         return "int8"
-    return metadata.get("san.precision", "fp32")
+    return metadata.get(PRECISION_KEY, "fp32")
 
 
 def read_sidecar(engine_path: str | Path) -> dict[str, Any]:

@@ -152,7 +152,10 @@ def test_contract_and_provenance_read_back(random_model: SAN, random_onnx: Path)
     assert meta["san.exporter"].startswith("torch.onnx.export(dynamo=True)")
 
 
-def test_deployed_file_lists_only_embeddings_but_masks_file_lists_pi(random_onnx: Path, trained_onnx: Path) -> None:
+def test_deployed_file_lists_only_embeddings_but_masks_file_lists_pi(
+    random_onnx: Path, trained_model: SAN, trained_onnx: Path
+) -> None:
+    assert not trained_model.training  # export left the caller's model in the mode it had
     assert [o.name for o in onnx.load(random_onnx).graph.output] == [OUTPUT_NAME]
     assert [o.name for o in onnx.load(trained_onnx).graph.output] == [OUTPUT_NAME, *(pi_name(s) for s in STAGES)]
 
@@ -242,3 +245,21 @@ def test_contract_and_engine_check_work_without_torch(random_onnx: Path) -> None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "64"
+
+
+def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Path) -> None:
+    random_model.train()
+    try:
+        path = export_onnx(random_model, tmp_path / "model.fp16.onnx", precision="fp16")
+        assert random_model.training  # the caller's mode is restored
+    finally:
+        random_model.eval()
+    proto = onnx.load(path)
+    assert random_ops(proto) == set()  # exported in eval mode: hard masks, no Gumbel noise
+    assert read_metadata(path)["san.precision"] == "fp16"
+    weight_types = {t.data_type for t in proto.graph.initializer if t.dims} - {onnx.TensorProto.INT64}
+    assert weight_types == {onnx.TensorProto.FLOAT16}
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # FP16 rounding flips masks near the threshold; only the embedding direction is held.
+    report = verify_onnx(random_model, path, synthetic_images(CFG.spec, 8), min_cosine=0.99, max_unexplained_flips=None)
+    assert report.passed, report.format()
