@@ -100,8 +100,13 @@ class OnnxRuntimeBackend(Backend):
             )
         self._fixed_batch = static[0]
         self._input_name, self._input_dtype = inputs[0].name, _ORT_DTYPES[inputs[0].type]
-        names = [o.name for o in outputs]
-        self._output_name = "embeddings" if "embeddings" in names else names[0]
+        output = next((o for o in outputs if o.name == "embeddings"), outputs[0])
+        if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != spec.embedding_dim):
+            raise ContractError(
+                f"{self.artifact}: the graph output {output.name!r} has shape {output.shape}, which contradicts "
+                f"its own contract (N x {spec.embedding_dim})"
+            )
+        self._output_name = output.name
         self._session = session
         return spec
 
