@@ -8,11 +8,16 @@ that opens such a file is checked end to end.)
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import helper, numpy_helper
+from PIL import Image
 
 from export.cli import main as san_export
 from export.tensorrt_build import (
@@ -23,6 +28,13 @@ from export.tensorrt_build import (
     read_sidecar,
     sidecar_path,
 )
+from runtime import open_backend
+from runtime.cli_embed import main as san_embed
+from runtime.embed import NON_FINITE
+from san.cli.eval import main as san_eval
+from san.cli.train import main as san_train
+from san.preprocess import load_image
+from san.spec import METADATA_KEY, InputSpec
 
 HERE = TargetEnvironment(tensorrt_version="10.13.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 
@@ -93,3 +105,137 @@ def test_missing_or_forged_sidecar_is_refused(tmp_path: Path) -> None:
     sidecar_path(engine).write_text(json.dumps({"gpu_name": HERE.gpu_name}))
     with pytest.raises(ValueError, match="not a SAN engine sidecar"):
         read_sidecar(engine)
+
+
+# -- ONNX files through san-embed ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_runtime import build_tiny
+
+    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
+
+
+def _with_contract(source: Path, target: Path, contract: str | None) -> Path:
+    """A copy of ``source`` whose stored contract is ``contract`` (None: no contract at all)."""
+    proto = onnx.load(source)
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for key, value in kept + ([(METADATA_KEY, contract)] if contract is not None else []):
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("contract", "message"),
+    [
+        (None, "carries no input contract"),
+        ("{not json", "input contract is not valid JSON"),
+        ('{"height": 64}', "input contract keys do not match"),
+        (InputSpec(height=128, width=64).to_json(), "contradicts its own contract (N x 3 x 128 x 64)"),
+        (InputSpec(height=64, width=32, embedding_dim=256).to_json(), "contradicts its own contract (N x 256)"),
+    ],
+)
+def test_san_embed_refuses_onnx_without_or_against_its_contract(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], contract: str | None, message: str
+) -> None:
+    model = _with_contract(tiny / "model.onnx", tmp_path / "model.onnx", contract)
+    out = tmp_path / "out"
+    assert san_embed([str(tiny / "images"), "--model", str(model), "--out", str(out), "--workers", "0",
+                      "--no-progress"]) == 2
+    assert f"{model}: " in (err := capsys.readouterr().err) and message in err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_san_embed_refuses_files_that_are_not_onnx(tiny: Path, tmp_path: Path, capsys) -> None:
+    whole = (tiny / "model.onnx").read_bytes()
+    for name, content in (("garbage.onnx", b"\x00not a model" * 100), ("truncated.onnx", whole[: len(whole) // 2])):
+        (tmp_path / name).write_bytes(content)
+        out = tmp_path / f"{name}.out"
+        assert san_embed([str(tiny / "images"), "--model", str(tmp_path / name), "--out", str(out),
+                          "--no-progress"]) == 2
+        assert "onnxruntime cannot load this file" in capsys.readouterr().err and not out.exists()
+
+
+def _poisoned(source: Path, target: Path) -> Path:
+    """``source`` plus log(mean pixel - 127.5) on every output: NaN rows for images darker than mid-grey."""
+    proto = onnx.load(source)
+    graph = proto.graph
+    (last,) = [n for n in graph.node if "embeddings" in n.output]
+    last.output[list(last.output).index("embeddings")] = "clean_embeddings"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([1], np.int64), "poison_axes"),
+        numpy_helper.from_array(np.array(127.5, np.float32), "poison_grey"),
+    ])
+    graph.node.extend([
+        helper.make_node("Cast", ["images"], ["poison_float"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Flatten", ["poison_float"], ["poison_flat"], axis=1),
+        helper.make_node("ReduceMean", ["poison_flat", "poison_axes"], ["poison_mean"], keepdims=1),
+        helper.make_node("Sub", ["poison_mean", "poison_grey"], ["poison_offset"]),
+        helper.make_node("Log", ["poison_offset"], ["poison"]),
+        helper.make_node("Add", ["clean_embeddings", "poison"], ["embeddings"]),
+    ])
+    onnx.checker.check_model(proto)
+    onnx.save(proto, target)
+    return target
+
+
+def test_non_finite_outputs_are_reported_with_their_files_and_never_written(tiny: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        base = 40 if i % 3 == 0 else 200  # every third image is dark
+        pixels = np.clip(base + rng.normal(0, 20, (70, 30, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"im{i}.png")
+    (images / "broken.jpg").write_bytes(b"")
+    model = _poisoned(tiny / "model.onnx", tmp_path / "poisoned.onnx")
+    out = tmp_path / "out"
+    assert san_embed([str(images), "--model", str(model), "--out", str(out), "--batch-size", "4", "--workers", "0",
+                      "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    dark = [f"im{i}.png" for i in range(10) if i % 3 == 0]
+    for name in dark:
+        assert f"  {name}: {NON_FINITE}" in err
+    with open(out / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["path"] for r in rows if r["error"] == NON_FINITE) == dark
+    assert [r["error"] for r in rows if r["path"] == "broken.jpg"] == ["empty file (0 bytes)"]
+    bright = [r for r in rows if r["status"] == "ok"]
+    embeddings = np.load(out / "embeddings.npy")
+    assert len(embeddings) == len(bright) == 6 and np.isfinite(embeddings).all()
+    with open_backend(model) as backend:  # the rows written are the poisoned model's finite outputs
+        direct = backend.infer(np.stack([load_image(images / r["path"], backend.spec) for r in bright]))
+    np.testing.assert_allclose(embeddings[[int(r["row"]) for r in bright]], direct, rtol=1e-4, atol=1e-5)
+
+
+# -- pickled code through every command that opens a checkpoint -------------------------------------------------
+
+
+def test_san_embed_and_san_eval_refuse_pickled_code_without_running_it(evil_checkpoint, tiny: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    path, marker = evil_checkpoint
+    assert san_embed([str(tiny / "images"), "--model", str(path), "--out", str(tmp_path / "out"),
+                      "--no-progress"]) == 2
+    assert "refused: the file contains pickled code" in capsys.readouterr().err
+    assert san_eval(["--ckpt", str(path), "--dataset", "folder", "--root", str(tmp_path)]) == 2
+    assert "refused: the file contains pickled code" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_san_train_refuses_to_resume_from_pickled_code(evil_checkpoint, tmp_path: Path, capsys) -> None:
+    path, marker = evil_checkpoint
+    root = tmp_path / "market"
+    for split in ("bounding_box_train", "bounding_box_test", "query"):
+        (root / split).mkdir(parents=True)
+        (root / split / "0001_c1s1_000001_00.jpg").write_bytes(b"")
+    run = tmp_path / "run"
+    run.mkdir()
+    path.rename(run / "last.pt")
+    assert san_train(["--preset", "cpu-demo", "--dataset", "market1501", "--root", str(root), "--out", str(run),
+                      "--resume", "--workers", "0", "--no-progress"]) == 2
+    assert "refused: the file contains pickled code" in capsys.readouterr().err
+    assert not marker.exists()
