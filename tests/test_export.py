@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,7 +31,7 @@ from export.onnx_export import (
     read_contract,
     read_metadata,
 )
-from export.verify import synthetic_images, verify_onnx
+from export.verify import export_and_verify, synthetic_images, verify_onnx
 from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
@@ -263,3 +264,16 @@ def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Pat
     # FP16 rounding flips masks near the threshold; only the embedding direction is held.
     report = verify_onnx(random_model, path, synthetic_images(CFG.spec, 8), min_cosine=0.99, max_unexplained_flips=None)
     assert report.passed, report.format()
+
+
+def test_a_file_that_fails_verification_is_moved_aside(
+    random_model: SAN, random_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def copy_export(model: SAN, out: Path, **kwargs: object) -> Path:  # reuse the module's export
+        return Path(shutil.copyfile(random_onnx, out))
+
+    monkeypatch.setattr("export.verify.export_onnx", copy_export)
+    out = tmp_path / "model.onnx"
+    report = export_and_verify(random_model, out, synthetic_images(CFG.spec, 2), min_cosine=1.5)
+    assert not report.passed and "moved to" in report.problems[-1]
+    assert not out.exists() and (tmp_path / "model.onnx.rejected").is_file()
