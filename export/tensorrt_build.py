@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from san.atomic import atomic_write, atomic_write_text
+from san.hashing import file_sha256
 from san.spec import METADATA_KEY
 
 from export.onnx_export import INPUT_NAME, PRECISION_KEY, read_contract, read_metadata
@@ -122,7 +123,6 @@ def build_engine(
     """
     import tensorrt as trt
 
-    from san.checkpoint import file_sha256  # imports torch: keep it out of the runtime path
 
     environment = environment or TargetEnvironment.detect()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)

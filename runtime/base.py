@@ -11,7 +11,6 @@ loads the artifact and reads its input contract, :meth:`Backend.deactivate` free
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from san.hashing import file_sha256
 from san.spec import ContractError, InputSpec
 
 
@@ -162,11 +162,3 @@ def physical_cores() -> int:
             cores.add(str(cpu))
     return max(1, len(cores))
 
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (torch-free twin of ``san.checkpoint.file_sha256``)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

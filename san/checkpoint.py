@@ -3,9 +3,7 @@ loaded with ``torch.load(weights_only=True)`` so no code inside a file ever runs
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import torch
 
 from san.atomic import atomic_write
 from san.config import ModelConfig
+from san.hashing import file_sha256
 from san.model.network import SAN, build_model
 from san.spec import InputSpec
 
@@ -63,15 +62,6 @@ def save_checkpoint(
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load the raw payload safely; every failure becomes a :class:`CheckpointError`."""
     path = Path(path)
@@ -84,7 +74,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: refused: the file contains pickled code or objects that are not plain "
             f"weights (weights_only loading rejected it: {str(exc).splitlines()[0]})"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - on junk bytes the unpickler raises anything (KeyError, IndexError, ...)
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

@@ -104,3 +104,18 @@ def test_checkpoint_for_another_architecture_names_mismatched_keys(model, tmp_pa
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=r"missing keys \['attention\.1\.context"):
         load_checkpoint(path)
+
+
+def test_junk_text_file_gives_a_clear_error(tmp_path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_text("this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(junk)
+
+
+def test_checkpoint_is_readable_by_others_like_any_new_file(model, tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
