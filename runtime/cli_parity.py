@@ -1,0 +1,134 @@
+"""``san-parity``: CMC/mAP parity of exported artifacts with the PyTorch eval model (see runtime.parity)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from runtime.base import BackendError
+from runtime.parity import RULES, Artifact, ParityReport, Rule, override_rules, run_parity, save_json
+from san.checkpoint import CheckpointError, read_checkpoint
+from san.cli.train import parse_dataset_args
+from san.data.records import ReidDataset
+from san.data.registry import DATASETS, load_dataset
+from san.spec import ContractError
+
+
+def _defaults_table() -> str:
+    names = [f.name for f in fields(Rule)]
+    rows = [f"  {kind:<5}" + "".join(f"  {n}={getattr(rule, n):g}" for n in names if getattr(rule, n) is not None)
+            for kind, rule in RULES.items()]
+    return "\n".join(["default thresholds (|deltas| in points vs torch; cosines per image):", *rows,
+                      f"  fields: {', '.join(names)} (none = not checked)"])
+
+
+EPILOG = f"""\
+what is measured, per backend: rank-1/5/10 and mAP (Market-1501 protocol, Euclidean), their
+deltas against the PyTorch eval model, paired cosine of every image's embeddings (min/mean),
+top-10 overlap (mean share of each query's 10 nearest gallery images both list), rank-1 flips
+(queries whose nearest gallery image changed); for PyTorch itself, sampled masks (Gumbel-
+Softmax at the checkpoint's tau, BatchNorm in eval mode, mean of --draws seeded draws) against
+the deterministic masks it deploys (reported, never gated). Every image is decoded once and
+the same uint8 arrays go to every backend. An artifact is judged by the thresholds of its
+precision, read from the file (ONNX san.precision metadata, engine sidecar).
+
+{_defaults_table()}
+
+examples:
+  san-parity --ckpt runs/demo/model.pt --onnx runs/demo/model.onnx
+  san-parity --ckpt model.pt --onnx model.onnx --int8 model.int8.onnx --json parity.json --markdown parity.md
+  san-parity --ckpt model.pt --engine model.engine --device cuda       # on the GPU box
+  san-parity --ckpt model.pt --onnx model.onnx --dataset market1501 --root data/Market-1501-v15.09.15
+  san-parity --ckpt model.pt --int8 model.int8.onnx --threshold int8.max_delta_map=2 --draws 0
+
+data set: default the one the checkpoint was trained on (with its recorded root and options),
+else the synthetic set under <checkpoint folder>/synthetic (generated when absent).
+
+exit status: 0 every artifact within its thresholds; 1 a threshold breached (each one named,
+e.g. "fp32.min_cosine_min: 0.71 < 0.9999"); 2 nothing compared (bad arguments, files or data).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``san-parity``."""
+    parser = argparse.ArgumentParser(
+        prog="san-parity",
+        description="Check that exported SAN models (ONNX, INT8 ONNX, TensorRT engine) retrieve like the\n"
+        "PyTorch checkpoint they came from, on a re-ID data set's query and gallery.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt", type=Path, required=True, help="the PyTorch checkpoint (the reference)")
+    parser.add_argument("--onnx", type=Path, help="fp32 (or fp16) ONNX export of --ckpt")
+    parser.add_argument("--int8", type=Path, help="INT8 Q/DQ ONNX made by san-calibrate")
+    parser.add_argument("--engine", type=Path, help="TensorRT engine (+ .json sidecar) made by san-export --trt")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's, else synthetic")
+    parser.add_argument("--root", type=Path, metavar="DIR", help="data set folder (default: see below)")
+    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="loader option, repeatable (e.g. variant=detected; synthetic: ids=50)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                        help="change one threshold, repeatable (e.g. int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0)")
+    parser.add_argument("--draws", type=int, default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--device", default="cpu", help="torch: cpu, cuda or cuda:N (default cpu); tensorrt: its GPU")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch/onnxruntime (default: physical cores)")
+    parser.add_argument("--providers", help="onnxruntime: comma list of tensorrt,cuda,cpu (default: cuda,cpu where installed)")
+    parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def resolve_dataset(ckpt: Path, name: str | None, root: Path | None, options: dict[str, Any] | None,
+                    verbose: bool) -> ReidDataset:
+    """The data set to compare on: as given, else as recorded in the checkpoint, else synthetic."""
+    trained_on = read_checkpoint(ckpt).get("extra", {}).get("data", {})
+    name = name or trained_on.get("dataset") or "synthetic"
+    if root is None:
+        if name == trained_on.get("dataset") and trained_on.get("root"):
+            root, options = Path(trained_on["root"]), options if options is not None else trained_on.get("options", {})
+        elif name == "synthetic":
+            root = ckpt.parent / "synthetic"
+        else:
+            raise ValueError(f"--root is required for data set {name!r} ({ckpt} does not record one)")
+    return load_dataset(name, root, verbose=verbose, **(options or {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``san-parity``."""
+    args = build_parser().parse_args(argv)
+    artifacts = [Artifact(name, path, "int8" if name == "int8" else None)
+                 for name, path in (("onnx", args.onnx), ("int8", args.int8), ("engine", args.engine)) if path]
+    log = (lambda message: None) if args.quiet else (lambda message: print(f"san-parity: {message}", file=sys.stderr))
+    try:
+        if not artifacts:
+            raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine")
+        for artifact in artifacts:
+            if not artifact.path.is_file():
+                raise FileNotFoundError(f"--{artifact.name} {artifact.path}: file not found")
+        rules = override_rules(RULES, args.threshold)
+        options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
+        dataset = resolve_dataset(args.ckpt, args.dataset, args.root, options, verbose=not args.quiet)
+        providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+        report: ParityReport = run_parity(
+            args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
+            device=args.device, threads=args.threads, providers=providers, workers=args.workers, log=log,
+        )
+    except (CheckpointError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:
+        print(f"san-parity: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json:
+        save_json(report, args.json)
+    if args.markdown:
+        args.markdown.write_text(report.markdown(), encoding="utf-8")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
