@@ -5,11 +5,15 @@ ranges are fitted to exactly the images it is then scored on). :func:`select_cal
 draws ``num`` images from the calibration folder with a seeded generator and refuses the
 whole folder when any of its images is also an evaluation image — the same resolved path,
 or the same bytes under another name (sha256 of the file; only files whose size matches an
-evaluation file are hashed, so large evaluation sets cost little).
+evaluation file are hashed, so large evaluation sets cost little). A drawn file that
+cannot be decoded is skipped with its reason and replaced by a further draw; unreadable
+files (dangling or looping links, FIFOs, devices) never stop the overlap check.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ import numpy as np
 from runtime.discovery import discover_images
 from san.checkpoint import file_sha256
 from san.data.records import ReidDataset
+from san.preprocess import ImageDecodeError, decode_image, printable_path
 
 #: How many offending files an overlap error names.
 SHOWN_OFFENDERS = 5
@@ -36,6 +41,7 @@ class CalibrationSet:
     pool: int  # images found in the calibration folder
     seed: int
     evaluation_images: int  # images the sample was checked against
+    skipped: tuple[tuple[Path, str], ...] = ()  # drawn files that cannot be decoded, and why
 
     def sampling(self) -> dict[str, int]:
         """What goes into the output's metadata next to the method."""
@@ -43,11 +49,14 @@ class CalibrationSet:
                 "checked_against_evaluation_images": self.evaluation_images}
 
     def describe(self) -> str:
-        """One line for humans."""
-        return (
+        """One line for humans, then one per skipped file."""
+        lines = [
             f"calibration sample: {len(self.images)} of {self.pool} images, seed {self.seed}; "
             f"no overlap with {self.evaluation_images} evaluation images"
-        )
+            + (f"; {len(self.skipped)} unreadable files skipped:" if self.skipped else "")
+        ]
+        lines += [f"  {printable_path(path)}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
 
 
 def folder_images(directory: str | Path, argument: str) -> list[Path]:
@@ -78,21 +87,57 @@ def sample_images(paths: Sequence[Path], num: int, seed: int) -> list[Path]:
     return [paths[i] for i in sorted(chosen)]
 
 
+def sample_readable(paths: Sequence[Path], num: int, seed: int) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """:func:`sample_images`, with each drawn file that cannot be decoded replaced by a draw
+    (same seed) from the files not drawn yet: (the sample in input order, (file, reason) skipped).
+    The same as :func:`sample_images` when every file decodes."""
+    chosen: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    rest = list(paths)
+    while len(chosen) < num and rest:
+        drawn = sample_images(rest, num - len(chosen), seed)
+        taken = set(drawn)
+        rest = [p for p in rest if p not in taken]
+        for path in drawn:
+            try:
+                decode_image(path)
+            except ImageDecodeError as exc:
+                skipped.append((path, exc.reason))
+            else:
+                chosen.append(path)
+    position = {p: i for i, p in enumerate(paths)}
+    return sorted(chosen, key=position.__getitem__), skipped
+
+
+def _regular_size(path: Path) -> int | None:
+    """Size of the regular file behind ``path``; None when it is unreadable, not a regular file
+    (hashing a FIFO or a device would block or never end) or empty (all empty files have the
+    same bytes, and none is an image)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
+
+
 def find_overlap(candidates: Iterable[Path], evaluation: Iterable[Path]) -> list[tuple[Path, Path, str]]:
     """(calibration image, evaluation image, "same path" | "same content") for every clash."""
     evaluation = list(evaluation)
-    by_path = {p.resolve(): p for p in evaluation}
+    by_path = {Path(os.path.realpath(p)): p for p in evaluation}  # realpath: a link loop is no error
     by_size: dict[int, list[Path]] = {}
     for p in evaluation:
-        by_size.setdefault(p.stat().st_size, []).append(p)
+        size = _regular_size(p)
+        if size is not None:
+            by_size.setdefault(size, []).append(p)
     eval_hashes: dict[Path, str] = {}
     clashes = []
     for path in candidates:
-        resolved = path.resolve()
+        resolved = Path(os.path.realpath(path))
         if resolved in by_path:
             clashes.append((path, by_path[resolved], "same path"))
             continue
-        same_size = by_size.get(path.stat().st_size, [])
+        size = _regular_size(path)
+        same_size = by_size.get(size, []) if size is not None else []
         if not same_size:
             continue
         digest = file_sha256(path)
@@ -131,4 +176,7 @@ def select_calibration_set(
         raise FileNotFoundError(f"--images {images_dir}: no images found (.jpg .jpeg .png .bmp .webp)")
     evaluation = evaluation_images(exclude, dataset)
     check_disjoint(pool, evaluation)
-    return CalibrationSet(tuple(sample_images(pool, num, seed)), len(pool), seed, len(evaluation))
+    images, skipped = sample_readable(pool, num, seed)
+    if not images:
+        raise FileNotFoundError(f"--images {images_dir}: none of the {len(pool)} files can be decoded")
+    return CalibrationSet(tuple(images), len(pool), seed, len(evaluation), tuple(skipped))

@@ -7,14 +7,15 @@
   :mod:`calibration.quantize`), so both sessions expose them and ``1[pi > threshold]`` is
   compared element by element;
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
-  evaluation data set), plus the cosine agreement of their embeddings.
+  evaluation data set), plus the cosine agreement of their embeddings. Images that cannot
+  be decoded are left out and listed in the notes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from export.verify import _session_exposing_probs
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import evaluate_embeddings
-from san.preprocess import load_image
+from san.preprocess import ImageDecodeError, load_image, printable_path
 from san.spec import InputSpec
 
 #: CMC ranks shown in the printed report (the JSON has the whole curve).
@@ -119,13 +120,26 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _embed_both(
     sessions: Sequence[ort.InferenceSession], records: Sequence[ImageRecord], spec: InputSpec,
     stages: Sequence[int], batch_size: int, progress: bool,
-) -> tuple[list[np.ndarray], dict[int, list[int]]]:
-    """Embeddings of ``records`` by each session, and per stage (flipped, total) mask elements."""
+) -> tuple[list[np.ndarray], dict[int, list[int]], list[int], list[tuple[str, str]]]:
+    """Embeddings of the readable ``records`` by each session, per stage (flipped, total) mask
+    elements, the indices of the readable records, and (path, reason) of the others."""
     embeddings: list[list[np.ndarray]] = [[] for _ in sessions]
     flips = {s: [0, 0] for s in stages}
+    kept: list[int] = []
+    failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(records), desc="fp32 vs int8", unit="img", disable=not progress)
     for start in range(0, len(records), batch_size):
-        batch = np.stack([load_image(r.path, spec) for r in records[start : start + batch_size]])
+        images = []
+        for i in range(start, min(start + batch_size, len(records))):
+            try:
+                images.append(load_image(records[i].path, spec))
+                kept.append(i)
+            except ImageDecodeError as exc:
+                failures.append((records[i].path, exc.reason))
+        bar.update(min(batch_size, len(records) - start))
+        if not images:
+            continue
+        batch = np.stack(images)
         outputs = []
         for session, store in zip(sessions, embeddings):
             names = [o.name for o in session.get_outputs()]
@@ -136,9 +150,10 @@ def _embed_both(
             a, b = (o[pi_name(s)] > spec.mask_threshold for o in outputs)
             flips[s][0] += int((a != b).sum())
             flips[s][1] += a.size
-        bar.update(len(batch))
     bar.close()
-    return [np.concatenate(e) for e in embeddings], flips
+    if not kept:
+        raise ValueError(f"none of the {len(records)} query/gallery images can be decoded")
+    return [np.concatenate(e) for e in embeddings], flips, kept, failures
 
 
 def _retrieval(q: np.ndarray, g: np.ndarray, dataset: ReidDataset) -> Retrieval:
@@ -173,8 +188,10 @@ def build_report(
             "tensors are not named in both graphs (export with san-export to name them)"
         )
     records = [*dataset.query, *dataset.gallery]
-    (e32, e8), flips = _embed_both(sessions, records, spec, measurable, batch_size, progress)
-    nq = len(dataset.query)
+    (e32, e8), flips, kept, failures = _embed_both(sessions, records, spec, measurable, batch_size, progress)
+    nq = sum(i < len(dataset.query) for i in kept)
+    dataset = replace(dataset, query=tuple(records[i] for i in kept[:nq]), gallery=tuple(records[i] for i in kept[nq:]))
+    notes += [f"unreadable, left out: {printable_path(path)}: {reason}" for path, reason in failures]
     cos = _cosine(e32, e8)
     ranges = {}
     if cache is not None and Path(cache).is_file():
@@ -182,7 +199,7 @@ def build_report(
     else:
         notes.append("ranges per layer not shown: no range cache file given or found")
     return CalibrationReport(
-        str(fp32), str(int8), dataset.name, len(records),
+        str(fp32), str(int8), dataset.name, len(kept),
         _retrieval(e32[:nq], e32[nq:], dataset), _retrieval(e8[:nq], e8[nq:], dataset),
         float(cos.mean()), float(cos.min()),
         {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
