@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
-from san.preprocess import ImageDecodeError, decode_image, load_image, resize_to_contract
+from san.data.registry import load_dataset
+from san.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
 from san.spec import InputSpec
 
 SPEC = InputSpec(height=64, width=32)
@@ -142,8 +143,6 @@ def test_loaders_list_every_non_directory_and_skip_hidden_files(
     bad_folder, market_folder, image_folder_dataset
 ) -> None:
     """Loaders list paths only: every file-like entry, broken links included, reaches the decoder."""
-    from san.data.registry import load_dataset
-
     bad_root, cases = bad_folder
     expected = sorted(_market_name(i) for i, c in enumerate(cases) if not _is_directory(bad_root, c))
     market = load_dataset("market1501", market_folder, verbose=False)
@@ -220,3 +219,31 @@ def test_san_eval_prints_its_report_whatever_the_file_names(image_folder_dataset
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "unreadable images skipped:" in done.stdout
     assert "c1_caf\\udce9.jpg: empty file (0 bytes)" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_san_calibrate_skips_unreadable_calibration_and_evaluation_images(bad_folder, tiny, tmp_path) -> None:
+    from san.data.synth import ensure_synthetic
+
+    images, cases = bad_folder
+    held_out = tmp_path / "held_out"
+    ensure_synthetic(held_out, ids=8, cameras=2, height=64, width=32)
+    query = held_out / "query"
+    (query / "0001_c1s9_900001_00.jpg").symlink_to(tmp_path / "missing.jpg")
+    (query / "0001_c1s9_900002_00.jpg").symlink_to("0001_c1s9_900002_00.jpg")
+    os.mkfifo(query / "0002_c2s9_900003_00.jpg")
+    (query / "0002_c1s9_900004_00.jpg").write_bytes(b"")
+    (query / "0003_c1s9_900005_00.jpg").write_text("an evaluation file that is not an image")
+    out = tmp_path / "model.int8.onnx"
+    done = _run("calibration.cli", "--onnx", str(tiny / "model.onnx"), "--images", str(images), "--num", "100",
+                "--out", str(out), "--eval-dataset", "market1501", "--eval-root", str(held_out), "--no-progress")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    refused = [c for c in cases if c.listed and c.outcome == "error"]
+    assert f"{len(refused)} unreadable files skipped:" in done.stdout
+    for case in refused:
+        assert f"  {printable_path(images / case.path)}: " in done.stdout, case.name
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    left_out = [n for n in report["notes"] if n.startswith("unreadable, left out: ")]
+    listed = load_dataset("market1501", held_out, verbose=False)
+    assert len(left_out) == 5 and report["images"] == len(listed.query) + len(listed.gallery) - 5
