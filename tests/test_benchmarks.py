@@ -1,0 +1,65 @@
+"""Smoke tests of the benchmark scripts: each runs end to end with ``--smoke`` and prints its
+table ending in the ratios. No timing is asserted (times on shared machines are noise; the
+scripts print ratios against the issue's targets instead)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_HEADER = "| target "
+
+
+def run_script(script: str, *args: str) -> list[str]:
+    """Run ``python benchmarks/<script> ARGS`` from the repository root; its stdout lines."""
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout.strip().splitlines()
+
+
+def table_rows(lines: list[str], header: str) -> list[list[str]]:
+    """The cells of the markdown table that starts with ``header`` (separator line dropped)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.slow
+def test_embed_benchmark_smoke(tmp_path: Path) -> None:
+    lines = run_script("embed.py", "--smoke", "--work", str(tmp_path))
+    rows = {row[0]: row for row in table_rows(lines, "| competitor ")}
+    for name in ("reference: torch eager loop", "san-embed torch", "san-embed onnxruntime fp32"):
+        assert rows[name][-3:] and all(cell.endswith("x") for cell in rows[name][-3:]), rows[name]
+    assert rows["reference: torch eager loop"][-3] == "1.00x"
+    int8 = rows["san-embed onnxruntime INT8 Q/DQ"]
+    assert int8[-1].endswith("x") or int8[1].startswith("skipped"), int8
+    if subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"]).returncode:
+        assert rows["GPU: torch eager loop"][1] == "skipped: no CUDA GPU"
+    targets = table_rows(lines, TARGET_HEADER)
+    assert [t[0] for t in targets] == [
+        "ORT fp32 end-to-end / reference", "decode+resize / model time (ORT fp32)", "ORT INT8 end-to-end / reference"]
+    assert lines[-1].startswith("| ORT INT8 end-to-end / reference")
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_smoke() -> None:
+    lines = run_script("train_step.py", "--smoke")
+    rows = table_rows(lines, "| model ")
+    assert len(rows) == 2 and rows[0][-2] == "1.00x"
+    assert all(row[-1].endswith("x") for row in rows)
+    assert table_rows(lines, TARGET_HEADER)[0][0] == "SAN step / baseline step"
+    assert lines[-1].startswith("| SAN step / baseline step")
+
+
+@pytest.mark.parametrize("script", ["embed.py", "train_step.py"])
+def test_benchmark_help(script: str) -> None:
+    assert "--smoke" in "\n".join(run_script(script, "--help"))
