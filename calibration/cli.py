@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from calibration.quantize import DEFAULT_OPTIONS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
+from calibration.quantize import ACTIVATIONS, DEFAULT_OPTIONS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
 from calibration.report import build_report, save_report
 from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
 from san.data.registry import DATASETS, load_dataset
@@ -21,7 +21,8 @@ Make an exported SAN run in INT8, without calibrating on the test set.
 
 Typical order: train -> `san-calibrate threshold` (optional; writes model.thr.pt) ->
 `san-export --ckpt model.thr.pt` -> `san-calibrate --onnx model.onnx ...` ->
-`san-export --ckpt model.thr.pt --trt --int8 model.int8.onnx` on a GPU box.
+`san-export --ckpt model.thr.pt --trt --int8 model.int8.onnx` on a GPU box (quantized
+with --activations int8).
 Run `san-calibrate quantize --help` or `san-calibrate threshold --help` for the options.
 """
 
@@ -41,12 +42,18 @@ What happens:
   3. INT8     weights int8 symmetric per output channel; activations per tensor. The
               attention-mask path (min-max normalisation, comparison with the threshold,
               the multiplication by the mask) stays in float, so rounding cannot flip
-              masks wholesale. The input contract is copied unchanged.
+              masks wholesale; so do the stem and the first --float-blocks stages, whose
+              rounding every later hard mask would amplify. The input contract is copied
+              unchanged.
   4. report   with --eval-dataset: fp32 vs INT8 CMC/mAP on its query/gallery, mask-flip
               rate per block, ranges per layer; printed and saved as JSON.
 
 Methods: minmax (full observed range; robust, the default), entropy (KL-divergence
 optimal clipping), percentile (clip |x| at the 99.999th percentile).
+
+Targets: the default (uint8 activations) is the file onnxruntime runs fastest on the CPU.
+TensorRT accepts only symmetric int8 (zero point 0): for `san-export --int8` quantize
+with --activations int8 (onnxruntime runs that file too, more slowly).
 
 Example:
   san-calibrate --onnx model.onnx --images data/bounding_box_train --num 256 \\
@@ -87,10 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--num", type=int, default=256, metavar="N", help="images to sample (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default %(default)s)")
     q.add_argument(
-        "--activations", choices=("int8", "uint8"), default=DEFAULT_OPTIONS.activations,
-        help="int8: symmetric, the one file both TensorRT and onnxruntime take (default); "
-        "uint8: asymmetric, onnxruntime only (TensorRT refuses non-zero zero points)",
+        "--activations", choices=sorted(ACTIVATIONS), default=DEFAULT_OPTIONS.activations,
+        help="uint8: asymmetric, fastest in onnxruntime on the CPU (default); "
+        "int8: symmetric, what TensorRT builds (san-export --int8)",
     )
+    q.add_argument(
+        "--float-blocks", type=int, default=DEFAULT_OPTIONS.float_blocks, metavar="N",
+        help="keep the stem and the first N stages (with their attention blocks) in fp32 (default %(default)s; 0: quantize all)",
+    )
+    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (AVX2 CPUs without VNNI can saturate u8 x s8 sums)")
     q.add_argument("--cache-dir", type=Path, metavar="DIR", help="range cache folder (default: .calibration-cache beside --out)")
     q.add_argument("--batch-size", type=int, default=DEFAULT_OPTIONS.batch_size, metavar="N", help="calibration batch (default %(default)s)")
     hygiene = q.add_argument_group("evaluation split (never calibrated on; also the report's held-out split)")
@@ -121,7 +133,8 @@ def _quantize(args: argparse.Namespace) -> int:
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
     print(sample.describe())
     options = QuantizeOptions(
-        method=args.method, activations=args.activations, batch_size=args.batch_size, progress=not args.no_progress
+        method=args.method, activations=args.activations, float_blocks=args.float_blocks,
+        reduce_range=args.reduce_range, batch_size=args.batch_size, progress=not args.no_progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())
     print(describe(result))

@@ -1,19 +1,31 @@
 """INT8 post-training quantization of a SAN ONNX export, as explicit Q/DQ.
 
-One file serves onnxruntime on the CPU and TensorRT (explicit quantization):
-``onnxruntime.quantization.quantize_static`` in ``QuantFormat.QDQ`` with uint8 activations
-(asymmetric) and int8 weights (symmetric, per output channel) — the u8/s8 pair whose
-QuantizeLinear -> Conv -> DequantizeLinear patterns onnxruntime fuses into ``QLinearConv``
-on x86 and TensorRT builds as INT8.
+``onnxruntime.quantization.quantize_static`` in ``QuantFormat.QDQ``: int8 weights,
+symmetric, per output channel; activations per tensor, in one of two flavours
+(:data:`ACTIVATIONS`):
+
+- ``uint8`` asymmetric (default, onnxruntime CPU): post-ReLU tensors get all 256 levels,
+  and every ReLU folds into its QuantizeLinear, so onnxruntime fuses all 65 Conv of a
+  ResNet-50 SAN into ``QLinearConv`` (u8 x s8 MLAS kernels) and every residual Add into
+  ``QLinearAdd``;
+- ``int8`` symmetric, zero point 0: the only form TensorRT's explicit quantization
+  accepts (``san-export --int8``). onnxruntime runs it too, but a ReLU cannot fold into a
+  zero-point-0 clamp, so it keeps DQ -> ReLU -> Q float islands and leaves a third of the
+  convolutions unfused (slower than fp32 on the CPU).
 
 The attention mask path stays in float. Quantizing the input X of a block's per-channel
-min-max normalisation (Eq. 3) to one per-tensor uint8 scale would leave low-range channels
-with a handful of levels, and ``1[pi > threshold]`` would flip wholesale. So the nodes of
-each mask path — the producer of X (context-unit deconvolution or the stage's ReLU), the
+min-max normalisation (Eq. 3) to one per-tensor scale would leave low-range channels with
+a handful of levels, and ``1[pi > threshold]`` would flip wholesale. So the nodes of each
+mask path — the producer of X (context-unit deconvolution or the stage's ReLU), the
 min-max normalisation, the comparison, the Cast and the Mul by the mask — are found by op
 pattern (:func:`find_mask_paths`), passed as ``nodes_to_exclude``, and after quantization
-their inputs are rewired to the float tensors (the quantizer shares one Q/DQ pair between
-all consumers of a tensor, excluded ones included).
+their inputs are rewired to the float tensors (:func:`restore_float_inputs`).
+
+Even so X is computed by the quantized network, and hard masks amplify its error: a
+flipped mask element doubles or removes a feature (F = (1 + M) T), and every later block
+inherits it. ``float_blocks=N`` keeps the stem and the first N stages with their
+attention blocks in fp32; on the CPU without VNNI the large early feature maps are where
+int8 kernels gain nothing anyway.
 
 Calibration images stream through :func:`san.preprocess.load_image` (the contract's one
 decode + resize). The collected ranges are cached in a JSON file keyed by the source
@@ -77,8 +89,7 @@ class MaskPath:
     ``source`` is X (the tensor min-max normalised), ``mask`` the float 0/1 mask tensor,
     ``entry`` the producers of X and of the masked feature (kept in float, but they may
     read quantized inputs), ``nodes`` every node name of the path in graph order, the
-    entry nodes included. ``context`` lists the nodes computing X from the masked feature
-    T (the context unit, CU(T)); empty when X = T.
+    entry nodes included.
     """
 
     compare: str
@@ -86,7 +97,7 @@ class MaskPath:
     mask: str
     entry: tuple[str, ...]
     nodes: tuple[str, ...]
-    context: tuple[str, ...] = ()
+    output: str = ""  # the block's output F (the Add of Eq. 2, else the Mul)
 
 
 class _Graph:
@@ -106,6 +117,17 @@ class _Graph:
 
     def is_constant(self, name: str) -> bool:
         return name in self.constants
+
+    def ancestors(self, name: str) -> list[onnx.NodeProto]:
+        """Every node that ``name`` depends on, its producer included."""
+        found: dict[int, onnx.NodeProto] = {}
+        stack = [name]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is not None and id(node) not in found:
+                found[id(node)] = node
+                stack.extend(i for i in node.input if i)
+        return list(found.values())
 
     def names(self, nodes: Iterable[onnx.NodeProto]) -> tuple[str, ...]:
         """Names of ``nodes`` in graph order."""
@@ -134,27 +156,8 @@ def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
         producers = {id(p): p for name in (source, *features) if (p := g.producer.get(name)) is not None}
         members = {id(n): n for n in (*normalise, compare, *applied, *producers.values())}
         entry = tuple(n.name for n in producers.values())
-        context = _walk_context(g, source, features[0]) if len(features) == 1 and source != features[0] else []
-        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), g.names(context)))
+        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), _block_output(g, applied)))
     return paths
-
-
-def _walk_context(g: _Graph, source: str, feature: str) -> list[onnx.NodeProto]:
-    """Nodes computing ``source`` from ``feature`` alone (the context unit); empty if
-    ``source`` depends on any other non-constant tensor."""
-    found: dict[int, onnx.NodeProto] = {}
-    stack = [source]
-    while stack:
-        name = stack.pop()
-        if name == feature or g.is_constant(name):
-            continue
-        node = g.producer.get(name)
-        if node is None:
-            return []
-        if id(node) not in found:
-            found[id(node)] = node
-            stack.extend(i for i in node.input if i)
-    return list(found.values())
 
 
 def _walk_normalisation(g: _Graph, start: str) -> tuple[list[onnx.NodeProto], str]:
@@ -186,6 +189,25 @@ def _walk_application(g: _Graph, compare: onnx.NodeProto) -> tuple[list[onnx.Nod
             mask = node.output[0]
             applied += [m for m in g.consumers.get(mask, []) if m.op_type == "Mul"]
     return applied, mask
+
+
+def _block_output(g: _Graph, applied: Sequence[onnx.NodeProto]) -> str:
+    """The block's output F: the Add of Eq. 2 reading A = M * T, else A itself."""
+    mul = next((n for n in applied if n.op_type == "Mul"), None)
+    if mul is None:
+        return ""
+    return next((c.output[0] for c in g.consumers.get(mul.output[0], []) if c.op_type == "Add"), mul.output[0])
+
+
+def float_prefix(model: onnx.ModelProto, paths: Sequence[MaskPath], blocks: int) -> list[str]:
+    """Names of the nodes up to the output of the ``blocks``-th attention block (stem,
+    stages and their attention blocks): the part kept in float by ``float_blocks``."""
+    if blocks <= 0:
+        return []
+    if blocks > len(paths):
+        raise QuantizeError(f"float_blocks={blocks}, but the model has {len(paths)} attention blocks")
+    g = _Graph(model.graph)
+    return list(g.names(g.ancestors(paths[blocks - 1].output)))
 
 
 def expected_mask_blocks(model: onnx.ModelProto) -> int | None:
@@ -323,19 +345,16 @@ ACTIVATIONS = {"int8": (QuantType.QInt8, True), "uint8": (QuantType.QUInt8, Fals
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """How to quantize.
+    """How to quantize (see the module docstring for ``activations``).
 
-    ``activations="int8"`` (symmetric, zero point 0) is what TensorRT's explicit
-    quantization accepts, and onnxruntime runs it too: one file for both. ``"uint8"``
-    (asymmetric) spends the full 8 bits on post-ReLU ranges, onnxruntime only. Weights are
-    int8 symmetric, per output channel unless ``per_channel=False``. ``reduce_range``
-    (7-bit weights) avoids the pair-sum saturation of AVX2 ``vpmaddubsw`` kernels on CPUs
-    without VNNI, at some accuracy cost.
+    ``float_blocks``: the stem and the first N stages with their attention blocks stay
+    fp32. ``reduce_range``: 7-bit weights, against the int16 pair-sum saturation of the
+    AVX2 ``vpmaddubsw`` u8 x s8 kernels on CPUs without VNNI.
     """
 
     method: str = "minmax"
-    activations: str = "int8"
-    float_context: bool = False
+    activations: str = "uint8"
+    float_blocks: int = 1
     per_channel: bool = True
     reduce_range: bool = False
     batch_size: int = 8
@@ -346,6 +365,8 @@ class QuantizeOptions:
             raise QuantizeError(f"--method must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.activations not in ACTIVATIONS:
             raise QuantizeError(f"--activations must be one of {sorted(ACTIVATIONS)}, got {self.activations!r}")
+        if self.float_blocks < 0:
+            raise QuantizeError(f"--float-blocks must be >= 0, got {self.float_blocks}")
         if self.batch_size < 1:
             raise QuantizeError(f"--batch-size must be >= 1, got {self.batch_size}")
 
@@ -399,7 +420,8 @@ def quantize_onnx(
     )
     cache_hit = cache.is_file()
     reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress)
-    excluded = [name for p in paths for name in (*p.nodes, *(p.context if options.float_context else ()))]
+    mask_nodes = [name for p in paths for name in p.nodes]
+    excluded = [*mask_nodes, *(n for n in float_prefix(source, paths, options.float_blocks) if n not in set(mask_nodes))]
     activation_type, symmetric = ACTIVATIONS[options.activations]
     with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp:
         raw = Path(tmp) / "model.int8.onnx"
@@ -440,7 +462,9 @@ def quantize_onnx(
         "activations": f"{options.activations} {'symmetric' if symmetric else 'asymmetric'} per-tensor",
         "weights": f"int8 symmetric {'per-channel' if options.per_channel else 'per-tensor'}"
         + (" 7-bit (reduce_range)" if options.reduce_range else ""),
-        "float_nodes": excluded,
+        "float_blocks": options.float_blocks,
+        "float_mask_path_nodes": mask_nodes,
+        "float_nodes": len(excluded),
         "onnxruntime": onnxruntime.__version__,
     }
     _copy_metadata(source, model, {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(calibration, sort_keys=True)})
@@ -472,6 +496,8 @@ def describe(result: QuantizeResult) -> str:
         f"method {c['method']}, {c['num_images']} images"
         + (f", seed {c['seed']}" if "seed" in c else ""),
         f"  ranges: {'reused from' if result.cache_hit else 'computed and cached in'} {result.cache}",
-        f"  float mask path: {len(result.mask_paths)} blocks, {len(c['float_nodes'])} nodes kept in float",
+        f"  kept in float: the mask path of {len(result.mask_paths)} blocks"
+        + (f", the stem and the first {c['float_blocks']} stage(s)" if c["float_blocks"] else "")
+        + f" ({c['float_nodes']} nodes)",
     ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from calibration.quantize import (
     QuantizeError,
     QuantizeOptions,
     find_mask_paths,
+    float_prefix,
     quant_nodes_on_path,
     quantize_onnx,
     read_calibration,
@@ -59,13 +61,27 @@ def random_onnx(random_model: SAN, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def calibration_images(synth: Path) -> list[Path]:
-    return sample_images(folder_images(synth / "bounding_box_train", "--images"), 12, seed=0)
+    return sample_images(folder_images(synth / "bounding_box_train", "--images"), 8, seed=0)
 
 
 @pytest.fixture(scope="module")
 def quantized(random_onnx: Path, calibration_images: list[Path], tmp_path_factory: pytest.TempPathFactory):
+    """The default file (onnxruntime CPU): uint8 activations, stem and stage 1 in fp32."""
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     return quantize_onnx(random_onnx, calibration_images, out, options=OPTIONS, sampling={"seed": 0})
+
+
+@pytest.fixture(scope="module")
+def quantized_tensorrt(quantized, random_onnx: Path, calibration_images: list[Path]):
+    """The TensorRT flavour: symmetric int8 activations, everything quantized (ranges from the cache)."""
+    options = QuantizeOptions(activations="int8", float_blocks=0, batch_size=4, progress=False)
+    out = quantized.out.with_name("model.trt-int8.onnx")
+    return quantize_onnx(random_onnx, calibration_images, out, options=options, cache_dir=quantized.cache.parent)
+
+
+def float_prefix_of(onnx_path: Path, blocks: int) -> list[str]:
+    model = onnx.load(onnx_path)
+    return float_prefix(model, find_mask_paths(model), blocks)
 
 
 def _embed(path: Path, batch: np.ndarray) -> np.ndarray:
@@ -123,8 +139,10 @@ def test_sampling_is_deterministic_and_recorded(synth: Path) -> None:
 # -- quantization ---------------------------------------------------------------------------
 
 
-def test_no_quantize_or_dequantize_on_the_mask_path(quantized, random_onnx: Path) -> None:
-    model = onnx.load(quantized.out)
+@pytest.mark.parametrize("flavour", ["quantized", "quantized_tensorrt"])
+def test_no_quantize_or_dequantize_on_the_mask_path(flavour: str, random_onnx: Path, request: pytest.FixtureRequest) -> None:
+    result = request.getfixturevalue(flavour)
+    model = onnx.load(result.out)
     paths = find_mask_paths(model)
     assert len(paths) == len(CFG.active_stages) == len(find_mask_paths(onnx.load(random_onnx)))
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -132,10 +150,14 @@ def test_no_quantize_or_dequantize_on_the_mask_path(quantized, random_onnx: Path
         kinds = {ops[name] for name in path.nodes}
         assert {"ReduceMin", "ReduceMax", "Div", "Greater", "Cast", "Mul"} <= kinds
     assert quant_nodes_on_path(model, paths) == []
-    # ... while the network around it really is quantized: every Conv reads dequantized int8.
+    # ... while the network around it really is quantized: every Conv after the float
+    # prefix reads dequantized int8, every Conv inside it reads float.
     producer = {out: n for n in model.graph.node for out in n.output}
+    float_prefix = set(float_prefix_of(random_onnx, result.calibration["float_blocks"]))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert convs and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    quantized_convs = [n for n in convs if producer[n.input[0]].op_type == "DequantizeLinear"]
+    assert {n.name for n in convs} - {n.name for n in quantized_convs} == {n.name for n in convs} & float_prefix
+    assert len(quantized_convs) >= len(convs) * 2 // 3
 
 
 def test_unprotected_quantization_would_put_qdq_on_the_mask_path(quantized) -> None:
@@ -158,7 +180,8 @@ def test_output_keeps_the_contract_and_records_the_calibration(quantized, random
     out_meta = {p.key: p.value for p in onnx.load(quantized.out).metadata_props}
     assert out_meta[METADATA_KEY] == meta[METADATA_KEY]
     record = read_calibration(onnx.load(quantized.out))
-    assert record["num_images"] == 12 and record["seed"] == 0 and record["method"] == "minmax"
+    assert record["num_images"] == 8 and record["seed"] == 0 and record["method"] == "minmax"
+    assert record["activations"].startswith("uint8") and record["float_blocks"] == 1
     assert record["source_onnx_sha256"] == file_sha256(random_onnx)
     assert json.loads(out_meta[CALIBRATION_KEY]) == record
 
@@ -182,15 +205,17 @@ def test_range_cache_is_reused_and_invalidated_when_the_model_changes(
 
 
 def test_int8_embeddings_agree_with_fp32(quantized, random_onnx: Path, synth: Path) -> None:
-    """Random weights are the hard case: nothing learned to be robust, masks near-random.
-    Measured here: mean cosine 0.96 (int8 symmetric activations); 0.93 leaves room for
-    other CPUs' rounding while still failing on a broken scale (cosine ~0.1-0.5)."""
+    """Random weights are the hard case: nothing learned to be robust, and with BatchNorm at
+    its initial statistics every hard mask sits on noise. Measured here: mean cosine 0.995,
+    min 0.986 (default file). The bounds leave room for other CPUs' int8 kernels (VNNI, ARM
+    dot products round differently) and still fail on a wrong scale or a quantized mask
+    path (mean cosine then falls below ~0.9)."""
     spec = read_contract(random_onnx)
     batch = np.stack([load_image(p, spec) for p in folder_images(synth / "query", "q")])
     fp32, int8 = _embed(random_onnx, batch), _embed(quantized.out, batch)
     assert np.isfinite(int8).all()
     cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
-    assert cosine.mean() >= 0.93, cosine
+    assert cosine.mean() >= 0.98 and cosine.min() >= 0.95, cosine
 
 
 def test_a_model_whose_mask_path_is_not_recognised_is_refused(random_onnx: Path, calibration_images, tmp_path: Path) -> None:
@@ -221,7 +246,8 @@ def test_threshold_sweep_writes_a_checkpoint_whose_contract_carries_the_choice(
     random_model: SAN, synth: Path, tmp_path: Path
 ) -> None:
     save_checkpoint(tmp_path / "model.pt", random_model, training={"epoch": 3})
-    dataset = load_dataset("synthetic", synth, verbose=False)
+    full = load_dataset("synthetic", synth, verbose=False)
+    dataset = replace(full, query=full.query[:8], gallery=full.gallery[:16])  # keeps the test quick
     report = calibrate_threshold(tmp_path / "model.pt", dataset, tmp_path / "model.thr.pt",
                                  thresholds=(0.4, 0.5, 0.6), draws=1, workers=0, batch_size=64)
     assert [p.threshold for p in report.points] == [0.4, 0.5, 0.6] and report.chosen in (0.4, 0.5, 0.6)
@@ -241,17 +267,17 @@ def test_cli_quantizes_reports_and_refuses_evaluation_images(
     random_onnx: Path, synth: Path, quantized, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli.int8.onnx"
-    common = ["--onnx", str(random_onnx), "--out", str(out), "--num", "6", "--seed", "1", "--no-progress",
+    common = ["--onnx", str(random_onnx), "--out", str(out), "--num", "8", "--seed", "0", "--no-progress",
               "--cache-dir", str(quantized.cache.parent), "--eval-dataset", "synthetic", "--eval-root", str(synth)]
     assert san_calibrate(["--images", str(synth / "query"), *common]) == 2
     assert "calibration images are also evaluation" in capsys.readouterr().err and not out.exists()
 
     assert san_calibrate(["--images", str(synth / "bounding_box_train"), *common]) == 0
     printed = capsys.readouterr().out
-    assert "6 of" in printed and "seed 1" in printed and "delta mAP" in printed
+    assert "8 of" in printed and "seed 0" in printed and "reused" in printed and "delta mAP" in printed
     report = json.loads((tmp_path / "cli.int8.onnx.report.json").read_text())
     assert set(report["flip_rate"]) == {"1", "2", "3", "4"} and report["ranges"]
-    assert 0 <= report["int8_retrieval"]["mAP"] <= 1 and report["calibration"]["num_images"] == 6
+    assert 0 <= report["int8_retrieval"]["mAP"] <= 1 and report["calibration"]["num_images"] == 8
 
 
 def test_cli_help_teaches_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,12 +316,13 @@ def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> No
 
 @pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_qdq_file_builds_as_an_int8_tensorrt_engine(quantized, tmp_path: Path) -> None:
-    tensorrt_build = pytest.importorskip("export.tensorrt_build")
+def test_qdq_file_builds_as_an_int8_tensorrt_engine(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from export.tensorrt_build import BatchProfile, TargetEnvironment, TensorRTUnavailable, build_engine
+
     try:
-        tensorrt_build.TargetEnvironment.detect()
-    except tensorrt_build.TensorRTUnavailable as exc:
-        pytest.skip(f"TensorRT unavailable: {exc}")
-    sidecar = tensorrt_build.build_engine(quantized.out, tmp_path / "model.engine",
-                                          profile=tensorrt_build.BatchProfile(1, 4, 8))
+        TargetEnvironment.detect()
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"needs an NVIDIA GPU with TensorRT: {exc}")
+    qdq = request.getfixturevalue("quantized_tensorrt").out
+    sidecar = build_engine(qdq, tmp_path / "model.engine", profile=BatchProfile(1, 4, 8))
     assert sidecar["precision"] == "int8" and (tmp_path / "model.engine").stat().st_size > 0
