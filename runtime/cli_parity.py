@@ -10,6 +10,7 @@ from typing import Any
 
 from runtime.base import BackendError
 from runtime.parity import RULES, Artifact, ParityReport, Rule, override_rules, run_parity, save_json
+from san.atomic import atomic_write_text
 from san.checkpoint import CheckpointError, read_checkpoint
 from san.cli.train import parse_dataset_args
 from san.data.records import ReidDataset
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         save_json(report, args.json)
     if args.markdown:
-        args.markdown.write_text(report.markdown(), encoding="utf-8")
+        atomic_write_text(args.markdown, report.markdown())
     return 0 if report.passed else 1
 
 

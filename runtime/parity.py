@@ -48,11 +48,13 @@ import numpy as np
 
 from export.onnx_export import CHECKPOINT_SHA_KEY, PRECISION_KEY, read_metadata
 from export.tensorrt_build import read_sidecar
-from runtime.base import Backend, file_sha256
+from runtime.base import Backend
 from runtime.embed import EmbedOptions, default_workers
 from runtime.registry import backend_for, open_backend
 from runtime.search import NumpySearcher, embed_arrays
+from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
+from san.hashing import file_sha256
 from san.metrics import evaluate_embeddings
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import ContractError, InputSpec
@@ -500,5 +502,5 @@ def run_parity(
 
 def save_json(report: ParityReport, path: str | Path) -> Path:
     """Write ``report.to_dict()`` as JSON."""
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
     return Path(path)

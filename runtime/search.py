@@ -22,8 +22,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from runtime.base import Backend, file_sha256
+from runtime.base import Backend
 from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, _embed_batch, _read_complete, _read_index
+from san.atomic import atomic_write, atomic_write_text
+from san.hashing import file_sha256
 from san.metrics import euclidean_distance
 from san.preprocess import load_image
 from san.spec import ContractError, InputSpec
@@ -222,12 +224,12 @@ def build_index(folder: EmbeddingFolder, engine: str | None = None, metric: str 
     engine = engine or default_engine()
     searcher = make_searcher(folder.vectors, engine, metric)
     if isinstance(searcher, FaissSearcher):
-        faiss_module().write_index(searcher.index, str(folder.root / FAISS_INDEX))
+        atomic_write(folder.root / FAISS_INDEX, lambda tmp: faiss_module().write_index(searcher.index, str(tmp)))
     else:
         (folder.root / FAISS_INDEX).unlink(missing_ok=True)
     record = {"engine": engine, "metric": metric, "rows": len(folder.vectors),
               "embeddings_sha256": file_sha256(folder.root / EMBEDDINGS)}
-    (folder.root / SEARCH_META).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(folder.root / SEARCH_META, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
 

@@ -137,19 +137,26 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
     images = sample_images(folder_images(synth / "bounding_box_train", "--images"), 12, seed=0)
     int8 = quantize.quantize_onnx(tiny / "model.onnx", images, tmp_path / "model.int8.onnx",
                                   options=quantize.QuantizeOptions(batch_size=4, progress=False)).out
-    # Random weights: nothing learned to be robust, so INT8 embeddings keep mean cosine ~0.96
-    # (a trained model: >= 0.98, the default) and rank-1 on 10 queries is noise. The test keeps
-    # the cosine gate, at 0.93, and checks that the default rule fails it by name.
+    # Random weights and 10 queries: rank-1 and mAP are noise (one query moves rank-1 by 10 points)
+    # and nothing learned makes the embeddings robust, so this run gates the paired cosine only,
+    # at 0.93 (random weights measure ~0.96-0.99 depending on the quantization flavour).
     relaxed = ["--threshold", "int8.min_cosine_mean=0.93", "--threshold", "int8.max_delta_map=none",
                "--threshold", "int8.max_delta_rank1=none"]
     assert main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--int8", str(int8), "--draws", "0",
                      "--json", str(tmp_path / "p.json"), *relaxed)) == 0, capsys.readouterr().out
     rows = json.loads((tmp_path / "p.json").read_text())["results"]
     assert [r["kind"] for r in rows] == ["reference", "fp32", "int8"]
-    assert 0.93 <= rows[2]["comparison"]["cosine_mean"] < 0.9999
+    c = rows[2]["comparison"]
+    assert 0.93 <= c["cosine_mean"] < 0.9999  # really quantized
+    # The default int8 rule: exit 1 exactly when a limit is exceeded, naming each one.
+    default = RULES["int8"]
+    exceeded = [name for name, bad in (("int8.max_delta_map", abs(c["delta_map"]) > default.max_delta_map),
+                                       ("int8.max_delta_rank1", abs(c["delta_rank"]["1"]) > default.max_delta_rank1),
+                                       ("int8.min_cosine_mean", c["cosine_mean"] < default.min_cosine_mean)) if bad]
     capsys.readouterr()
-    assert main(args(tiny, synth, "--int8", str(int8), "--draws", "0")) == 1
-    assert "int8.min_cosine_mean" in capsys.readouterr().out
+    assert main(args(tiny, synth, "--int8", str(int8), "--draws", "0")) == (1 if exceeded else 0)
+    out = capsys.readouterr().out
+    assert all(name in out for name in exceeded) and out.count("FAILED int8.") == len(exceeded)
     assert main(args(tiny, synth, "--int8", str(tiny / "model.onnx"))) == 2  # an fp32 file passed as --int8
     assert "precision is 'fp32', not 'int8'" in capsys.readouterr().err
 
