@@ -59,7 +59,7 @@ from common import (
     verdict,
 )
 from runtime.base import physical_cores
-from runtime.discovery import discover_images
+from san.discovery import discover_images
 from runtime.embed import EMBEDDINGS, default_workers
 
 #: Targets of issue 8 (ratios to the reference loop; decode share of model time).

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.discovery import discover_images
+from san.discovery import discover_images
 from san.checkpoint import file_sha256
 from san.data.records import ReidDataset
 from san.preprocess import ImageDecodeError, decode_image, printable_path

@@ -23,12 +23,12 @@ import torch
 
 from san.model.attention import SharpMask, ThresholdMask
 from san.model.network import SAN
+from san.discovery import IMAGE_SUFFIXES, discover_images
 from san.preprocess import load_image
 from san.spec import ContractError, InputSpec
 
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, eval_mode, export_onnx, pi_name
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ def load_images(directory: str | Path, spec: InputSpec, count: int) -> np.ndarra
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"--verify-images {directory}: not a directory")
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    paths = [directory / rel for rel in discover_images(directory)[:count]]
     if not paths:
-        raise FileNotFoundError(f"--verify-images {directory}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise FileNotFoundError(f"--verify-images {directory}: no images ({' '.join(sorted(IMAGE_SUFFIXES))}) found")
     return np.stack([load_image(p, spec) for p in paths])
 
 

@@ -12,7 +12,7 @@ when :func:`open_backend` first needs it, so an edge box with only onnxruntime r
 from __future__ import annotations
 
 from runtime.base import Backend, BackendError
-from runtime.discovery import discover_images
+from san.discovery import discover_images
 from runtime.embed import EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
 from runtime.registry import BACKENDS, open_backend
 

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
-from runtime.discovery import discover_images, list_digest
+from san.discovery import discover_images, list_digest
 from san.atomic import atomic_path, atomic_write, atomic_write_text, remove_stale_temporaries
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import InputSpec

@@ -20,7 +20,7 @@ from test_runtime import N_IMAGES, build_tiny, make_images
 
 from runtime import Backend, EmbedError, EmbedOptions, Shard, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
-from runtime.discovery import IMAGE_SUFFIXES
+from san.discovery import IMAGE_SUFFIXES
 from runtime.embed import NON_FINITE
 from san.spec import InputSpec
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from san.data.records import ImageRecord, ReidDataset
+from san.discovery import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 FOLDER_EXAMPLE = "<pid>/<camera>_<anything>.jpg"
 
 

@@ -1,4 +1,5 @@
-"""Finding the images of a folder in one stable order.
+"""Finding the images of a folder in one stable order (torch-free: runtime, calibration
+and export all list folders through it).
 
 Rules (the order is part of the output format: rows of ``embeddings.npy`` follow it):
 
