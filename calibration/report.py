@@ -34,6 +34,8 @@ from san.spec import InputSpec
 
 #: CMC ranks shown in the printed report (the JSON has the whole curve).
 SHOWN_RANKS = (1, 5, 10)
+#: Widest calibrated ranges shown in the printed report.
+SHOWN_RANGES = 5
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class CalibrationReport:
             f"  embedding cosine fp32 vs int8: mean {self.cosine_mean:.4f}, min {self.cosine_min:.4f}",
         ]
         lines += [f"  mask flips after stage {s}: {100 * r:.3f}% of elements" for s, r in self.flip_rate.items()]
-        lines.append(f"  calibrated ranges: {len(self.ranges)} tensors")
+        widest = sorted(self.ranges.items(), key=lambda kv: kv[1][0] - kv[1][1])[:SHOWN_RANGES]
+        lines.append(f"  calibrated ranges: {len(self.ranges)} tensors (all in the JSON); widest:")
+        lines += [f"    {name}: [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in widest]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from calibration.quantize import (
     quantize_onnx,
     read_calibration,
 )
-from calibration.threshold import SweepPoint, calibrate_threshold, choose_threshold
+from calibration.threshold import SweepPoint, choose_threshold
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_contract
 from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from san.config import ModelConfig
@@ -243,21 +242,23 @@ def test_threshold_choice_prefers_the_closest_map_then_one_half() -> None:
 
 
 def test_threshold_sweep_writes_a_checkpoint_whose_contract_carries_the_choice(
-    random_model: SAN, synth: Path, tmp_path: Path
+    random_model: SAN, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     save_checkpoint(tmp_path / "model.pt", random_model, training={"epoch": 3})
-    full = load_dataset("synthetic", synth, verbose=False)
-    dataset = replace(full, query=full.query[:8], gallery=full.gallery[:16])  # keeps the test quick
-    report = calibrate_threshold(tmp_path / "model.pt", dataset, tmp_path / "model.thr.pt",
-                                 thresholds=(0.4, 0.5, 0.6), draws=1, workers=0, batch_size=64)
-    assert [p.threshold for p in report.points] == [0.4, 0.5, 0.6] and report.chosen in (0.4, 0.5, 0.6)
-    densities = [p.density[1] for p in report.points]
-    assert densities[0] > densities[1] > densities[2] and 0 < report.reference.density[1] < 1
+    root = tmp_path / "val"  # a small validation set of its own keeps the four evaluations quick
+    ensure_synthetic(root, **(SYNTH | {"ids": 6, "seed": 1}))
+    argv = ["threshold", "--ckpt", str(tmp_path / "model.pt"), "--dataset", "synthetic", "--root", str(root),
+            "--out", str(tmp_path / "model.thr.pt"), "--thresholds", "0.4", "0.5", "0.6", "--draws", "1",
+            "--workers", "0", "--batch-size", "64"]
+    assert san_calibrate(argv) == 0
+    printed = capsys.readouterr().out
     model, meta = load_checkpoint(tmp_path / "model.thr.pt")
-    assert meta.spec.mask_threshold == report.chosen == model.attention["1"].generator.threshold
-    assert meta.training == {"epoch": 3} and meta.extra["threshold_sweep"]["chosen"] == report.chosen
-    assert random_model.spec.mask_threshold == 0.5  # the caller's model is untouched
-    assert "chosen" in report.format()
+    sweep = meta.extra["threshold_sweep"]
+    assert [p["threshold"] for p in sweep["points"]] == [0.4, 0.5, 0.6] and "<- chosen" in printed
+    densities = [p["density"]["1"] for p in sweep["points"]]
+    assert densities[0] > densities[1] > densities[2] and 0 < sweep["reference"]["density"]["1"] < 1
+    assert meta.spec.mask_threshold == sweep["chosen"] == model.attention["1"].generator.threshold
+    assert f"mask threshold {sweep['chosen']:.2f}" in printed and meta.training == {"epoch": 3}
 
 
 # -- CLI ------------------------------------------------------------------------------------
@@ -293,6 +294,12 @@ def test_cli_help_teaches_both_commands(capsys: pytest.CaptureFixture[str]) -> N
 
 @pytest.mark.slow
 def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> None:
+    """A few epochs of training on the tiny set, then the default INT8 file on its test split.
+
+    Only 16 queries: one query changing its first match moves rank-1 by 6.25 points, so the
+    bounds are one query for rank-1 and 2 mAP points; the issue's 1-point bounds are
+    measured on the cpu-demo model (153 queries), see the calibration notes.
+    """
     from calibration.report import build_report
     from san.train import TrainConfig, train
 
@@ -306,9 +313,11 @@ def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> No
     fp32 = export_onnx(model, tmp_path / "model.onnx")
     images = sample_images(folder_images(root / "bounding_box_train", "--images"), 32, seed=0)
     result = quantize_onnx(fp32, images, tmp_path / "model.int8.onnx", options=OPTIONS)
-    report = build_report(fp32, result.out, load_dataset("synthetic", root, verbose=False), result.cache, progress=False)
-    assert report.fp32_retrieval.mAP > 0.3  # it learned something
-    assert abs(report.delta_map) <= 2.0 and abs(report.delta_rank1) <= 100 / len(report.flip_rate) / 8
+    dataset = load_dataset("synthetic", root, verbose=False)
+    report = build_report(fp32, result.out, dataset, result.cache, progress=False)
+    one_query = 100 / len(dataset.query)
+    assert abs(report.delta_map) <= 2.0 and abs(report.delta_rank1) <= one_query + 1e-9, report.format()
+    assert report.cosine_mean >= 0.9 and set(report.flip_rate) == {1, 2, 3, 4}, report.format()
 
 
 # -- TensorRT -------------------------------------------------------------------------------
