@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,169 +244,204 @@ def _resume_state(cfg: TrainConfig, last: Path) -> tuple[SAN, dict[str, Any]]:
     return model, meta.training
 
 
-def _batches(loader: DataLoader, sampler: PKSampler, epoch: int, seed: int, rank: int) -> Iterator[Any]:
-    sampler.set_epoch(epoch)
-    torch.manual_seed(epoch_seed(seed, epoch, rank))  # Gumbel noise (and loader seeds) of this epoch
-    return iter(loader)
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring."""
     ctx = _init_distributed(cfg.device)
     try:
-        return _train(cfg, ctx)
+        return _Trainer(cfg, ctx).run()
     finally:
         if ctx.world_size > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
-    out = Path(cfg.out)
-    device = _device(cfg, ctx)
-    log = tqdm.write if ctx.main else (lambda _msg: None)
-    if ctx.main:
-        data = load_training_data(cfg)
-    ctx.barrier()  # rank 0 may have generated the synthetic set
-    if not ctx.main:
-        data = load_training_data(cfg, verbose=False)
+class _Trainer:
+    """The state of one run: data, model, optimisation, logs; :meth:`run` drives it."""
 
-    last = out / "last.pt"
-    if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
-        for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
-            remove_stale_temporaries(out / name)
-    state: dict[str, Any] = {}
-    if cfg.resume:
+    def __init__(self, cfg: TrainConfig, ctx: _Dist) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.out = Path(cfg.out)
+        self.device = _device(cfg, ctx)
+        self.log = tqdm.write if ctx.main else (lambda _msg: None)
+        if ctx.main:
+            self.data = load_training_data(cfg)
+        ctx.barrier()  # rank 0 may have generated the synthetic set
+        if not ctx.main:
+            self.data = load_training_data(cfg, verbose=False)
+
+        if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
+            for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
+                remove_stale_temporaries(self.out / name)
+        state = self._initial_model()
+        self.start = int(state.get("epoch", 0))
+        self.best_map = float(state.get("best_map", -1.0))
+        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.raw.to(self.device).train()
+        if self.device.type == "cuda":
+            self.raw.to(memory_format=torch.channels_last)
+        self.model: torch.nn.Module = self.raw
+        if ctx.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
+
+        self.train_pids = torch.tensor([r.pid for r in self.data.train])
+        self.sampler = PKSampler(self.train_pids.tolist(), cfg.batch_p, cfg.batch_k, cfg.seed, ctx.rank, ctx.world_size)
+        self.loader = DataLoader(
+            ReidImageDataset(self.data.train, cfg.model.spec, augment=TrainAugment()),
+            batch_sampler=self.sampler,
+            num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        total_steps = cfg.epochs * len(self.sampler)
+        self.optimizer = torch.optim.Adam(self.raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total_steps, cfg.decay_start, cfg.final_lr_factor)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+
+        self.metrics = _MetricsLog(self.out, self.start if cfg.resume else None) if ctx.main else None
+        self.extra = {"data": {"dataset": cfg.dataset, "root": str(data_root(cfg)), "options": cfg.dataset_options}}
+        self.result = TrainResult(self.out, [])
+        self.failed_paths: set[str] = set()
+
+    def _initial_model(self) -> dict[str, Any]:
+        """Set ``self.raw`` (fresh, or from last.pt with --resume); return the saved training state."""
+        last = self.out / "last.pt"
+        if not self.cfg.resume:
+            torch.manual_seed(self.cfg.seed)  # the initial weights, too, follow the seed
+            self.raw = build_model(self.cfg.model, pretrained=self.cfg.pretrained)
+            return {}
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} not found (train without --resume first)")
-        model, state = _resume_state(cfg, last)
-        log(f"resuming {last} after epoch {state['epoch']}")
-    else:
-        torch.manual_seed(cfg.seed)  # the initial weights, too, follow the seed
-        model = build_model(cfg.model, pretrained=cfg.pretrained)
-    start = int(state.get("epoch", 0))
-    model.to(device).train()
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    raw = model
-    if ctx.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        self.raw, state = _resume_state(self.cfg, last)
+        self.log(f"resuming {last} after epoch {state['epoch']}")
+        return state
 
-    train_pids = torch.tensor([r.pid for r in data.train])
-    sampler = PKSampler(train_pids.tolist(), cfg.batch_p, cfg.batch_k, cfg.seed, ctx.rank, ctx.world_size)
-    loader = DataLoader(
-        ReidImageDataset(data.train, cfg.model.spec, augment=TrainAugment()),
-        batch_sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-    )
-    total_steps = cfg.epochs * len(sampler)
-    optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, cfg.decay_start, cfg.final_lr_factor)
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+    def run(self) -> TrainResult:
+        """Evaluate the untrained network (epoch 0), train the remaining epochs, save model.pt."""
+        cfg, result = self.cfg, self.result
+        if self.ctx.main and self.start == 0 and cfg.eval_every:
+            self._record({"epoch": 0, "eval": self._evaluate(0)})
+        self.ctx.barrier()
+        for epoch in range(self.start, cfg.epochs):
+            record = self._epoch(epoch)
+            if self.ctx.main:
+                if cfg.eval_every and (record["epoch"] % cfg.eval_every == 0 or record["epoch"] == cfg.epochs):
+                    record["eval"] = self._evaluate(record["epoch"])
+                self._save(record)
+            else:
+                result.history.append(record)
+            self.ctx.barrier()
+        if self.ctx.main:
+            self._finish()
+        return result
 
-    metrics = _MetricsLog(out, start if cfg.resume else None) if ctx.main else None
-    history: list[dict[str, Any]] = []
-    best_map = float(state.get("best_map", -1.0))
-    extra = {"data": {"dataset": cfg.dataset, "root": str(data_root(cfg)), "options": cfg.dataset_options}}
-    result = TrainResult(out, history)
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch (0-based ``epoch``); return its metrics record."""
+        cfg = self.cfg
+        tau = temperature(epoch, cfg.tau_rate, cfg.tau_min)
+        self.raw.set_temperature(tau)
+        self.sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, triplet, tv, images
+        steps, tic = 0, time.perf_counter()
+        bar = tqdm(self.loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and self.ctx.main), leave=False)
+        for images, indices, errors in bar:
+            parts = self._step(images, indices, errors, epoch)
+            if parts is None:
+                continue
+            sums += torch.tensor(parts, dtype=torch.float64)
+            steps += 1
+            bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}", tau=f"{tau:.3f}",
+                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{sums[3].item() * self.ctx.world_size / (time.perf_counter() - tic):.1f}")
+        seconds = time.perf_counter() - tic
+        if steps == 0:
+            raise ValueError(f"epoch {epoch + 1}: no batch had two readable images ({len(self.failed_paths)} "
+                             "unreadable training files, listed above); fix or remove them")
+        sums[:3] /= steps
+        if self.ctx.world_size > 1:  # mean losses and total images over the ranks
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+            sums[:3] /= self.ctx.world_size
+        loss, triplet, tv, seen = sums.tolist()
+        return {"epoch": epoch + 1, "loss": loss, "triplet": triplet, "tv": tv, "tau": tau,
+                "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": seen / seconds, "seconds": seconds}
 
-    def evaluate(epoch: int) -> dict[str, Any]:
-        report = evaluate_model(raw, data, batch_size=cfg.eval_batch_size, workers=cfg.workers)
-        log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.format().splitlines()[1].strip())
+    def _step(
+        self, images: torch.Tensor, indices: torch.Tensor, errors: list[str], epoch: int
+    ) -> tuple[float, float, float, int] | None:
+        """One optimisation step on a batch's readable images: (loss, triplet, tv, images), None if skipped."""
+        ok = torch.tensor([not e for e in errors])
+        for i, reason in zip(indices, errors):
+            path = self.data.train[int(i)].path
+            if reason and path not in self.failed_paths:
+                self.failed_paths.add(path)
+                self.log(f"warning: skipping unreadable training image {printable_path(path)}: {reason}")
+        images = images[ok].to(self.device, non_blocking=True)
+        if not self.ctx.everywhere(len(images) >= 2, self.device):  # unreadable files left nothing to compare
+            self.log(f"warning: epoch {epoch + 1}: skipped a batch left with {len(images)} readable image(s)")
+            return None
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        pids = self.train_pids[indices[ok]].to(self.device)
+        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with autocast:
+            parts = san_loss(self.model(images, details=True), pids, self.cfg.margin, self.cfg.soft_margin, self.cfg.mu)
+        if not torch.isfinite(parts.total):
+            raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return parts.total.item(), parts.triplet.item(), parts.tv.item(), len(images)
+
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        """Query/gallery CMC and mAP of the current weights (rank 0)."""
+        report = evaluate_model(self.raw, self.data, batch_size=self.cfg.eval_batch_size, workers=self.cfg.workers)
+        self.log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.format().splitlines()[1].strip())
         if epoch == 0:
-            result.untrained = report
-        result.final = report
+            self.result.untrained = report
+        self.result.final = report
         return _eval_summary(report)
 
-    if ctx.main and start == 0 and cfg.eval_every:
-        record = {"epoch": 0, "eval": evaluate(0)}
-        metrics.write(record)
-        history.append(record)
-    ctx.barrier()
+    def _record(self, record: dict[str, Any]) -> None:
+        self.metrics.write(record)
+        self.result.history.append(record)
 
-    failed_paths: set[str] = set()
-    for epoch in range(start, cfg.epochs):
-        tau = temperature(epoch, cfg.tau_rate, cfg.tau_min)
-        raw.set_temperature(tau)
-        sums = torch.zeros(3, dtype=torch.float64)
-        seen, steps, tic = 0, 0, time.perf_counter()
-        bar = tqdm(
-            _batches(loader, sampler, epoch, cfg.seed, ctx.rank), total=len(sampler),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and ctx.main), leave=False,
-        )
-        for images, indices, errors in bar:
-            ok = torch.tensor([not e for e in errors])
-            for i, reason in zip(indices, errors):
-                path = data.train[int(i)].path
-                if reason and path not in failed_paths:
-                    failed_paths.add(path)
-                    log(f"warning: skipping unreadable training image {printable_path(path)}: {reason}")
-            images = images[ok].to(device, non_blocking=True)
-            if not ctx.everywhere(len(images) >= 2, device):  # unreadable files left nothing to compare
-                log(f"warning: epoch {epoch + 1}: skipped a batch left with {len(images)} readable image(s)")
-                continue
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            pids = train_pids[indices[ok]].to(device)
-            autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext()
-            with autocast:
-                parts = san_loss(model(images, details=True), pids, cfg.margin, cfg.soft_margin, cfg.mu)
-            if not torch.isfinite(parts.total):
-                raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}, step {steps + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            sums += torch.stack([parts.total.detach(), parts.triplet.detach(), parts.tv.detach()]).double().cpu()
-            seen, steps = seen + len(images), steps + 1
-            bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}", tau=f"{tau:.3f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{seen * ctx.world_size / (time.perf_counter() - tic):.1f}")
-        seconds = time.perf_counter() - tic
-        done = epoch + 1
-        if steps == 0:
-            raise ValueError(f"epoch {done}: no batch had two readable images ({len(failed_paths)} unreadable "
-                             "training files, listed above); fix or remove them")
-        record = {
-            "epoch": done, "loss": sums[0].item() / steps, "triplet": sums[1].item() / steps,
-            "tv": sums[2].item() / steps, "tau": tau, "lr": optimizer.param_groups[0]["lr"],
-            "img_per_s": seen * ctx.world_size / seconds, "seconds": seconds,
+    def _save(self, record: dict[str, Any]) -> None:
+        """Log the epoch, then checkpoint it: last.pt always, best.pt when its mAP is the best yet."""
+        done = record["epoch"]
+        self.log(f"epoch {done}/{self.cfg.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
+                 f"tv {record['tv']:.4f}), tau {record['tau']:.3f}, {record['img_per_s']:.1f} img/s, "
+                 f"{record['seconds']:.0f} s")
+        is_best = "eval" in record and record["eval"]["mAP"] > self.best_map
+        self.best_map = record["eval"]["mAP"] if is_best else self.best_map
+        training = {
+            "epoch": done, "config": self.cfg.to_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best_map": self.best_map,
         }
-        if ctx.main:
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.epochs):
-                record["eval"] = evaluate(done)
-            log(f"epoch {done}/{cfg.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
-                f"tv {record['tv']:.4f}), tau {tau:.3f}, {record['img_per_s']:.1f} img/s, {seconds:.0f} s")
-            is_best = "eval" in record and record["eval"]["mAP"] > best_map
-            best_map = record["eval"]["mAP"] if is_best else best_map
-            training = {
-                "epoch": done, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_map": best_map,
-            }
-            metrics.write(record)  # before the checkpoint: a resume drops lines past it, never lacks one
-            save_checkpoint(last, raw, training=training, extra=extra)
-            if is_best:
-                save_checkpoint(out / "best.pt", raw, training={"epoch": done}, extra={**extra, "eval": record["eval"]})
-        history.append(record)
-        ctx.barrier()
+        self._record(record)  # before the checkpoint: a resume drops lines past it, never lacks one
+        save_checkpoint(self.out / "last.pt", self.raw, training=training, extra=self.extra)
+        if is_best:
+            save_checkpoint(self.out / "best.pt", self.raw, training={"epoch": done},
+                            extra={**self.extra, "eval": record["eval"]})
 
-    if ctx.main:
-        final_extra = {**extra, "eval": history[-1].get("eval", {})}
-        save_checkpoint(out / "model.pt", raw, training={"epoch": cfg.epochs, "config": cfg.to_dict()}, extra=final_extra)
-        metrics.close()
+    def _finish(self) -> None:
+        """Write model.pt and print untrained vs trained quality."""
+        result, cfg = self.result, self.cfg
+        final_eval = result.history[-1].get("eval", {}) if result.history else {}
+        save_checkpoint(self.out / "model.pt", self.raw, training={"epoch": cfg.epochs, "config": cfg.to_dict()},
+                        extra={**self.extra, "eval": final_eval})
+        self.metrics.close()
         if result.untrained is not None and result.final is not None:
-            log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
-                f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.epochs}): mAP "
-                f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
-        log(f"wrote {out / 'model.pt'}, {last}, {out / 'metrics.jsonl'}")
-    return result
+            self.log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
+                     f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.epochs}): mAP "
+                     f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
+        self.log(f"wrote {self.out / 'model.pt'}, {self.out / 'last.pt'}, {self.out / 'metrics.jsonl'}")
