@@ -27,8 +27,11 @@ ONNX ``san.precision`` metadata, engine sidecar). Default thresholds and why:
   close to the threshold flip: mean cosine >= 0.999, min >= 0.99; mAP 0.5, rank-1 1 point.
 - ``int8``: post-training INT8 of ResNets costs well under a point of accuracy with good
   calibration (Wu et al. 2020, "Integer Quantization for Deep Learning Inference"): mAP
-  and rank-1 within 1 point; per-tensor 8-bit activations leave mean cosine >= 0.98 on a
-  trained model (random weights measure ~0.96); single images are not gated.
+  and rank-1 within 1 point carry the verdict. Mean cosine >= 0.95 only guards against a
+  broken quantization (a wrong scale gives 0.1-0.5): hard masks amplify int8 rounding
+  (1-4 % of mask elements flip in blocks 2-4), so a healthy SAN measures 0.96-0.99
+  (0.980 on the 64x32 demo model, with mAP -0.34 and rank-1 +0.00 points); single images
+  are not gated.
 
 On a set of Q queries one query moves rank-1 by 100/Q points: on small sets the rank-1
 limits pass only when no query changes its verdict, which is what fp32 should achieve.
@@ -100,7 +103,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "fp32": Rule(max_delta_map=0.5, max_delta_rank1=0.5, min_cosine_min=0.9999),
     "fp16": Rule(max_delta_map=0.5, max_delta_rank1=1.0, min_cosine_min=0.99, min_cosine_mean=0.999),
-    "int8": Rule(max_delta_map=1.0, max_delta_rank1=1.0, min_cosine_mean=0.98),
+    "int8": Rule(max_delta_map=1.0, max_delta_rank1=1.0, min_cosine_mean=0.95),
 }
 
 
