@@ -198,7 +198,7 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
     """Merge the outputs of ``--shard 1/n`` .. ``n/n`` into what an unsharded run writes."""
     started = time.time()
     out = Path(out)
-    metas = [_read_complete(Path(p)) for p in parts]
+    metas = [read_complete_meta(Path(p)) for p in parts]
     common = [{k: v for k, v in m.items() if k not in ("shard", "counts")} for m in metas]
     if any(c != common[0] for c in common[1:]):
         raise EmbedError(f"shard outputs {list(map(str, parts))} were made with different plans "
@@ -223,7 +223,7 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
     writer = _index_writer(buffer)
     writer.writerow(INDEX_HEADER)
     for (_, part), source in zip(shards, sources):
-        for row, path, status, error in _read_index(part / INDEX):
+        for row, path, status, error in read_index(part / INDEX):
             writer.writerow((int(row) + offset if status == "ok" else -1, path, status, error))
         offset += len(source)
     _write_bytes(out / INDEX, _encode(buffer.getvalue()))
@@ -268,7 +268,7 @@ def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, res
         _check_same_plan(out / PROGRESS, state["plan"], plan)
         return state
     if resume and (out / META).exists():
-        _check_same_plan(out / META, {k: v for k, v in _read_complete(out).items() if k != "counts"}, plan)
+        _check_same_plan(out / META, {k: v for k, v in read_complete_meta(out).items() if k != "counts"}, plan)
         _drop_leftovers(out)  # of a run killed while it cleaned up
         return None
     _clear_output(out, overwrite or resume)  # resuming with nothing committed: start afresh
@@ -313,7 +313,7 @@ def _finalize(out: Path, plan: dict[str, Any], state: dict[str, Any], timing: di
     del partial
     with open(out / PARTIAL_INDEX, "rb") as fh:
         _write_bytes(out / INDEX, fh.read(state["index_bytes"]))
-    entries = _read_index(out / INDEX)
+    entries = read_index(out / INDEX)
     counts = {"images": len(entries), "ok": state["rows"], "failed": sum(e[2] != "ok" for e in entries)}
     _write_json(out / META, {**plan, "counts": counts})
     _write_json(out / TIMING, timing)
@@ -329,7 +329,8 @@ def _drop_leftovers(out: Path) -> None:
         remove_stale_temporaries(out / name)
 
 
-def _read_complete(out: Path) -> dict[str, Any]:
+def read_complete_meta(out: Path) -> dict[str, Any]:
+    """``meta.json`` of a finished run; an unfinished or foreign folder is an :class:`EmbedError`."""
     if (out / PROGRESS).exists() or not (out / META).exists():
         raise EmbedError(f"{out}: not a finished embedding run (no {META}, or {PROGRESS} still there); "
                          "finish it with san-embed --resume")
@@ -337,8 +338,8 @@ def _read_complete(out: Path) -> dict[str, Any]:
 
 
 def _result(out: Path, processed: int = 0, seconds: float = 0.0) -> EmbedResult:
-    meta = _read_complete(out)
-    failures = [(path, error) for _, path, status, error in _read_index(out / INDEX) if status != "ok"]
+    meta = read_complete_meta(out)
+    failures = [(path, error) for _, path, status, error in read_index(out / INDEX) if status != "ok"]
     return EmbedResult(out, meta["counts"]["images"], meta["counts"]["ok"], failures, processed, seconds)
 
 
@@ -406,7 +407,7 @@ def _embed_chunk(backend: Backend, options: EmbedOptions, paths: list[str],
                  decoded: list[tuple[np.ndarray | None, str]], first_row: int) -> tuple[np.ndarray, str]:
     """Embed one chunk; returns its finite rows and its index.csv lines."""
     ok = [i for i, (image, _) in enumerate(decoded) if image is not None]
-    parts = [_embed_batch(backend, options, np.stack([decoded[i][0] for i in ok[b : b + options.batch_size]]))
+    parts = [embed_batch(backend, options, np.stack([decoded[i][0] for i in ok[b : b + options.batch_size]]))
              for b in range(0, len(ok), options.batch_size)]
     embeddings = np.concatenate(parts) if parts else np.empty((0, backend.spec.embedding_dim), np.float32)
     finite = np.isfinite(embeddings).all(axis=1)
@@ -423,7 +424,7 @@ def _embed_chunk(backend: Backend, options: EmbedOptions, paths: list[str],
     return embeddings[finite], buffer.getvalue()
 
 
-def _embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:
+def embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:
     """Embeddings of one batch with the options' test-time augmentation and normalisation."""
     embeddings = backend.infer(images)
     if options.tta == "flip":
@@ -441,7 +442,8 @@ def _index_writer(fh: Any) -> Any:
     return csv.writer(fh, lineterminator="\n")
 
 
-def _read_index(path: Path) -> list[list[str]]:
+def read_index(path: Path) -> list[list[str]]:
+    """Rows of ``index.csv`` (row, path, status, error), header dropped."""
     with open(path, encoding="utf-8", newline="", errors="surrogateescape") as fh:
         rows = list(csv.reader(fh))
     return rows[1:]

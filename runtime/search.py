@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from runtime.base import Backend
-from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, _embed_batch, _read_complete, _read_index
+from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, embed_batch, read_complete_meta, read_index
 from san.atomic import atomic_write, atomic_write_text
 from san.hashing import file_sha256
 from san.metrics import euclidean_distance
@@ -164,9 +164,9 @@ class EmbeddingFolder:
         if not root.is_dir():
             raise SearchError(f"{root}: embeddings folder not found (the --out folder of san-embed)")
         try:
-            meta = _read_complete(root)
+            meta = read_complete_meta(root)
             vectors = np.load(root / EMBEDDINGS, mmap_mode="r")
-            entries = _read_index(root / INDEX)
+            entries = read_index(root / INDEX)
         except (OSError, ValueError, RuntimeError) as exc:
             raise SearchError(f"{root}: not a finished san-embed output: {exc}") from exc
         paths = [path for row, path, status, _ in entries if status == "ok"]
@@ -237,7 +237,7 @@ def embed_arrays(backend: Backend, images: np.ndarray, options: EmbedOptions = E
     """Embed decoded images (uint8 N x 3 x H x W) in batches, with ``options``' TTA and normalisation."""
     low, high = backend.batch_limits()
     size = max(low, min(options.batch_size, high))
-    parts = [_embed_batch(backend, options, images[i : i + size]) for i in range(0, len(images), size)]
+    parts = [embed_batch(backend, options, images[i : i + size]) for i in range(0, len(images), size)]
     return np.concatenate(parts) if parts else np.zeros((0, backend.spec.embedding_dim), np.float32)
 
 
