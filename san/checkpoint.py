@@ -14,6 +14,7 @@ from san.atomic import atomic_write
 from san.config import ModelConfig
 from san.hashing import file_sha256
 from san.model.network import SAN, build_model
+from san.model.state import describe_mismatch
 from san.spec import InputSpec
 
 FORMAT = "san-checkpoint"
@@ -101,18 +102,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_state_strict(model: SAN, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or wrong:
+    problems = describe_mismatch(model.state_dict(), state)
+    if problems:
         raise CheckpointError(
             f"{source}: weights do not fit the architecture "
-            f"({model.cfg.backbone}, attention={model.cfg.attention}): "
-            f"missing keys {missing}; unexpected keys {unexpected}; mismatched shapes {wrong}"
+            f"({model.cfg.backbone}, attention={model.cfg.attention}): {problems}"
         )
     model.load_state_dict(state)

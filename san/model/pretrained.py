@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from san.model.network import SAN
+from san.model.state import describe_mismatch
 
 _STAGE_KEY = re.compile(r"^layer([1-4])\.")
 _STEM_KEYS = {"conv1.": "stem.0.", "bn1.": "stem.1."}
@@ -47,18 +48,7 @@ def load_imagenet_backbone(model: SAN, path: str | Path) -> None:
         state = state["state_dict"]
     mapped = {new: v for k, v in state.items() if (new := _map_torchvision_key(k)) is not None}
     own = {k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "stages."))}
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    wrong_shape = sorted(
-        f"{k} (file {tuple(mapped[k].shape)}, model {tuple(own[k].shape)})"
-        for k in set(own) & set(mapped)
-        if mapped[k].shape != own[k].shape
-    )
-    if missing or unexpected or wrong_shape:
-        raise PretrainedWeightsError(
-            f"{path} does not fit backbone {model.cfg.backbone!r}: "
-            f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}; "
-            f"unexpected {unexpected[:10]}{'...' if len(unexpected) > 10 else ''}; "
-            f"wrong shape {wrong_shape[:10]}"
-        )
+    problems = describe_mismatch(own, mapped)
+    if problems:
+        raise PretrainedWeightsError(f"{path} does not fit backbone {model.cfg.backbone!r}: {problems}")
     model.load_state_dict(mapped, strict=False)
