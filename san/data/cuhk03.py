@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from san.data.folder import locate, relabel, report
+from san.data.layout import locate, relabel, report
 from san.data.records import ImageRecord, ReidDataset
 
 VARIANTS = ("labeled", "detected")

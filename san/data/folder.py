@@ -1,4 +1,4 @@
-"""Generic image-folder data set, and the small helpers every on-disk loader shares.
+"""Generic image-folder data set.
 
 Layout: ``<root>/{train,query,gallery}/<pid>/<camera>_<anything>.<ext>``. Pid folder
 names and camera prefixes may be any strings; each is mapped to an int by its sorted
@@ -10,42 +10,13 @@ Hidden files and folders (name starting with ".") are skipped, as in image disco
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
+from san.data.layout import relabel, report, require_dirs
 from san.data.records import ImageRecord, ReidDataset
 from san.discovery import IMAGE_SUFFIXES
 
 FOLDER_EXAMPLE = "<pid>/<camera>_<anything>.jpg"
-
-
-def relabel(records: Iterable[ImageRecord]) -> tuple[ImageRecord, ...]:
-    """Map pids to 0..N-1 in sorted order of the original pids."""
-    records = tuple(records)
-    label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
-    return tuple(replace(r, pid=label[r.pid]) for r in records)
-
-
-def locate(root: str | Path, subfolder: str, marker: str) -> Path | None:
-    """``root`` or ``root/subfolder``, whichever holds ``marker``; None if neither does."""
-    root = Path(root).expanduser().resolve()
-    return next((d for d in (root, root / subfolder) if (d / marker).exists()), None)
-
-
-def require_dirs(root: Path, names: Iterable[str], example: str) -> None:
-    """Raise FileNotFoundError naming the first missing ``root/name/`` and what belongs in it."""
-    for name in names:
-        if not (root / name).is_dir():
-            raise FileNotFoundError(f"expected {root / name}/ with files like {example}")
-
-
-def report(dataset: ReidDataset, verbose: bool, skipped: int = 0) -> ReidDataset:
-    """Print the summary (and how many files were skipped) when ``verbose``; return ``dataset``."""
-    if verbose:
-        print(dataset.summary())
-        if skipped:
-            print(f"  skipped {skipped} files whose names do not follow the data set's pattern")
-    return dataset
 
 
 def _scan(split_dir: Path) -> tuple[list[tuple[Path, str, str]], int]:

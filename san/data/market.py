@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from san.data.folder import locate, relabel, report, require_dirs
+from san.data.layout import locate, relabel, report, require_dirs
 from san.data.records import ImageRecord, ReidDataset
 
 JUNK_PID = -1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from san.data.folder import locate, relabel, report, require_dirs
+from san.data.layout import locate, relabel, report, require_dirs
 from san.data.records import ImageRecord, ReidDataset
 
 RELEASE_DIR = "MSMT17_V1"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from san.data.cuhk03 import cuhk03
-from san.data.folder import folder, report
+from san.data.folder import folder
+from san.data.layout import report
 from san.data.market import dukemtmcreid, market1501
 from san.data.msmt17 import msmt17
 from san.data.records import ReidDataset
