@@ -26,12 +26,17 @@ def gumbel_softmax_bernoulli(pi: Tensor, tau: Tensor | float) -> Tensor:
     """Eqs. 4-5: relaxed Bernoulli(pi) sample by Gumbel-Softmax at temperature ``tau``.
 
     M = exp((log pi1 + g1)/tau) / sum_j exp((log pij + gj)/tau) with g0, g1 ~ Gumbel(0, 1);
-    the two-class softmax is written as a sigmoid of the logit difference.
+    the two-class softmax is the sigmoid of the logit difference,
+    M = sigmoid((log pi1 - log pi0 + g1 - g0) / tau), pi0 = 1 - pi1.
+
+    Only g1 - g0 enters, and the difference of two independent Gumbel(0, 1) variables is
+    exactly Logistic(0, 1) (its CDF is 1 / (1 + e^-x)), whose inverse CDF is
+    logit(u) = log u - log(1 - u) for u ~ Uniform(0, 1). So one uniform draw per element
+    replaces two, with the same distribution of M (and no gradient through the noise, as
+    before); log pi1 - log pi0 is logit(pi1), with pi1 clipped to [eps, 1 - eps].
     """
-    p1 = pi.clamp(_PROB_EPS, 1.0 - _PROB_EPS)
-    g = -torch.log(-torch.log(torch.rand((2, *pi.shape), device=pi.device, dtype=pi.dtype).clamp_min(1e-20)))
-    logits = (torch.log(p1) + g[1]) - (torch.log1p(-p1) + g[0])
-    return torch.sigmoid(logits / tau)
+    noise = torch.rand_like(pi).logit_(1e-20)  # Logistic(0, 1) = g1 - g0
+    return torch.sigmoid((torch.logit(pi, _PROB_EPS) + noise) / tau)
 
 
 def total_variation(a: Tensor) -> Tensor:
