@@ -8,9 +8,10 @@ step, on the same random P x K batch of uint8 images for every model::
     python benchmarks/train_step.py --profile  # + SAN without context units, and SAN's top ops
 
 Each model trains in its own spawned child process (peak RSS is its own). Reported: the
-median step time of ``--steps`` steps after ``--warmup``, its 90th percentile, images/s,
-the forward FLOPs per image (eval graph), and peak RSS; the table ends in the ratios to
-the baseline and the issue's target (SAN step <= 1.3x the baseline's).
+median step time of ``--steps`` steps after ``--warmup``, its 90th percentile, the
+process CPU time per step (median; with ``--threads 1`` it is robust to a loaded machine,
+unlike wall time), images/s, the forward FLOPs per image (eval graph) and peak RSS; the
+table ends in the ratios to the baseline, then the issue's target (SAN step <= 1.3x).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class StepResult:
     """One model's numbers."""
 
     steps_s: list[float]
+    cpu_s: list[float]
     rss_mib: float
     params: int
     flops: int
@@ -80,11 +82,12 @@ def train_steps(variant: Variant, args: argparse.Namespace, threads: int, profil
 
     for _ in range(args.warmup):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     rss = peak_rss_mib()
     table = None
     if profile:
@@ -92,7 +95,7 @@ def train_steps(variant: Variant, args: argparse.Namespace, threads: int, profil
             step()
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return StepResult(times, rss, params, flops_per_image(model), table)
+    return StepResult(times, cpu, rss, params, flops_per_image(model), table)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SAN step, top {PROFILE_ROWS} ops by self CPU time:\n{results[san.name].profile}")
     base = results[baseline.name]
     rows = [[v.name, fmt(r.params / 1e6, 2), fmt(r.flops / 1e9, 2), fmt(r.median_s * 1e3, 0),
-             fmt(percentile_ms(r.steps_s, 90), 0), fmt(args.p * args.k / r.median_s, 1), fmt(r.rss_mib, 0),
+             fmt(percentile_ms(r.steps_s, 90), 0), fmt(statistics.median(r.cpu_s), 1),
+             fmt(args.p * args.k / r.median_s, 1), fmt(r.rss_mib, 0),
              fmt(r.flops / base.flops, 2, "x"), fmt(r.median_s / base.median_s, 2, "x"),
+             fmt(statistics.median(r.cpu_s) / statistics.median(base.cpu_s), 2, "x"),
              fmt(r.rss_mib / base.rss_mib, 2, "x")]
             for v, r in ((v, results[v.name]) for v in variants)]
-    headers = ["model", "params M", "fwd GFLOP/img", "step ms (median)", "step ms p90", "img/s", "peak RSS MiB",
-               "FLOP x baseline", "step x baseline", "RSS x baseline"]
+    headers = ["model", "params M", "fwd GFLOP/img", "step ms (median)", "step ms p90", "CPU s/step", "img/s",
+               "peak RSS MiB",
+               "FLOP x baseline", "step x baseline", "CPU x baseline", "RSS x baseline"]
     ratio = results[san.name].median_s / base.median_s
     targets = [["SAN step / baseline step", fmt(ratio, 2, "x"), f"<= {STEP_TARGET}x",
                 verdict(ratio, STEP_TARGET, at_most=True)]]
