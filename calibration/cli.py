@@ -28,7 +28,8 @@ Run `san-calibrate quantize --help` or `san-calibrate threshold --help` for the 
 
 QUANTIZE_DESCRIPTION = """\
 Write an INT8 copy of an exported SAN as explicit QuantizeLinear/DequantizeLinear (Q/DQ)
-pairs: onnxruntime runs it on the CPU, TensorRT builds it as explicit INT8.
+pairs: onnxruntime runs it on the CPU; quantized with --activations int8, TensorRT builds
+it as explicit INT8 too.
 
 What happens:
   1. hygiene  every image under --images is compared with the evaluation split (--exclude

@@ -16,9 +16,9 @@ mask density) is the mean over ``draws`` draws of each draw's value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,11 @@ def sharp_generators(model: SAN) -> dict[int, SharpMask]:
 
 @contextmanager
 def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
-    """Record, per block, the mean mask value of each forward pass: {stage: [sum, count]}."""
+    """Accumulate, per block, the sum of mask values and their count over every forward pass
+    inside the block: {stage: [sum, count]}."""
     totals: dict[int, list[float]] = {stage: [0.0, 0.0] for stage in sharp_generators(model)}
 
-    def hook(stage: int):
+    def hook(stage: int) -> Callable[[nn.Module, Any, tuple[Tensor, Tensor]], None]:
         def record(_module: nn.Module, _inputs: Any, output: tuple[Tensor, Tensor]) -> None:
             totals[stage][0] += float(output[0].float().sum())
             totals[stage][1] += output[0].numel()
@@ -117,7 +118,6 @@ class ThresholdReport:
     seed: int
     tau: dict[int, float]
     dataset: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and checkpoint-safe summary."""
@@ -135,7 +135,7 @@ class ThresholdReport:
     def format(self) -> str:
         """The sweep as a table for humans."""
         stages = sorted(self.reference.density)
-        head = f"{'threshold':>10} {'mAP':>7} {'dmAP':>7} {'rank-1':>7}  " + " ".join(f"dens{s:<3}" for s in stages)
+        head = f"{'threshold':>10} {'mAP':>7} {'dmAP':>7} {'rank-1':>7}  " + " ".join(f"{'dens' + str(s):>7}" for s in stages)
         ref = self.reference
 
         def row(label: str, p: SweepPoint, mark: str = "") -> str:
