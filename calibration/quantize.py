@@ -5,9 +5,9 @@ symmetric, per output channel; activations per tensor, in one of two flavours
 (:data:`ACTIVATIONS`):
 
 - ``uint8`` asymmetric (default, onnxruntime CPU): post-ReLU tensors get all 256 levels,
-  and every ReLU folds into its QuantizeLinear, so onnxruntime fuses all 65 Conv of a
-  ResNet-50 SAN into ``QLinearConv`` (u8 x s8 MLAS kernels) and every residual Add into
-  ``QLinearAdd``;
+  and every ReLU folds into its QuantizeLinear, so onnxruntime fuses every quantized Conv
+  into ``QLinearConv`` (u8 x s8 MLAS kernels; all 65 of a ResNet-50 SAN with
+  ``float_blocks=0``) and every quantized residual Add into ``QLinearAdd``;
 - ``int8`` symmetric, zero point 0: the only form TensorRT's explicit quantization
   accepts (``san-export --int8``). onnxruntime runs it too, but a ReLU cannot fold into a
   zero-point-0 clamp, so it keeps DQ -> ReLU -> Q float islands and leaves a third of the
