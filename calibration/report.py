@@ -25,7 +25,7 @@ from onnxruntime.quantization.calibrate import load_tensors_data
 from tqdm import tqdm
 
 from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
-from export.verify import _session_exposing_probs
+from export.verify import session_exposing_probs
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import evaluate_embeddings
@@ -181,7 +181,7 @@ def build_report(
     if read_contract(int8) != spec:
         raise ValueError(f"{int8}: its input contract differs from {fp32}'s; compare an INT8 file with its own source")
     stages = _stages(fp32)
-    sessions, exposed = zip(*(_session_exposing_probs(p, stages) for p in (fp32, int8)))
+    sessions, exposed = zip(*(session_exposing_probs(p, stages) for p in (fp32, int8)))
     notes = []
     measurable = [s for s in stages if s in exposed[0] and s in exposed[1]]
     if not stages:

@@ -135,7 +135,7 @@ def verify_onnx(
     if images.dtype != np.uint8:
         raise ContractError(f"verification images must be uint8 (0..255), got {images.dtype}")
     model.spec.check_batch_shape(images.shape)
-    session, exposed = _session_exposing_probs(onnx_path, model.cfg.active_stages)
+    session, exposed = session_exposing_probs(onnx_path, model.cfg.active_stages)
     rules = {s: _mask_rule(model, s) for s in exposed}
     totals = {s: np.zeros(5) for s in exposed}  # elements, flips, propagated, unexplained, max |pi error|
     max_abs, min_cos, non_finite = 0.0, 1.0, 0
@@ -208,7 +208,7 @@ def _mask_rule(model: SAN, stage: int) -> tuple[Callable[[np.ndarray, float], np
     return None
 
 
-def _session_exposing_probs(onnx_path: str | Path, stages: tuple[int, ...]) -> tuple[ort.InferenceSession, list[int]]:
+def session_exposing_probs(onnx_path: str | Path, stages: tuple[int, ...]) -> tuple[ort.InferenceSession, list[int]]:
     """An onnxruntime CPU session whose outputs also include every ``pi_<stage>`` tensor
     the graph computes; returns it with the stages so exposed."""
     proto = onnx.load(str(onnx_path))
