@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +58,12 @@ def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = 
 
     TV is :meth:`SANOutput.tv_penalty` with its default per-element normalisation: Eq. 6
     sums over C x H x W, which at 256x128 is about a million times the triplet term, so
-    with mu = 0.1 the raw sum would swamp it; normalised, mu keeps the paper's role of a
-    small smoothness prior.
+    with mu = 0.1 the raw sum would swamp it. Normalised, TV is a few units per element
+    (about 5-6 on the synthetic set), so mu * TV sits beside a triplet term of 0.5-2.
+    Call it outside autocast: it computes in float32.
     """
+    if output.embeddings.dtype != torch.float32:  # mixed precision: score in float32
+        output = replace(output, embeddings=output.embeddings.float(), attended=[a.float() for a in output.attended])
     triplet = batch_hard_triplet(output.embeddings, pids, margin, soft)
-    tv = output.tv_penalty().float()
+    tv = output.tv_penalty()
     return LossParts(triplet + mu * tv, triplet, tv)

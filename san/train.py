@@ -392,7 +392,8 @@ class _Trainer:
         pids = self.train_pids[indices[ok]].to(self.device)
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
-            parts = san_loss(self.model(images, details=True), pids, self.cfg.margin, self.cfg.soft_margin, self.cfg.mu)
+            output = self.model(images, details=True)
+        parts = san_loss(output, pids, self.cfg.margin, self.cfg.soft_margin, self.cfg.mu)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -66,3 +66,14 @@ def test_san_loss_is_triplet_plus_mu_tv() -> None:
     assert parts.tv.item() == pytest.approx(tv.item(), rel=1e-6)
     assert parts.triplet.item() == pytest.approx(brute_force(out.embeddings, [0, 0, 1, 1], 0.5, False), rel=1e-5)
     assert parts.total.item() == pytest.approx(parts.triplet.item() + 0.1 * tv.item(), rel=1e-6)
+
+
+def test_san_loss_scores_mixed_precision_outputs_in_float32() -> None:
+    torch.manual_seed(1)
+    a = [torch.rand(4, 3, 6, 5).bfloat16()]
+    half = SANOutput(torch.randn(4, 8).bfloat16(), a, a, a)
+    full = SANOutput(half.embeddings.float(), [x.float() for x in a], a, a)
+    pids = torch.tensor([0, 0, 1, 1])
+    got, want = san_loss(half, pids), san_loss(full, pids)
+    assert got.total.dtype == torch.float32
+    assert got.total.item() == want.total.item() and got.tv.item() == want.tv.item()
