@@ -49,7 +49,7 @@ data set: default the one the checkpoint was trained on (with its recorded root 
 else the synthetic set under <checkpoint folder>/synthetic (generated when absent).
 
 exit status: 0 every artifact within its thresholds; 1 a threshold breached (each one named,
-e.g. "fp32.min_cosine_min: 0.71 < 0.9999"); 2 nothing compared (bad arguments, files or data).
+e.g. "fp32.min_cosine_min: 0.71 < 0.99"); 2 nothing compared (bad arguments, files or data).
 """
 
 

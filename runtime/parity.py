@@ -20,9 +20,13 @@ Each artifact is judged by the :class:`Rule` of its precision (read from the art
 ONNX ``san.precision`` metadata, engine sidecar). Default thresholds and why:
 
 - ``fp32``: the same float32 graph; only op order and fused kernels differ (relative error
-  ~1e-6), so every image's embedding keeps cosine >= 0.9999 unless something is really
-  wrong (other weights, preprocessing, train-mode BatchNorm or masks all fall below 0.99).
-  Metrics move only through near-tied distances: |delta| <= 0.5 point for mAP and rank-1.
+  ~1e-6), so embeddings keep mean cosine >= 0.9999 unless something is really wrong (other
+  weights, preprocessing, train-mode BatchNorm or masks all fall below 0.99). A single image
+  may still go lower: where pi lies within that rounding of the threshold its hard mask
+  element flips in one runtime and not the other, which changes F = (1 + M) T by a whole
+  T there and propagates to later blocks (the trained 128x64 demo: one image of 551 at
+  0.9975, retrieval unchanged). So the per-image floor is 0.99, and the retrieval
+  deltas |delta| <= 0.5 point for mAP and rank-1 carry the verdict.
 - ``fp16``: 11-bit mantissa (~5e-4 relative per op), and mask elements whose pi lies that
   close to the threshold flip: mean cosine >= 0.999, min >= 0.99; mAP 0.5, rank-1 1 point.
 - ``int8``: post-training INT8 of ResNets costs well under a point of accuracy with good
@@ -101,7 +105,7 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {
-    "fp32": Rule(max_delta_map=0.5, max_delta_rank1=0.5, min_cosine_min=0.9999),
+    "fp32": Rule(max_delta_map=0.5, max_delta_rank1=0.5, min_cosine_min=0.99, min_cosine_mean=0.9999),
     "fp16": Rule(max_delta_map=0.5, max_delta_rank1=1.0, min_cosine_min=0.99, min_cosine_mean=0.999),
     "int8": Rule(max_delta_map=1.0, max_delta_rank1=1.0, min_cosine_mean=0.95),
 }

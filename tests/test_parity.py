@@ -169,7 +169,7 @@ def test_rules_check_each_threshold_and_take_overrides() -> None:
     assert strict.breaches("x", c) == ["x.min_top10_overlap: 0.9 < 0.95", "x.max_rank1_flips: 0.1 > 0"]
     rules = override_rules(RULES, ["int8.max_delta_map=2", "fp32.min_cosine_min=none", "fp16.max_rank1_flips=0"])
     assert rules["int8"].max_delta_map == 2 and rules["int8"].min_cosine_mean == RULES["int8"].min_cosine_mean
-    assert rules["fp32"].min_cosine_min is None and RULES["fp32"].min_cosine_min == 0.9999  # defaults untouched
+    assert rules["fp32"].min_cosine_min is None and RULES["fp32"].min_cosine_min == 0.99  # defaults untouched
     for bad in ("int8.max_delta_map", "int8.colour=1", "max_delta_map=1", "int8.max_delta_map=lots"):
         with pytest.raises(ValueError, match="--threshold"):
             override_rules(RULES, [bad])
@@ -188,4 +188,4 @@ def test_cli_refuses_bad_arguments_with_exit_2(tiny: Path, synth: Path, tmp_path
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = capsys.readouterr().out
-    assert "examples:" in help_text and "fp32" in help_text and "min_cosine_min=0.9999" in help_text
+    assert "examples:" in help_text and "fp32" in help_text and "min_cosine_mean=0.9999" in help_text
