@@ -42,7 +42,8 @@ def run_in_child(fn: Callable[..., Any], *args: Any) -> Any:
         ok, payload = False, "child process died without a result"
     child.join()
     if not ok:
-        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in its child process (exit {child.exitcode}):\n{payload}")
+        name = getattr(fn, "__name__", fn)
+        raise RuntimeError(f"{name} failed in its child process (exit {child.exitcode}):\n{payload}")
     return payload
 
 

@@ -390,7 +390,10 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
             fmt(m.rss_mib / ref.rss_mib, 2, "x"),
         ])
     fp32, int8 = results.get("san-embed onnxruntime fp32"), results.get("san-embed onnxruntime INT8 Q/DQ")
-    ratio = lambda m: m.e2e_ips / ref.e2e_ips if m else None  # noqa: E731
+
+    def ratio(m: Measurement | None) -> float | None:
+        return m.e2e_ips / ref.e2e_ips if m else None
+
     share = fp32.decode_share if fp32 else None
     targets = [
         ["ORT fp32 end-to-end / reference", fmt(ratio(fp32), 2, "x"), f">= {ORT_FP32_TARGET}x",
@@ -400,7 +403,8 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
         ["ORT INT8 end-to-end / reference", fmt(ratio(int8), 2, "x"), f">= {ORT_INT8_TARGET}x",
          verdict(ratio(int8), ORT_INT8_TARGET)],
     ]
-    return "\n\n".join([markdown_table(headers, table), markdown_table(["target", "measured", "goal", "verdict"], targets)])
+    goals = markdown_table(["target", "measured", "goal", "verdict"], targets)
+    return f"{markdown_table(headers, table)}\n\n{goals}"
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -415,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Competitors: reference, torch, ort, "
                                 "int8, cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
     p.add_argument("--images", type=int, default=512, help="images to embed (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model call, all competitors (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per model call, all competitors (default %(default)s)")
     p.add_argument("--threads", type=int, help="intra-op threads of every backend (default: physical cores)")
     p.add_argument("--workers", type=int, help="san-embed decode processes (default: san-embed's, half the CPUs)")
     p.add_argument("--height", type=int, default=256, help="contract height (default %(default)s)")

@@ -23,7 +23,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common import cpu_flags, cpu_name, fmt, load_average, markdown_table, peak_rss_mib, percentile_ms, run_in_child, verdict
+from common import (
+    cpu_flags,
+    cpu_name,
+    fmt,
+    load_average,
+    markdown_table,
+    peak_rss_mib,
+    percentile_ms,
+    run_in_child,
+    verdict,
+)
 from runtime.base import physical_cores
 
 #: Target of issue 8: SAN's step over the baseline's.
