@@ -9,6 +9,7 @@ puts ``benchmarks/`` first on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import platform
@@ -214,3 +215,15 @@ def verdict(value: float | None, goal: float, at_most: bool = False) -> str:
     if (value <= goal) if at_most else (value >= goal):
         return "met"
     return f"missed by {abs(value / goal - 1) * 100:.0f}%"
+
+
+# -- command line ---------------------------------------------------------------------------
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: dict[str, Any]) -> argparse.Namespace:
+    """Parse ``argv`` with a ``--smoke`` flag added: it replaces the ``smoke`` settings with
+    the tiniest ones, for a test that the whole script runs."""
+    parser.add_argument("--smoke", action="store_true", help="tiniest settings: a test that everything runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for key, value in smoke.items():
+            setattr(args, key, value)
+    return args

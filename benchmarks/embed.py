@@ -52,6 +52,7 @@ from common import (
     fmt,
     load_average,
     markdown_table,
+    parse_args,
     matmul_peak_gflops,
     peak_rss_mib,
     percentile_ms,
@@ -435,16 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B",
                    help="run only these competitors (the reference always runs)")
     p.add_argument("--work", type=Path, default=Path("runs/bench"), help="data and models (default %(default)s)")
-    p.add_argument("--smoke", action="store_true", help="tiniest settings: a test that everything runs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare data and models, run every competitor in its own process, print the table."""
-    args = build_parser().parse_args(argv)
-    if args.smoke:
-        for key, value in SMOKE.items():
-            setattr(args, key, value)
+    args = parse_args(build_parser(), argv, SMOKE)
     args.work.mkdir(parents=True, exist_ok=True)
     threads = args.threads or physical_cores()
     import onnxruntime

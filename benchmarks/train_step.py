@@ -29,6 +29,7 @@ from common import (
     fmt,
     load_average,
     markdown_table,
+    parse_args,
     peak_rss_mib,
     percentile_ms,
     run_in_child,
@@ -121,16 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: physical cores)")
     p.add_argument("--profile", action="store_true",
                    help="also time SAN without context units and print SAN's top ops (torch.profiler)")
-    p.add_argument("--smoke", action="store_true", help="tiniest settings: a test that everything runs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every variant in its own process and print the table."""
-    args = build_parser().parse_args(argv)
-    if args.smoke:
-        for key, value in SMOKE.items():
-            setattr(args, key, value)
+    args = parse_args(build_parser(), argv, SMOKE)
     threads = args.threads or physical_cores()
     import torch
 

@@ -12,7 +12,7 @@ from san.train import train
 
 EPILOG = """\
 examples:
-  san-train --preset cpu-demo --out runs/demo            # synthetic set, ~10 min on 2 CPU cores
+  san-train --preset cpu-demo --out runs/demo            # synthetic set, ~12 min on 2 idle CPU cores
   san-train --dataset market1501 --root data/Market-1501-v15.09.15 --out runs/market \\
       --pretrained resnet50-0676ba61.pth                 # the paper's configuration
   san-train --dataset cuhk03 --root data/cuhk03 --dataset-arg variant=detected --out runs/c3d
