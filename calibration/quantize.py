@@ -236,16 +236,6 @@ def float_head(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
     return list(g.names([g.producer[output], *g.descendants(output)]))
 
 
-def context_unit(model: onnx.ModelProto, path: MaskPath) -> list[str]:
-    """Names of the nodes that compute a block's mask input X from its stage output T (the
-    context unit, section III-D); empty when X is T itself."""
-    g = _Graph(model.graph)
-    mul = next(n for n in g.nodes if n.name in path.nodes and n.op_type == "Mul" and path.mask in n.input)
-    feature = next(name for name in mul.input if name != path.mask)
-    stage = {n.name for n in g.ancestors(feature)}
-    return [name for name in g.names(g.ancestors(path.source)) if name not in stage]
-
-
 def expected_mask_blocks(model: onnx.ModelProto) -> int | None:
     """Number of hard-mask blocks the exported model config promises; None if unknown."""
     config = {p.key: p.value for p in model.metadata_props}.get(CONFIG_KEY)
