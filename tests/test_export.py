@@ -129,6 +129,10 @@ def test_graph_is_deterministic_and_valid(random_onnx: Path) -> None:
     assert inp.name == INPUT_NAME and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [BATCH_DIM, 3, 64, 32]
     assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    # each context unit's upsampling is exported as the one ConvTranspose onnxruntime runs
+    # fastest, not as the Conv + Pad that eager PyTorch computes (san.model.context.SparseUpsample)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("ConvTranspose") == 3 and "Pad" not in ops
 
 
 def test_random_ops_are_found_and_refused() -> None:

@@ -8,6 +8,7 @@ import torchvision
 
 from san import InputSpec, ModelConfig, build_model
 from san.config import ConfigError
+from san.model.context import SparseUpsample
 from san.model.pretrained import PretrainedWeightsError, load_imagenet_backbone
 from san.spec import ContractError
 
@@ -30,6 +31,23 @@ def test_context_unit_parameters_match_table_ii() -> None:
     assert paper == {"1": 507_904, "2": 2_031_616, "3": 8_126_464}
     assert sum(paper.values()) == 10_665_984
     assert round(sum(paper.values()) / 1e6, 2) == 10.67
+
+
+def test_sparse_upsample_is_the_transposed_convolution_forward_and_backward() -> None:
+    """Conv + zero interleave against torch's own ConvTranspose2d (stride 2, 1x1, output_padding 1)."""
+    torch.manual_seed(0)
+    up = SparseUpsample(6, 4)
+    x = torch.randn(2, 6, 5, 3, requires_grad=True)
+    reference = torch.nn.functional.conv_transpose2d(x, up.weight, stride=2, output_padding=1)
+    out = up(x)
+    assert out.shape == reference.shape == (2, 4, 10, 6)
+    torch.testing.assert_close(out, reference)
+    assert out[:, :, 1::2].abs().sum() == 0 and out[:, :, :, 1::2].abs().sum() == 0  # odd rows/columns
+    grad = torch.randn_like(out)
+    expected = torch.autograd.grad(reference, (x, up.weight), grad)
+    torch.testing.assert_close(torch.autograd.grad(out, (x, up.weight), grad), expected)
+    with pytest.raises(ValueError, match="output_size"):
+        up(x, output_size=[10, 6])
 
 
 def test_context_units_only_on_stages_1_to_3() -> None:

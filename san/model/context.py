@@ -2,8 +2,35 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
+
+
+class SparseUpsample(nn.ConvTranspose2d):
+    """The context unit's 1x1 transposed convolution of stride 2 (no bias).
+
+    In PyTorch it is computed as what it is: a 1x1 convolution whose results land on the
+    even rows and columns of a zero map twice the size (Conv + Pad), which eager PyTorch
+    runs about twice as fast as its generic transposed convolution, forward and backward.
+    Under export it stays one ``ConvTranspose`` node, which onnxruntime runs faster than
+    any Conv + zero-interleave rewrite (``Pad`` on a 6-D tensor is twice as slow there).
+    Same weights, state-dict key and result as ``nn.ConvTranspose2d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, stride=2, output_padding=1, bias=False)
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if output_size is not None:
+            raise ValueError("SparseUpsample always doubles height and width; output_size is not supported")
+        if torch.compiler.is_exporting():
+            return super().forward(x)
+        y = F.conv2d(x, self.weight.transpose(0, 1))  # C_in x H x W -> C_out x H x W
+        n, c, h, w = y.shape
+        # N, C, H, 1, W, 1 -> N, C, H, 2, W, 2 (zeros after each value) -> N, C, 2H, 2W
+        return F.pad(y.reshape(n, c, h, 1, w, 1), (0, 1, 0, 0, 0, 1)).reshape(n, c, 2 * h, 2 * w)
 
 
 class ContextUnit(nn.Module):
@@ -20,9 +47,7 @@ class ContextUnit(nn.Module):
         out_channels = next_planes * block.expansion
         shortcut = nn.Sequential(conv1x1(in_channels, out_channels, stride=2), nn.BatchNorm2d(out_channels))
         self.down = block(in_channels, next_planes, stride=2, downsample=shortcut)
-        self.up = nn.ConvTranspose2d(
-            out_channels, in_channels, kernel_size=1, stride=2, output_padding=1, bias=False
-        )
+        self.up = SparseUpsample(out_channels, in_channels)
 
     def forward(self, t: Tensor) -> Tensor:
         return self.up(self.down(t))  # C x H x W -> 2C x H/2 x W/2 -> C x H x W
