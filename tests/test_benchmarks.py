@@ -60,6 +60,18 @@ def test_train_step_benchmark_smoke() -> None:
     assert lines[-1].startswith("| SAN step / baseline step")
 
 
-@pytest.mark.parametrize("script", ["embed.py", "train_step.py"])
+@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py"])
 def test_benchmark_help(script: str) -> None:
     assert "--smoke" in "\n".join(run_script(script, "--help"))
+
+
+@pytest.mark.slow
+def test_calibration_sweep_smoke(tmp_path: Path) -> None:
+    lines = run_script("calibration_sweep.py", "--smoke", "--work", str(tmp_path))
+    rows = table_rows(lines, "| setting ")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("default", "0"), ("float_head=False", "0"), ("float_blocks=0", "0"), ("float_blocks=2", "0"),
+        ("method=percentile", "0"), ("default", "1")]
+    assert all(len(r[6].split(" / ")) == 4 and r[7].endswith("x") for r in rows)  # four blocks' flips, a speed ratio
+    bound = table_rows(lines, TARGET_HEADER)
+    assert len(bound) == len(rows) and all(b[2] == "<= 1 point" for b in bound)
