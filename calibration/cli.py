@@ -49,8 +49,10 @@ What happens:
   4. report   with --eval-dataset: fp32 vs INT8 CMC/mAP on its query/gallery, mask-flip
               rate per block, ranges per layer; printed and saved as JSON.
 
-Methods: minmax (full observed range; robust, the default), entropy (KL-divergence
-optimal clipping), percentile (clip |x| at the 99.999th percentile).
+Methods: percentile (clip |x| at the 99.999th percentile; the default), minmax (the
+full observed range), entropy (KL-divergence optimal clipping). The defaults (percentile,
+--float-blocks 1, pooling and embedding head in float) were chosen on a validation split,
+never the test split: `python benchmarks/calibration_sweep.py` (README, "INT8").
 
 Targets: the default (uint8 activations) is the file onnxruntime runs fastest on the CPU.
 TensorRT accepts only symmetric int8 (zero point 0): for `san-export --int8` quantize
