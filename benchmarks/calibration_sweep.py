@@ -94,9 +94,11 @@ def sweep(args: argparse.Namespace, onnx_path: Path, images: Path, val: Path) ->
     batch = np.stack([load_image(r.path, spec) for r in dataset.query[: args.batch_size]])
     fp32_ms = model_ms(onnx_path, batch, args.repeats)
     runs = [(setting, args.seed) for setting in SETTINGS] + [({}, seed) for seed in args.seeds]
+    seeds = dict.fromkeys(seed for _, seed in runs)  # each sample checked and drawn once
+    samples = {seed: select_calibration_set(images, args.num, seed, [], dataset) for seed in seeds}
     rows = []
     for setting, seed in runs:
-        sample = select_calibration_set(images, args.num, seed, [], dataset)
+        sample = samples[seed]
         out = args.work / f"sweep-{len(rows)}.int8.onnx"
         options = QuantizeOptions(progress=False, **setting)
         result = quantize_onnx(onnx_path, sample.images, out, options=options, cache_dir=args.work / "cache")
