@@ -7,8 +7,9 @@
   :mod:`calibration.quantize`), so both sessions expose them and ``1[pi > threshold]`` is
   compared element by element;
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
-  evaluation data set), plus the cosine agreement of their embeddings. Images that cannot
-  be decoded are left out and listed in the notes.
+  evaluation data set), the deltas with their 95 % intervals over queries and the McNemar
+  test of the rank-1 change (:mod:`san.metrics`), plus the cosine agreement of their
+  embeddings. Images that cannot be decoded are left out and listed in the notes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, rea
 from export.verify import session_exposing_probs
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
-from san.metrics import evaluate_embeddings
+from san.metrics import PairedDelta, Rank1Change, RetrievalResult, evaluate_embeddings, paired_map_delta, paired_rank1_delta
 from san.preprocess import ImageDecodeError, load_image, printable_path
 from san.spec import InputSpec
 
@@ -59,6 +60,8 @@ class CalibrationReport:
     images: int
     fp32_retrieval: Retrieval
     int8_retrieval: Retrieval
+    map_change: PairedDelta
+    rank1_change: Rank1Change
     cosine_mean: float
     cosine_min: float
     flip_rate: dict[int, float]
@@ -69,12 +72,12 @@ class CalibrationReport:
     @property
     def delta_map(self) -> float:
         """INT8 minus fp32 mAP, in points (percent)."""
-        return 100 * (self.int8_retrieval.mAP - self.fp32_retrieval.mAP)
+        return self.map_change.delta
 
     @property
     def delta_rank1(self) -> float:
         """INT8 minus fp32 rank-1, in points (percent)."""
-        return 100 * (self.int8_retrieval.rank(1) - self.fp32_retrieval.rank(1))
+        return self.rank1_change.delta.delta
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,7 +96,10 @@ class CalibrationReport:
             f"INT8 report: {self.int8} vs {self.fp32} on {self.dataset} ({self.images} query+gallery images)",
             line("fp32", self.fp32_retrieval),
             line("int8", self.int8_retrieval),
-            f"  delta mAP {self.delta_map:+.2f} points, delta rank-1 {self.delta_rank1:+.2f} points",
+            f"  delta mAP {_interval(self.map_change)}, delta rank-1 {_interval(self.rank1_change.delta)} "
+            f"(95 % intervals over queries)",
+            f"  rank-1: {self.rank1_change.gained} queries gained, {self.rank1_change.lost} lost "
+            f"(McNemar p = {self.rank1_change.p_value:.3g})",
             f"  embedding cosine fp32 vs int8: mean {self.cosine_mean:.4f}, min {self.cosine_min:.4f}",
         ]
         lines += [f"  mask flips after stage {s}: {100 * r:.3f}% of elements" for s, r in self.flip_rate.items()]
@@ -102,6 +108,10 @@ class CalibrationReport:
         lines += [f"    {name}: [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in widest]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _interval(d: PairedDelta) -> str:
+    return f"{d.delta:+.2f} points [{d.low:+.2f}, {d.high:+.2f}]"
 
 
 def layer_ranges(cache: str | Path) -> dict[str, tuple[float, float]]:
@@ -160,9 +170,12 @@ def _embed_both(
     return [np.concatenate(e) for e in embeddings], flips, kept, failures
 
 
-def _retrieval(q: np.ndarray, g: np.ndarray, dataset: ReidDataset) -> Retrieval:
+def _ranking(q: np.ndarray, g: np.ndarray, dataset: ReidDataset) -> RetrievalResult:
     labels = [np.array([getattr(r, a) for r in split]) for split in (dataset.query, dataset.gallery) for a in ("pid", "camid")]
-    result = evaluate_embeddings(q, g, labels[0], labels[2], labels[1], labels[3])
+    return evaluate_embeddings(q, g, labels[0], labels[2], labels[1], labels[3])
+
+
+def _summary(result: RetrievalResult) -> Retrieval:
     return Retrieval(float(result.mAP), [float(c) for c in result.cmc])
 
 
@@ -202,9 +215,10 @@ def build_report(
         ranges = layer_ranges(cache)
     else:
         notes.append("ranges per layer not shown: no range cache file given or found")
+    r32, r8 = _ranking(e32[:nq], e32[nq:], dataset), _ranking(e8[:nq], e8[nq:], dataset)
     return CalibrationReport(
-        str(fp32), str(int8), dataset.name, len(kept),
-        _retrieval(e32[:nq], e32[nq:], dataset), _retrieval(e8[:nq], e8[nq:], dataset),
+        str(fp32), str(int8), dataset.name, len(kept), _summary(r32), _summary(r8),
+        paired_map_delta(r32.per_query, r8.per_query), paired_rank1_delta(r32.per_query, r8.per_query),
         float(cos.mean()), float(cos.min()),
         {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
         ranges, calibration or {}, notes,

@@ -10,44 +10,61 @@ match; CMC[k] is the fraction of valid queries with a true match within the top 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass(frozen=True)
+class QueryScores:
+    """Per valid query, in query order: its AP and the rank (1-based) of its first true match.
+
+    Two rankings of the same queries and gallery have the same valid queries, so their
+    scores pair up element by element (:func:`paired_map_delta`, :func:`paired_rank1_delta`).
+    """
+
+    ap: np.ndarray
+    first_rank: np.ndarray
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
-    """CMC curve (length ``max_rank``), mAP, and how many queries counted."""
+    """CMC curve (length ``max_rank``), mAP, how many queries counted, and (for the
+    Market-1501 protocol) each valid query's scores."""
 
     cmc: np.ndarray
     mAP: float
     num_valid_queries: int
     num_skipped_queries: int
+    per_query: QueryScores | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
-class _Totals:
-    """Additive partial sums, so query chunks can be evaluated separately."""
+class _Scores:
+    """Per-query scores of some queries plus the skipped count: chunks concatenate."""
 
-    cmc_hits: np.ndarray  # (max_rank,) valid queries with a match within rank k + 1
-    ap_sum: float
-    valid: int
+    ap: np.ndarray
+    first_rank: np.ndarray
     skipped: int
 
-    def __add__(self, other: _Totals) -> _Totals:
-        return _Totals(
-            self.cmc_hits + other.cmc_hits,
-            self.ap_sum + other.ap_sum,
-            self.valid + other.valid,
+    def __add__(self, other: _Scores) -> _Scores:
+        return _Scores(
+            np.concatenate([self.ap, other.ap]),
+            np.concatenate([self.first_rank, other.first_rank]),
             self.skipped + other.skipped,
         )
 
-    def result(self) -> RetrievalResult:
-        if self.valid == 0:
+    def result(self, max_rank: int) -> RetrievalResult:
+        if len(self.ap) == 0:
             raise ValueError("no query has a true match in the gallery (after junk removal)")
+        cmc = (self.first_rank[:, None] <= np.arange(1, max_rank + 1)).mean(axis=0)
         return RetrievalResult(
-            self.cmc_hits / self.valid, self.ap_sum / self.valid, self.valid, self.skipped
+            cmc, float(self.ap.mean()), len(self.ap), self.skipped, QueryScores(self.ap, self.first_rank)
         )
+
+
+_NO_SCORES = _Scores(np.zeros(0), np.zeros(0, np.int64), 0)
 
 
 def _relevance(
@@ -59,8 +76,8 @@ def _relevance(
     return same_pid, junk
 
 
-def _totals(distmat: np.ndarray, same_pid: np.ndarray, junk: np.ndarray, max_rank: int) -> _Totals:
-    """Rank every query row of ``distmat`` and sum its AP and CMC contributions."""
+def _scores(distmat: np.ndarray, same_pid: np.ndarray, junk: np.ndarray) -> _Scores:
+    """Rank every query row of ``distmat``: AP and first-match rank of each valid query."""
     nq = distmat.shape[0]
     order = np.argsort(distmat, axis=1, kind="stable")  # ties: lower gallery index first
     keep = ~np.take_along_axis(junk, order, axis=1)
@@ -75,10 +92,7 @@ def _totals(distmat: np.ndarray, same_pid: np.ndarray, junk: np.ndarray, max_ran
     nth_hit = np.arange(1, len(q_idx) + 1) - np.repeat(first_hit, num_rel)
     precision_sum = np.bincount(q_idx, weights=nth_hit / hit_rank, minlength=nq)
     ap = precision_sum[valid] / num_rel[valid]
-
-    first_rank = hit_rank[first_hit[valid]]
-    cmc_hits = (first_rank[:, None] <= np.arange(1, max_rank + 1)).sum(axis=0)
-    return _Totals(cmc_hits, float(ap.sum()), int(valid.sum()), int(nq - valid.sum()))
+    return _Scores(ap, hit_rank[first_hit[valid]].astype(np.int64), int(nq - valid.sum()))
 
 
 def _as_labels(*labels: np.ndarray) -> list[np.ndarray]:
@@ -109,7 +123,7 @@ def evaluate_ranking(
     distmat = np.asarray(distmat)
     q_pids, g_pids, q_camids, g_camids = _as_labels(q_pids, g_pids, q_camids, g_camids)
     _check_shapes(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
-    return _totals(distmat, *_relevance(q_pids, g_pids, q_camids, g_camids), max_rank).result()
+    return _scores(distmat, *_relevance(q_pids, g_pids, q_camids, g_camids)).result(max_rank)
 
 
 def cmc_map(
@@ -159,11 +173,10 @@ def evaluate_embeddings(
     """
     q_pids, g_pids, q_camids, g_camids = _as_labels(q_pids, g_pids, q_camids, g_camids)
     _check_shapes(len(q_feats), len(g_feats), q_pids, g_pids, q_camids, g_camids)
-    total = _Totals(np.zeros(max_rank, np.int64), 0.0, 0, 0)
+    total = _NO_SCORES
     for rows, dist in euclidean_distance_chunks(q_feats, g_feats, chunk):
-        relevance = _relevance(q_pids[rows], g_pids, q_camids[rows], g_camids)
-        total = total + _totals(dist, *relevance, max_rank)
-    return total.result()
+        total = total + _scores(dist, *_relevance(q_pids[rows], g_pids, q_camids[rows], g_camids))
+    return total.result(max_rank)
 
 
 def _sample_one_per_id(g_pids: np.ndarray, junk: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -199,11 +212,90 @@ def cuhk03_single_shot(
     results = []
     for _ in range(repeats):
         cols = _sample_one_per_id(g_pids, junk, rng)
-        totals = _totals(distmat[rows, cols], same_pid[rows, cols], junk[rows, cols], max_rank)
-        results.append(totals.result())
+        scores = _scores(distmat[rows, cols], same_pid[rows, cols], junk[rows, cols])
+        results.append(scores.result(max_rank))
     return RetrievalResult(
         np.mean([r.cmc for r in results], axis=0),
         float(np.mean([r.mAP for r in results])),
         results[0].num_valid_queries,  # the same in every repeat: a kept match is always drawn
         results[0].num_skipped_queries,
     )
+
+
+# -- paired differences of two rankings of the same queries --------------------------------
+
+#: Two-sided 95 % normal quantile.
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    """``b`` minus ``a`` over the same queries, in points, with a 95 % confidence interval.
+
+    The interval treats the queries as independent draws (gallery fixed) and uses the
+    normal approximation of the mean of per-query differences: it says how far the
+    measured delta can be from the one on more queries of the same kind.
+    """
+
+    delta: float
+    low: float
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def _paired(differences: np.ndarray) -> PairedDelta:
+    """Mean of per-query differences (fractions) with its 95 % interval, in points."""
+    n = len(differences)
+    if n < 2:
+        raise ValueError(f"a paired interval needs at least 2 queries, got {n}")
+    mean = float(differences.mean())
+    half = Z95 * float(differences.std(ddof=1)) / math.sqrt(n)
+    return PairedDelta(100 * mean, 100 * (mean - half), 100 * (mean + half))
+
+
+def _check_paired(a: QueryScores | None, b: QueryScores | None) -> tuple[QueryScores, QueryScores]:
+    if a is None or b is None:
+        raise ValueError("paired deltas need per-query scores (RetrievalResult.per_query of the Market protocol)")
+    if len(a.ap) != len(b.ap):
+        raise ValueError(f"paired scores need the same valid queries, got {len(a.ap)} and {len(b.ap)}")
+    return a, b
+
+
+def paired_map_delta(a: QueryScores | None, b: QueryScores | None) -> PairedDelta:
+    """mAP of ``b`` minus mAP of ``a`` in points, with its 95 % interval over queries."""
+    a, b = _check_paired(a, b)
+    return _paired(b.ap - a.ap)
+
+
+@dataclass(frozen=True)
+class Rank1Change:
+    """How rank-1 changed from ranking ``a`` to ranking ``b`` of the same queries.
+
+    ``gained``/``lost``: queries whose first true match moved to / away from rank 1 (the
+    discordant pairs); ``p_value``: exact two-sided McNemar test that gains and losses are
+    equally likely, i.e. that the change is rounding noise rather than drift.
+    """
+
+    delta: PairedDelta
+    gained: int
+    lost: int
+    p_value: float
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: P(a split at least this lopsided | Binomial(n, 1/2))."""
+    n, k = gained + lost, min(gained, lost)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def paired_rank1_delta(a: QueryScores | None, b: QueryScores | None) -> Rank1Change:
+    """Rank-1 of ``b`` minus rank-1 of ``a``: points with a 95 % interval, and the McNemar test."""
+    a, b = _check_paired(a, b)
+    hit_a, hit_b = a.first_rank == 1, b.first_rank == 1
+    gained, lost = int((hit_b & ~hit_a).sum()), int((hit_a & ~hit_b).sum())
+    return Rank1Change(_paired(hit_b.astype(float) - hit_a), gained, lost, mcnemar_exact(gained, lost))

@@ -71,7 +71,8 @@ def test_calibration_sweep_smoke(tmp_path: Path) -> None:
     rows = table_rows(lines, "| setting ")
     assert [(r[0], r[1]) for r in rows] == [
         ("default", "0"), ("float_head=False", "0"), ("float_blocks=0", "0"), ("float_blocks=2", "0"),
-        ("method=percentile", "0"), ("default", "1")]
-    assert all(len(r[6].split(" / ")) == 4 and r[7].endswith("x") for r in rows)  # four blocks' flips, a speed ratio
+        ("method=minmax", "0"), ("default", "1")]
+    assert all(r[4].startswith("[") and 0 <= float(r[5]) <= 1 for r in rows)  # rank-1 interval, McNemar p
+    assert all(len(r[8].split(" / ")) == 4 and r[9].endswith("x") for r in rows)  # four blocks' flips, a speed ratio
     bound = table_rows(lines, TARGET_HEADER)
     assert len(bound) == len(rows) and all(b[2] == "<= 1 point" for b in bound)

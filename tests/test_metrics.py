@@ -1,23 +1,32 @@
-"""CMC/mAP: hand-computed cases, a brute-force reference, chunking, CUHK03 single-shot."""
+"""CMC/mAP: hand-computed cases, a brute-force reference, chunking, CUHK03 single-shot;
+paired deltas: hand-computed intervals, McNemar by enumeration, interval coverage."""
 
 from __future__ import annotations
+
+import itertools
+import statistics
 
 import numpy as np
 import pytest
 
 from san.metrics import (
+    Z95,
+    QueryScores,
     RetrievalResult,
     cmc_map,
     cuhk03_single_shot,
     euclidean_distance,
     evaluate_embeddings,
     evaluate_ranking,
+    mcnemar_exact,
+    paired_map_delta,
+    paired_rank1_delta,
 )
 
 
 def reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank) -> RetrievalResult:
     """One query at a time, in plain Python, straight from the protocol's definition."""
-    cmc_counts, aps, skipped = [0] * max_rank, [], 0
+    cmc_counts, aps, firsts, skipped = [0] * max_rank, [], [], 0
     for i in range(len(q_pids)):
         ranked = sorted(range(len(g_pids)), key=lambda j: (distmat[i][j], j))
         kept = [j for j in ranked if not (g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i])]
@@ -32,9 +41,11 @@ def reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank) -> Retrieva
                 precisions.append(found / rank)
         aps.append(sum(precisions) / len(precisions))
         first = is_match.index(True)
+        firsts.append(first + 1)
         for k in range(max_rank):
             cmc_counts[k] += first <= k
-    return RetrievalResult(np.array(cmc_counts) / len(aps), sum(aps) / len(aps), len(aps), skipped)
+    scores = QueryScores(np.array(aps), np.array(firsts))
+    return RetrievalResult(np.array(cmc_counts) / len(aps), sum(aps) / len(aps), len(aps), skipped, scores)
 
 
 def test_hand_computed_junk_removal_and_skipped_query() -> None:
@@ -98,6 +109,8 @@ def test_matches_bruteforce_reference_with_ties(seed: int) -> None:
     assert got.num_valid_queries + got.num_skipped_queries == nq
     assert got.mAP == pytest.approx(want.mAP, abs=1e-12)
     np.testing.assert_allclose(got.cmc, want.cmc, atol=1e-12)
+    np.testing.assert_allclose(got.per_query.ap, want.per_query.ap, atol=1e-12)
+    np.testing.assert_array_equal(got.per_query.first_rank, want.per_query.first_rank)
 
 
 def test_chunked_embeddings_equal_full_distance_matrix() -> None:
@@ -115,6 +128,7 @@ def test_chunked_embeddings_equal_full_distance_matrix() -> None:
     for chunk in (1, 7, 23, 100):
         got = evaluate_embeddings(q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, 10, chunk)
         np.testing.assert_array_equal(got.cmc, full.cmc)
+        np.testing.assert_array_equal(got.per_query.first_rank, full.per_query.first_rank)
         assert got.mAP == pytest.approx(full.mAP, abs=1e-12)
         assert got.num_skipped_queries == full.num_skipped_queries
 
@@ -150,3 +164,61 @@ def test_single_shot_never_draws_junk_and_averages_draws() -> None:
     assert (result.num_valid_queries, result.num_skipped_queries) == (1, 0)
     again = cuhk03_single_shot(*args, repeats=40, seed=5, max_rank=2)
     assert again.mAP == result.mAP
+
+
+def test_paired_deltas_hand_computed() -> None:
+    # four queries; rank-1 hits a: 1 1 0 0, b: 1 0 1 1 -> per-query differences 0 -1 1 1
+    a = QueryScores(np.array([1.0, 1.0, 0.5, 0.25]), np.array([1, 1, 2, 4]))
+    b = QueryScores(np.array([1.0, 0.5, 1.0, 1.0]), np.array([1, 3, 1, 1]))
+    change = paired_rank1_delta(a, b)
+    assert (change.gained, change.lost) == (2, 1)
+    assert change.p_value == pytest.approx(1.0)  # 2 vs 1 of 3: as likely as it gets
+    half = Z95 * statistics.stdev([0, -1, 1, 1]) / 2
+    assert change.delta.delta == pytest.approx(25.0)
+    assert (change.delta.low, change.delta.high) == pytest.approx((25 - 100 * half, 25 + 100 * half))
+    mean_ap = paired_map_delta(a, b)
+    diffs = [0.0, -0.5, 0.5, 0.75]
+    assert mean_ap.delta == pytest.approx(100 * statistics.mean(diffs))
+    assert mean_ap.half_width == pytest.approx(100 * Z95 * statistics.stdev(diffs) / 2)
+    with pytest.raises(ValueError, match="same valid queries"):
+        paired_rank1_delta(a, QueryScores(np.ones(3), np.ones(3, int)))
+    with pytest.raises(ValueError, match="per-query scores"):
+        paired_map_delta(a, None)
+
+
+@pytest.mark.parametrize("gained, lost", [(0, 0), (0, 3), (1, 4), (3, 3), (2, 9), (3, 12)])
+def test_mcnemar_matches_enumeration(gained: int, lost: int) -> None:
+    """Exact two-sided p: the probability, under fair coin flips for the n discordant
+    queries, of a split at least as far from n/2 as the observed one."""
+    n = gained + lost
+    observed = abs(gained - n / 2)
+    extreme = sum(abs(sum(flips) - n / 2) >= observed for flips in itertools.product((0, 1), repeat=n))
+    assert mcnemar_exact(gained, lost) == pytest.approx(extreme / 2**n if n else 1.0)
+    assert mcnemar_exact(lost, gained) == mcnemar_exact(gained, lost)
+
+
+def _simulated_change(rng: np.random.Generator, n: int, gain: float, lose: float):
+    """Two rankings of ``n`` queries: rank-1 hit rate 0.4 in ``a``; each query independently
+    gains rank-1 in ``b`` with probability ``gain`` and loses it with ``lose`` (both over all
+    queries), so the true change is ``100 * (gain - lose)`` points."""
+    hit_a = rng.random(n) < 0.4
+    u = rng.random(n)
+    hit_b = np.where(hit_a, u >= lose / 0.4, u < gain / 0.6)
+    scores = [QueryScores(np.zeros(n), np.where(hit, 1, 2)) for hit in (hit_a, hit_b)]
+    return paired_rank1_delta(*scores)
+
+
+def test_rank1_interval_coverage_and_mcnemar_error_rates() -> None:
+    """2000 simulated splits of 600 queries: the 95 % interval holds the true change in
+    93.5-96.5 % of them; McNemar flags an unchanged model in at most 6.5 % (exact, so
+    conservative) and a 2-point change far more often."""
+    rng = np.random.default_rng(0)
+    trials, n = 2000, 600
+    real = [_simulated_change(rng, n, 0.06, 0.04) for _ in range(trials)]
+    null = [_simulated_change(rng, n, 0.05, 0.05) for _ in range(trials)]
+    covered = np.mean([c.delta.low <= 2.0 <= c.delta.high for c in real])
+    assert 0.935 <= covered <= 0.965
+    false_alarms = np.mean([c.p_value < 0.05 for c in null])
+    power = np.mean([c.p_value < 0.05 for c in real])
+    assert false_alarms <= 0.065
+    assert power > 4 * false_alarms

@@ -15,7 +15,7 @@ from runtime import open_backend
 from runtime.cli_parity import main
 from runtime.parity import RULES, Artifact, Comparison, Rule, override_rules, run_parity
 from san.data.registry import load_dataset
-from san.metrics import evaluate_embeddings
+from san.metrics import evaluate_embeddings, mcnemar_exact
 from san.preprocess import load_image
 from test_runtime import build_tiny
 
@@ -99,6 +99,8 @@ def test_an_export_of_another_checkpoint_fails_naming_the_breached_thresholds(
     assert main(args(tiny, synth, "--onnx", str(other_onnx), "--draws", "0")) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "fp32.min_cosine_min" in out and "FAILED" in out
+    assert "95 % intervals over queries" in out and "McNemar p = " in out
+    assert "coarser than the ±0.5-point limit, so noise alone can breach it" in out  # 10 queries
 
 
 def test_top10_overlap_and_flips_against_brute_force(tiny: Path, synth: Path, other_onnx: Path) -> None:
@@ -116,6 +118,23 @@ def test_top10_overlap_and_flips_against_brute_force(tiny: Path, synth: Path, ot
     assert c.top10_overlap == pytest.approx(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)]))
     assert c.rank1_flips == int((a[:, 0] != b[:, 0]).sum()) > 0
     assert not report.passed and report.results[1].breaches
+    # rank-1 gains and losses, query by query (Market protocol: same pid and camera is junk)
+    data = load_dataset("synthetic", synth, verbose=False)
+    gallery = [(r.pid, r.camid) for r in data.gallery]
+
+    def hit(q: np.ndarray, g: np.ndarray, record) -> bool | None:
+        kept = [j for j, (pid, cam) in enumerate(gallery) if not (pid == record.pid and cam == record.camid)]
+        if not any(gallery[j][0] == record.pid for j in kept):
+            return None  # no true match left: the query does not count
+        dist = [float(np.linalg.norm(q.astype(np.float64) - g[j].astype(np.float64))) for j in kept]
+        return gallery[kept[int(np.argmin(dist))]][0] == record.pid
+
+    pairs = [(hit(tq[i], tg, r), hit(oq[i], og, r)) for i, r in enumerate(data.query)]
+    pairs = [p for p in pairs if p[0] is not None]
+    assert (c.rank1_gained, c.rank1_lost) == (sum(b and not a for a, b in pairs), sum(a and not b for a, b in pairs))
+    assert c.rank1_p_value == mcnemar_exact(c.rank1_gained, c.rank1_lost)
+    assert c.rank1_interval[0] <= c.delta_rank[1] <= c.rank1_interval[1]
+    assert c.map_interval[0] <= c.delta_map <= c.map_interval[1]
 
 
 def test_sampled_masks_are_scored_reproducibly_at_the_checkpoints_tau(tiny: Path, synth: Path) -> None:
@@ -163,7 +182,8 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
 
 def test_rules_check_each_threshold_and_take_overrides() -> None:
     c = Comparison(delta_map=-0.5, delta_rank={1: 0.6, 5: 0.0, 10: 0.0}, cosine_min=0.9999, cosine_mean=1.0,
-                   top10_overlap=0.9, rank1_flips=1, queries=10)
+                   top10_overlap=0.9, rank1_flips=1, queries=10, map_interval=(-1.0, 0.0), rank1_interval=(-1.0, 2.2),
+                   rank1_gained=1, rank1_lost=0, rank1_p_value=1.0)
     assert RULES["fp32"].breaches("fp32", c) == ["fp32.max_delta_rank1: 0.6 > 0.5"]  # limits are inclusive
     strict = Rule(min_top10_overlap=0.95, max_rank1_flips=0.0)
     assert strict.breaches("x", c) == ["x.min_top10_overlap: 0.9 < 0.95", "x.max_rank1_flips: 0.1 > 0"]

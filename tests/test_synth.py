@@ -92,6 +92,28 @@ def test_reuse_does_not_rewrite_and_new_params_replace(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["set"], "no staging folders left behind"
 
 
+def test_first_pid_gives_new_people_under_the_same_cameras(tmp_path: Path) -> None:
+    """A set numbered from --first-pid shares the seed's cameras and people by pid: pids 3-4
+    of a 1..4 set and a 3..6 set are the same JPEG bytes wherever both sets hold the same
+    (pid, camera, index) image; a 5..8 set has no pid of the 1..4 set."""
+    def by_pid(root: Path) -> dict[int, dict[str, bytes]]:
+        found: dict[int, dict[str, bytes]] = {}
+        for path, pid, _ in parse(root / "bounding_box_train") + parse(root / "bounding_box_test") + parse(root / "query"):
+            if pid > 0:
+                found.setdefault(pid, {})[path.name] = path.read_bytes()
+        return found
+
+    base = by_pid(ensure_synthetic(tmp_path / "a", ids=4, cameras=2).root)
+    shifted = by_pid(ensure_synthetic(tmp_path / "b", ids=4, cameras=2, first_pid=3).root)
+    beyond = by_pid(ensure_synthetic(tmp_path / "c", ids=4, cameras=2, first_pid=5).root)
+    assert set(base) == {1, 2, 3, 4} and set(shifted) == {3, 4, 5, 6} and set(beyond) == {5, 6, 7, 8}
+    for pid in (3, 4):
+        assert base[pid] == shifted[pid]
+    assert shifted[5] == beyond[5]
+    with pytest.raises(ValueError, match="9999"):
+        generate(tmp_path / "bad", ids=4, first_pid=9997)
+
+
 def test_refuses_foreign_folder_and_bad_parameters(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"not ours")

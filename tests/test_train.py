@@ -119,14 +119,14 @@ def test_resume_replays_the_uninterrupted_run_exactly(tmp_path: Path, monkeypatc
 def test_cli_trains_the_cpu_demo_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     rc = train_main([
-        "--preset", "cpu-demo", "--out", str(out), "--dataset-arg", "ids=6", "--epochs", "1",
+        "--preset", "cpu-demo", "--out", str(out), "--dataset-arg", "ids=15", "--epochs", "1",
         "--batch-p", "3", "--batch-k", "2", "--workers", "0", "--eval-every", "1", "--no-progress",
     ])
     assert rc == 0
     assert {"model.pt", "last.pt", "best.pt", "metrics.jsonl", "synthetic"} <= {p.name for p in out.iterdir()}
     model, meta = load_checkpoint(out / "model.pt")
     assert model.cfg.backbone == "resnet18" and meta.spec.height == 128
-    assert meta.extra["data"]["dataset"] == "synthetic" and meta.extra["data"]["options"]["ids"] == 6
+    assert meta.extra["data"]["dataset"] == "synthetic" and meta.extra["data"]["options"]["ids"] == 15
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1] and all(0 <= r["eval"]["mAP"] <= 1 for r in rows)
     assert rows[1]["lr"] == pytest.approx(1e-3 * 1e-3)  # the schedule ends at 1e-3 x lr

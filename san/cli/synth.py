@@ -34,7 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument(
-        "--ids", type=int, default=defaults.ids, help="identities, half train half test (default %(default)s)"
+        "--ids", type=int, default=defaults.ids, help="identities in all (default %(default)s)"
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=defaults.test_fraction,
+        help="share of the identities in query/gallery, the rest train (default %(default)s); "
+        "more test identities measure rank-1 more finely without lengthening training",
+    )
+    parser.add_argument(
+        "--first-pid",
+        type=int,
+        default=defaults.first_pid,
+        help="number the identities from here (default %(default)s). The same seed keeps the "
+        "cameras and gives pid N the same person, so --first-pid past another set's ids makes "
+        "a validation set of new people under that set's cameras",
     )
     parser.add_argument(
         "--cameras", type=int, default=defaults.cameras, help="cameras, 2..9 (default %(default)s)"
@@ -68,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             progress=_progress_bar,
             ids=args.ids,
+            test_fraction=args.test_fraction,
+            first_pid=args.first_pid,
             cameras=args.cameras,
             seed=args.seed,
             images_per_camera=tuple(args.images_per_camera),

@@ -16,7 +16,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ class SynthParams:
     width: int = 64
     test_fraction: float = 0.5
     quality: int = 90
+    first_pid: int = 1  # pids first_pid .. first_pid + ids - 1: another range, other people, same cameras
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images_per_camera", tuple(self.images_per_camera))
@@ -100,6 +101,10 @@ class SynthParams:
             ),
             (0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}"),
             (1 <= self.quality <= 95, f"quality must be in 1..95, got {self.quality}"),
+            (
+                1 <= self.first_pid and self.first_pid + self.ids - 1 <= 9999,
+                f"pids {self.first_pid}..{self.first_pid + self.ids - 1} must lie in 1..9999 (4-digit pids)",
+            ),
         )
         for ok, message in checks:
             if not ok:
@@ -526,7 +531,8 @@ def render_image(params: SynthParams, image: SynthImage) -> bytes:
 
 def split_ids(params: SynthParams) -> tuple[list[int], list[int]]:
     """(train pids, test pids): disjoint, drawn by seed."""
-    pids = [int(p) for p in _rng(params.seed, _SPLIT).permutation(np.arange(1, params.ids + 1))]
+    first = params.first_pid
+    pids = [int(p) for p in _rng(params.seed, _SPLIT).permutation(np.arange(first, first + params.ids))]
     return sorted(pids[params.test_ids :]), sorted(pids[: params.test_ids])
 
 
@@ -592,6 +598,22 @@ def _existing_summary(out: Path, params: SynthParams) -> SynthSummary | None:
     )
 
 
+def read_params(root: Path) -> SynthParams:
+    """The parameters a synthetic set at ``root`` was made with (from its manifest)."""
+    path = Path(root) / MANIFEST
+    try:
+        return SynthParams(**json.loads(path.read_text())["params"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not the manifest of a synthetic set ({error})") from None
+
+
+def held_out_params(params: SynthParams) -> SynthParams:
+    """A set like ``params`` with the pids numbered after its own: the same cameras and
+    generator, other people. A validation split that sees neither the training nor the
+    test identities, yet no camera shift either."""
+    return replace(params, first_pid=params.first_pid + params.ids)
+
+
 def _refuse_foreign(out: Path) -> None:
     """Raise unless ``out`` is absent, an empty folder, or a synthetic set (which may be replaced)."""
     if not out.exists():
@@ -641,6 +663,7 @@ def generate(
     width: int = 64,
     test_fraction: float = 0.5,
     quality: int = 90,
+    first_pid: int = 1,
     *,
     progress: Progress | None = None,
 ) -> SynthSummary:
@@ -653,7 +676,7 @@ def generate(
     Raises ValueError for bad parameters and FileExistsError if ``out`` holds anything
     other than a synthetic set.
     """
-    params = SynthParams(ids, cameras, seed, images_per_camera, height, width, test_fraction, quality)
+    params = SynthParams(ids, cameras, seed, images_per_camera, height, width, test_fraction, quality, first_pid)
     out = Path(out)
     _refuse_foreign(out)
     images = plan_images(params)
