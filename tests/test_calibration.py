@@ -327,7 +327,7 @@ def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> No
     Measured here: dmAP -1.4 to -4.2, drank-1 0 or one query, mean cosine 0.96 (code
     versions of this session). So the bounds (5 mAP points, two queries, cosine 0.95) only
     catch gross breakage; the issue's 1-point bounds are measured on the cpu-demo model
-    (609 queries) by the parity gate of scripts/demo.sh, see the README.
+    (2410 queries) by the parity gate of scripts/demo.sh, see the README.
     """
     from calibration.report import build_report
     from san.train import TrainConfig, train
