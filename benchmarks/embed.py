@@ -60,8 +60,9 @@ from common import (
     verdict,
 )
 from runtime.base import physical_cores
-from san.discovery import discover_images
 from runtime.embed import EMBEDDINGS, default_workers
+from san.discovery import discover_images
+from san.metrics import paired_cosine
 
 #: Targets of issue 8 (ratios to the reference loop; decode share of model time).
 ORT_FP32_TARGET, ORT_INT8_TARGET, DECODE_SHARE_TARGET = 1.8, 2.2, 0.10
@@ -386,7 +387,7 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
             fmt(percentile_ms(m.latencies_s, 50)), fmt(percentile_ms(m.latencies_s, 99)),
             fmt(m.decode_s / m.images * 1e3, 2), fmt(m.decode_share * 100, 1, "%"),
             fmt(gflops), fmt(gflops / peak_gflops * 100, 0, "%"), fmt(m.rss_mib, 0), fmt(m.tree_rss_mib, 0),
-            fmt(min_cosine(m.embeddings, ref.embeddings), 4),
+            fmt(float(paired_cosine(m.embeddings, ref.embeddings).min()), 4),
             fmt(m.e2e_ips / ref.e2e_ips, 2, "x"), fmt(m.model_ips / ref.model_ips, 2, "x"),
             fmt(m.rss_mib / ref.rss_mib, 2, "x"),
         ])
@@ -406,12 +407,6 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
     ]
     goals = markdown_table(["target", "measured", "goal", "verdict"], targets)
     return f"{markdown_table(headers, table)}\n\n{goals}"
-
-
-def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Lowest row-wise cosine similarity of two embedding matrices."""
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.min(np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)))
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -29,7 +29,15 @@ from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, rea
 from export.verify import session_exposing_probs
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
-from san.metrics import PairedDelta, Rank1Change, RetrievalResult, evaluate_embeddings, paired_map_delta, paired_rank1_delta
+from san.metrics import (
+    PairedDelta,
+    Rank1Change,
+    RetrievalResult,
+    evaluate_embeddings,
+    paired_cosine,
+    paired_map_delta,
+    paired_rank1_delta,
+)
 from san.preprocess import ImageDecodeError, load_image, printable_path
 from san.spec import InputSpec
 
@@ -126,11 +134,6 @@ def _stages(onnx_path: Path) -> tuple[int, ...]:
     return tuple(config.get("attention_stages", ())) if config.get("attention") == "sharp" else ()
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 def _embed_both(
     sessions: Sequence[ort.InferenceSession], records: Sequence[ImageRecord], spec: InputSpec,
     stages: Sequence[int], batch_size: int, progress: bool,
@@ -209,7 +212,7 @@ def build_report(
     nq = sum(i < len(dataset.query) for i in kept)
     dataset = replace(dataset, query=tuple(records[i] for i in kept[:nq]), gallery=tuple(records[i] for i in kept[nq:]))
     notes += [f"unreadable, left out: {printable_path(path)}: {reason}" for path, reason in failures]
-    cos = _cosine(e32, e8)
+    cos = paired_cosine(e32, e8)
     ranges = {}
     if cache is not None and Path(cache).is_file():
         ranges = layer_ranges(cache)

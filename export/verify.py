@@ -24,6 +24,7 @@ import torch
 from san.model.attention import SharpMask, ThresholdMask
 from san.model.network import SAN
 from san.discovery import IMAGE_SUFFIXES, discover_images
+from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.spec import ContractError, InputSpec
 
@@ -149,7 +150,7 @@ def verify_onnx(
         got_emb = got[OUTPUT_NAME].astype(np.float32)
         non_finite += int((~np.isfinite(ref_emb)).any(axis=1).sum() + (~np.isfinite(got_emb)).any(axis=1).sum())
         max_abs = max(max_abs, float(np.abs(ref_emb - got_emb).max()))
-        min_cos = min(min_cos, float(_cosine(ref_emb, got_emb).min()))
+        min_cos = min(min_cos, float(paired_cosine(ref_emb, got_emb).min()))
         upstream = np.zeros((len(batch), 1, 1, 1), dtype=bool)  # image had a flip in an earlier block
         for index, stage in enumerate(model.cfg.active_stages):
             if stage not in totals:
@@ -187,15 +188,6 @@ def verify_onnx(
             if b.unexplained > max_unexplained_flips
         ]
     return report
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity in float64; two zero rows count as identical."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    dot = (a * b).sum(axis=1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-    return np.where(both_zero, 1.0, dot / np.where(norms > 0, norms, 1.0))
 
 
 def _mask_rule(model: SAN, stage: int) -> tuple[Callable[[np.ndarray, float], np.ndarray], float] | None:

@@ -65,7 +65,7 @@ from runtime.search import NumpySearcher, embed_arrays
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.hashing import file_sha256
-from san.metrics import QueryScores, evaluate_embeddings, paired_map_delta, paired_rank1_delta
+from san.metrics import QueryScores, evaluate_embeddings, paired_cosine, paired_map_delta, paired_rank1_delta
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import ContractError, InputSpec
 
@@ -404,17 +404,11 @@ def score(q: np.ndarray, g: np.ndarray, labels: tuple[np.ndarray, ...]) -> Retri
     return Retrieval(float(result.mAP), tuple(float(c) for c in result.cmc), result.per_query)
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of paired rows (float64)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
             ref_retrieval: Retrieval, retrieval: Retrieval) -> Comparison:
     """Deltas, paired cosine, top-10 overlap and rank-1 flips of ``other`` (query, gallery) vs ``reference``."""
     (rq, rg), (q, g) = reference, other
-    cos = cosine(np.concatenate([rq, rg]), np.concatenate([q, g]))
+    cos = paired_cosine(np.concatenate([rq, rg]), np.concatenate([q, g]))
     k = min(TOP_K, len(rg))
     top_ref = NumpySearcher(rg).search(rq, k).rows
     top = NumpySearcher(g).search(q, k).rows

@@ -222,6 +222,16 @@ def cuhk03_single_shot(
     )
 
 
+def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``, in float64; two
+    zero rows count as identical (1), a zero row against another as unrelated (0)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    norms = norm_a * norm_b
+    both_zero = (norm_a == 0) & (norm_b == 0)
+    return np.where(both_zero, 1.0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0))
+
+
 # -- paired differences of two rankings of the same queries --------------------------------
 
 #: Two-sided 95 % normal quantile.

@@ -19,6 +19,7 @@ from san.metrics import (
     evaluate_embeddings,
     evaluate_ranking,
     mcnemar_exact,
+    paired_cosine,
     paired_map_delta,
     paired_rank1_delta,
 )
@@ -222,3 +223,11 @@ def test_rank1_interval_coverage_and_mcnemar_error_rates() -> None:
     power = np.mean([c.p_value < 0.05 for c in real])
     assert false_alarms <= 0.065
     assert power > 4 * false_alarms
+
+
+def test_paired_cosine_hand_computed() -> None:
+    a = np.array([[1.0, 0.0], [3.0, 4.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]], np.float32)
+    b = np.array([[0.0, 2.0], [6.0, 8.0], [-2.0, -2.0], [0.0, 0.0], [1.0, 0.0]], np.float32)
+    got = paired_cosine(a, b)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [0.0, 1.0, -1.0, 1.0, 0.0], atol=1e-12)  # zero rows: alike 1, else 0

@@ -25,6 +25,7 @@ from export.tensorrt_build import (
 from export.verify import synthetic_images
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
+from san.metrics import paired_cosine
 from san.model.network import build_model
 from san.spec import METADATA_KEY, InputSpec
 
@@ -118,10 +119,6 @@ def _run_engine(engine_path: Path, images: np.ndarray) -> np.ndarray:
     return out.cpu().numpy()
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 @pytest.mark.parametrize(("precision", "floor"), [("fp32", 0.9999), ("fp16", 0.999)])
@@ -148,7 +145,7 @@ def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path
         got = _run_engine(engine, images)
         (want,) = session.run(None, {INPUT_NAME: images})
         assert np.isfinite(got).all()
-        assert _cosine(got, want).min() >= floor, (batch, _cosine(got, want))
+        assert paired_cosine(got, want).min() >= floor, (batch, paired_cosine(got, want))
     cached = cache.stat().st_size  # a second build reuses and keeps the timing cache
     build_engine(onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache)
     assert cache.stat().st_size >= cached
