@@ -252,7 +252,7 @@ def prepare_models(args: argparse.Namespace, calibration_pool: Path, embedded: P
     import torch
 
     from export.onnx_export import export_onnx
-    from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+    from san.checkpoint import load_checkpoint, save_checkpoint
     from san.config import ModelConfig
     from san.model.network import build_model
     from san.spec import InputSpec

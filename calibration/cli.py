@@ -72,8 +72,10 @@ draws); ties go to 0.5, the noiseless arg-max. It prints threshold vs mAP vs mas
 per block and writes a new checkpoint whose contract carries the chosen threshold, so
 `san-export` and every backend use it.
 
-Use a validation split, not the test set you report: e.g. a synthetic set generated with
-another seed (`san-synth --out val --seed 1`), or a held-out folder.
+Use a validation split, not the test set you report: e.g. the held-out twin of the
+training set, new people under the same cameras (for the cpu-demo set: `san-synth --out val
+--ids 1000 --test-fraction 0.8 --first-pid 1001`; another --seed would also draw other
+cameras), or a held-out folder.
 
 Example:
   san-calibrate threshold --ckpt runs/demo/model.pt --dataset synthetic --root val \\
