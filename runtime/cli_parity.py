@@ -32,7 +32,10 @@ deltas against the PyTorch eval model, paired cosine of every image's embeddings
 top-10 overlap (mean share of each query's 10 nearest gallery images both list), rank-1 flips
 (queries whose nearest gallery image changed); for PyTorch itself, sampled masks (Gumbel-
 Softmax at the checkpoint's tau, BatchNorm in eval mode, mean of --draws seeded draws) against
-the deterministic masks it deploys (reported, never gated). Every image is decoded once and
+the deterministic masks it deploys (reported, never gated). Under the table: each delta's 95 %
+interval over queries, the queries that gained and lost rank-1 with McNemar's exact test, and a
+note when the split is too small for a rank-1 limit to tell a change from noise (with the number
+of queries that would resolve it; gates use the measured deltas). Every image is decoded once and
 the same uint8 arrays go to every backend. An artifact is judged by the thresholds of its
 precision, read from the file (ONNX san.precision metadata, engine sidecar).
 
