@@ -65,7 +65,15 @@ from runtime.search import NumpySearcher, embed_arrays
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.hashing import file_sha256
-from san.metrics import QueryScores, evaluate_embeddings, paired_cosine, paired_map_delta, paired_rank1_delta
+from san.metrics import (
+    PairedDelta,
+    QueryScores,
+    Rank1Change,
+    evaluate_embeddings,
+    paired_cosine,
+    paired_map_delta,
+    paired_rank1_delta,
+)
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import ContractError, InputSpec
 
@@ -147,10 +155,10 @@ class Retrieval:
 class Comparison:
     """How one backend's embeddings and ranking differ from the reference's.
 
-    ``map_interval``/``rank1_interval``: 95 % intervals of the mAP and rank-1 deltas over
-    queries (:func:`san.metrics.paired_map_delta`); ``rank1_gained``/``rank1_lost``: queries
-    whose first true match moved to / away from rank 1, and ``rank1_p_value`` the McNemar
-    test that they are rounding noise (:func:`san.metrics.paired_rank1_delta`).
+    ``map_change``: the mAP delta with its 95 % interval over queries
+    (:func:`san.metrics.paired_map_delta`); ``rank1_change``: the rank-1 delta with its
+    interval, the queries that gained and lost rank 1, and McNemar's test that they are
+    rounding noise (:func:`san.metrics.paired_rank1_delta`).
     """
 
     delta_map: float  # points
@@ -160,16 +168,8 @@ class Comparison:
     top10_overlap: float
     rank1_flips: int
     queries: int
-    map_interval: tuple[float, float]
-    rank1_interval: tuple[float, float]
-    rank1_gained: int
-    rank1_lost: int
-    rank1_p_value: float
-
-    @property
-    def rank1_half_width(self) -> float:
-        """Half the 95 % interval of the rank-1 delta: how finely this split measures it."""
-        return (self.rank1_interval[1] - self.rank1_interval[0]) / 2
+    map_change: PairedDelta
+    rank1_change: Rank1Change
 
     @property
     def flip_fraction(self) -> float:
@@ -337,17 +337,18 @@ def _significance(r: BackendResult, rule: Rule | None) -> list[str]:
     c = r.comparison
     if c is None:
         return []
-    (map_low, map_high), (r1_low, r1_high) = c.map_interval, c.rank1_interval
+    m, r1 = c.map_change, c.rank1_change
     lines = [
-        f"{r.name}: 95 % intervals over queries: ΔmAP [{map_low:+.2f}, {map_high:+.2f}], Δrank-1 "
-        f"[{r1_low:+.2f}, {r1_high:+.2f}]; rank-1 gained by {c.rank1_gained} queries, lost by {c.rank1_lost} "
-        f"(McNemar p = {c.rank1_p_value:.3g}: {'significant' if c.rank1_p_value < 0.05 else 'not significant'} at 5 %)"
+        f"{r.name}: 95 % intervals over queries: ΔmAP [{m.low:+.2f}, {m.high:+.2f}], Δrank-1 "
+        f"[{r1.delta.low:+.2f}, {r1.delta.high:+.2f}]; rank-1 gained by {r1.gained} queries, lost by {r1.lost} "
+        f"(McNemar p = {r1.p_value:.3g}: {'significant' if r1.p_value < 0.05 else 'not significant'} at 5 %)"
     ]
     limit = rule.max_delta_rank1 if rule is not None else None
-    if limit and c.rank1_half_width > limit:
-        needed = int(np.ceil(c.queries * (c.rank1_half_width / limit) ** 2))
+    half_width = r1.delta.half_width
+    if limit and half_width > limit:
+        needed = int(np.ceil(c.queries * (half_width / limit) ** 2))
         lines.append(
-            f"{r.name}: note: this split measures rank-1 to ±{c.rank1_half_width:.2f} points, coarser than the "
+            f"{r.name}: note: this split measures rank-1 to ±{half_width:.2f} points, coarser than the "
             f"±{limit:g}-point limit, so noise alone can breach it; about {needed} queries would resolve it"
         )
     return lines
@@ -413,16 +414,13 @@ def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, n
     top_ref = NumpySearcher(rg).search(rq, k).rows
     top = NumpySearcher(g).search(q, k).rows
     shared = (top_ref[:, :, None] == top[:, None, :]).any(axis=2).sum(axis=1)
-    map_delta = paired_map_delta(ref_retrieval.per_query, retrieval.per_query)
-    rank1 = paired_rank1_delta(ref_retrieval.per_query, retrieval.per_query)
     return Comparison(
         delta_map=100 * (retrieval.mAP - ref_retrieval.mAP),
         delta_rank={k_: 100 * (retrieval.rank(k_) - ref_retrieval.rank(k_)) for k_ in SHOWN_RANKS},
         cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
         top10_overlap=float(shared.mean() / k), rank1_flips=int((top_ref[:, 0] != top[:, 0]).sum()),
-        queries=len(rq), map_interval=(map_delta.low, map_delta.high),
-        rank1_interval=(rank1.delta.low, rank1.delta.high), rank1_gained=rank1.gained, rank1_lost=rank1.lost,
-        rank1_p_value=rank1.p_value,
+        queries=len(rq), map_change=paired_map_delta(ref_retrieval.per_query, retrieval.per_query),
+        rank1_change=paired_rank1_delta(ref_retrieval.per_query, retrieval.per_query),
     )
 
 

@@ -15,7 +15,7 @@ from runtime import open_backend
 from runtime.cli_parity import main
 from runtime.parity import RULES, Artifact, Comparison, Rule, override_rules, run_parity
 from san.data.registry import load_dataset
-from san.metrics import evaluate_embeddings, mcnemar_exact
+from san.metrics import PairedDelta, Rank1Change, evaluate_embeddings, mcnemar_exact
 from san.preprocess import load_image
 from test_runtime import build_tiny
 
@@ -131,10 +131,11 @@ def test_top10_overlap_and_flips_against_brute_force(tiny: Path, synth: Path, ot
 
     pairs = [(hit(tq[i], tg, r), hit(oq[i], og, r)) for i, r in enumerate(data.query)]
     pairs = [p for p in pairs if p[0] is not None]
-    assert (c.rank1_gained, c.rank1_lost) == (sum(b and not a for a, b in pairs), sum(a and not b for a, b in pairs))
-    assert c.rank1_p_value == mcnemar_exact(c.rank1_gained, c.rank1_lost)
-    assert c.rank1_interval[0] <= c.delta_rank[1] <= c.rank1_interval[1]
-    assert c.map_interval[0] <= c.delta_map <= c.map_interval[1]
+    r1 = c.rank1_change
+    assert (r1.gained, r1.lost) == (sum(b and not a for a, b in pairs), sum(a and not b for a, b in pairs))
+    assert r1.p_value == mcnemar_exact(r1.gained, r1.lost)
+    assert r1.delta.low <= c.delta_rank[1] <= r1.delta.high
+    assert c.map_change.low <= c.delta_map <= c.map_change.high
 
 
 def test_sampled_masks_are_scored_reproducibly_at_the_checkpoints_tau(tiny: Path, synth: Path) -> None:
@@ -182,8 +183,8 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
 
 def test_rules_check_each_threshold_and_take_overrides() -> None:
     c = Comparison(delta_map=-0.5, delta_rank={1: 0.6, 5: 0.0, 10: 0.0}, cosine_min=0.9999, cosine_mean=1.0,
-                   top10_overlap=0.9, rank1_flips=1, queries=10, map_interval=(-1.0, 0.0), rank1_interval=(-1.0, 2.2),
-                   rank1_gained=1, rank1_lost=0, rank1_p_value=1.0)
+                   top10_overlap=0.9, rank1_flips=1, queries=10, map_change=PairedDelta(-0.5, -1.0, 0.0),
+                   rank1_change=Rank1Change(PairedDelta(0.6, -1.0, 2.2), gained=1, lost=0, p_value=1.0))
     assert RULES["fp32"].breaches("fp32", c) == ["fp32.max_delta_rank1: 0.6 > 0.5"]  # limits are inclusive
     strict = Rule(min_top10_overlap=0.95, max_rank1_flips=0.0)
     assert strict.breaches("x", c) == ["x.min_top10_overlap: 0.9 < 0.95", "x.max_rank1_flips: 0.1 > 0"]
