@@ -11,6 +11,7 @@ from calibration.quantize import ACTIVATIONS, DEFAULT_OPTIONS, METHODS, Quantize
 from calibration.report import build_report, save_report
 from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
 from san.data.registry import DATASETS, load_dataset
+from san.rules import RULES, override_rules
 from san.spec import ContractError
 
 DESCRIPTION = """\
@@ -47,7 +48,9 @@ What happens:
               rounding every later hard mask would amplify. The input contract is copied
               unchanged.
   4. report   with --eval-dataset: fp32 vs INT8 CMC/mAP on its query/gallery, mask-flip
-              rate per block, ranges per layer; printed and saved as JSON.
+              rate per block, ranges per layer, and the verdict of the int8 rule that
+              san-parity applies too (exit 1 when a limit is breached; the INT8 file is
+              kept); printed and saved as JSON.
 
 Methods: percentile (clip |x| at the 99.999th percentile; the default), minmax (the
 full observed range), entropy (KL-divergence optimal clipping). The defaults (percentile,
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
     hygiene.add_argument("--eval-root", type=Path, metavar="DIR", help="that data set's folder")
     hygiene.add_argument("--report", type=Path, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
+    hygiene.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                         help="change one limit of the int8 rule the report applies, repeatable (as san-parity: "
+                         "int8.max_delta_map=2)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
@@ -133,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _quantize(args: argparse.Namespace) -> int:
     if (args.eval_dataset is None) != (args.eval_root is None):
         raise ValueError("--eval-dataset and --eval-root go together (the data set's name and its folder)")
+    rule = override_rules(RULES, args.threshold)["int8"]
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
@@ -146,10 +153,11 @@ def _quantize(args: argparse.Namespace) -> int:
     if dataset is None:
         print("no report: pass --eval-dataset NAME --eval-root DIR to compare fp32 and INT8 on a held-out split")
         return 0
-    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress)
+    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress,
+                          rule=rule)
     print(report.format())
     print(f"report: {save_report(report, args.report or out.with_name(out.name + '.report.json'))}")
-    return 0
+    return 0 if report.passed else 1
 
 
 def _threshold(args: argparse.Namespace) -> int:
@@ -164,7 +172,8 @@ def _threshold(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run one command; 0 on success, 2 on bad input or refused data."""
+    """Parse, run one command; 0 on success, 1 when the INT8 report breaches its rule, 2 on bad
+    input or refused data."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "quantize")  # the default command

@@ -49,6 +49,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from tqdm import tqdm
 
+from export.graph import COMPARE_OPS, GraphIndex
 from export.onnx_export import CONFIG_KEY, INPUT_NAME, PRECISION_KEY, read_contract
 from san.atomic import atomic_write
 from san.checkpoint import file_sha256
@@ -65,8 +66,6 @@ METHODS = {
 PERCENTILE = 99.999
 #: metadata_props key of the calibration record (sample, seed, method, source sha256).
 CALIBRATION_KEY = "san.calibration"
-#: Comparisons that turn pi into a hard mask (sharp: Greater; Table III thresholding: >=).
-COMPARE_OPS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
 #: Ops the exporter may emit for Eq. 3 (flatten, min/max over H x W, subtract, guard, divide).
 NORMALISE_OPS = frozenset(
     {"Reshape", "Flatten", "ReduceMin", "ReduceMax", "Sub", "Div", "Clip", "Max", "Min", "Shape",
@@ -100,51 +99,6 @@ class MaskPath:
     output: str = ""  # the block's output F (the Add of Eq. 2, else the Mul)
 
 
-class _Graph:
-    """Producer/consumer lookups over one ONNX graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.nodes = list(graph.node)
-        self.order = {id(n): i for i, n in enumerate(self.nodes)}
-        self.producer = {out: n for n in self.nodes for out in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in self.nodes:
-            for name in n.input:
-                self.consumers.setdefault(name, []).append(n)
-        self.constants = {t.name for t in graph.initializer} | {
-            out for n in self.nodes if n.op_type == "Constant" for out in n.output
-        }
-
-    def is_constant(self, name: str) -> bool:
-        return name in self.constants
-
-    def ancestors(self, name: str) -> list[onnx.NodeProto]:
-        """Every node that ``name`` depends on, its producer included."""
-        found: dict[int, onnx.NodeProto] = {}
-        stack = [name]
-        while stack:
-            node = self.producer.get(stack.pop())
-            if node is not None and id(node) not in found:
-                found[id(node)] = node
-                stack.extend(i for i in node.input if i)
-        return list(found.values())
-
-    def descendants(self, name: str) -> list[onnx.NodeProto]:
-        """Every node that depends on ``name``."""
-        found: dict[int, onnx.NodeProto] = {}
-        stack = [name]
-        while stack:
-            for node in self.consumers.get(stack.pop(), []):
-                if id(node) not in found:
-                    found[id(node)] = node
-                    stack.extend(node.output)
-        return list(found.values())
-
-    def names(self, nodes: Iterable[onnx.NodeProto]) -> tuple[str, ...]:
-        """Names of ``nodes`` in graph order."""
-        return tuple(n.name for n in sorted(nodes, key=lambda n: self.order[id(n)]))
-
-
 def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
     """Every hard-mask path of the graph: a comparison of a min-max-normalised tensor with
     a constant, its Cast to float and the Mul applying it.
@@ -153,7 +107,7 @@ def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
     op (the producer of X: the context unit's ConvTranspose or the stage's ReLU); a walk
     that meets no ReduceMin and ReduceMax is not a mask path and is skipped.
     """
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     paths = []
     for compare in (n for n in g.nodes if n.op_type in COMPARE_OPS):
         variable = [name for name in compare.input if not g.is_constant(name)]
@@ -171,7 +125,7 @@ def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
     return paths
 
 
-def _walk_normalisation(g: _Graph, start: str) -> tuple[list[onnx.NodeProto], str]:
+def _walk_normalisation(g: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], str]:
     """Nodes of Eq. 3 feeding ``start``, and X: the one non-constant tensor entering them."""
     found: dict[int, onnx.NodeProto] = {}
     entering: set[str] = set()
@@ -190,7 +144,7 @@ def _walk_normalisation(g: _Graph, start: str) -> tuple[list[onnx.NodeProto], st
     return (list(found.values()) if source else []), source
 
 
-def _walk_application(g: _Graph, compare: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
+def _walk_application(g: GraphIndex, compare: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
     """The Cast of the comparison to float and the Mul(s) by that mask; the mask tensor."""
     applied: list[onnx.NodeProto] = []
     mask = compare.output[0]
@@ -202,7 +156,7 @@ def _walk_application(g: _Graph, compare: onnx.NodeProto) -> tuple[list[onnx.Nod
     return applied, mask
 
 
-def _block_output(g: _Graph, applied: Sequence[onnx.NodeProto]) -> str:
+def _block_output(g: GraphIndex, applied: Sequence[onnx.NodeProto]) -> str:
     """The block's output F: the Add of Eq. 2 reading A = M * T, else A itself."""
     mul = next((n for n in applied if n.op_type == "Mul"), None)
     if mul is None:
@@ -217,7 +171,7 @@ def float_prefix(model: onnx.ModelProto, paths: Sequence[MaskPath], blocks: int)
         return []
     if blocks > len(paths):
         raise QuantizeError(f"float_blocks={blocks}, but the model has {len(paths)} attention blocks")
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     return list(g.names(g.ancestors(paths[blocks - 1].output)))
 
 
@@ -231,7 +185,7 @@ def float_head(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
     """
     if not paths:
         return []
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     output = paths[-1].output
     return list(g.names([g.producer[output], *g.descendants(output)]))
 
@@ -255,7 +209,7 @@ def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> 
     ReLU's name, so other inputs are left as they are.
     """
     members = set(float_nodes)
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     rewired = 0
     for node in (n for n in g.nodes if n.name in members):
         for index, name in enumerate(node.input):
@@ -288,7 +242,7 @@ def quant_nodes_on_path(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> li
     path: one feeding a path node (entry nodes excepted: they read the quantized network),
     or one fed by a path node other than an entry node or the final Mul. Empty when the
     path is all float."""
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     found = []
     for path in paths:
         entry = set(path.entry)

@@ -9,7 +9,9 @@
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
   evaluation data set), the deltas with their 95 % intervals over queries and the McNemar
   test of the rank-1 change (:mod:`san.metrics`), plus the cosine agreement of their
-  embeddings. Images that cannot be decoded are left out and listed in the notes.
+  embeddings. Images that cannot be decoded are left out and listed in the notes;
+- the verdict: the INT8 file against the ``int8`` rule of the one rule table
+  (:mod:`san.rules`) that ``san-parity`` applies too, every breached limit named.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from onnxruntime.quantization.calibrate import load_tensors_data
 from tqdm import tqdm
 
 from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
-from export.verify import session_exposing_probs
+from export.graph import session_exposing_probs
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import (
@@ -39,6 +41,7 @@ from san.metrics import (
     paired_rank1_delta,
 )
 from san.preprocess import ImageDecodeError, load_image, printable_path
+from san.rules import RULES, Rule
 from san.spec import InputSpec
 
 #: CMC ranks shown in the printed report (the JSON has the whole curve).
@@ -76,6 +79,11 @@ class CalibrationReport:
     ranges: dict[str, tuple[float, float]]
     calibration: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
 
     @property
     def delta_map(self) -> float:
@@ -115,6 +123,8 @@ class CalibrationReport:
         lines.append(f"  calibrated ranges: {len(self.ranges)} tensors (all in the JSON); widest:")
         lines += [f"    {name}: [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in widest]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  FAILED {b}" for b in self.breaches]
+        lines.append("  PASSED: within the int8 rule (san.rules)" if self.passed else "  FAILED: see above")
         return "\n".join(lines)
 
 
@@ -190,8 +200,10 @@ def build_report(
     calibration: dict[str, Any] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    rule: Rule = RULES["int8"],
 ) -> CalibrationReport:
-    """Run both ONNX files with onnxruntime (CPU) on ``dataset``'s query and gallery."""
+    """Run both ONNX files with onnxruntime (CPU) on ``dataset``'s query and gallery; judge
+    the INT8 file by ``rule``."""
     fp32, int8 = Path(fp32), Path(int8)
     spec = read_contract(fp32)
     if read_contract(int8) != spec:
@@ -219,12 +231,13 @@ def build_report(
     else:
         notes.append("ranges per layer not shown: no range cache file given or found")
     r32, r8 = _ranking(e32[:nq], e32[nq:], dataset), _ranking(e8[:nq], e8[nq:], dataset)
+    map_change, rank1_change = paired_map_delta(r32.per_query, r8.per_query), paired_rank1_delta(r32.per_query, r8.per_query)
+    measured = {"max_delta_map": abs(map_change.delta), "max_delta_rank1": abs(rank1_change.delta.delta),
+                "min_cosine_min": float(cos.min()), "min_cosine_mean": float(cos.mean())}
     return CalibrationReport(
-        str(fp32), str(int8), dataset.name, len(kept), _summary(r32), _summary(r8),
-        paired_map_delta(r32.per_query, r8.per_query), paired_rank1_delta(r32.per_query, r8.per_query),
-        float(cos.mean()), float(cos.min()),
-        {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
-        ranges, calibration or {}, notes,
+        str(fp32), str(int8), dataset.name, len(kept), _summary(r32), _summary(r8), map_change, rank1_change,
+        float(cos.mean()), float(cos.min()), {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
+        ranges, calibration or {}, notes, rule.breaches("int8", measured),
     )
 
 

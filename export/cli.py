@@ -17,13 +17,21 @@ what it writes:
                       model.fp16.onnx, written and verified beside model.onnx
 
 every ONNX file is verified against the PyTorch eval model with onnxruntime before anything
-else happens; beyond tolerance the file is renamed to *.rejected and the command fails.
+else happens, under the rule of its precision in the one rule table that san-parity and the
+INT8 report read too (san.rules):
+{rules}
+A mask element whose pi lies within flip_margin of the threshold may flip in one runtime and
+not the other, and moves every later block of that image: such flips are expected, and the
+image is held to min_cosine_min. Refused, each naming the block: an unexplained flip, an image
+whose masks all agree below min_cosine_unflipped, a block whose mask the graph lacks or
+bypasses. A refused file is renamed to *.rejected and the command fails.
 
 examples:
   san-export --ckpt runs/demo/model.pt
   san-export --ckpt model.pt --out deploy/san.onnx --verify-images data/market/query --verify-count 64
   san-export --ckpt model.pt --trt --fp16 --min-batch 1 --opt-batch 32 --max-batch 128
   san-export --ckpt model.pt --trt --int8 model.int8.onnx --timing-cache trt.cache
+  san-export --ckpt model.pt --threshold fp32.min_cosine_unflipped=0.99999
 
 exit status: 0 ok, 1 verification failed, 2 bad arguments or input files,
              3 --trt asked on a machine without TensorRT or a GPU (the ONNX is still written)
@@ -31,11 +39,13 @@ exit status: 0 ok, 1 verification failed, 2 bad arguments or input files,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from san.rules import RULES, describe_rules
+
     parser = argparse.ArgumentParser(
         prog="san-export",
         description="Export a SAN checkpoint to ONNX with deterministic masks and its input "
         "contract, check it against PyTorch, and optionally build a TensorRT engine.",
-        epilog=EPILOG,
+        epilog=EPILOG.format(rules=describe_rules({k: RULES[k] for k in ("fp32", "fp16")})),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
@@ -44,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = parser.add_argument_group("verification")
     verify.add_argument("--verify-images", type=Path, metavar="DIR", help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
-    verify.add_argument("--min-cosine", type=float, default=0.9999, metavar="C", help="per-image cosine floor (default 0.9999)")
-    verify.add_argument("--fp16-min-cosine", type=float, default=0.99, metavar="C", help="the same for the FP16 ONNX (default 0.99)")
+    verify.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                        help="change one limit of the rule table, repeatable (as san-parity: fp32.min_cosine_min=0.995)")
     trt = parser.add_argument_group("TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu]'`)")
     trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
     precision = trt.add_mutually_exclusive_group()
@@ -96,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
     from export.onnx_export import read_contract
     from export.tensorrt_build import BatchProfile, TargetEnvironment, build_engine
     from export.verify import export_and_verify, load_images, synthetic_images
+    from san.rules import RULES, override_rules
 
     profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    rules = override_rules(RULES, args.threshold)
     if args.verify_count < 1:
         raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
     if args.int8 is not None and not args.int8.is_file():
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         images = synthetic_images(meta.spec, args.verify_count)
 
-    def export_verified(path: Path, precision: str, min_cosine: float) -> bool:
+    def export_verified(path: Path, precision: str) -> bool:
         report = export_and_verify(
             model,
             path,
@@ -117,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
             opset=args.opset,
             provenance={"san.checkpoint_sha256": meta.sha256},
             precision=precision,
-            min_cosine=min_cosine,
+            rule=rules[precision],
         )
         print(f"{path}: {report.format()}")
         return report.passed
 
-    if not export_verified(out, "fp32", args.min_cosine):
+    if not export_verified(out, "fp32"):
         return 1
     if not args.trt:
         return 0
@@ -130,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     source = out
     if args.fp16:
         source = out.with_suffix(".fp16.onnx")
-        if not export_verified(source, "fp16", args.fp16_min_cosine):
+        if not export_verified(source, "fp16"):
             return 1
     elif args.int8:
         source = args.int8

@@ -1,36 +1,36 @@
 """An exported ONNX file next to the PyTorch eval model: does it compute the same thing?
 
-:func:`verify_onnx` runs both on the same uint8 images and reports the largest absolute
-embedding error, the smallest cosine similarity and, per attention block with hard masks,
-how many mask elements flipped. A flip is *near threshold* when the PyTorch probability
-lies within ``margin`` of the threshold (float rounding may legitimately push it across).
-A flipped element changes F = (1 + M) * T by a whole T there, so every later block of that
-image sees different input: its flips are *propagated*, not comparable element by element.
-Any other flip is *unexplained* and fails verification.
+:func:`verify_onnx` runs both on the same uint8 images and judges the file by the rule of
+its precision in the one rule table (:mod:`san.rules`, which ``san-parity`` and the INT8
+report read too). Per attention block with hard masks it counts the mask elements that
+flipped between the two. A flip is *near threshold* when the PyTorch probability lies
+within the rule's ``flip_margin`` of the threshold (float rounding may legitimately push
+it across). A flipped element changes F = (1 + M) * T by a whole T there, so every later
+block of that image sees different input: its flips are *propagated*, not comparable
+element by element. Both are expected and do not fail a file; an *unexplained* flip, an
+image error larger than its flips explain, or a block whose mask the graph lacks does,
+with a message naming the block.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
-from san.model.attention import SharpMask, ThresholdMask
-from san.model.network import SAN
 from san.discovery import IMAGE_SUFFIXES, discover_images
 from san.metrics import paired_cosine
+from san.model.network import SAN
 from san.preprocess import load_image
+from san.rules import RULES, Rule
 from san.spec import ContractError, InputSpec
 
+from export.graph import mask_tensors, session_exposing, unused_tensors
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, eval_mode, export_onnx, pi_name
-
-
 
 @dataclass(frozen=True)
 class BlockFlips:
@@ -52,11 +52,11 @@ class BlockFlips:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify_onnx` measured, and every tolerance that was exceeded."""
+    """What :func:`verify_onnx` measured, and every problem found."""
 
     images: int
-    max_abs_error: float
     min_cosine: float
+    flipped_images: int  # images with a mask flip in some block
     blocks: list[BlockFlips] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -66,10 +66,8 @@ class VerifyReport:
 
     def format(self) -> str:
         """Human-readable multi-line summary."""
-        lines = [
-            f"verified on {self.images} images: max abs error {self.max_abs_error:.3g}, "
-            f"min cosine {self.min_cosine:.7f}"
-        ]
+        lines = [f"verified on {self.images} images: min cosine {self.min_cosine:.7f}; "
+                 f"{self.flipped_images} images with a mask flip"]
         for b in self.blocks:
             flips = (
                 f"{b.flips}/{b.elements} mask flips (rate {b.flip_rate:.2e}; near threshold "
@@ -118,28 +116,43 @@ def verify_onnx(
     onnx_path: str | Path,
     images: np.ndarray,
     *,
-    min_cosine: float = 0.9999,
-    max_abs_error: float | None = None,
-    margin: float = 1e-5,
-    max_unexplained_flips: int | None = 0,
+    kind: str = "fp32",
+    rule: Rule | None = None,
     batch_size: int = 32,
 ) -> VerifyReport:
     """Run ``onnx_path`` with onnxruntime (CPU) and ``model`` in eval mode on ``images``.
 
-    ``images`` is uint8 N x 3 x H x W at the model's contract size. Fails (in the report)
-    on non-finite embeddings, a cosine below ``min_cosine``, an absolute error above
-    ``max_abs_error`` (unchecked when None) or more than ``max_unexplained_flips`` flips
-    with |pi - threshold| >= ``margin`` and no flip upstream in the same image, in any block
-    (unchecked when None). Mask flips are counted for blocks with hard masks whose
-    ``pi_<stage>`` tensors the graph names.
+    ``images`` is uint8 N x 3 x H x W at the model's contract size. The file is judged by
+    ``rule`` (default: the one rule table's entry for ``kind``, :data:`san.rules.RULES`),
+    per image; the report names each problem:
+
+    - a hard-mask block whose mask the graph lacks or does not use for the embeddings;
+    - mask flips that are unexplained: |pi - threshold| >= ``rule.flip_margin`` and no flip
+      in an earlier block of the same image (a wrong threshold, other weights upstream);
+    - an error larger than the flips explain: an image whose masks all agree below
+      ``min_cosine_unflipped``, any image below ``min_cosine_min``;
+    - non-finite embeddings.
+
+    The graph's own masks are compared (the output of the comparison that consumes each
+    ``pi_<stage>``), so a threshold constant that differs from the model's shows as flips.
     """
     if images.dtype != np.uint8:
         raise ContractError(f"verification images must be uint8 (0..255), got {images.dtype}")
     model.spec.check_batch_shape(images.shape)
-    session, exposed = session_exposing_probs(onnx_path, model.cfg.active_stages)
-    rules = {s: _mask_rule(model, s) for s in exposed}
-    totals = {s: np.zeros(5) for s in exposed}  # elements, flips, propagated, unexplained, max |pi error|
-    max_abs, min_cos, non_finite = 0.0, 1.0, 0
+    rule = RULES[kind] if rule is None else rule
+    hard = {s: threshold for s in model.cfg.active_stages
+            if (threshold := model.attention[str(s)].generator.hard_threshold) is not None}
+    proto = onnx.load(str(onnx_path))
+    masks = mask_tensors(proto, model.cfg.active_stages)
+    problems = [f"block after stage {s}: the graph has no mask 1[pi_{s} > threshold] (the block was removed or "
+                "altered)" for s in hard if s not in masks]
+    unused = unused_tensors(proto, [masks[s] for s in hard if s in masks], OUTPUT_NAME)
+    problems += [f"block after stage {s}: its mask does not reach {OUTPUT_NAME!r} (the block was removed or "
+                 "bypassed)" for s in hard if s in masks and masks[s] in unused]
+    session = session_exposing(proto, [pi_name(s) for s in masks] + list(masks.values()))
+    totals = {s: np.zeros(5) for s in masks}  # elements, flips, propagated, unexplained, max |pi error|
+    cosines, flipped_images, non_finite = [], [], 0
+    margin = rule.flip_margin
     device = next(model.parameters()).device
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
@@ -149,73 +162,41 @@ def verify_onnx(
         ref_emb = ref.embeddings.float().cpu().numpy()
         got_emb = got[OUTPUT_NAME].astype(np.float32)
         non_finite += int((~np.isfinite(ref_emb)).any(axis=1).sum() + (~np.isfinite(got_emb)).any(axis=1).sum())
-        max_abs = max(max_abs, float(np.abs(ref_emb - got_emb).max()))
-        min_cos = min(min_cos, float(paired_cosine(ref_emb, got_emb).min()))
+        cosines.append(paired_cosine(ref_emb, got_emb))
         upstream = np.zeros((len(batch), 1, 1, 1), dtype=bool)  # image had a flip in an earlier block
         for index, stage in enumerate(model.cfg.active_stages):
             if stage not in totals:
                 continue
             ref_pi = ref.probs[index].float().cpu().numpy()
-            got_pi = got[pi_name(stage)].astype(np.float32)
             t = totals[stage]
             t[0] += ref_pi.size
-            t[4] = max(t[4], float(np.abs(ref_pi - got_pi).max()))
-            rule = rules[stage]
-            if rule is not None:
-                compare, threshold = rule
-                flipped = ref.masks[index].cpu().numpy().astype(bool) != compare(got_pi, threshold)
-                far = flipped & (np.abs(ref_pi - threshold) >= margin)
+            t[4] = max(t[4], float(np.abs(ref_pi - got[pi_name(stage)].astype(np.float32)).max()))
+            if stage in hard:
+                flipped = ref.masks[index].cpu().numpy().astype(bool) != got[masks[stage]].astype(bool)
+                far = flipped if margin is None else flipped & (np.abs(ref_pi - hard[stage]) >= margin)
                 t[1] += flipped.sum()
                 t[2] += (far & upstream).sum()
                 t[3] += (far & ~upstream).sum()
                 upstream = upstream | flipped.any(axis=(1, 2, 3), keepdims=True)
-    blocks = [
-        BlockFlips(s, int(t[0]), int(t[1]), int(t[2]), int(t[3]), float(t[4]), hard=rules[s] is not None)
-        for s, t in totals.items()
-    ]
-    report = VerifyReport(len(images), max_abs, min_cos, blocks)
+        flipped_images.append(upstream.reshape(-1))
+    cos, flipped = np.concatenate(cosines), np.concatenate(flipped_images)
+    blocks = [BlockFlips(s, int(t[0]), int(t[1]), int(t[2]), int(t[3]), float(t[4]), hard=s in hard)
+              for s, t in totals.items()]
+    report = VerifyReport(len(images), float(cos.min()), int(flipped.sum()), blocks, problems)
     if non_finite:
         report.problems.append(f"{non_finite} non-finite embedding rows (PyTorch and ONNX counted together)")
-    if not min_cos >= min_cosine:
-        report.problems.append(f"min cosine {min_cos:.7f} < {min_cosine}")
-    if max_abs_error is not None and not max_abs <= max_abs_error:
-        report.problems.append(f"max abs error {max_abs:.3g} > {max_abs_error}")
-    if max_unexplained_flips is not None:
+    if margin is not None and rule.max_unexplained_flips is not None:
         report.problems += [
-            f"block after stage {b.stage}: {b.unexplained} unexplained mask flips (|pi - threshold| >= "
-            f"{margin}, no flip upstream; allowed {max_unexplained_flips})"
-            for b in blocks
-            if b.unexplained > max_unexplained_flips
+            f"block after stage {b.stage}: {b.unexplained} unexplained mask flips (|pi - threshold| >= {margin:g}, "
+            f"no flip upstream; {kind}.max_unexplained_flips {rule.max_unexplained_flips:g}): the graph computes "
+            "another mask" for b in blocks if b.unexplained > rule.max_unexplained_flips
         ]
+    measured = {"min_cosine_min": float(cos.min())}
+    if margin is not None and (~flipped).any():
+        measured["min_cosine_unflipped"] = float(cos[~flipped].min())
+    report.problems += [f"{breach} (an error larger than the mask flips explain)"
+                        for breach in rule.breaches(kind, measured)]
     return report
-
-
-def _mask_rule(model: SAN, stage: int) -> tuple[Callable[[np.ndarray, float], np.ndarray], float] | None:
-    """(comparison, threshold) turning pi into the block's hard mask; None for soft masks."""
-    generator = model.attention[str(stage)].generator
-    if isinstance(generator, SharpMask):
-        return np.greater, generator.threshold
-    if isinstance(generator, ThresholdMask):
-        return np.greater_equal, generator.lam
-    return None
-
-
-def session_exposing_probs(onnx_path: str | Path, stages: tuple[int, ...]) -> tuple[ort.InferenceSession, list[int]]:
-    """An onnxruntime CPU session whose outputs also include every ``pi_<stage>`` tensor
-    the graph computes; returns it with the stages so exposed."""
-    proto = onnx.load(str(onnx_path))
-    listed = {o.name for o in proto.graph.output}
-    produced = {name for node in proto.graph.node for name in node.output}
-    hidden = [pi_name(s) for s in stages if pi_name(s) in produced and pi_name(s) not in listed]
-    if hidden:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-        infos = {v.name: v for v in inferred.graph.value_info}
-        proto.graph.output.extend(
-            infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in hidden
-        )
-    exposed = [s for s in stages if pi_name(s) in listed or pi_name(s) in hidden]
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session, exposed
 
 
 def export_and_verify(
@@ -226,18 +207,13 @@ def export_and_verify(
     opset: int = 17,
     provenance: dict[str, str] | None = None,
     precision: str = "fp32",
-    min_cosine: float = 0.9999,
+    rule: Rule | None = None,
 ) -> VerifyReport:
-    """:func:`export_onnx` then :func:`verify_onnx`; a file that fails is moved to
-    ``<out>.rejected`` so nothing downstream picks it up.
-
-    FP32 fails on any unexplained mask flip; FP16 rounding moves pi by ~1e-3, so there
-    flips are reported and only the cosine floor applies.
-    """
+    """:func:`export_onnx` then :func:`verify_onnx` under ``rule`` (default: the rule table's
+    entry for ``precision``); a file that fails is moved to ``<out>.rejected`` so nothing
+    downstream picks it up."""
     out = export_onnx(model, out, opset=opset, provenance=provenance, precision=precision)
-    report = verify_onnx(
-        model, out, images, min_cosine=min_cosine, max_unexplained_flips=0 if precision == "fp32" else None
-    )
+    report = verify_onnx(model, out, images, kind=precision, rule=rule)
     if not report.passed:
         rejected = out.with_name(out.name + ".rejected")
         os.replace(out, rejected)

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from runtime.base import BackendError
-from runtime.parity import RULES, Artifact, ParityReport, Rule, override_rules, run_parity, save_json
+from runtime.parity import Artifact, ParityReport, run_parity, save_json
 from san.atomic import atomic_write_text
 from san.checkpoint import CheckpointError, read_checkpoint
 from san.cli.train import parse_dataset_args
 from san.data.records import ReidDataset
 from san.data.registry import DATASETS, load_dataset
+from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
 
 
 def _defaults_table() -> str:
-    names = [f.name for f in fields(Rule)]
-    rows = [f"  {kind:<5}" + "".join(f"  {n}={getattr(rule, n):g}" for n in names if getattr(rule, n) is not None)
-            for kind, rule in RULES.items()]
-    return "\n".join(["default thresholds (|deltas| in points vs torch; cosines per image):", *rows,
-                      f"  fields: {', '.join(names)} (none = not checked)"])
+    return "\n".join(["default thresholds (san.rules; |deltas| in points vs torch; cosines per image):",
+                      describe_rules(RULES), f"  fields: {', '.join(RULE_FIELDS)} (none = not checked)"])
 
 
 EPILOG = f"""\

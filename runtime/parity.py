@@ -16,25 +16,10 @@ in eval mode; :class:`calibration.threshold.StochasticMasks`) are scored over a 
 draws and compared with the deterministic masks it deploys: a property of the model, reported,
 not gated.
 
-Each artifact is judged by the :class:`Rule` of its precision (read from the artifact:
-ONNX ``san.precision`` metadata, engine sidecar). Default thresholds and why:
-
-- ``fp32``: the same float32 graph; only op order and fused kernels differ (relative error
-  ~1e-6), so embeddings keep mean cosine >= 0.9999 unless something is really wrong (other
-  weights, preprocessing, train-mode BatchNorm or masks all fall below 0.99). A single image
-  may still go lower: where pi lies within that rounding of the threshold its hard mask
-  element flips in one runtime and not the other, which changes F = (1 + M) T by a whole
-  T there and propagates to later blocks (the trained 128x64 demo: one image of 551 at
-  0.9975, retrieval unchanged). So the per-image floor is 0.99, and the retrieval
-  deltas |delta| <= 0.5 point for mAP and rank-1 carry the verdict.
-- ``fp16``: 11-bit mantissa (~5e-4 relative per op), and mask elements whose pi lies that
-  close to the threshold flip: mean cosine >= 0.999, min >= 0.99; mAP 0.5, rank-1 1 point.
-- ``int8``: post-training INT8 of ResNets costs well under a point of accuracy with good
-  calibration (Wu et al. 2020, "Integer Quantization for Deep Learning Inference"): mAP
-  and rank-1 within 1 point carry the verdict. Mean cosine >= 0.95 only guards against a
-  broken quantization (a wrong scale gives 0.1-0.5): hard masks amplify int8 rounding
-  (1-4 % of mask elements flip in blocks 2-4), so a healthy SAN measures 0.96-0.999
-  (0.9975 on the 128x64 demo model); single images are not gated.
+Each artifact is judged by the :class:`san.rules.Rule` of its precision (read from the
+artifact: ONNX ``san.precision`` metadata, engine sidecar), from the one rule table that
+export verification and the INT8 report read too; :mod:`san.rules` says why each limit is
+what it is.
 
 On a set of Q queries one query moves rank-1 by 100/Q points, and INT8 rounding moves
 some queries' first match to or away from rank 1 in both directions. So next to each
@@ -50,7 +35,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,68 +60,12 @@ from san.metrics import (
     paired_rank1_delta,
 )
 from san.preprocess import ImageDecodeError, load_image
+from san.rules import RULES, Rule
 from san.spec import ContractError, InputSpec
 
 SHOWN_RANKS = (1, 5, 10)
 TOP_K = 10
 MAX_RANK = 20  # CMC length kept in the JSON report
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Thresholds an artifact must meet against the PyTorch eval model; ``None`` = not checked.
-
-    Deltas are absolute, in percentage points; cosines are paired per image; flips are a
-    fraction of the queries.
-    """
-
-    max_delta_map: float | None = None
-    max_delta_rank1: float | None = None
-    min_cosine_min: float | None = None
-    min_cosine_mean: float | None = None
-    min_top10_overlap: float | None = None
-    max_rank1_flips: float | None = None
-
-    def breaches(self, kind: str, c: Comparison) -> list[str]:
-        """Every breached threshold, named as ``--threshold`` spells it (``int8.max_delta_map``)."""
-        measured = {
-            "max_delta_map": abs(c.delta_map), "max_delta_rank1": abs(c.delta_rank[1]),
-            "min_cosine_min": c.cosine_min, "min_cosine_mean": c.cosine_mean,
-            "min_top10_overlap": c.top10_overlap, "max_rank1_flips": c.flip_fraction,
-        }
-        found = []
-        for name, value in measured.items():
-            limit = getattr(self, name)
-            if limit is None:
-                continue
-            bad = value > limit if name.startswith("max_") else value < limit
-            if bad:
-                found.append(f"{kind}.{name}: {value:.6g} {'>' if name.startswith('max_') else '<'} {limit:g}")
-        return found
-
-
-RULES: dict[str, Rule] = {
-    "fp32": Rule(max_delta_map=0.5, max_delta_rank1=0.5, min_cosine_min=0.99, min_cosine_mean=0.9999),
-    "fp16": Rule(max_delta_map=0.5, max_delta_rank1=1.0, min_cosine_min=0.99, min_cosine_mean=0.999),
-    "int8": Rule(max_delta_map=1.0, max_delta_rank1=1.0, min_cosine_mean=0.95),
-}
-
-
-def override_rules(rules: dict[str, Rule], settings: Sequence[str]) -> dict[str, Rule]:
-    """Apply ``KIND.FIELD=VALUE`` settings (``int8.max_delta_map=2``, ``fp32.min_top10_overlap=none``)."""
-    names = [f.name for f in fields(Rule)]
-    rules = dict(rules)
-    for setting in settings:
-        key, sep, text = setting.partition("=")
-        kind, dot, name = key.strip().partition(".")
-        if not sep or not dot or name not in names:
-            raise ValueError(f"--threshold expects KIND.FIELD=VALUE with FIELD one of {names}, got {setting!r}")
-        try:
-            value = None if text.strip().lower() == "none" else float(text)
-        except ValueError:
-            raise ValueError(f"--threshold {setting!r}: {text!r} is not a number or 'none'") from None
-        rules[kind] = replace(rules.get(kind, Rule()), **{name: value})
-    return rules
 
 
 @dataclass(frozen=True)
@@ -174,6 +103,12 @@ class Comparison:
     @property
     def flip_fraction(self) -> float:
         return self.rank1_flips / self.queries if self.queries else 0.0
+
+    def measured(self) -> dict[str, float]:
+        """The measurements a :class:`san.rules.Rule` judges, by its field names."""
+        return {"max_delta_map": abs(self.delta_map), "max_delta_rank1": abs(self.delta_rank[1]),
+                "min_cosine_min": self.cosine_min, "min_cosine_mean": self.cosine_mean,
+                "min_top10_overlap": self.top10_overlap, "max_rank1_flips": self.flip_fraction}
 
 
 @dataclass
@@ -534,7 +469,7 @@ def run_parity(
         notes = [] if source in (None, ckpt_sha) else [
             f"exported from checkpoint sha256 {source[:12]}..., not from {ckpt.name} ({ckpt_sha[:12]}...)"]
         results.append(BackendResult(artifact.name, str(artifact.path), precision, described, retrieval, seconds,
-                                     comparison, rules[precision].breaches(precision, comparison), notes))
+                                     comparison, rules[precision].breaches(precision, comparison.measured()), notes))
     stochastic, notes = None, []
     if draws > 0:
         log(f"torch, sampled masks: {draws} draws")

@@ -34,7 +34,9 @@ from san.data.registry import load_dataset
 from san.data.synth import ensure_synthetic
 from san.model.network import SAN, build_model
 from san.preprocess import load_image
+from san.rules import RULES
 from san.spec import METADATA_KEY, InputSpec
+from int8_faults import quantize_everything, scale_activation_ranges
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
 SYNTH = {"ids": 16, "cameras": 2, "seed": 0, "height": 64, "width": 32}
@@ -299,10 +301,16 @@ def test_cli_quantizes_reports_and_refuses_evaluation_images(
     assert san_calibrate(["--images", str(synth / "query"), *common]) == 2
     assert "calibration images are also evaluation" in capsys.readouterr().err and not out.exists()
 
-    assert san_calibrate(["--images", str(synth / "bounding_box_train"), *common]) == 0
+    # Random weights and a few queries: the retrieval deltas are noise, so this run gates the
+    # paired cosine only; the exit status follows the verdict in the report either way.
+    noise = ["--threshold", "int8.max_delta_map=none", "--threshold", "int8.max_delta_rank1=none"]
+    status = san_calibrate(["--images", str(synth / "bounding_box_train"), *common, *noise])
     printed = capsys.readouterr().out
     assert "8 of" in printed and "seed 0" in printed and "reused" in printed and "delta mAP" in printed
     report = json.loads((tmp_path / "cli.int8.onnx.report.json").read_text())
+    breached = report["cosine_mean"] < RULES["int8"].min_cosine_mean
+    assert status == (1 if breached else 0) and report["breaches"] == (
+        [f"int8.min_cosine_mean: {report['cosine_mean']:.6g} < 0.95"] if breached else [])
     assert set(report["flip_rate"]) == {"1", "2", "3", "4"} and report["ranges"]
     assert 0 <= report["int8_retrieval"]["mAP"] <= 1 and report["calibration"]["num_images"] == 8
 
@@ -315,38 +323,72 @@ def test_cli_help_teaches_both_commands(capsys: pytest.CaptureFixture[str]) -> N
     assert "threshold" in text and "hygiene" in text and "--exclude" in text and "validation split" in text
 
 
-# -- a trained model ------------------------------------------------------------------------
+# -- the INT8 verdict on a trained model ----------------------------------------------------
+
+
+#: The trained model's evaluation set: its 16 training ids plus 400 unseen ones (3763 query
+#: and gallery images). A 4-epoch model retrieves unseen people near chance (mAP ~1 %), so
+#: its retrieval deltas carry no information whatever the split size; the verdict that has
+#: power here is the paired cosine of thousands of images, each a measurement of what INT8
+#: did to that image (its standard error is ~0.001 against a 0.02 margin to the rule).
+TRAINED_SYNTH = {"ids": 416, "cameras": 4, "seed": 0, "height": 64, "width": 32, "test_fraction": 400 / 416}
+
+
+@pytest.fixture(scope="module")
+def trained_int8(tmp_path_factory: pytest.TempPathFactory):
+    """(fp32 ONNX, default INT8 result, evaluation data set, calibration images) of a model
+    trained 4 epochs, so BatchNorm statistics and folded biases are real."""
+    from san.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("trained-int8")
+    root = tmp / "synth"
+    cfg = TrainConfig(out=str(tmp / "run"), model=CFG, root=str(root), dataset_options=TRAINED_SYNTH,
+                      epochs=4, batch_p=8, batch_k=4, workers=0, eval_every=0, progress=False, seed=0)
+    train(cfg)
+    model, _ = load_checkpoint(tmp / "run" / "model.pt")
+    fp32 = export_onnx(model, tmp / "model.onnx")
+    images = sample_images(folder_images(root / "bounding_box_train", "--images"), 32, seed=0)
+    result = quantize_onnx(fp32, images, tmp / "model.int8.onnx", options=OPTIONS)
+    return fp32, result, load_dataset("synthetic", root, verbose=False), images
+
+
+def _cosine_interval(fp32: Path, int8: Path, dataset) -> tuple[float, float, int]:
+    """Mean paired cosine of the two files' embeddings over every query and gallery image,
+    computed here with onnxruntime directly, with its 95 % half-width; and the image count."""
+    spec = read_contract(fp32)
+    batch = np.stack([load_image(r.path, spec) for r in (*dataset.query, *dataset.gallery)])
+    a, b = _embed(fp32, batch), _embed(int8, batch)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cos.mean()), float(1.96 * cos.std(ddof=1) / np.sqrt(len(cos))), len(cos)
 
 
 @pytest.mark.slow
-def test_trained_model_keeps_its_retrieval_quality_in_int8(tmp_path: Path) -> None:
-    """A few epochs of training on the tiny set, then the default INT8 file on its test split.
-
-    A smoke-level bound: 16 queries and a 4-epoch model (fp32 mAP ~17) make one query
-    worth 6.25 rank-1 points, and its masks flip easily (4-9 % of elements in stages 3-4).
-    Measured here: dmAP -1.4 to -4.2, drank-1 0 or one query, mean cosine 0.96 (code
-    versions of this session). So the bounds (5 mAP points, two queries, cosine 0.95) only
-    catch gross breakage; the issue's 1-point bounds are measured on the cpu-demo model
-    (2410 queries) by the parity gate of scripts/demo.sh, see the README.
-    """
+def test_the_default_int8_file_passes_the_int8_rule_with_power_to_spare(trained_int8) -> None:
     from calibration.report import build_report
-    from san.train import TrainConfig, train
 
-    root = tmp_path / "synth"
-    cfg = TrainConfig(
-        out=str(tmp_path / "run"), model=CFG, root=str(root), dataset_options=SYNTH,
-        epochs=4, batch_p=8, batch_k=4, workers=0, eval_every=0, progress=False, seed=0,
-    )
-    train(cfg)
-    model, _ = load_checkpoint(tmp_path / "run" / "model.pt")
-    fp32 = export_onnx(model, tmp_path / "model.onnx")
-    images = sample_images(folder_images(root / "bounding_box_train", "--images"), 32, seed=0)
-    result = quantize_onnx(fp32, images, tmp_path / "model.int8.onnx", options=OPTIONS)
-    dataset = load_dataset("synthetic", root, verbose=False)
+    fp32, result, dataset, _ = trained_int8
     report = build_report(fp32, result.out, dataset, result.cache, progress=False)
-    one_query = 100 / len(dataset.query)
-    assert abs(report.delta_map) <= 5.0 and abs(report.delta_rank1) <= 2 * one_query + 1e-9, report.format()
-    assert report.cosine_mean >= 0.95 and set(report.flip_rate) == {1, 2, 3, 4}, report.format()
+    assert report.passed, report.format()
+    assert set(report.flip_rate) == {1, 2, 3, 4}
+    mean, half_width, images = _cosine_interval(fp32, result.out, dataset)
+    assert report.images == images >= 3000 and report.cosine_mean == pytest.approx(mean, abs=1e-5)
+    assert mean - half_width > RULES["int8"].min_cosine_mean  # the whole interval clears the floor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["mask path quantized", "activation ranges x10"])
+def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path: Path) -> None:
+    from calibration.report import build_report
+
+    fp32, result, dataset, images = trained_int8
+    if fault == "mask path quantized":
+        broken = quantize_everything(fp32, images, tmp_path / "broken.onnx")
+    else:
+        broken = scale_activation_ranges(result.out, tmp_path / "broken.onnx", 10.0)
+    report = build_report(fp32, broken, dataset, progress=False)
+    assert not report.passed and any(b.startswith("int8.min_cosine_mean") for b in report.breaches), report.format()
+    mean, half_width, _ = _cosine_interval(fp32, broken, dataset)
+    assert mean + half_width < RULES["int8"].min_cosine_mean  # the whole interval is below the floor
 
 
 # -- TensorRT -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from export.onnx_export import (
     read_metadata,
 )
 from export.verify import export_and_verify, synthetic_images, verify_onnx
+from san.rules import Rule
 from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
@@ -193,9 +194,11 @@ def test_read_contract_refuses_missing_or_invalid_contract(random_onnx: Path, tm
 
 def test_verify_fails_beyond_tolerance(random_model: SAN, random_onnx: Path) -> None:
     images = synthetic_images(random_model.spec, 3)
-    report = verify_onnx(random_model, random_onnx, images, min_cosine=1.5, max_abs_error=0.0)
+    strict = Rule(min_cosine_min=1.5, min_cosine_unflipped=1.5, flip_margin=1e-5)
+    report = verify_onnx(random_model, random_onnx, images, rule=strict)
     assert not report.passed
-    assert any("min cosine" in p for p in report.problems) and any("max abs error" in p for p in report.problems)
+    assert any("fp32.min_cosine_min" in p for p in report.problems)
+    assert any("fp32.min_cosine_unflipped" in p for p in report.problems)
     with pytest.raises(ContractError, match="uint8"):
         verify_onnx(random_model, random_onnx, images.astype(np.float32))
 
@@ -266,7 +269,7 @@ def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Pat
     assert weight_types == {onnx.TensorProto.FLOAT16}
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     # FP16 rounding flips masks near the threshold; only the embedding direction is held.
-    report = verify_onnx(random_model, path, synthetic_images(CFG.spec, 8), min_cosine=0.99, max_unexplained_flips=None)
+    report = verify_onnx(random_model, path, synthetic_images(CFG.spec, 8), kind="fp16")
     assert report.passed, report.format()
 
 
@@ -278,6 +281,6 @@ def test_a_file_that_fails_verification_is_moved_aside(
 
     monkeypatch.setattr("export.verify.export_onnx", copy_export)
     out = tmp_path / "model.onnx"
-    report = export_and_verify(random_model, out, synthetic_images(CFG.spec, 2), min_cosine=1.5)
+    report = export_and_verify(random_model, out, synthetic_images(CFG.spec, 2), rule=Rule(min_cosine_min=1.5))
     assert not report.passed and "moved to" in report.problems[-1]
     assert not out.exists() and (tmp_path / "model.onnx.rejected").is_file()

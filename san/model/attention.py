@@ -52,6 +52,11 @@ def total_variation(a: Tensor) -> Tensor:
 class MaskGenerator(nn.Module):
     """Turns the generator input X into a mask M of the same shape."""
 
+    @property
+    def hard_threshold(self) -> float | None:
+        """The threshold on pi of the eval-mode mask when it is hard (0 or 1); None when continuous."""
+        return None
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return (M, pi), pi being the normalised input where the variant has one."""
         raise NotImplementedError
@@ -64,6 +69,10 @@ class SharpMask(MaskGenerator):
         super().__init__()
         self.threshold = threshold
         self.register_buffer("tau", torch.tensor(float(tau)))
+
+    @property
+    def hard_threshold(self) -> float:
+        return self.threshold
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pi = minmax_normalize(x)
@@ -87,6 +96,10 @@ class ThresholdMask(MaskGenerator):
     def __init__(self, lam: float) -> None:
         super().__init__()
         self.lam = lam
+
+    @property
+    def hard_threshold(self) -> float:
+        return self.lam
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pi = minmax_normalize(x)

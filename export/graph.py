@@ -1,0 +1,101 @@
+"""Reading an exported SAN graph without torch: its hard masks, what its output depends on,
+and onnxruntime sessions that expose inner tensors (``pi_<stage>``, masks) for comparison."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from export.onnx_export import pi_name
+
+#: Comparisons that turn pi into a hard mask (sharp: Greater; Table III thresholding: >=).
+COMPARE_OPS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
+
+
+def mask_tensors(proto: onnx.ModelProto, stages: Sequence[int]) -> dict[int, str]:
+    """Stage -> the graph's hard mask: the output of the comparison that consumes ``pi_<stage>``."""
+    found = {}
+    for node in proto.graph.node:
+        if node.op_type in COMPARE_OPS:
+            for stage in stages:
+                if pi_name(stage) in node.input:
+                    found[stage] = node.output[0]
+    return found
+
+
+class GraphIndex:
+    """Producer/consumer lookups over one ONNX graph."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.nodes = list(graph.node)
+        self.order = {id(n): i for i, n in enumerate(self.nodes)}
+        self.producer = {out: n for n in self.nodes for out in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for name in n.input:
+                self.consumers.setdefault(name, []).append(n)
+        self.constants = {t.name for t in graph.initializer} | {
+            out for n in self.nodes if n.op_type == "Constant" for out in n.output
+        }
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.constants
+
+    def ancestors(self, name: str) -> list[onnx.NodeProto]:
+        """Every node that ``name`` depends on, its producer included."""
+        found: dict[int, onnx.NodeProto] = {}
+        stack = [name]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is not None and id(node) not in found:
+                found[id(node)] = node
+                stack.extend(i for i in node.input if i)
+        return list(found.values())
+
+    def descendants(self, name: str) -> list[onnx.NodeProto]:
+        """Every node that depends on ``name``."""
+        found: dict[int, onnx.NodeProto] = {}
+        stack = [name]
+        while stack:
+            for node in self.consumers.get(stack.pop(), []):
+                if id(node) not in found:
+                    found[id(node)] = node
+                    stack.extend(node.output)
+        return list(found.values())
+
+    def names(self, nodes: Iterable[onnx.NodeProto]) -> tuple[str, ...]:
+        """Names of ``nodes`` in graph order."""
+        return tuple(n.name for n in sorted(nodes, key=lambda n: self.order[id(n)]))
+
+
+def unused_tensors(proto: onnx.ModelProto, names: Sequence[str], output: str) -> set[str]:
+    """Those of ``names`` that the graph output ``output`` does not depend on."""
+    needed = {out for node in GraphIndex(proto.graph).ancestors(output) for out in node.output}
+    return set(names) - needed
+
+
+def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.InferenceSession:
+    """An onnxruntime CPU session of ``proto`` whose outputs also include the tensors ``names``."""
+    proto = copy.deepcopy(proto)
+    listed = {o.name for o in proto.graph.output}
+    hidden = [name for name in names if name not in listed]
+    if hidden:
+        infos = {v.name: v for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+        proto.graph.output.extend(
+            infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
+            for name in hidden
+        )
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def session_exposing_probs(onnx_path: str | Path, stages: tuple[int, ...]) -> tuple[ort.InferenceSession, list[int]]:
+    """An onnxruntime CPU session whose outputs also include every ``pi_<stage>`` tensor
+    the graph computes; returns it with the stages so exposed."""
+    proto = onnx.load(str(onnx_path))
+    produced = {name for node in proto.graph.node for name in node.output}
+    exposed = [s for s in stages if pi_name(s) in produced or pi_name(s) in {o.name for o in proto.graph.output}]
+    return session_exposing(proto, [pi_name(s) for s in exposed]), exposed
