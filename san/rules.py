@@ -12,7 +12,11 @@ flip is *near threshold* (|pi - threshold| < ``flip_margin``) or *propagated* (a
 block of the same image flipped) and is expected; any other flip is *unexplained*. So:
 
 - ``fp32``: the same float32 graph; only op order and fused kernels differ (relative error
-  ~1e-6). An image whose masks all agree keeps cosine >= 0.9999
+  ~1e-6). Through min-max normalisation that rounding moves pi by up to ~2e-4 in the last
+  block, where each channel's range is taken over few positions (seeded ResNet-50 SANs at
+  256x128: 5e-5 to 1.9e-4 in block 4, 1e-5 in blocks 1-3), so a flip within
+  ``flip_margin`` = 1e-3 of the threshold is rounding; a wrong threshold or other weights
+  flip elements far from it. An image whose masks all agree keeps cosine >= 0.9999
   (``min_cosine_unflipped``); other weights, preprocessing, train-mode BatchNorm or masks
   all fall below 0.99. An image with expected flips may go lower, to the per-image floor
   0.99 (the trained 128x64 demo: one image of 551 at 0.9975, retrieval unchanged). Over a
@@ -70,7 +74,7 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {
-    "fp32": Rule(min_cosine_min=0.99, min_cosine_mean=0.9999, min_cosine_unflipped=0.9999, flip_margin=1e-5,
+    "fp32": Rule(min_cosine_min=0.99, min_cosine_mean=0.9999, min_cosine_unflipped=0.9999, flip_margin=1e-3,
                  max_unexplained_flips=0, max_delta_map=0.5, max_delta_rank1=0.5),
     "fp16": Rule(min_cosine_min=0.99, min_cosine_mean=0.999, max_delta_map=0.5, max_delta_rank1=1.0),
     "int8": Rule(min_cosine_mean=0.95, max_delta_map=1.0, max_delta_rank1=1.0),

@@ -31,11 +31,12 @@ from export.onnx_export import (
     read_contract,
     read_metadata,
 )
+from export.graph import mask_tensors
 from export.verify import export_and_verify, synthetic_images, verify_onnx
-from san.rules import Rule
 from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
+from san.rules import Rule
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
@@ -211,6 +212,64 @@ def test_verify_catches_masks_that_disagree(random_model: SAN, random_onnx: Path
     finally:
         random_model.set_mask_threshold(0.5)
     assert not report.passed and any("unexplained mask flips" in p for p in report.problems), report.format()
+
+
+def _tampered(source: Path, out: Path, stage: int, how: str) -> Path:
+    """A copy of ``source`` whose block after ``stage`` is altered: its threshold constant
+    set to 0.6 (``threshold``), its F = (1 + M) T replaced by T (``bypassed``), or that and
+    every node left dead removed (``removed``)."""
+    model = onnx.load(source)
+    graph = model.graph
+    mask = mask_tensors(model, [stage])[stage]
+    compare = next(n for n in graph.node if mask in n.output)
+    if how == "threshold":
+        name = f"tampered_threshold_{stage}"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.6, dtype=np.float32), name))
+        compare.input[1] = name  # this block only: exporters share equal constants between blocks
+    else:
+        cast = next(n for n in graph.node if mask in n.input)
+        mul = next(n for n in graph.node if cast.output[0] in n.input)
+        add = next(n for n in graph.node if mul.output[0] in n.input)  # F = T + M * T
+        feature = next(i for i in add.input if i != mul.output[0])
+        add.op_type, add.input[:] = "Identity", [feature]
+        if how == "removed":
+            del graph.output[1:]  # pi_<stage> outputs would keep the dead path alive
+            while dead := [n for n in graph.node if not any(o in {i for m in graph.node for i in m.input}
+                                                            or o == OUTPUT_NAME for o in n.output)]:
+                for n in dead:
+                    graph.node.remove(n)
+    onnx.checker.check_model(model)
+    onnx.save(model, out)
+    return out
+
+
+@pytest.mark.parametrize("how", ["threshold", "bypassed", "removed"])
+def test_verify_refuses_a_tampered_block_and_names_it(
+    how: str, trained_model: SAN, trained_onnx: Path, tmp_path: Path
+) -> None:
+    stage = 2
+    tampered = _tampered(trained_onnx, tmp_path / f"{how}.onnx", stage, how)
+    report = verify_onnx(trained_model, tampered, synthetic_images(trained_model.spec, 8))
+    assert not report.passed, report.format()
+    expected = {"threshold": "unexplained mask flips", "bypassed": "does not reach", "removed": "has no mask"}[how]
+    named = [p for p in report.problems if p.startswith(f"block after stage {stage}:")]
+    assert named and expected in named[0], report.format()
+    upstream = [p for p in report.problems if p.startswith("block after stage 1:")]
+    assert not upstream, report.format()  # the blocks before the tampered one are not blamed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_randomly_initialised_resnet50_sans_export_with_default_flags(
+    seed: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paper's model (default ModelConfig) at random weights: its near-threshold mask
+    flips (seeds 1 and 2 move single images to cosine 0.9998) are rounding, not errors."""
+    torch.manual_seed(seed)
+    save_checkpoint(tmp_path / "model.pt", build_model(ModelConfig()))
+    assert san_export(["--ckpt", str(tmp_path / "model.pt")]) == 0, capsys.readouterr()
+    assert "PASSED" in capsys.readouterr().out and (tmp_path / "model.onnx").is_file()
+    assert not (tmp_path / "model.onnx.rejected").exists()
 
 
 def test_cli_exports_and_verifies_a_checkpoint(exported_by_cli: tuple[int, str, Path, Path]) -> None:
