@@ -39,8 +39,9 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
-from san.discovery import discover_images, list_digest
 from san.atomic import atomic_path, atomic_write, atomic_write_text, remove_stale_temporaries
+from san.discovery import discover_images, list_digest
+from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
 from san.spec import InputSpec
 
@@ -187,6 +188,7 @@ def _embed_chunks(root: Path, paths: list[str], todo: list[tuple[int, int]], bac
                 state = {**state, "chunks_done": state["chunks_done"] + 1, "rows": state["rows"] + len(rows),
                          "index_bytes": index.tell()}
                 _write_json(out / PROGRESS, state)  # the commit point of this chunk
+                failpoint("embed.chunk_committed")
                 bar.update(end - start)
     finally:
         decoded.close()

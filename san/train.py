@@ -36,6 +36,7 @@ from san.data.registry import load_dataset
 from san.data.sampler import PKSampler
 from san.data.torch_dataset import ReidImageDataset
 from san.evaluate import EvalReport, evaluate_model
+from san.failpoints import failpoint
 from san.losses import san_loss
 from san.model.network import SAN, build_model
 from san.preprocess import printable_path
@@ -433,6 +434,7 @@ class _Trainer:
         if is_best:
             save_checkpoint(self.out / "best.pt", self.raw, training={"epoch": done},
                             extra={**self.extra, "eval": record["eval"]})
+        failpoint("train.epoch_saved")
 
     def _finish(self) -> None:
         """Write model.pt and print untrained vs trained quality."""

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,9 @@ from test_runtime import N_IMAGES, build_tiny, make_images
 
 from runtime import Backend, EmbedError, EmbedOptions, Shard, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
-from san.discovery import IMAGE_SUFFIXES
 from runtime.embed import NON_FINITE
+from san.discovery import IMAGE_SUFFIXES
+from san.failpoints import ENV
 from san.spec import InputSpec
 
 OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)  # ragged batches, several chunks
@@ -106,13 +106,10 @@ def test_killed_run_resumes_to_the_uninterrupted_output(tiny: Path, tmp_path: Pa
     out = tmp_path / "killed"
     command = [str(Path(sys.executable).with_name("san-embed")), str(images), "--model", str(tiny / "model.onnx"),
                "--out", str(out), "--batch-size", "4", "--chunk-size", "8", "--workers", "1", "--no-progress"]
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while _chunks_done(out) < 1 and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(run.pid, signal.SIGKILL)
-    assert run.wait() == -signal.SIGKILL
-    assert 1 <= _chunks_done(out) < 15 and not (out / "meta.json").exists()
+    killed = subprocess.run(command, env={**os.environ, ENV: "embed.chunk_committed=3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert killed.returncode == -signal.SIGKILL  # killed right after committing its third chunk
+    assert _chunks_done(out) == 3 and not (out / "meta.json").exists()
     assert main(command[1:] + ["--resume"]) == 0
     assert_same_output(tmp_path / "whole", out)
     assert sorted(p.name for p in out.iterdir()) == sorted([*IDENTITY, "timing.json"])

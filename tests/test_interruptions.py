@@ -26,6 +26,7 @@ from test_runtime import build_tiny, make_images
 
 from runtime import EmbedOptions, embed_folder, open_backend
 from san import load_checkpoint
+from san.failpoints import ENV
 
 OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)
 FINAL = ("embeddings.npy", "index.csv", "meta.json")
@@ -160,19 +161,18 @@ def test_san_embed_sigkilled_twice_resumes_to_identical_bytes(tiny: Path, tmp_pa
     command = [sys.executable, "-m", "runtime.cli_embed", str(images), "--model", str(tiny / "model.onnx"),
                "--out", str(out), "--batch-size", "4", "--chunk-size", "8", "--workers", "1", "--no-progress"]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # a desktop locale, not C.UTF-8's lenient one
-    for kill_after in (2, 6):
-        run = subprocess.Popen(command + (["--resume"] if kill_after > 2 else []), env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while _chunks_done(out) < kill_after and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        os.kill(run.pid, signal.SIGKILL)  # the main process only, as the OOM killer would
-        assert run.wait() == -signal.SIGKILL, run.stderr.read().decode(errors="replace")
+    for kill_after, commits in ((2, 2), (6, 4)):  # the resumed run commits 4 more chunks, then dies
+        log = tmp_path / f"stderr-{kill_after}.txt"  # a file: decode workers may hold a pipe open after the kill
+        with open(log, "wb") as stderr:
+            run = subprocess.Popen(command + (["--resume"] if kill_after > 2 else []),
+                                   env={**env, ENV: f"embed.chunk_committed={commits}"}, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        assert run.wait(timeout=120) == -signal.SIGKILL, log.read_text(errors="replace")  # the main process only
         lingering = _survivors(run.pid)
         if lingering:
             os.killpg(run.pid, signal.SIGKILL)
         assert not lingering, "decode workers outlived the killed san-embed"
-        assert kill_after <= _chunks_done(out) and not (out / "meta.json").exists()
+        assert _chunks_done(out) == kill_after and not (out / "meta.json").exists()
         assert_consistent(out, reference)
     done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # 1: some files failed, each listed
@@ -221,19 +221,17 @@ def test_san_train_sigkilled_resumes_the_same_loss_sequence(market_with_bad_file
     assert "warning: skipping unreadable training image" in whole.stdout
 
     out = tmp_path / "killed"
-    run = subprocess.Popen(_train_command(out, market_with_bad_files), env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (out / "last.pt").exists() and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(run.pid, signal.SIGKILL)
-    assert run.wait() == -signal.SIGKILL, run.stderr.read().decode(errors="replace")
+    log = tmp_path / "stderr.txt"  # a file: loader workers may hold a pipe open after the kill
+    with open(log, "wb") as stderr:
+        run = subprocess.Popen(_train_command(out, market_with_bad_files), env={**env, ENV: "train.epoch_saved=1"},
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    assert run.wait(timeout=600) == -signal.SIGKILL, log.read_text(errors="replace")  # right after epoch 1 was saved
     lingering = _survivors(run.pid)
     if lingering:
         os.killpg(run.pid, signal.SIGKILL)
     assert not lingering, "data-loader workers outlived the killed san-train"
     _, meta = load_checkpoint(out / "last.pt")  # never half-written
-    assert 1 <= meta.training["epoch"] < 3 and not (out / "model.pt").exists()
+    assert meta.training["epoch"] == 1 and not (out / "model.pt").exists()
     done = meta.training["epoch"]
     assert [row["epoch"] for row in _metrics(out)][:done] == list(range(1, done + 1))  # every saved epoch logged
 
