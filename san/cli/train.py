@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                         help="named configuration (default %(default)s): "
-                        + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items()))
+                        + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items()).replace("%", "%%"))
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (created)")
     parser.add_argument("--dataset", default="synthetic",
                         help="synthetic (default), market1501, dukemtmcreid, cuhk03, msmt17 or folder")
