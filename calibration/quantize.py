@@ -35,10 +35,13 @@ key reuses them without running the model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +50,13 @@ import numpy as np
 import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from tqdm import tqdm
 
 from export.graph import COMPARE_OPS, GraphIndex
 from export.onnx_export import CONFIG_KEY, INPUT_NAME, PRECISION_KEY, read_contract
 from san.atomic import atomic_write
 from san.checkpoint import file_sha256
 from san.preprocess import load_image
+from san.progress import progress_bar
 from san.spec import METADATA_KEY, InputSpec
 
 #: Calibration methods: CLI name -> onnxruntime method.
@@ -269,7 +272,7 @@ class ImageReader(CalibrationDataReader):
     """Feeds calibration batches: each image decoded and resized by :func:`load_image`.
 
     Supports ``set_range`` so onnxruntime collects ranges one batch at a time (bounded
-    memory for histogram methods). A tqdm bar counts images.
+    memory for histogram methods). A progress bar (on a terminal) counts images.
     """
 
     def __init__(
@@ -281,7 +284,7 @@ class ImageReader(CalibrationDataReader):
         self.spec = spec
         self.batch_size = batch_size
         self.batches = [self.paths[i : i + batch_size] for i in range(0, len(self.paths), batch_size)]
-        self._bar = tqdm(total=len(self.paths), desc="calibrating", unit="img", disable=not progress)
+        self._bar = progress_bar(enabled=progress, total=len(self.paths), desc="calibrating", unit="img")
         self.set_range(0, len(self.batches))
 
     def __len__(self) -> int:
@@ -409,7 +412,7 @@ def quantize_onnx(
     kept = [*float_prefix(source, paths, options.float_blocks), *(float_head(source, paths) if options.float_head else [])]
     excluded = list(dict.fromkeys([*mask_nodes, *kept]))
     activation_type, symmetric = ACTIVATIONS[options.activations]
-    with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp, _quiet_quantizer():
         raw = Path(tmp) / "model.int8.onnx"
         try:
             quantize_static(
@@ -457,6 +460,24 @@ def quantize_onnx(
     _copy_metadata(source, model, {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(calibration, sort_keys=True)})
     atomic_write(out, lambda tmp: onnx.save_model(model, tmp))
     return QuantizeResult(out, cache, cache_hit, paths, calibration)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence onnxruntime's quantizer: it prints a line per calibration batch and a summary of
+    its histogram settings, and advises shape pre-processing through the root logger (the
+    graph was exported with shapes and checked; the ranges and choices are in our own line)."""
+
+    def not_advice(record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(not_advice)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.removeFilter(not_advice)
 
 
 def _copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto, extra: dict[str, str]) -> None:

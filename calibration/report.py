@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization.calibrate import load_tensors_data
-from tqdm import tqdm
 
-from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from export.graph import session_exposing_probs
+from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import (
@@ -41,6 +40,7 @@ from san.metrics import (
     paired_rank1_delta,
 )
 from san.preprocess import ImageDecodeError, load_image, printable_path
+from san.progress import progress_bar
 from san.rules import RULES, Rule
 from san.spec import InputSpec
 
@@ -154,7 +154,7 @@ def _embed_both(
     flips = {s: [0, 0] for s in stages}
     kept: list[int] = []
     failures: list[tuple[str, str]] = []
-    bar = tqdm(total=len(records), desc="fp32 vs int8", unit="img", disable=not progress)
+    bar = progress_bar(enabled=progress, total=len(records), desc="fp32 vs int8", unit="img")
     for start in range(0, len(records), batch_size):
         images = []
         for i in range(start, min(start + batch_size, len(records))):

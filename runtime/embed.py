@@ -43,6 +43,7 @@ from san.atomic import atomic_path, atomic_write, atomic_write_text, remove_stal
 from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
+from san.progress import progress_bar
 from san.spec import InputSpec
 
 FORMAT, VERSION = "san-embeddings", 1
@@ -156,7 +157,7 @@ def embed_folder(
         return _result(out, seconds=time.time() - started)
     todo = spans[state["chunks_done"] :]
     done_before = todo[0][0] - first if todo else stop - first
-    with tqdm(total=stop - first, initial=done_before, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(enabled=progress, total=stop - first, initial=done_before, unit="img", dynamic_ncols=True) as bar:
         state = _embed_chunks(root, paths, todo, backend, options, out, state, workers, bar)
     seconds, processed = time.time() - started, stop - first - done_before
     _finalize(out, plan, state, {

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from san.checkpoint import load_checkpoint
 from san.data.records import ImageRecord, ReidDataset
@@ -25,6 +24,7 @@ from san.data.torch_dataset import ReidImageDataset
 from san.metrics import RetrievalResult, cuhk03_single_shot, euclidean_distance, evaluate_embeddings
 from san.model.network import SAN
 from san.preprocess import printable_path
+from san.progress import progress_bar
 
 REPORTED_RANKS = (1, 5, 10, 20)
 
@@ -62,7 +62,7 @@ def embed_records(
     model.eval()
     features, kept, failures = [], [], []
     try:
-        for images, indices, errors in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for images, indices, errors in progress_bar(loader, enabled=progress, desc=desc, leave=False):
             ok = torch.tensor([not e for e in errors])
             failures += [(dataset.records[int(i)].path, e) for i, e in zip(indices, errors) if e]
             if not ok.any():

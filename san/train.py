@@ -40,6 +40,7 @@ from san.failpoints import failpoint
 from san.losses import san_loss
 from san.model.network import SAN, build_model
 from san.preprocess import printable_path
+from san.progress import progress_bar
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: Settings that may change on --resume; every other one must match the checkpoint.
@@ -349,8 +350,8 @@ class _Trainer:
         torch.manual_seed(epoch_seed(cfg.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
         sums = torch.zeros(4, dtype=torch.float64)  # loss, triplet, tv, images
         steps, tic = 0, time.perf_counter()
-        bar = tqdm(self.loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and self.ctx.main), leave=False)
+        bar = progress_bar(self.loader, enabled=cfg.progress and self.ctx.main, total=len(self.sampler),
+                           desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for images, indices, errors in bar:
             parts = self._step(images, indices, errors, epoch)
             if parts is None:

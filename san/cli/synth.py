@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
 
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthImage, SynthParams, ensure_synthetic
+from san.progress import progress_bar
 
 DESCRIPTION = f"""\
 Render a synthetic person re-identification data set (pure NumPy + PIL, fast) in the
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(images: Sequence[SynthImage]) -> Iterable[SynthImage]:
-    return tqdm(images, desc="rendering", unit="img")
+    return progress_bar(images, desc="rendering", unit="img")
 
 
 def main(argv: list[str] | None = None) -> int:
