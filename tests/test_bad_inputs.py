@@ -238,12 +238,13 @@ def test_san_calibrate_skips_unreadable_calibration_and_evaluation_images(bad_fo
     out = tmp_path / "model.int8.onnx"
     done = _run("calibration.cli", "--onnx", str(tiny / "model.onnx"), "--images", str(images), "--num", "100",
                 "--out", str(out), "--eval-dataset", "market1501", "--eval-root", str(held_out), "--no-progress")
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
     refused = [c for c in cases if c.listed and c.outcome == "error"]
     assert f"{len(refused)} unreadable files skipped:" in done.stdout
     for case in refused:
         assert f"  {printable_path(images / case.path)}: " in done.stdout, case.name
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    assert done.returncode == (1 if report["breaches"] else 0)  # random weights: the int8 verdict may go either way
     left_out = [n for n in report["notes"] if n.startswith("unreadable, left out: ")]
     listed = load_dataset("market1501", held_out, verbose=False)
     assert len(left_out) == 5 and report["images"] == len(listed.query) + len(listed.gallery) - 5
