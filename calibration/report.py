@@ -2,10 +2,9 @@
 
 - ranges per layer: the calibrated (min, max) of every tensor, read from the range cache
   the quantization run wrote or reused;
-- mask-flip rate per attention block: the fp32 and INT8 graphs both name each block's
-  normalised probabilities ``pi_<stage>`` (the mask path is float in both, see
-  :mod:`calibration.quantize`), so both sessions expose them and ``1[pi > threshold]`` is
-  compared element by element;
+- mask-flip rate per attention block: each graph's own hard mask (the comparison that
+  consumes ``pi_<stage>``, :func:`export.graph.mask_tensors`; the mask path is float in
+  both, see :mod:`calibration.quantize`) is exposed and compared element by element;
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
   evaluation data set), the deltas with their 95 % intervals over queries and the McNemar
   test of the rank-1 change (:mod:`san.metrics`), plus the cosine agreement of their
@@ -26,8 +25,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization.calibrate import load_tensors_data
 
-from export.graph import session_exposing_probs
-from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
+import onnx
+
+from export.graph import mask_tensors, session_exposing
+from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, read_contract, read_metadata
 from san.atomic import atomic_write_text
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import (
@@ -146,12 +147,13 @@ def _stages(onnx_path: Path) -> tuple[int, ...]:
 
 def _embed_both(
     sessions: Sequence[ort.InferenceSession], records: Sequence[ImageRecord], spec: InputSpec,
-    stages: Sequence[int], batch_size: int, progress: bool,
+    masks: Sequence[dict[int, str]], batch_size: int, progress: bool,
 ) -> tuple[list[np.ndarray], dict[int, list[int]], list[int], list[tuple[str, str]]]:
-    """Embeddings of the readable ``records`` by each session, per stage (flipped, total) mask
-    elements, the indices of the readable records, and (path, reason) of the others."""
+    """Embeddings of the readable ``records`` by each session; per stage (flipped, total) mask
+    elements, comparing the tensors ``masks`` (stage -> name, one dict per session); the
+    indices of the readable records, and (path, reason) of the others."""
     embeddings: list[list[np.ndarray]] = [[] for _ in sessions]
-    flips = {s: [0, 0] for s in stages}
+    flips = {s: [0, 0] for s in masks[0]}
     kept: list[int] = []
     failures: list[tuple[str, str]] = []
     bar = progress_bar(enabled=progress, total=len(records), desc="fp32 vs int8", unit="img")
@@ -173,8 +175,8 @@ def _embed_both(
             out = dict(zip(names, session.run(None, {INPUT_NAME: batch})))
             store.append(out[OUTPUT_NAME])
             outputs.append(out)
-        for s in stages:
-            a, b = (o[pi_name(s)] > spec.mask_threshold for o in outputs)
+        for s in flips:
+            a, b = (o[m[s]] for o, m in zip(outputs, masks))
             flips[s][0] += int((a != b).sum())
             flips[s][1] += a.size
     bar.close()
@@ -209,18 +211,21 @@ def build_report(
     if read_contract(int8) != spec:
         raise ValueError(f"{int8}: its input contract differs from {fp32}'s; compare an INT8 file with its own source")
     stages = _stages(fp32)
-    sessions, exposed = zip(*(session_exposing_probs(p, stages) for p in (fp32, int8)))
+    protos = [onnx.load(p) for p in (fp32, int8)]
+    masks = [mask_tensors(proto, stages) for proto in protos]
+    sessions = [session_exposing(proto, list(m.values())) for proto, m in zip(protos, masks)]
     notes = []
-    measurable = [s for s in stages if s in exposed[0] and s in exposed[1]]
+    measurable = [s for s in stages if s in masks[0] and s in masks[1]]
     if not stages:
         notes.append("mask flips not measured: the model has no sharp (hard-mask) attention block")
     elif len(measurable) < len(stages):
         notes.append(
-            f"mask flips not measured for stages {sorted(set(stages) - set(measurable))}: their pi_<stage> "
-            "tensors are not named in both graphs (export with san-export to name them)"
+            f"mask flips not measured for stages {sorted(set(stages) - set(measurable))}: their masks "
+            "(a comparison of pi_<stage>) are not found in both graphs (export with san-export to name them)"
         )
     records = [*dataset.query, *dataset.gallery]
-    (e32, e8), flips, kept, failures = _embed_both(sessions, records, spec, measurable, batch_size, progress)
+    measured_masks = [{s: m[s] for s in measurable} for m in masks]
+    (e32, e8), flips, kept, failures = _embed_both(sessions, records, spec, measured_masks, batch_size, progress)
     nq = sum(i < len(dataset.query) for i in kept)
     dataset = replace(dataset, query=tuple(records[i] for i in kept[:nq]), gallery=tuple(records[i] for i in kept[nq:]))
     notes += [f"unreadable, left out: {printable_path(path)}: {reason}" for path, reason in failures]

@@ -4,8 +4,7 @@ and onnxruntime sessions that expose inner tensors (``pi_<stage>``, masks) for c
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import onnx
 import onnxruntime as ort
@@ -90,12 +89,3 @@ def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.Infere
             for name in hidden
         )
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def session_exposing_probs(onnx_path: str | Path, stages: tuple[int, ...]) -> tuple[ort.InferenceSession, list[int]]:
-    """An onnxruntime CPU session whose outputs also include every ``pi_<stage>`` tensor
-    the graph computes; returns it with the stages so exposed."""
-    proto = onnx.load(str(onnx_path))
-    produced = {name for node in proto.graph.node for name in node.output}
-    exposed = [s for s in stages if pi_name(s) in produced or pi_name(s) in {o.name for o in proto.graph.output}]
-    return session_exposing(proto, [pi_name(s) for s in exposed]), exposed
