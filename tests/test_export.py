@@ -332,6 +332,23 @@ def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Pat
     assert report.passed, report.format()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_zero_embedding_exports_as_zeros_not_nan(precision: str, trained_model: SAN, tmp_path: Path) -> None:
+    """L2 normalisation of an all-zero embedding: 0 / max(0, eps), where fp16's eps would round to 0."""
+    import copy
+
+    model = copy.deepcopy(trained_model)
+    model.cfg = model.cfg.with_spec(l2_normalize=True)  # the contract's output normalisation
+    last = model.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    path = export_onnx(model, tmp_path / f"zero.{precision}.onnx", precision=precision)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: synthetic_images(model.spec, 4)})
+    assert np.isfinite(out).all() and not out.any()
+
+
 def test_a_file_that_fails_verification_is_moved_aside(
     random_model: SAN, random_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,8 +130,8 @@ class SAN(nn.Module):
                 probs.append(pi)
         pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         emb = self.head(pooled)
-        if self.spec.l2_normalize:
-            emb = nn.functional.normalize(emb, dim=1)
+        if self.spec.l2_normalize:  # in float32: fp16 has no 1e-12, and 0 / max(0, eps) would be NaN
+            emb = nn.functional.normalize(emb.float(), dim=1)
         if details:
             return SANOutput(emb, attended, masks, probs)
         return emb
