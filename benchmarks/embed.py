@@ -288,7 +288,7 @@ def make_int8(args: argparse.Namespace, onnx: Path, pool: Path, embedded: Path) 
 
 
 def quant_overrides(options_type: type, pairs: Sequence[str]) -> dict[str, Any]:
-    """``["activations=uint8", "per_channel=false"]`` -> typed keyword arguments of ``options_type``."""
+    """``["target=tensorrt", "per_channel=false"]`` -> typed keyword arguments of ``options_type``."""
     types = {f.name: type(f.default) for f in fields(options_type)}
     parsed: dict[str, Any] = {}
     for pair in pairs:
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, help="a SAN checkpoint instead of random weights")
     p.add_argument("--calib-images", type=int, default=64, help="INT8 calibration sample (default %(default)s)")
     p.add_argument("--quant", action="append", default=[], metavar="KEY=VALUE",
-                   help="calibration.quantize.QuantizeOptions override, repeatable (e.g. activations=uint8)")
+                   help="calibration.quantize.QuantizeOptions override, repeatable (e.g. target=tensorrt)")
     p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B",
                    help="run only these competitors (the reference always runs)")
     p.add_argument("--work", type=Path, default=Path("runs/bench"), help="data and models (default %(default)s)")

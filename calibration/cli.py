@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from calibration.quantize import ACTIVATIONS, DEFAULT_OPTIONS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
+from calibration.quantize import DEFAULT_OPTIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
 from calibration.report import build_report, save_report
 from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
 from san.data.registry import DATASETS, load_dataset
@@ -22,15 +22,15 @@ Make an exported SAN run in INT8, without calibrating on the test set.
 
 Typical order: train -> `san-calibrate threshold` (optional; writes model.thr.pt) ->
 `san-export --ckpt model.thr.pt` -> `san-calibrate --onnx model.onnx ...` ->
-`san-export --ckpt model.thr.pt --trt --int8 model.int8.onnx` on a GPU box (quantized
-with --activations int8).
+`san-export --ckpt model.thr.pt --trt --int8 model.trt.int8.onnx` on a GPU box (quantized
+with --target tensorrt).
 Run `san-calibrate quantize --help` or `san-calibrate threshold --help` for the options.
 """
 
 QUANTIZE_DESCRIPTION = """\
 Write an INT8 copy of an exported SAN as explicit QuantizeLinear/DequantizeLinear (Q/DQ)
-pairs: onnxruntime runs it on the CPU; quantized with --activations int8, TensorRT builds
-it as explicit INT8 too.
+pairs, for the runtime that will run it (--target): onnxruntime on the CPU, or TensorRT as an
+explicit INT8 engine.
 
 What happens:
   1. hygiene  every image under --images is compared with the evaluation split (--exclude
@@ -57,9 +57,11 @@ full observed range), entropy (KL-divergence optimal clipping). The defaults (pe
 --float-blocks 1, pooling and embedding head in float) were chosen on a validation split,
 never the test split: `python benchmarks/calibration_sweep.py` (README, "INT8").
 
-Targets: the default (uint8 activations) is the file onnxruntime runs fastest on the CPU.
-TensorRT accepts only symmetric int8 (zero point 0): for `san-export --int8` quantize
-with --activations int8 (onnxruntime runs that file too, more slowly).
+Targets: onnxruntime (the default, because a file made without a GPU at hand runs on the
+CPU: uint8 activations fold every ReLU and fuse every Conv, biases INT32) is the file
+onnxruntime runs fastest. tensorrt: int8 symmetric activations (zero point 0), weights per
+output channel on axis 0, biases in float: what TensorRT's parser accepts (check any file
+with `san-export --check-tensorrt FILE`); onnxruntime runs it too, more slowly.
 
 Example:
   san-calibrate --onnx model.onnx --images data/bounding_box_train --num 256 \\
@@ -102,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--num", type=int, default=256, metavar="N", help="images to sample (default %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default %(default)s)")
     q.add_argument(
-        "--activations", choices=sorted(ACTIVATIONS), default=DEFAULT_OPTIONS.activations,
-        help="uint8: asymmetric, fastest in onnxruntime on the CPU (default); "
-        "int8: symmetric, what TensorRT builds (san-export --int8)",
+        "--target", choices=sorted(TARGETS), default=DEFAULT_OPTIONS.target,
+        help="onnxruntime: uint8 activations, INT32 biases, fastest on the CPU (default: a file made "
+        "without a GPU runs there); tensorrt: int8 symmetric, float biases, for san-export --trt --int8",
     )
     q.add_argument(
         "--float-blocks", type=int, default=DEFAULT_OPTIONS.float_blocks, metavar="N",
@@ -145,7 +147,7 @@ def _quantize(args: argparse.Namespace) -> int:
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
     print(sample.describe())
     options = QuantizeOptions(
-        method=args.method, activations=args.activations, float_blocks=args.float_blocks,
+        method=args.method, target=args.target, float_blocks=args.float_blocks,
         reduce_range=args.reduce_range, batch_size=args.batch_size, progress=not args.no_progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())

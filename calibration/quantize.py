@@ -1,17 +1,22 @@
 """INT8 post-training quantization of a SAN ONNX export, as explicit Q/DQ.
 
 ``onnxruntime.quantization.quantize_static`` in ``QuantFormat.QDQ``: int8 weights,
-symmetric, per output channel; activations per tensor, in one of two flavours
-(:data:`ACTIVATIONS`):
+symmetric, per output channel; activations per tensor; for one of two targets
+(:data:`TARGETS`):
 
-- ``uint8`` asymmetric (default, onnxruntime CPU): post-ReLU tensors get all 256 levels,
-  and every ReLU folds into its QuantizeLinear, so onnxruntime fuses every quantized Conv
-  into ``QLinearConv`` (u8 x s8 MLAS kernels; all 65 of a ResNet-50 SAN with
-  ``float_blocks=0``) and every quantized residual Add into ``QLinearAdd``;
-- ``int8`` symmetric, zero point 0: the only form TensorRT's explicit quantization
-  accepts (``san-export --int8``). onnxruntime runs it too, but a ReLU cannot fold into a
-  zero-point-0 clamp, so it keeps DQ -> ReLU -> Q float islands and leaves a third of the
-  convolutions unfused (slower than fp32 on the CPU).
+- ``onnxruntime`` (default: the CPU is where a file without a GPU runs): uint8
+  asymmetric activations, so post-ReLU tensors get all 256 levels and every ReLU folds
+  into its QuantizeLinear; onnxruntime fuses every quantized Conv into ``QLinearConv``
+  (u8 x s8 MLAS kernels; all 65 of a ResNet-50 SAN with ``float_blocks=0``), with its
+  bias as INT32, and every quantized residual Add into ``QLinearAdd``;
+- ``tensorrt``: what TensorRT's explicit quantization accepts (``san-export --trt
+  --int8``; :mod:`export.tensorrt_lint` checks it): int8 symmetric activations with
+  zero point 0, int8 weights per output channel on axis 0, biases left in float (TensorRT
+  dequantizes no INT32). The context units' ConvTranspose, whose kernel keeps output
+  channels on axis 1, produces X of its block and so stays float with the mask path.
+  onnxruntime runs it too, but a ReLU cannot fold into a zero-point-0 clamp, so it keeps
+  DQ -> ReLU -> Q float islands and leaves a third of the convolutions unfused (slower
+  than fp32 on the CPU).
 
 The attention mask path stays in float. Quantizing the input X of a block's per-channel
 min-max normalisation (Eq. 3) to one per-tensor scale would leave low-range channels with
@@ -322,13 +327,28 @@ def cache_key(model_sha256: str, method: str, images_sha256: str) -> str:
 # -- quantization ---------------------------------------------------------------------------
 
 
-#: Activation types: name -> (onnxruntime type, symmetric).
-ACTIVATIONS = {"int8": (QuantType.QInt8, True), "uint8": (QuantType.QUInt8, False)}
+@dataclass(frozen=True)
+class Target:
+    """How a runtime wants its Q/DQ file (see the module docstring)."""
+
+    activations: QuantType
+    symmetric: bool
+    quantize_bias: bool
+
+    def describe(self) -> str:
+        kind = "int8" if self.activations == QuantType.QInt8 else "uint8"
+        return f"{kind} {'symmetric' if self.symmetric else 'asymmetric'} per-tensor"
+
+
+TARGETS = {
+    "onnxruntime": Target(QuantType.QUInt8, symmetric=False, quantize_bias=True),
+    "tensorrt": Target(QuantType.QInt8, symmetric=True, quantize_bias=False),
+}
 
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """How to quantize (see the module docstring for ``activations``).
+    """How to quantize (see the module docstring for ``target``).
 
     ``float_blocks``: the stem and the first N stages with their attention blocks stay
     fp32. ``float_head``: so do pooling and the embedding head (:func:`float_head`).
@@ -340,7 +360,7 @@ class QuantizeOptions:
     """
 
     method: str = "percentile"
-    activations: str = "uint8"
+    target: str = "onnxruntime"
     float_blocks: int = 1
     float_head: bool = True
     per_channel: bool = True
@@ -351,8 +371,8 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise QuantizeError(f"--method must be one of {sorted(METHODS)}, got {self.method!r}")
-        if self.activations not in ACTIVATIONS:
-            raise QuantizeError(f"--activations must be one of {sorted(ACTIVATIONS)}, got {self.activations!r}")
+        if self.target not in TARGETS:
+            raise QuantizeError(f"--target must be one of {sorted(TARGETS)}, got {self.target!r}")
         if self.float_blocks < 0:
             raise QuantizeError(f"--float-blocks must be >= 0, got {self.float_blocks}")
         if self.batch_size < 1:
@@ -410,8 +430,8 @@ def quantize_onnx(
     reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress)
     mask_nodes = [name for p in paths for name in p.nodes]
     kept = [*float_prefix(source, paths, options.float_blocks), *(float_head(source, paths) if options.float_head else [])]
+    target = TARGETS[options.target]
     excluded = list(dict.fromkeys([*mask_nodes, *kept]))
-    activation_type, symmetric = ACTIVATIONS[options.activations]
     with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp, _quiet_quantizer():
         raw = Path(tmp) / "model.int8.onnx"
         try:
@@ -422,14 +442,15 @@ def quantize_onnx(
                 quant_format=QuantFormat.QDQ,
                 per_channel=options.per_channel,
                 reduce_range=options.reduce_range,
-                activation_type=activation_type,
+                activation_type=target.activations,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
                 calibrate_method=METHODS[options.method],
                 calibration_cache_path=cache,
                 extra_options={
-                    "ActivationSymmetric": symmetric,
+                    "ActivationSymmetric": target.symmetric,
                     "WeightSymmetric": True,
+                    "QuantizeBias": target.quantize_bias,
                     "CalibStridedMinMax": 1,  # one batch per collection: bounded memory for histograms
                     "CalibPercentile": PERCENTILE,
                 },
@@ -448,9 +469,11 @@ def quantize_onnx(
         **(sampling or {}),
         "source_onnx_sha256": source_sha,
         "images_sha256": images_sha,
-        "activations": f"{options.activations} {'symmetric' if symmetric else 'asymmetric'} per-tensor",
+        "target": options.target,
+        "activations": target.describe(),
         "weights": f"int8 symmetric {'per-channel' if options.per_channel else 'per-tensor'}"
         + (" 7-bit (reduce_range)" if options.reduce_range else ""),
+        "biases": "int32" if target.quantize_bias else "float",
         "float_blocks": options.float_blocks,
         "float_head": options.float_head,
         "float_mask_path_nodes": mask_nodes,
@@ -500,7 +523,8 @@ def describe(result: QuantizeResult) -> str:
     """A few lines for humans."""
     c = result.calibration
     lines = [
-        f"wrote {result.out}: INT8 Q/DQ ({c['activations']} activations, {c['weights']} weights), "
+        f"wrote {result.out}: INT8 Q/DQ for {c['target']} ({c['activations']} activations, {c['weights']} "
+        f"weights, {c['biases']} biases), "
         f"method {c['method']}, {c['num_images']} images"
         + (f", seed {c['seed']}" if "seed" in c else ""),
         f"  ranges: {'reused from' if result.cache_hit else 'computed and cached in'} {result.cache}",

@@ -32,8 +32,15 @@ examples:
   san-export --ckpt model.pt --trt --fp16 --min-batch 1 --opt-batch 32 --max-batch 128
   san-export --ckpt model.pt --trt --int8 model.int8.onnx --timing-cache trt.cache
   san-export --ckpt model.pt --threshold fp32.min_cosine_unflipped=0.99999
+  san-export --check-tensorrt model.trt.int8.onnx     # no GPU, no TensorRT needed
 
-exit status: 0 ok, 1 verification failed, 2 bad arguments or input files,
+--check-tensorrt FILE checks a graph against the rules of TensorRT's ONNX parser (op types and
+their input types, Q/DQ int8/fp8/int4 with zero point 0 and positive constant scales, UINT8
+only as an input into a Cast, constant axes): each violation is printed with its node and
+rule. --trt runs the same check on the file it builds from, and refuses early.
+
+exit status: 0 ok, 1 verification failed (or --check-tensorrt: not compatible), 2 bad arguments or
+             input files (unreadable ONNX),
              3 --trt asked on a machine without TensorRT or a GPU (the ONNX is still written)
 """
 
@@ -48,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(rules=describe_rules({k: RULES[k] for k in ("fp32", "fp16")})),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
+    source.add_argument("--check-tensorrt", type=Path, metavar="ONNX",
+                        help="only check an ONNX file against TensorRT's parser rules (no GPU needed)")
     parser.add_argument("--out", type=Path, metavar="PATH", help="ONNX path (default: the checkpoint's path with .onnx)")
     parser.add_argument("--opset", type=int, default=17, metavar="N", help="lowest opset (>= 17; the exporter writes >= 18)")
     verify = parser.add_argument_group("verification")
@@ -79,23 +89,36 @@ def main(argv: list[str] | None = None) -> int:
 
     from export.onnx_export import ExportError
     from export.tensorrt_build import EngineBuildError, TensorRTUnavailable
+    from export.tensorrt_lint import TensorRTIncompatible
 
     def fail(message: str, status: int) -> int:
         print(f"san-export: error: {message}", file=sys.stderr)
         return status
 
     try:
-        return run(args)
+        return check_tensorrt(args.check_tensorrt) if args.check_tensorrt else run(args)
     except TensorRTUnavailable as exc:
         return fail(
             f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
             "target GPU machine with the same command.",
             3,
         )
-    except ExportError as exc:
+    except (ExportError, TensorRTIncompatible) as exc:
         return fail(str(exc), 1)
     except (CheckpointError, ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
         return fail(str(exc), 2)
+
+
+def check_tensorrt(path: Path) -> int:
+    """Print every TensorRT parser violation of ``path``; 0 when there is none, else 1."""
+    from export.tensorrt_lint import lint_tensorrt_file
+
+    violations = lint_tensorrt_file(path)
+    for violation in violations:
+        print(f"{path}: {violation}")
+    print(f"{path}: {len(violations)} violation(s) of TensorRT's ONNX parser rules" if violations
+          else f"{path}: compatible with TensorRT's ONNX parser rules")
+    return 1 if violations else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     from export.onnx_export import read_contract
     from export.tensorrt_build import BatchProfile, TargetEnvironment, build_engine
+    from export.tensorrt_lint import require_tensorrt_compatible
     from export.verify import export_and_verify, load_images, synthetic_images
     from san.rules import RULES, override_rules
 
@@ -138,16 +162,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.trt:
         return 0
+    if args.int8 and read_contract(args.int8) != meta.spec:
+        raise ContractError(f"--int8 {args.int8}: its input contract differs from the checkpoint's ({args.ckpt})")
+    if not args.fp16:
+        require_tensorrt_compatible(args.int8 or out)  # before looking for a GPU: this machine may have none
     environment = TargetEnvironment.detect()  # fails early, before any FP16 export
-    source = out
+    source = args.int8 or out
     if args.fp16:
         source = out.with_suffix(".fp16.onnx")
         if not export_verified(source, "fp16"):
             return 1
-    elif args.int8:
-        source = args.int8
-        if read_contract(source) != meta.spec:
-            raise ContractError(f"--int8 {source}: its input contract differs from the checkpoint's ({args.ckpt})")
+        require_tensorrt_compatible(source)
     engine = args.engine or out.with_suffix(".engine")
     sidecar = build_engine(
         source,

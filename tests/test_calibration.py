@@ -76,7 +76,7 @@ def quantized(random_onnx: Path, calibration_images: list[Path], tmp_path_factor
 @pytest.fixture(scope="module")
 def quantized_tensorrt(quantized, random_onnx: Path, calibration_images: list[Path]):
     """The TensorRT flavour: symmetric int8 activations, everything quantized (ranges from the cache)."""
-    options = QuantizeOptions(activations="int8", float_blocks=0, batch_size=4, progress=False)
+    options = QuantizeOptions(target="tensorrt", float_blocks=0, batch_size=4, progress=False)
     out = quantized.out.with_name("model.trt-int8.onnx")
     return quantize_onnx(random_onnx, calibration_images, out, options=options, cache_dir=quantized.cache.parent)
 

@@ -1,0 +1,257 @@
+"""Will TensorRT's ONNX parser take this graph? A check that needs neither a GPU nor TensorRT.
+
+The rules come from the parser's documentation and importers (onnx-tensorrt, TensorRT 10:
+``docs/operators.md`` and the Q/DQ importer), checked node by node:
+
+- the op type is one the parser imports (default ONNX domain only; custom domains such as
+  onnxruntime's ``com.microsoft`` are not), and its data input has a type the op supports;
+- quantized types (INT8, FP8, INT4) appear only between QuantizeLinear and
+  DequantizeLinear; a DequantizeLinear of INT32 (onnxruntime's quantized Conv bias) is
+  refused ("the quantized datatype is INT32 which TRT does not support");
+- QuantizeLinear/DequantizeLinear: an int8, fp8 or int4 zero point that is a constant of
+  zeros (TensorRT quantizes symmetrically only; a uint8 zero point is read as int8, which
+  wraps every value above 127), a constant scale whose coefficients are all positive, and
+  for a per-axis scale a valid axis whose dimension equals the scale's length (axis 0 for
+  weights: per output channel of a Conv kernel);
+- UINT8 only as a network input (or output), and an input only feeds a Cast;
+- inputs the parser reads at build time are constants: ``axes`` of the Reduce ops, Slice,
+  Squeeze, Unsqueeze and Pad, ``axis`` of CumSum, ``depth`` of OneHot;
+- MaxPool without its ``Indices`` output and with unit dilations; Resize without
+  antialiasing.
+
+Clip's ``min``/``max`` may be tensors (the parser switches to element-wise max/min), so
+they are not flagged. This module imports neither torch nor tensorrt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+_FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
+_NUMBERS = _FLOATS | {"INT32", "INT64"}
+_ANY = _NUMBERS | {"BOOL"}
+_QUANTIZED = frozenset({"INT8", "FLOAT8E4M3FN", "INT4"})
+
+#: Op type -> types its data input may have (the parser's operator matrix, TensorRT 10).
+SUPPORTED: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        "Acos Acosh Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Conv ConvTranspose Cos "
+        "Cosh CumSum Dropout Einsum Elu Erf Exp Floor GRU Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool "
+        "GroupNormalization HardSigmoid HardSwish Hardmax ImageScaler InstanceNormalization IsInf LRN LSTM "
+        "LayerNormalization LeakyRelu Log LogSoftmax LpNormalization LpPool MatMul MaxPool "
+        "MeanVarianceNormalization PRelu ParametricSoftplus Pow QuantizeLinear RNN RandomNormal "
+        "RandomNormalLike RandomUniform RandomUniformLike Reciprocal Resize Round ScaledTanh Scan Selu Sigmoid "
+        "Sin Sinh Softmax Softplus Softsign Sqrt Tan Tanh ThresholdedRelu Upsample".split(),
+        _FLOATS,
+    ),
+    **dict.fromkeys(
+        "Abs Add ArgMax ArgMin DepthToSpace Div Equal Greater GreaterOrEqual IsNaN Less LessOrEqual Max Min Mod "
+        "Mul Neg Pad Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin "
+        "ReduceProd ReduceSum ReduceSumSquare Relu Scatter ScatterElements ScatterND Shrink Sign SpaceToDepth "
+        "Sub Sum TopK Mean Gelu".split(),
+        _NUMBERS,
+    ),
+    **dict.fromkeys(
+        "Concat Constant ConstantOfShape Expand EyeLike Flatten Gather GatherElements GatherND Identity If Loop "
+        "OneHot Reshape ReverseSequence Shape Size Slice Split Squeeze Tile Transpose Trilu Unsqueeze "
+        "Where".split(),
+        _ANY,
+    ),
+    **dict.fromkeys("DeformConv GridSample Mish NonMaxSuppression NonZero RoiAlign".split(), frozenset({"FLOAT", "FLOAT16"})),
+    **dict.fromkeys("And Not Or Xor".split(), frozenset({"BOOL"})),
+    "Cast": _ANY | {"UINT8"},
+    "CastLike": _ANY | {"UINT8"},
+    "DequantizeLinear": _QUANTIZED,
+}
+
+#: Op type -> (input index, name) of inputs the parser needs as build-time constants.
+CONSTANT_INPUTS: dict[str, tuple[int, str]] = {
+    **dict.fromkeys(
+        "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum "
+        "ReduceSumSquare Squeeze Unsqueeze".split(),
+        (1, "axes"),
+    ),
+    "Slice": (3, "axes"),
+    "Pad": (3, "axes"),
+    "CumSum": (1, "axis"),
+    "OneHot": (1, "depth"),
+}
+
+
+class TensorRTIncompatible(ValueError):
+    """A graph TensorRT's ONNX parser would refuse; the message lists each violation."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One node that TensorRT's parser would refuse, and the rule it breaks."""
+
+    node: str
+    op_type: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.node} ({self.op_type}): {self.rule}"
+
+
+class _Graph:
+    """Types, constants and consumers of one inferred graph."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+        self.outputs = {o.name for o in graph.output}
+        infos = (*graph.input, *graph.output, *graph.value_info)
+        self.types = {v.name: v.type.tensor_type.elem_type for v in infos}
+        self.shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+                       for v in infos if v.type.tensor_type.HasField("shape")}
+        self.constants: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.types.update({t.name: t.data_type for t in graph.initializer})
+        self.shapes.update({name: array.shape for name, array in self.constants.items()})
+        producer = {out: node for node in graph.node for out in node.output}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                value = node.attribute[0].t
+                self.constants[node.output[0]] = numpy_helper.to_array(value)
+                self.types[node.output[0]] = value.data_type
+        for node in graph.node:  # constants passed through Identity, as the parser follows them
+            if node.op_type == "Identity" and node.input[0] in self.constants:
+                self.constants[node.output[0]] = self.constants[node.input[0]]
+        self.producer = producer
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def type_name(self, tensor: str) -> str | None:
+        code = self.types.get(tensor, TensorProto.UNDEFINED)
+        return None if code == TensorProto.UNDEFINED else TensorProto.DataType.Name(code)
+
+
+def lint_tensorrt(model: onnx.ModelProto) -> list[Violation]:
+    """Every violation of TensorRT's ONNX parser rules in ``model`` (empty: compatible)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except onnx.shape_inference.InferenceError:  # e.g. a custom domain: lint with the declared types
+        inferred = model
+    g = _Graph(inferred)
+    found: list[Violation] = []
+    for node in inferred.graph.node:
+        name = node.name or (node.output[0] if node.output else node.op_type)
+        found += [Violation(name, node.op_type, rule) for rule in _node_rules(node, g)]
+    found += [Violation(name, "input", rule) for name, rule in _input_rules(g)]
+    return found
+
+
+def lint_tensorrt_file(path: str | Path) -> list[Violation]:
+    """:func:`lint_tensorrt` of an ONNX file; ``ValueError`` naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise ValueError(f"{path}: not a readable ONNX file ({exc})") from exc
+    return lint_tensorrt(model)
+
+
+def require_tensorrt_compatible(path: str | Path, shown: int = 10) -> None:
+    """Raise :class:`TensorRTIncompatible` listing the first ``shown`` violations of ``path``."""
+    violations = lint_tensorrt_file(path)
+    if violations:
+        listed = "; ".join(map(str, violations[:shown])) + (f"; and {len(violations) - shown} more" if len(violations) > shown else "")
+        raise TensorRTIncompatible(
+            f"{path}: TensorRT's ONNX parser would refuse it ({len(violations)} violation(s), all listed by "
+            f"`san-export --check-tensorrt {path}`): {listed}"
+        )
+
+
+def _node_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
+    if node.domain not in ("", "ai.onnx"):
+        yield f"custom domain {node.domain!r}: TensorRT's parser imports standard ONNX ops only"
+        return
+    if node.op_type not in SUPPORTED:
+        yield "op type not supported by TensorRT's ONNX parser"
+        return
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):  # their types are the zero point's
+        yield from _qdq_rules(node, g)
+        return
+    data = g.type_name(node.input[0]) if node.input and node.input[0] else None
+    if data is not None and data not in SUPPORTED[node.op_type] and not (data == "UINT8" and node.op_type.startswith("Cast")):
+        yield f"input {node.input[0]!r} is {data}; TensorRT's {node.op_type} takes {', '.join(sorted(SUPPORTED[node.op_type]))}"
+    if data == "UINT8" and node.input[0] not in g.inputs:
+        yield f"input {node.input[0]!r} is UINT8 inside the graph; TensorRT takes UINT8 only as a network input or output"
+    if any(g.type_name(o) in _QUANTIZED for o in node.output):
+        yield "produces a quantized tensor outside QuantizeLinear; TensorRT quantizes only through Q/DQ"
+    if node.op_type in CONSTANT_INPUTS:
+        index, what = CONSTANT_INPUTS[node.op_type]
+        if len(node.input) > index and node.input[index] and node.input[index] not in g.constants:
+            yield f"input {what} ({node.input[index]!r}) must be a constant (initializer) for TensorRT's parser"
+    if node.op_type == "MaxPool":
+        if len(node.output) > 1 and node.output[1]:
+            yield "the Indices output is not supported"
+        dilations = next((list(a.ints) for a in node.attribute if a.name == "dilations"), [])
+        if any(d != 1 for d in dilations):
+            yield f"dilations {dilations}: TensorRT pools with unit dilations only"
+    if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
+        yield "antialiasing is not supported"
+
+
+def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
+    quantize = node.op_type == "QuantizeLinear"
+    scale = g.constants.get(node.input[1]) if len(node.input) > 1 else None
+    if scale is None:
+        yield f"scale {node.input[1]!r} must be a constant initializer"
+    elif not (np.asarray(scale, dtype=np.float64) > 0).all():
+        yield f"scale {node.input[1]!r} has coefficients <= 0; TensorRT needs every scale positive"
+    zero_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    output_dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+    if zero_name is None:
+        if quantize and output_dtype in (0, TensorProto.UINT8):
+            yield "no zero point: ONNX quantizes to UINT8 by default; TensorRT quantizes to INT8 (give an int8 zero point of 0)"
+    else:
+        zero_type = g.type_name(zero_name)
+        if zero_type not in _QUANTIZED:
+            yield (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or INT4 only "
+                   "(a UINT8 zero point is read as INT8: values above 127 wrap)")
+        zero = g.constants.get(zero_name)
+        if zero is None:
+            yield f"zero point {zero_name!r} must be a constant"
+        elif np.asarray(zero).astype(np.float64).any():
+            yield f"zero point {zero_name!r} is not 0: TensorRT supports symmetric quantization only"
+    if not quantize and g.type_name(node.input[0]) == "INT32":
+        yield ("dequantizes INT32 (a quantized bias): TensorRT dequantizes INT8, FP8 and INT4 only; "
+               "keep biases in float")
+    if scale is not None and np.asarray(scale).size > 1:
+        yield from _axis_rules(node, g, int(np.asarray(scale).size))
+
+
+def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[str]:
+    shape = g.shapes.get(node.input[0])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if shape is None:
+        return
+    rank = len(shape)
+    if not -rank <= axis < rank:
+        yield f"axis {axis} is outside the input's rank {rank}"
+        return
+    if shape[axis] not in (None, scale_size):
+        yield f"per-axis scale of {scale_size} values, but dimension {axis} of the input has {shape[axis]}"
+    if node.op_type == "DequantizeLinear" and node.input[0] in g.constants and axis % rank != 0:
+        yield (f"weights quantized per channel on axis {axis}: TensorRT takes per-channel weight scales on "
+               "axis 0 (the output channels of a Conv kernel)")
+
+
+def _input_rules(g: _Graph) -> Iterator[tuple[str, str]]:
+    for name in sorted(g.inputs):
+        if g.type_name(name) != "UINT8":
+            continue
+        others = sorted({n.op_type for n in g.consumers.get(name, []) if not n.op_type.startswith("Cast")})
+        if others:
+            yield name, f"UINT8 network input feeds {others}; TensorRT takes a UINT8 input only into a Cast"

@@ -1,0 +1,166 @@
+"""The TensorRT compatibility check (``san-export --check-tensorrt``): hand-made graphs that
+break one parser rule each, and the real fp32, fp16 and INT8 graphs of a trained-looking SAN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from looks_trained import looks_trained
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.hygiene import folder_images, sample_images
+from calibration.quantize import QuantizeOptions, quantize_onnx
+from export.cli import main as san_export
+from export.onnx_export import export_onnx
+from export.tensorrt_lint import lint_tensorrt
+from san.checkpoint import save_checkpoint
+from san.config import ModelConfig
+from san.data.synth import ensure_synthetic
+from san.model.network import build_model
+from san.spec import InputSpec
+
+CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list, initializers: list, output: str = "y") -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+                              initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def _qdq(zero_point: np.ndarray, scale: np.ndarray, *, axis: int | None = None, weights: bool = False) -> onnx.ModelProto:
+    """x -> QuantizeLinear -> DequantizeLinear -> y (or int8 weights -> DequantizeLinear -> y)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])
+    inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zero_point, "z")]
+    kwargs = {} if axis is None else {"axis": axis}
+    if weights:
+        inits.append(numpy_helper.from_array(np.ones((3, 2, 1, 1), np.int8), "w"))
+        return _model([helper.make_node("DequantizeLinear", ["w", "s", "z"], ["y"], name="dq", **kwargs)], [], inits)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q", **kwargs),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq", **kwargs)]
+    return _model(nodes, [x], inits)
+
+
+def _rules(model: onnx.ModelProto) -> list[str]:
+    return [str(v) for v in lint_tensorrt(model)]
+
+
+def test_symmetric_int8_qdq_passes() -> None:
+    assert _rules(_qdq(np.array(0, np.int8), np.array(0.1, np.float32))) == []
+    assert _rules(_qdq(np.zeros(3, np.int8), np.full(3, 0.1, np.float32), axis=0, weights=True)) == []
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("uint8 zero point", "q (QuantizeLinear): zero point 'z' is UINT8"),
+    ("non-zero zero point", "q (QuantizeLinear): zero point 'z' is not 0"),
+    ("negative scale", "q (QuantizeLinear): scale 's' has coefficients <= 0"),
+    ("int32 bias", "dq (DequantizeLinear): dequantizes INT32"),
+    ("weights on axis 1", "dq (DequantizeLinear): weights quantized per channel on axis 1"),
+    ("axis outside the rank", "dq (DequantizeLinear): axis 4 is outside the input's rank 4"),
+    ("scale length", "dq (DequantizeLinear): per-axis scale of 5 values, but dimension 0 of the input has 3"),
+])
+def test_each_qdq_rule_names_the_node(case: str, expected: str) -> None:
+    model = {
+        "uint8 zero point": lambda: _qdq(np.array(0, np.uint8), np.array(0.1, np.float32)),
+        "non-zero zero point": lambda: _qdq(np.array(3, np.int8), np.array(0.1, np.float32)),
+        "negative scale": lambda: _qdq(np.array(0, np.int8), np.array(-0.1, np.float32)),
+        "int32 bias": lambda: _model(
+            [helper.make_node("DequantizeLinear", ["b", "s"], ["y"], name="dq", axis=0)], [],
+            [numpy_helper.from_array(np.arange(3, dtype=np.int32), "b"),
+             numpy_helper.from_array(np.full(3, 0.01, np.float32), "s")]),
+        "weights on axis 1": lambda: _qdq(np.zeros(2, np.int8), np.full(2, 0.1, np.float32), axis=1, weights=True),
+        "axis outside the rank": lambda: _qdq(np.zeros(3, np.int8), np.full(3, 0.1, np.float32), axis=4, weights=True),
+        "scale length": lambda: _qdq(np.zeros(5, np.int8), np.full(5, 0.1, np.float32), axis=0, weights=True),
+    }[case]()
+    assert any(rule.startswith(expected) for rule in _rules(model)), _rules(model)
+
+
+def test_graph_rules_name_the_node() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
+    dynamic_axes = _model([helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax")], [x, axes], [])
+    assert _rules(dynamic_axes) == ["rmax (ReduceMax): input axes ('axes') must be a constant (initializer) for "
+                                    "TensorRT's parser"]
+    constant_axes = _model([helper.make_node("ReduceMax", ["x", "a"], ["y"], name="rmax")], [x],
+                           [numpy_helper.from_array(np.array([1], np.int64), "a")])
+    assert _rules(constant_axes) == []
+    custom = _model([helper.make_node("FusedGemm", ["x", "x"], ["y"], name="fg", domain="com.microsoft")], [x], [])
+    assert _rules(custom)[0].startswith("fg (FusedGemm): custom domain 'com.microsoft'")
+    u8 = helper.make_tensor_value_info("u", TensorProto.UINT8, [2, 3])
+    into_cast = _model([helper.make_node("Cast", ["u"], ["y"], name="c", to=TensorProto.FLOAT)], [u8], [])
+    assert _rules(into_cast) == []
+    into_mul = _model([helper.make_node("Cast", ["u"], ["f"], name="c", to=TensorProto.FLOAT),
+                       helper.make_node("Mul", ["u", "u"], ["m"], name="m"),
+                       helper.make_node("Cast", ["m"], ["y"], name="c2", to=TensorProto.FLOAT)], [u8], [])
+    rules = _rules(into_mul)
+    assert any(r.startswith("m (Mul): input 'u' is UINT8; TensorRT's Mul takes") for r in rules), rules
+    assert any(r.startswith("u (input): UINT8 network input feeds ['Mul']") for r in rules), rules
+
+
+@pytest.fixture(scope="module")
+def san_graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """fp32, fp16, default INT8 and TensorRT INT8 graphs of a trained-looking SAN."""
+    root = tmp_path_factory.mktemp("lint")
+    torch.manual_seed(0)
+    model = looks_trained(build_model(CFG))
+    data = root / "synth"
+    ensure_synthetic(data, ids=8, cameras=2, seed=0, height=64, width=32)
+    images = sample_images(folder_images(data / "bounding_box_train", "--images"), 8, seed=0)
+    save_checkpoint(root / "model.pt", model)
+    fp32 = export_onnx(model, root / "model.onnx")
+    options = {"batch_size": 4, "progress": False}
+    return {
+        "checkpoint": root / "model.pt",
+        "fp32": fp32,
+        "fp16": export_onnx(model, root / "model.fp16.onnx", precision="fp16"),
+        "int8 onnxruntime": quantize_onnx(fp32, images, root / "model.int8.onnx", options=QuantizeOptions(**options)).out,
+        "int8 tensorrt": quantize_onnx(fp32, images, root / "model.trt.int8.onnx",
+                                       options=QuantizeOptions(target="tensorrt", float_blocks=0, **options)).out,
+    }
+
+
+def test_the_model_has_folded_biases_as_real_checkpoints_do(san_graphs: dict[str, Path]) -> None:
+    graph = onnx.load(san_graphs["fp32"]).graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    biases = [initializers[n.input[2]] for n in graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert len(biases) >= 20 and all(np.abs(b).max() > 0 for b in biases)
+
+
+@pytest.mark.parametrize("kind", ["fp32", "fp16", "int8 tensorrt"])
+def test_exported_and_tensorrt_int8_graphs_pass(kind: str, san_graphs: dict[str, Path], capsys) -> None:
+    assert san_export(["--check-tensorrt", str(san_graphs[kind])]) == 0, capsys.readouterr().out
+    assert "compatible with TensorRT's ONNX parser rules" in capsys.readouterr().out
+
+
+def test_the_onnxruntime_int8_graph_fails_on_uint8_and_int32_biases(san_graphs: dict[str, Path], capsys) -> None:
+    path = san_graphs["int8 onnxruntime"]
+    assert san_export(["--check-tensorrt", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    biases = [line for line in lines if "dequantizes INT32 (a quantized bias)" in line]
+    uint8 = [line for line in lines if "is UINT8; TensorRT quantizes to INT8" in line]
+    assert biases and uint8 and lines[-1].endswith("violation(s) of TensorRT's ONNX parser rules")
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_check_tensorrt_reports_an_unreadable_file_with_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    assert san_export(["--check-tensorrt", str(tmp_path / "bad.onnx")]) == 2
+    assert "bad.onnx: not a readable ONNX file" in capsys.readouterr().err
+    assert san_export(["--check-tensorrt", str(tmp_path / "absent.onnx")]) == 2
+
+
+def test_trt_refuses_an_incompatible_int8_file_before_looking_for_a_gpu(
+    san_graphs: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "model.onnx"
+    argv = ["--ckpt", str(san_graphs["checkpoint"]), "--out", str(out), "--verify-count", "2", "--trt"]
+    assert san_export([*argv, "--int8", str(san_graphs["int8 onnxruntime"])]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TensorRT's ONNX parser would refuse it" in err and "INT32" in err
+    # A compatible file passes the check; this machine has no TensorRT, so the build stops there (exit 3).
+    assert san_export([*argv, "--int8", str(san_graphs["int8 tensorrt"])]) == 3
+    assert "--trt:" in capsys.readouterr().err
