@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--max-batch", type=int, default=128, metavar="N", help="largest batch it takes (default 128)")
     trt.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace limit (MiB)")
     trt.add_argument("--timing-cache", type=Path, metavar="PATH", help="reusable timing cache file (read and updated)")
+    trt.add_argument("--tf32", action="store_true",
+                     help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
+                     "the sidecar then says precision tf32, judged like fp16 by san-parity)")
     return parser
 
 
@@ -181,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         workspace_mb=args.workspace_mb,
         timing_cache=args.timing_cache,
         environment=environment,
+        tf32=args.tf32,
+        log=lambda message: print(f"san-export: note: {message}", file=sys.stderr),
     )
     print(
         f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "

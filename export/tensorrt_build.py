@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,21 +115,33 @@ def build_engine(
     workspace_mb: int = 4096,
     timing_cache: str | Path | None = None,
     environment: TargetEnvironment | None = None,
+    tf32: bool = False,
+    log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path`` and write its sidecar; return the sidecar.
 
     The precision is the ONNX file's (``san.precision`` metadata; ``int8`` when the graph
-    has QuantizeLinear nodes). ``timing_cache`` is read if it exists and rewritten after
-    the build, so later builds on the same GPU and TensorRT version are faster.
+    has QuantizeLinear nodes). TF32 is off unless ``tf32``: TensorRT enables it by
+    default, and its 10-bit mantissa would make an "fp32" engine round like fp16 (the
+    sidecar then says ``tf32``). ``timing_cache`` is read if it exists and rewritten after
+    the engine is written, so later builds on the same GPU and TensorRT version are faster;
+    a cache from another GPU or version is set aside (``log`` says so) and replaced.
     """
     import tensorrt as trt
-
 
     environment = environment or TargetEnvironment.detect()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     spec = read_contract(onnx_path)
+    metadata = read_metadata(onnx_path)
+    precision = _precision(onnx_path, metadata)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
+        raise TensorRTUnavailable(
+            f"TensorRT {trt.__version__} could not initialise CUDA ({exc}); check the driver with `nvidia-smi` "
+            "and that this TensorRT supports its CUDA version"
+        ) from exc
     # TensorRT 11 is always strongly typed (the flag is deprecated there); 10 needs it.
     strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(0 if int(trt.__version__.split(".")[0]) >= 11 else strongly_typed)
@@ -137,26 +150,32 @@ def build_engine(
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: TensorRT cannot parse the ONNX file: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    configure_builder(trt, config, tf32=tf32, workspace_mb=workspace_mb)
     optimization = builder.create_optimization_profile()
     shape = (3, spec.height, spec.width)
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
     config.add_optimization_profile(optimization)
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False)
+    if not config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False):
+        log(f"--timing-cache {cache_path}: made by another GPU or TensorRT version; building without it, "
+            "and it will be replaced by this build's")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT failed to build an engine (see the TensorRT log above)")
-    if cache_path:
-        atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
     atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
-    metadata = read_metadata(onnx_path)
+    if cache_path:
+        try:
+            atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
+        except (OSError, RuntimeError) as exc:
+            log(f"--timing-cache {cache_path}: not updated ({exc}); the engine was written")
     sidecar = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
         METADATA_KEY: spec.to_dict(),
-        "precision": _precision(onnx_path, metadata),
+        "precision": "tf32" if precision == "fp32" and tf32 else precision,
+        "tf32": tf32,
         "profile": asdict(profile),
         **asdict(environment),
         "onnx_sha256": file_sha256(onnx_path),
@@ -165,6 +184,19 @@ def build_engine(
     }
     atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return sidecar
+
+
+def configure_builder(trt: Any, config: Any, *, tf32: bool, workspace_mb: int) -> None:
+    """Builder settings every engine gets: the workspace limit, and TF32 cleared unless asked for.
+
+    The network is strongly typed, so precision comes from the graph and no FP16/INT8 flag
+    is set; TF32 is the one flag that still changes how FP32 layers compute.
+    """
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
 
 
 def _precision(onnx_path: Path, metadata: dict[str, str]) -> str:

@@ -23,6 +23,8 @@ block of the same image flipped) and is expected; any other flip is *unexplained
   split the mean stays >= 0.9999 and |delta| <= 0.5 point for mAP and rank-1.
 - ``fp16``: 11-bit mantissa (~5e-4 relative per op): pi moves by ~1e-3, so flips are
   counted but not classified; mean cosine >= 0.999, min >= 0.99; mAP 0.5, rank-1 1 point.
+- ``tf32``: an fp32 TensorRT engine allowed TF32 tensor cores rounds like fp16 (10-bit
+  mantissa; emulated on a SAN: min cosine 0.990 against fp32), so it gets fp16's rule.
 - ``int8``: post-training INT8 of ResNets costs well under a point of accuracy with good
   calibration (Wu et al. 2020, "Integer Quantization for Deep Learning Inference"): mAP
   and rank-1 within 1 point carry the verdict. Mean cosine >= 0.95 only guards against a
@@ -79,6 +81,8 @@ RULES: dict[str, Rule] = {
     "fp16": Rule(min_cosine_min=0.99, min_cosine_mean=0.999, max_delta_map=0.5, max_delta_rank1=1.0),
     "int8": Rule(min_cosine_mean=0.95, max_delta_map=1.0, max_delta_rank1=1.0),
 }
+#: TF32 (an fp32 engine built with ``--tf32``) rounds products to a 10-bit mantissa, as fp16 does.
+RULES["tf32"] = RULES["fp16"]
 
 RULE_FIELDS = tuple(f.name for f in fields(Rule))
 

@@ -149,3 +149,66 @@ def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path
     cached = cache.stat().st_size  # a second build reuses and keeps the timing cache
     build_engine(onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache)
     assert cache.stat().st_size >= cached
+
+
+# -- the build logic, against a recording stand-in for the tensorrt module ------------------
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch):
+    """Install a fake ``tensorrt`` module; yield its Behaviour to steer and inspect."""
+    import sys
+
+    from fake_tensorrt import Behaviour, module
+
+    behaviour = Behaviour()
+    monkeypatch.setitem(sys.modules, "tensorrt", module(behaviour))
+    return behaviour
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return export_onnx(build_model(CFG).eval(), tmp_path_factory.mktemp("fake-trt") / "model.onnx")
+
+
+def fake_trt_flag(name: str):
+    from fake_tensorrt import BuilderFlag
+
+    return BuilderFlag[name]
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_fp32_engines_are_built_without_tf32_unless_asked(fake_trt, small_onnx: Path, tmp_path: Path, tf32: bool) -> None:
+    sidecar = build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, tf32=tf32)
+    (flags,) = [call[1] for call in fake_trt.calls if call[0] == "build"]
+    assert (fake_trt_flag("TF32") in flags) == tf32  # TensorRT enables TF32 by default: cleared here
+    assert sidecar["precision"] == ("tf32" if tf32 else "fp32") and sidecar["tf32"] is tf32
+    assert read_sidecar(tmp_path / "m.engine")["precision"] == sidecar["precision"]
+
+
+def test_a_refused_timing_cache_is_replaced_and_said(fake_trt, small_onnx: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b"from another GPU")
+    fake_trt.cache_mismatch = True
+    said: list[str] = []
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache, log=said.append)
+    attempts = [call for call in fake_trt.calls if call[0] == "set_timing_cache"]
+    assert attempts == [("set_timing_cache", b"from another GPU", False), ("set_timing_cache", b"", True)]
+    assert len(said) == 1 and "another GPU or TensorRT version" in said[0]
+    assert cache.read_bytes() == b"fake timing cache" and (tmp_path / "m.engine").read_bytes() == b"fake engine"
+
+
+def test_a_cache_that_cannot_be_saved_keeps_the_engine(fake_trt, small_onnx: Path, tmp_path: Path) -> None:
+    fake_trt.cache_serialize_fails = True
+    said: list[str] = []
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=tmp_path / "c", log=said.append)
+    assert (tmp_path / "m.engine").read_bytes() == b"fake engine" and sidecar_path(tmp_path / "m.engine").is_file()
+    assert len(said) == 1 and "not updated" in said[0]
+
+
+def test_cuda_initialisation_failure_is_one_line_not_a_traceback(fake_trt, small_onnx: Path, tmp_path: Path) -> None:
+    fake_trt.cuda_fails = True
+    with pytest.raises(TensorRTUnavailable, match="could not initialise CUDA .*nvidia-smi"):
+        build_engine(small_onnx, tmp_path / "m.engine", environment=HERE)
+    assert not (tmp_path / "m.engine").exists()
