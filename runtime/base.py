@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -27,16 +29,52 @@ class BackendError(RuntimeError):
     """A backend that cannot load its artifact or run; the message says why."""
 
 
+@dataclass(frozen=True)
+class Device:
+    """Where a backend runs: ``cpu``, or CUDA device ``index`` (``cuda`` means ``cuda:0``)."""
+
+    kind: str
+    index: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Device:
+        """``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``ValueError`` naming ``--device`` otherwise."""
+        kind, colon, index = text.strip().lower().partition(":")
+        if kind == "cpu" and not colon:
+            return cls("cpu")
+        if kind == "cuda" and (not colon or index.isdigit()):
+            return cls("cuda", int(index or 0))
+        raise ValueError(f"--device {text!r}: expected cpu, cuda or cuda:N")
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+
 class Backend(ABC):
     """Base class of every backend: subclasses implement ``_activate``, ``_infer``, ``_deactivate``."""
 
     #: Registry name, e.g. ``"onnxruntime"``.
     name: ClassVar[str]
+    #: Where it runs when no device is asked for.
+    default_device: ClassVar[str] = "cpu"
 
-    def __init__(self, artifact: str | Path) -> None:
+    def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        """The option vocabulary every backend takes: ``device`` (cpu, cuda, cuda:N; default
+        :attr:`default_device`), ``threads`` (CPU intra-op threads; default: physical cores)
+        and ``providers`` (onnxruntime execution providers). Each backend maps them to its
+        own settings; one it cannot honour goes into :attr:`notes`, one line each."""
         self.artifact = Path(artifact)
+        self.device = Device.parse(device or self.default_device)
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        self.threads = threads or physical_cores()
+        self.notes: list[str] = []
         self._spec: InputSpec | None = None
         self._sha256: str | None = None
+
+    def _note_ignored(self, option: str, value: object, why: str) -> None:
+        self.notes.append(f"{self.name} backend: {option} {value} ignored: {why}")
 
     # -- lifecycle -------------------------------------------------------------------
     def activate(self) -> Backend:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from runtime.base import BackendError
 from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
+from runtime.options import add_backend_arguments, backend_options
 from runtime.registry import BACKENDS, open_backend
 from san.spec import ContractError
 
@@ -55,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="flip: average with the mirrored image's embedding")
     parser.add_argument("--l2-normalize", action="store_true", help="scale every embedding to unit length")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads of the torch/onnxruntime backend (default: physical cores)")
-    parser.add_argument("--device", help="torch: cpu, cuda or cuda:N (default cpu); tensorrt: GPU index (default 0)")
-    parser.add_argument("--providers",
-                        help="onnxruntime: comma list of tensorrt,cuda,cpu (default: cuda,cpu where installed)")
+    add_backend_arguments(parser)
     parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
@@ -96,14 +92,6 @@ def default_out(images: Path, shard: Shard | None) -> Path:
     return base.with_name(f"{base.name}_embeddings{suffix}")
 
 
-def backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Backend constructor options from the flags that were given."""
-    options: dict[str, Any] = {"threads": args.threads, "device": args.device}
-    if args.providers:
-        options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def report(result: EmbedResult, what: str) -> int:
     """Print the summary; the exit status."""
     speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
@@ -132,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
         out = args.out or default_out(args.images, args.shard)
         with open_backend(args.model, args.backend, **backend_options(args)) as backend:
+            for note in backend.notes:
+                print(f"san-embed: note: {note}", file=sys.stderr)
             result = embed_folder(args.images, backend, out, options, shard=args.shard, workers=args.workers,
                                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
         return report(result, "embedded")

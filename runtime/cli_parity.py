@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import BackendError
+from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity, save_json
 from san.atomic import atomic_write_text
 from san.checkpoint import CheckpointError, read_checkpoint
@@ -75,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=int, default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
-    parser.add_argument("--device", default="cpu", help="torch: cpu, cuda or cuda:N (default cpu); tensorrt: its GPU")
-    parser.add_argument("--threads", type=int, help="CPU threads of torch/onnxruntime (default: physical cores)")
-    parser.add_argument("--providers", help="onnxruntime: comma list of tensorrt,cuda,cpu (default: cuda,cpu where installed)")
+    add_backend_arguments(parser)
     parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown")
@@ -115,10 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         rules = override_rules(RULES, args.threshold)
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
         dataset = resolve_dataset(args.ckpt, args.dataset, args.root, options, verbose=not args.quiet)
-        providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            device=args.device, threads=args.threads, providers=providers, workers=args.workers, log=log,
+            options=backend_options(args), workers=args.workers, log=log,
         )
     except (CheckpointError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ import numpy as np
 
 from runtime.base import BackendError
 from runtime.embed import EmbedError
+from runtime.options import add_backend_arguments, backend_options
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import ENGINES, METRICS, EmbeddingFolder, Hits, SearchError, build_index, embed_query_images
@@ -92,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--png", type=Path, metavar="PATH", help="also draw each ranked list as a PNG")
     query.add_argument("--image-root", type=Path, metavar="DIR",
                        help="where the folder's images are now (default: recorded by san-embed)")
-    query.add_argument("--device", help="torch: cpu, cuda or cuda:N; tensorrt: GPU index")
-    query.add_argument("--threads", type=int, help="CPU threads of torch/onnxruntime")
+    add_backend_arguments(query)
 
     masks = commands.add_parser("masks", help="attention-mask overlays per block (paper Fig. 6)",
                                 epilog=MASKS_EPILOG, formatter_class=raw)
@@ -113,8 +113,9 @@ def _query_vectors(args: argparse.Namespace, folder: EmbeddingFolder) -> tuple[n
         return np.asarray(folder.vectors[args.rows]), [folder.paths[r] for r in args.rows]
     if args.model is None:
         raise SearchError("--images needs --model (the network that made the embeddings)")
-    options = {k: v for k, v in (("device", args.device), ("threads", args.threads)) if v is not None}
-    with open_backend(args.model, args.backend, **options) as backend:
+    with open_backend(args.model, args.backend, **backend_options(args)) as backend:
+        for note in backend.notes:
+            print(f"san-search: note: {note}", file=sys.stderr)
         if backend.sha256 != folder.meta.get("model_sha256"):
             print(f"san-search: note: {args.model} is not the file that made {folder.root}; distances are only "
                   "meaningful if it is the same network (e.g. the ONNX export of that checkpoint)", file=sys.stderr)

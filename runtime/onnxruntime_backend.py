@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.base import Backend, BackendError, as_model_dtype, physical_cores
+from runtime.base import Backend, BackendError, as_model_dtype
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
@@ -28,42 +28,37 @@ _ORT_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
 class OnnxRuntimeBackend(Backend):
     """Run a ``.onnx`` export with onnxruntime.
 
-    ``providers``: short names from :data:`PROVIDERS` in preference order; default
-    ``("cuda", "cpu")`` filtered by what the installed onnxruntime offers, so the CPU
-    wheel runs on the CPU and onnxruntime-gpu on CUDA. The TensorRT provider is never
-    chosen implicitly: it builds an engine per new input shape (minutes) — ask for it,
-    or use the native ``tensorrt`` backend. ``threads``: intra-op threads (default: the
-    physical cores this process may use).
+    ``device`` picks the execution providers: ``cpu`` (the default) the CPU provider,
+    ``cuda:N`` the CUDA provider on device N with the CPU as fallback (onnxruntime-gpu).
+    ``providers`` (short names from :data:`PROVIDERS`, in preference order) overrides
+    that; the TensorRT provider is used only when asked for, since it builds an engine per
+    new input shape (minutes): or use the native ``tensorrt`` backend. ``threads``:
+    intra-op threads.
     """
 
     name = "onnxruntime"
 
-    def __init__(
-        self, artifact: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
-    ) -> None:
-        super().__init__(artifact)
-        self.providers = self._resolve_providers(providers)
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = threads or physical_cores()
+    def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        super().__init__(artifact, device, threads)
+        requested = list(providers) if providers else ["cuda", "cpu"] if self.device.kind == "cuda" else ["cpu"]
+        self.providers = self._resolve_providers(requested)
         self._session: ort.InferenceSession | None = None
         self._fixed_batch: int | None = None
 
-    @staticmethod
-    def _resolve_providers(requested: Sequence[str] | None) -> list[str]:
+    def _resolve_providers(self, requested: Sequence[str]) -> list[str | tuple[str, dict[str, Any]]]:
         available = ort.get_available_providers()
-        if requested is None:
-            return [PROVIDERS[p] for p in ("cuda", "cpu") if PROVIDERS[p] in available]
         unknown = [p for p in requested if p not in PROVIDERS]
         if unknown:
-            raise ValueError(f"unknown onnxruntime provider(s) {unknown}; choose from {list(PROVIDERS)}")
+            raise ValueError(f"--providers: unknown onnxruntime provider(s) {unknown}; choose from {list(PROVIDERS)}")
         missing = [p for p in requested if PROVIDERS[p] not in available]
         if missing:
             raise BackendError(
-                f"onnxruntime provider(s) {missing} are not available in this install (available: "
-                f"{available}); GPU providers need `pip install onnxruntime-gpu` instead of onnxruntime"
+                f"onnxruntime provider(s) {missing} (--device {self.device}) are not available in this install "
+                f"(available: {available}); GPU providers need `pip install onnxruntime-gpu` instead of onnxruntime"
             )
-        return [PROVIDERS[p] for p in requested]
+        on_gpu = {"cuda", "tensorrt"}
+        return [(PROVIDERS[p], {"device_id": self.device.index}) if p in on_gpu else PROVIDERS[p] for p in requested]
 
     def _activate(self) -> InputSpec:
         options = ort.SessionOptions()
@@ -124,5 +119,6 @@ class OnnxRuntimeBackend(Backend):
         return super().batch_limits()
 
     def describe(self) -> dict[str, Any]:
-        providers = self._session.get_providers() if self._session is not None else self.providers
+        providers = self._session.get_providers() if self._session is not None else [
+            p if isinstance(p, str) else p[0] for p in self.providers]
         return {"name": self.name, "providers": list(providers)}

@@ -359,16 +359,6 @@ def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, n
     )
 
 
-def _backend_options(name: str, device: str, threads: int | None, providers: Sequence[str] | None) -> dict[str, Any]:
-    if name == "torch":
-        options: dict[str, Any] = {"device": device, "threads": threads}
-    elif name == "onnxruntime":
-        options = {"providers": providers, "threads": threads}
-    else:
-        options = {"device": device if device.startswith("cuda") else 0}
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def _embed_split(backend: Backend, split: _Split, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(query, gallery embeddings, seconds) of an active backend."""
     started = time.perf_counter()
@@ -415,15 +405,14 @@ def run_parity(
     draws: int = 3,
     seed: int = 0,
     batch_size: int = 32,
-    device: str = "cpu",
-    threads: int | None = None,
-    providers: Sequence[str] | None = None,
+    options: dict[str, Any] | None = None,
     workers: int | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> ParityReport:
     """Embed ``dataset``'s query and gallery with the checkpoint and every artifact; compare.
 
-    ``draws=0`` skips the sampled-mask measurement. Peak memory holds the decoded images
+    ``draws=0`` skips the sampled-mask measurement. ``options`` (device, threads,
+    providers) go to every backend, the PyTorch reference included. Peak memory holds the decoded images
     (3 x H x W bytes each: 2.3 GB for Market-1501 at 256 x 128) and the embeddings.
     """
     ckpt = Path(ckpt)
@@ -439,7 +428,8 @@ def run_parity(
             raise ValueError(f"--{artifact.name} {artifact.path}: no thresholds for precision {precision!r}; "
                              f"known: {sorted(rules)} (add some with --threshold {precision}.FIELD=VALUE)")
         precisions[artifact] = (precision, source)
-    with open_backend(ckpt, "torch", device=device, threads=threads) as reference:
+    options = options or {}
+    with open_backend(ckpt, "torch", **options) as reference:
         spec = reference.spec
         log(f"decoding {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
         query, q_records, q_failed = decode_records(dataset.query, spec, workers)
@@ -457,23 +447,23 @@ def run_parity(
     for artifact in artifacts:
         precision, source = precisions[artifact]
         log(f"{artifact.name}: {artifact.path}")
-        options = _backend_options(backend_for(artifact.path), device, threads, providers)
         with open_backend(artifact.path, **options) as backend:
             if backend.spec != spec:
                 raise ContractError(f"--{artifact.name} {artifact.path}: its input contract differs from the "
                                     f"checkpoint's ({backend.spec} vs {spec}); compare exports of this checkpoint")
             q, g, seconds = _embed_split(backend, split, batch_size)
-            described = backend.describe()
+            described, backend_notes = backend.describe(), backend.notes
         retrieval = score(q, g, split.labels)
         comparison = compare((rq, rg), (q, g), ref_retrieval, retrieval)
-        notes = [] if source in (None, ckpt_sha) else [
-            f"exported from checkpoint sha256 {source[:12]}..., not from {ckpt.name} ({ckpt_sha[:12]}...)"]
+        notes = backend_notes + ([] if source in (None, ckpt_sha) else [
+            f"exported from checkpoint sha256 {source[:12]}..., not from {ckpt.name} ({ckpt_sha[:12]}...)"])
         results.append(BackendResult(artifact.name, str(artifact.path), precision, described, retrieval, seconds,
                                      comparison, rules[precision].breaches(precision, comparison.measured()), notes))
     stochastic, notes = None, []
     if draws > 0:
         log(f"torch, sampled masks: {draws} draws")
-        stochastic = stochastic_retrieval(ckpt, split, ref_retrieval, draws, seed, batch_size, device)
+        stochastic = stochastic_retrieval(ckpt, split, ref_retrieval, draws, seed, batch_size,
+                                          str(reference.device))
         if stochastic is None:
             notes.append("no sampled-mask comparison: the model has no sharp attention block")
     used = {precisions[a][0] for a in artifacts}

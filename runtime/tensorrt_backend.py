@@ -12,6 +12,7 @@ runs with ``execute_async_v3`` and the output is copied back on the same stream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,27 @@ from san.spec import METADATA_KEY, ContractError, InputSpec
 
 
 class TensorRTBackend(Backend):
-    """Run a ``.engine`` built by ``san-export --trt`` on CUDA device ``device`` (``1`` or ``"cuda:1"``)."""
+    """Run a ``.engine`` built by ``san-export --trt`` on ``device`` (``cuda``, the default,
+    or ``cuda:N``); CPU threads and onnxruntime providers do not apply and are noted."""
 
     name = "tensorrt"
+    default_device = "cuda"
 
-    def __init__(self, artifact: str | Path, device: int | str = 0) -> None:
-        super().__init__(artifact)
-        self.device = int(str(device).removeprefix("cuda:"))
+    def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        super().__init__(artifact, device, threads)
+        if self.device.kind != "cuda":
+            raise BackendError(f"--device {self.device}: a TensorRT engine runs on an NVIDIA GPU; use --device cuda[:N]")
+        if threads is not None:
+            self._note_ignored("--threads", threads, "a TensorRT engine computes on the GPU")
+        if providers:
+            self._note_ignored("--providers", ",".join(providers), "execution providers are onnxruntime's")
         self._logger = trt.Logger(trt.Logger.WARNING)
 
     def _activate(self) -> InputSpec:
         try:
             sidecar = read_sidecar(self.artifact)
-            check_engine_compatible(sidecar, TargetEnvironment.detect(self.device))
+            check_engine_compatible(sidecar, TargetEnvironment.detect(self.device.index))
         except (EngineCompatibilityError, TensorRTUnavailable, ValueError) as exc:
             raise BackendError(f"{self.artifact}: refused: {exc}") from exc
         try:
@@ -53,8 +62,12 @@ class TensorRTBackend(Backend):
             raise ContractError(
                 f"{sidecar_path(self.artifact)}: no valid input contract under {METADATA_KEY!r} ({exc})"
             ) from exc
-        cuda.init()
-        self._cuda_context = cuda.Device(self.device).retain_primary_context()
+        try:
+            cuda.init()
+            self._cuda_context = cuda.Device(self.device.index).retain_primary_context()
+        except cuda.Error as exc:
+            raise BackendError(f"--device {self.device}: CUDA cannot be initialised ({exc}); check the driver "
+                               "with `nvidia-smi` and the device index") from exc
         self._cuda_context.push()
         try:
             self._load_engine(spec)
@@ -66,10 +79,15 @@ class TensorRTBackend(Backend):
         return spec
 
     def _load_engine(self, spec: InputSpec) -> None:
-        self._runtime = trt.Runtime(self._logger)
+        try:
+            self._runtime = trt.Runtime(self._logger)
+        except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
+            raise BackendError(f"TensorRT {trt.__version__} could not initialise CUDA ({exc}); check the driver "
+                               "with `nvidia-smi`") from exc
         self._engine = self._runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
-            raise BackendError(f"{self.artifact}: TensorRT {trt.__version__} cannot deserialize this engine")
+            raise BackendError(f"{self.artifact}: TensorRT {trt.__version__} cannot deserialize this engine; "
+                               "rebuild it here with `san-export --ckpt MODEL.pt --trt`")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]

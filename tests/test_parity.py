@@ -106,7 +106,7 @@ def test_an_export_of_another_checkpoint_fails_naming_the_breached_thresholds(
 
 def test_top10_overlap_and_flips_against_brute_force(tiny: Path, synth: Path, other_onnx: Path) -> None:
     report = run_parity(tiny / "model.pt", load_dataset("synthetic", synth, verbose=False),
-                        [Artifact("onnx", other_onnx)], draws=0, threads=1, workers=1)
+                        [Artifact("onnx", other_onnx)], draws=0, options={"threads": 1}, workers=1)
     tq, tg, *_ = independent(tiny / "model.pt", synth)
     oq, og, *_ = independent(other_onnx, synth)
 
@@ -141,7 +141,7 @@ def test_top10_overlap_and_flips_against_brute_force(tiny: Path, synth: Path, ot
 
 def test_sampled_masks_are_scored_reproducibly_at_the_checkpoints_tau(tiny: Path, synth: Path) -> None:
     data = load_dataset("synthetic", synth, verbose=False)
-    first, again = (run_parity(tiny / "model.pt", data, [], draws=2, seed=3, threads=1, workers=1).stochastic
+    first, again = (run_parity(tiny / "model.pt", data, [], draws=2, seed=3, options={"threads": 1}, workers=1).stochastic
                     for _ in range(2))
     assert first.draws == 2 and first.tau == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}  # the random model's buffer
     assert [r.mAP for r in first.per_draw] == [r.mAP for r in again.per_draw]

@@ -1,0 +1,29 @@
+"""The backend options every command takes, added to a parser and read back one way.
+
+``--device`` (cpu, cuda, cuda:N), ``--threads`` and ``--providers`` go to every backend
+unchanged; each maps them to its own settings (:class:`runtime.base.Backend`) and notes,
+one line each, what it cannot honour.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    """Add ``--device``, ``--threads`` and ``--providers`` to ``parser`` (or an argument group)."""
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (default: cpu; cuda:0 for a TensorRT engine)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of the torch/onnxruntime backend (default: physical cores)")
+    parser.add_argument("--providers", metavar="LIST",
+                        help="onnxruntime execution providers, comma list of tensorrt,cuda,cpu "
+                        "(default: from --device)")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend constructor options of the flags that were given."""
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    options = {"device": args.device, "threads": args.threads, "providers": providers}
+    return {k: v for k, v in options.items() if v is not None}
