@@ -239,11 +239,12 @@ def prepare_images(work: Path, n: int, height: int, width: int, source_scale: fl
 
 @dataclass(frozen=True)
 class Artifacts:
-    """The model files every competitor runs; ``int8`` is a skip message when it could not be made."""
+    """The model files every competitor runs; an INT8 file is a skip message when it could not be made."""
 
     ckpt: Path
     onnx: Path
-    int8: Path | str
+    int8: Path | str  # for onnxruntime
+    trt_int8: Path | str  # for TensorRT (symmetric int8, float biases)
     flops: int
 
 
@@ -269,10 +270,13 @@ def prepare_models(args: argparse.Namespace, calibration_pool: Path, embedded: P
     onnx = args.work / f"{ckpt.stem}-{meta.sha256[:12]}.onnx"
     if not onnx.is_file():
         export_onnx(model, onnx)
-    return Artifacts(ckpt, onnx, make_int8(args, onnx, calibration_pool, embedded), flops_per_image(model))
+    trt_skip = gpu_skip("tensorrt")
+    return Artifacts(ckpt, onnx, make_int8(args, onnx, calibration_pool, embedded),
+                     trt_skip or make_int8(args, onnx, calibration_pool, embedded, target="tensorrt"),
+                     flops_per_image(model))
 
 
-def make_int8(args: argparse.Namespace, onnx: Path, pool: Path, embedded: Path) -> Path | str:
+def make_int8(args: argparse.Namespace, onnx: Path, pool: Path, embedded: Path, target: str = "onnxruntime") -> Path | str:
     """INT8 Q/DQ through the calibration package's library API; a skip message if it is missing."""
     try:
         from calibration.hygiene import select_calibration_set
@@ -280,8 +284,8 @@ def make_int8(args: argparse.Namespace, onnx: Path, pool: Path, embedded: Path) 
     except ImportError as exc:
         return f"skipped: the calibration package is not importable ({exc})"
     sample = select_calibration_set(pool, args.calib_images, seed=0, exclude=[embedded])
-    options = QuantizeOptions(progress=False, **quant_overrides(QuantizeOptions, args.quant))
-    out = onnx.with_suffix(".int8.onnx")
+    options = QuantizeOptions(progress=False, **{**quant_overrides(QuantizeOptions, args.quant), "target": target})
+    out = onnx.with_suffix(".int8.onnx" if target == "onnxruntime" else f".{target}.int8.onnx")
     quantize_onnx(onnx, sample.images, out, options=options, cache_dir=args.work / "calibration-cache",
                   sampling=sample.sampling())
     return out
@@ -310,12 +314,12 @@ def gpu_skip(need: str = "") -> str | None:
         import onnxruntime
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            return "skipped: onnxruntime has no CUDA provider (pip install -e '.[gpu]')"
+            return "skipped: onnxruntime has no CUDA provider (pip install -e '.[gpu-cu12]')"
     if need == "tensorrt":
         try:
             import tensorrt  # noqa: F401
         except ImportError:
-            return "skipped: TensorRT is not installed (pip install -e '.[gpu]')"
+            return "skipped: TensorRT is not installed (pip install -e '.[gpu-cu12]' or '.[gpu-cu13]')"
     return None
 
 
@@ -358,9 +362,10 @@ def plan(args: argparse.Namespace, setup: Setup, art: Artifacts) -> list[Competi
     if trt is None:
         rows.append(Competitor("trt-fp16", "GPU: san-embed TensorRT FP16", san_embed,
                                (setup, tensorrt_engine(art.onnx, setup.batch_size, art.ckpt), "tensorrt", {})))
+        trt_int8_skip = art.trt_int8 if isinstance(art.trt_int8, str) else None
         rows.append(Competitor("trt-int8", "GPU: san-embed TensorRT INT8", san_embed,
-                               (setup, tensorrt_engine(art.int8, setup.batch_size) if int8_skip is None else None,
-                                "tensorrt", {}), int8_skip))
+                               (setup, tensorrt_engine(art.trt_int8, setup.batch_size) if trt_int8_skip is None
+                                else None, "tensorrt", {}), trt_int8_skip))
     else:
         rows += [Competitor(k, f"GPU: san-embed TensorRT {p}", san_embed, skip=trt) for k, p in
                  (("trt-fp16", "FP16"), ("trt-int8", "INT8"))]

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
     verify.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
                         help="change one limit of the rule table, repeatable (as san-parity: fp32.min_cosine_min=0.995)")
-    trt = parser.add_argument_group("TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu]'`)")
+    trt = parser.add_argument_group("TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu-cu12]'` or '.[gpu-cu13]')")
     trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
     precision = trt.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")

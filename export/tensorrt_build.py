@@ -78,7 +78,7 @@ class TargetEnvironment:
         except ImportError as exc:
             raise TensorRTUnavailable(
                 "TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU "
-                "run `pip install -e '.[gpu]'`"
+                "run `pip install -e '.[gpu-cu12]'` or `'.[gpu-cu13]'` (the CUDA major version of its driver)"
             ) from exc
         name, capability = _cuda_device(device)
         return cls(trt.__version__, name, capability)
