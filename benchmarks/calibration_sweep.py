@@ -18,7 +18,7 @@ setting once more with each of ``--seeds``), runs fp32 and INT8 with onnxruntime
 validation query/gallery (:func:`calibration.report.build_report`) and prints ΔmAP and
 Δrank-1 in points, embedding cosine, mask flips per block, and the INT8 model's speed
 over fp32 (median of ``--repeats`` batches, same batch, same threads). The table ends
-with the issue's bound, |ΔmAP| and |Δrank-1| <= 1 point, per setting.
+with the int8 rule's bound, |ΔmAP| and |Δrank-1| <= 1 point, per setting.
 """
 
 from __future__ import annotations

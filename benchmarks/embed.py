@@ -27,7 +27,7 @@ effective GFLOP/s (FLOPs per image x end-to-end img/s) and its share of the floa
 matrix-multiply peak measured here on the same threads; peak RSS of the child process
 after the end-to-end run, and of its process tree (decode workers included, sampled);
 the lowest cosine similarity of its embeddings to the reference's; ratios to the
-reference. The table ends with the issue's targets.
+reference. The table ends with the project's speed targets.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from runtime.embed import EMBEDDINGS, default_workers
 from san.discovery import discover_images
 from san.metrics import paired_cosine
 
-#: Targets of issue 8 (ratios to the reference loop; decode share of model time).
+#: Speed targets (ratios to the reference loop; decode share of model time).
 ORT_FP32_TARGET, ORT_INT8_TARGET, DECODE_SHARE_TARGET = 1.8, 2.2, 0.10
 REFERENCE = "reference: torch eager loop"
 SMOKE = {"images": 8, "batch_size": 4, "height": 64, "width": 32, "backbone": "resnet18", "calib_images": 4}

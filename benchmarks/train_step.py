@@ -11,7 +11,7 @@ Each model trains in its own spawned child process (peak RSS is its own). Report
 median step time of ``--steps`` steps after ``--warmup``, its 90th percentile, the
 process CPU time per step (median; with ``--threads 1`` it is robust to a loaded machine,
 unlike wall time), images/s, the forward FLOPs per image (eval graph) and peak RSS; the
-table ends in the ratios to the baseline, then the issue's target (SAN step <= 1.3x).
+table ends in the ratios to the baseline, then the target (SAN step <= 1.3x).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from common import (
 )
 from runtime.base import physical_cores
 
-#: Target of issue 8: SAN's step over the baseline's.
+#: Target: SAN's step over the baseline's.
 STEP_TARGET = 1.3
 SMOKE = {"p": 2, "k": 2, "height": 64, "width": 32, "backbone": "resnet18", "steps": 2, "warmup": 1}
 PROFILE_ROWS = 15

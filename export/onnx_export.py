@@ -40,7 +40,7 @@ BATCH_DIM = "batch"
 RANDOM_OPS = frozenset(
     {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"}
 )
-#: The dynamo exporter implements opset 18 and newer; the issue asks for at least 17.
+#: The dynamo exporter implements opset 18 and newer; callers may ask for 17 or newer.
 MIN_OPSET, EXPORTER_MIN_OPSET = 17, 18
 PRECISIONS = ("fp32", "fp16")
 

@@ -1,6 +1,6 @@
 """Smoke tests of the benchmark scripts: each runs end to end with ``--smoke`` and prints its
 table ending in the ratios. No timing is asserted (times on shared machines are noise; the
-scripts print ratios against the issue's targets instead)."""
+scripts print ratios against their targets instead)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_killed_run_resumes_to_the_uninterrupted_output(tiny: Path, tmp_path: Pa
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_bad_and_awkward_files_never_stop_a_run(tiny: Path, tmp_path: Path) -> None:
-    # badfiles.py marks animated.gif as listed, but .gif is not among the suffixes issue 6 names
+    # badfiles.py marks animated.gif as listed, but .gif is not among the image suffixes san-embed discovers
     cases = [c for c in make_bad_files(tmp_path / "bad") if c.listed and Path(c.path).suffix.lower() in IMAGE_SUFFIXES]
     with open_backend(tiny / "model.onnx") as backend:
         result = embed_folder(tmp_path / "bad", backend, tmp_path / "out", workers=1, progress=False)
