@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from export.graph import GraphIndex
+
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
 _NUMBERS = _FLOATS | {"INT32", "INT64"}
 _ANY = _NUMBERS | {"BOOL"}
@@ -106,7 +108,6 @@ class _Graph:
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
         self.inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
-        self.outputs = {o.name for o in graph.output}
         infos = (*graph.input, *graph.output, *graph.value_info)
         self.types = {v.name: v.type.tensor_type.elem_type for v in infos}
         self.shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
@@ -114,7 +115,6 @@ class _Graph:
         self.constants: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.types.update({t.name: t.data_type for t in graph.initializer})
         self.shapes.update({name: array.shape for name, array in self.constants.items()})
-        producer = {out: node for node in graph.node for out in node.output}
         for node in graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 value = node.attribute[0].t
@@ -123,11 +123,7 @@ class _Graph:
         for node in graph.node:  # constants passed through Identity, as the parser follows them
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
-        self.producer = producer
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        self.consumers = GraphIndex(graph).consumers
 
     def type_name(self, tensor: str) -> str | None:
         code = self.types.get(tensor, TensorProto.UNDEFINED)
