@@ -150,8 +150,10 @@ def verify_onnx(
     unused = unused_tensors(proto, [masks[s] for s in hard if s in masks], OUTPUT_NAME)
     problems += [f"block after stage {s}: its mask does not reach {OUTPUT_NAME!r} (the block was removed or "
                  "bypassed)" for s in hard if s in masks and masks[s] in unused]
-    session = session_exposing(proto, [pi_name(s) for s in masks] + list(masks.values()))
-    totals = {s: np.zeros(5) for s in masks}  # elements, flips, propagated, unexplained, max |pi error|
+    named = {o.name for o in proto.graph.output} | {o for node in proto.graph.node for o in node.output}
+    exposed = [s for s in model.cfg.active_stages if pi_name(s) in named]  # soft blocks too: their pi error
+    session = session_exposing(proto, [pi_name(s) for s in exposed] + list(masks.values()))
+    totals = {s: np.zeros(5) for s in exposed}  # elements, flips, propagated, unexplained, max |pi error|
     cosines, flipped_images, non_finite = [], [], 0
     margin = rule.flip_margin
     device = next(model.parameters()).device
@@ -174,7 +176,7 @@ def verify_onnx(
             clean = ~upstream.reshape(-1)  # rounding alone moved these images' pi
             if clean.any():
                 t[4] = max(t[4], float(np.abs(ref_pi[clean] - got[pi_name(stage)][clean].astype(np.float32)).max()))
-            if stage in hard:
+            if stage in hard and stage in masks:
                 flipped = ref.masks[index].cpu().numpy().astype(bool) != got[masks[stage]].astype(bool)
                 far = flipped if margin is None else flipped & (np.abs(ref_pi - hard[stage]) >= margin)
                 t[1] += flipped.sum()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,19 @@ def test_onnxruntime_matches_pytorch_eval(which: str, batch: int, request: pytes
     assert [b.stage for b in report.blocks] == list(STAGES)  # masks were compared in every block
     assert all(b.unexplained == 0 for b in report.blocks), report.format()
     assert sum(b.elements for b in report.blocks) > 0
+
+
+@pytest.mark.parametrize(("attention", "hard"), [("soft", False), ("power", False), ("threshold", True)])
+def test_every_attention_variant_verifies_block_by_block(attention: str, hard: bool, tmp_path: Path) -> None:
+    """Continuous masks (soft, power) are reported per block without flip counts; the Table III
+    thresholding mask is hard and its flips are counted like the sharp one's."""
+    torch.manual_seed(0)
+    model = _trained(build_model(replace(CFG, attention=attention)))
+    path = export_onnx(model, tmp_path / f"{attention}.onnx")
+    report = verify_onnx(model, path, synthetic_images(model.spec, 4))
+    assert report.passed, report.format()
+    assert [(b.stage, b.hard) for b in report.blocks] == [(s, hard) for s in STAGES]
+    assert all(b.elements > 0 and b.max_pi_error < 1e-3 for b in report.blocks), report.format()
 
 
 def test_graph_is_deterministic_and_valid(random_onnx: Path) -> None:
