@@ -73,7 +73,7 @@ def model_ms(path: Path, batch: np.ndarray, repeats: int) -> float:
     """Median milliseconds of one onnxruntime call on ``batch`` (after a warm-up call)."""
     import onnxruntime as ort
 
-    from export.onnx_export import INPUT_NAME
+    from san.artifact import INPUT_NAME
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     session.run(None, {INPUT_NAME: batch})
@@ -90,7 +90,7 @@ def sweep(args: argparse.Namespace, onnx_path: Path, images: Path, val: Path) ->
     from calibration.hygiene import select_calibration_set
     from calibration.quantize import QuantizeOptions, quantize_onnx
     from calibration.report import build_report
-    from export.onnx_export import read_contract
+    from san.artifact import read_contract
     from san.data.registry import load_dataset
     from san.preprocess import load_image
 

@@ -60,7 +60,8 @@ from common import (
     verdict,
 )
 from runtime.base import physical_cores
-from runtime.embed import EMBEDDINGS, default_workers
+from runtime.embed import EMBEDDINGS
+from san.retrieval import default_workers
 from san.discovery import discover_images
 from san.metrics import paired_cosine
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from calibration.quantize import DEFAULT_OPTIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, describe, quantize_onnx
+from calibration.quantize import DEFAULT_OPTIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report, save_report
 from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
 from san.data.registry import DATASETS, load_dataset
@@ -145,19 +145,19 @@ def _quantize(args: argparse.Namespace) -> int:
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
-    print(sample.describe())
+    print(sample.render())
     options = QuantizeOptions(
         method=args.method, target=args.target, float_blocks=args.float_blocks,
         reduce_range=args.reduce_range, batch_size=args.batch_size, progress=not args.no_progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())
-    print(describe(result))
+    print(result.render())
     if dataset is None:
         print("no report: pass --eval-dataset NAME --eval-root DIR to compare fp32 and INT8 on a held-out split")
         return 0
     report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress,
                           rule=rule)
-    print(report.format())
+    print(report.render())
     print(f"report: {save_report(report, args.report or out.with_name(out.name + '.report.json'))}")
     return 0 if report.passed else 1
 
@@ -168,7 +168,7 @@ def _threshold(args: argparse.Namespace) -> int:
         args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
         batch_size=args.batch_size, workers=args.workers,
     )
-    print(report.format())
+    print(report.render())
     print(f"wrote {args.out} (mask threshold {report.chosen:.2f} in its contract)")
     return 0
 

@@ -17,11 +17,12 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from san.discovery import discover_images
-from san.checkpoint import file_sha256
+from san.hashing import file_sha256
 from san.data.records import ReidDataset
 from san.preprocess import ImageDecodeError, decode_image, printable_path
 
@@ -48,7 +49,11 @@ class CalibrationSet:
         return {"seed": self.seed, "num_images": len(self.images), "pool_images": self.pool,
                 "checked_against_evaluation_images": self.evaluation_images}
 
-    def describe(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.sampling(), "images": [str(p) for p in self.images],
+                "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped]}
+
+    def render(self) -> str:
         """One line for humans, then one per skipped file."""
         lines = [
             f"calibration sample: {len(self.images)} of {self.pool} images, seed {self.seed}; "

@@ -57,9 +57,9 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from export.graph import COMPARE_OPS, GraphIndex
-from export.onnx_export import CONFIG_KEY, INPUT_NAME, PRECISION_KEY, read_contract
+from san.artifact import INPUT_NAME, PRECISION_KEY, hard_mask_stages, read_contract
 from san.atomic import atomic_write
-from san.checkpoint import file_sha256
+from san.hashing import file_sha256
 from san.preprocess import load_image
 from san.progress import progress_bar
 from san.spec import METADATA_KEY, InputSpec
@@ -196,15 +196,6 @@ def float_head(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
     g = GraphIndex(model.graph)
     output = paths[-1].output
     return list(g.names([g.producer[output], *g.descendants(output)]))
-
-
-def expected_mask_blocks(model: onnx.ModelProto) -> int | None:
-    """Number of hard-mask blocks the exported model config promises; None if unknown."""
-    config = {p.key: p.value for p in model.metadata_props}.get(CONFIG_KEY)
-    if config is None:
-        return None
-    cfg = json.loads(config)
-    return len(cfg.get("attention_stages", [])) if cfg.get("attention") in ("sharp", "threshold") else 0
 
 
 def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> int:
@@ -392,6 +383,25 @@ class QuantizeResult:
     mask_paths: list[MaskPath]
     calibration: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "cache": str(self.cache), "cache_hit": self.cache_hit,
+                "mask_blocks": len(self.mask_paths), "calibration": self.calibration}
+
+    def render(self) -> str:
+        """A few lines for humans."""
+        c = self.calibration
+        lines = [
+            f"wrote {self.out}: INT8 Q/DQ for {c['target']} ({c['activations']} activations, {c['weights']} "
+            f"weights, {c['biases']} biases), "
+            f"method {c['method']}, {c['num_images']} images"
+            + (f", seed {c['seed']}" if "seed" in c else ""),
+            f"  ranges: {'reused from' if self.cache_hit else 'computed and cached in'} {self.cache}",
+            f"  kept in float: the mask path of {len(self.mask_paths)} blocks"
+            + (f", the stem and the first {c['float_blocks']} stage(s)" if c["float_blocks"] else "")
+            + f" ({c['float_nodes']} nodes)",
+        ]
+        return "\n".join(lines)
+
 
 def quantize_onnx(
     onnx_path: str | Path,
@@ -414,10 +424,10 @@ def quantize_onnx(
     spec = read_contract(onnx_path)
     source = onnx.load(onnx_path)
     paths = find_mask_paths(source)
-    expected = expected_mask_blocks(source)
-    if expected is not None and len(paths) != expected:
+    expected = len(hard_mask_stages(source, onnx_path))
+    if len(paths) != expected:
         raise QuantizeError(
-            f"{onnx_path}: the model config promises {expected} hard-mask attention blocks, but "
+            f"{onnx_path}: its export promises {expected} hard-mask attention blocks, but "
             f"{len(paths)} mask paths (min-max normalisation -> comparison -> Cast -> Mul) were "
             "found in the graph; refusing to quantize a mask path that could not be kept in float"
         )
@@ -517,19 +527,3 @@ def read_calibration(model: onnx.ModelProto) -> dict[str, Any]:
     """The calibration record stored by :func:`quantize_onnx` (empty for an fp32 model)."""
     text = {p.key: p.value for p in model.metadata_props}.get(CALIBRATION_KEY)
     return json.loads(text) if text else {}
-
-
-def describe(result: QuantizeResult) -> str:
-    """A few lines for humans."""
-    c = result.calibration
-    lines = [
-        f"wrote {result.out}: INT8 Q/DQ for {c['target']} ({c['activations']} activations, {c['weights']} "
-        f"weights, {c['biases']} biases), "
-        f"method {c['method']}, {c['num_images']} images"
-        + (f", seed {c['seed']}" if "seed" in c else ""),
-        f"  ranges: {'reused from' if result.cache_hit else 'computed and cached in'} {result.cache}",
-        f"  kept in float: the mask path of {len(result.mask_paths)} blocks"
-        + (f", the stem and the first {c['float_blocks']} stage(s)" if c["float_blocks"] else "")
-        + f" ({c['float_nodes']} nodes)",
-    ]
-    return "\n".join(lines)

@@ -16,50 +16,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from onnxruntime.quantization.calibrate import load_tensors_data
 
-import onnx
-
 from export.graph import mask_tensors, session_exposing
-from export.onnx_export import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, read_contract, read_metadata
+from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, hard_mask_stages, load_onnx
 from san.atomic import atomic_write_text
-from san.data.records import ImageRecord, ReidDataset
-from san.metrics import (
-    PairedDelta,
-    Rank1Change,
-    RetrievalResult,
-    evaluate_embeddings,
-    paired_cosine,
-    paired_map_delta,
-    paired_rank1_delta,
-)
-from san.preprocess import ImageDecodeError, load_image, printable_path
-from san.progress import progress_bar
+from san.data.records import ReidDataset
+from san.metrics import PairedDelta, Rank1Change
+from san.preprocess import printable_path
+from san.retrieval import SHOWN_RANKS, Comparison, Embedded, MaskFlips, Retrieval, SplitEmbeddings, compare, \
+    embed_split, score
 from san.rules import RULES, Rule
 from san.spec import InputSpec
 
-#: CMC ranks shown in the printed report (the JSON has the whole curve).
-SHOWN_RANKS = (1, 5, 10)
 #: Widest calibrated ranges shown in the printed report.
 SHOWN_RANGES = 5
-
-
-@dataclass(frozen=True)
-class Retrieval:
-    """CMC curve and mAP of one model on the held-out split."""
-
-    mAP: float
-    cmc: list[float]
-
-    def rank(self, k: int) -> float:
-        return self.cmc[k - 1]
 
 
 @dataclass
@@ -72,10 +48,7 @@ class CalibrationReport:
     images: int
     fp32_retrieval: Retrieval
     int8_retrieval: Retrieval
-    map_change: PairedDelta
-    rank1_change: Rank1Change
-    cosine_mean: float
-    cosine_min: float
+    comparison: Comparison
     flip_rate: dict[int, float]
     ranges: dict[str, tuple[float, float]]
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -89,22 +62,38 @@ class CalibrationReport:
     @property
     def delta_map(self) -> float:
         """INT8 minus fp32 mAP, in points (percent)."""
-        return self.map_change.delta
+        return self.comparison.delta_map
+
+    @property
+    def cosine_mean(self) -> float:
+        return self.comparison.cosine_mean
+
+    @property
+    def cosine_min(self) -> float:
+        return self.comparison.cosine_min
+
+    @property
+    def rank1_change(self) -> Rank1Change:
+        return self.comparison.rank1_change
 
     @property
     def delta_rank1(self) -> float:
         """INT8 minus fp32 rank-1, in points (percent)."""
-        return self.rank1_change.delta.delta
+        return self.comparison.rank1_change.delta.delta
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["fp32_retrieval"], d["int8_retrieval"] = self.fp32_retrieval.to_dict(), self.int8_retrieval.to_dict()
+        d["comparison"]["delta_rank"] = {str(k): v for k, v in self.comparison.delta_rank.items()}
         d["flip_rate"] = {str(k): v for k, v in self.flip_rate.items()}
         d["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         d["delta_mAP_points"], d["delta_rank1_points"] = self.delta_map, self.delta_rank1
+        d["cosine_mean"], d["cosine_min"] = self.cosine_mean, self.cosine_min
         return d
 
-    def format(self) -> str:
+    def render(self) -> str:
         """Human-readable summary (the ranges table is in the JSON)."""
+        c = self.comparison
         def line(name: str, r: Retrieval) -> str:
             ranks = "  ".join(f"rank-{k} {100 * r.rank(k):6.2f}" for k in SHOWN_RANKS if k <= len(r.cmc))
             return f"  {name:<5} mAP {100 * r.mAP:6.2f}  {ranks}"
@@ -113,11 +102,11 @@ class CalibrationReport:
             f"INT8 report: {self.int8} vs {self.fp32} on {self.dataset} ({self.images} query+gallery images)",
             line("fp32", self.fp32_retrieval),
             line("int8", self.int8_retrieval),
-            f"  delta mAP {_interval(self.map_change)}, delta rank-1 {_interval(self.rank1_change.delta)} "
+            f"  delta mAP {_interval(c.map_change)}, delta rank-1 {_interval(c.rank1_change.delta)} "
             f"(95 % intervals over queries)",
-            f"  rank-1: {self.rank1_change.gained} queries gained, {self.rank1_change.lost} lost "
-            f"(McNemar p = {self.rank1_change.p_value:.3g})",
-            f"  embedding cosine fp32 vs int8: mean {self.cosine_mean:.4f}, min {self.cosine_min:.4f}",
+            f"  rank-1: {c.rank1_change.gained} queries gained, {c.rank1_change.lost} lost "
+            f"(McNemar p = {c.rank1_change.p_value:.3g})",
+            f"  embedding cosine fp32 vs int8: mean {c.cosine_mean:.4f}, min {c.cosine_min:.4f}",
         ]
         lines += [f"  mask flips after stage {s}: {100 * r:.3f}% of elements" for s, r in self.flip_rate.items()]
         widest = sorted(self.ranges.items(), key=lambda kv: kv[1][0] - kv[1][1])[:SHOWN_RANGES]
@@ -139,59 +128,39 @@ def layer_ranges(cache: str | Path) -> dict[str, tuple[float, float]]:
     return {name: (float(np.min(t.range_value[0])), float(np.max(t.range_value[1]))) for name, t in data.items()}
 
 
-def _stages(onnx_path: Path) -> tuple[int, ...]:
-    """Hard-mask stages the model config in the file names (empty when it has none)."""
-    config = json.loads(read_metadata(onnx_path).get(CONFIG_KEY, "{}"))
-    return tuple(config.get("attention_stages", ())) if config.get("attention") == "sharp" else ()
+class PairedProbe:
+    """Two ONNX files as one embedder: each batch runs through both (onnxruntime, CPU), the
+    embeddings come back side by side (N x 2D) and their hard masks are compared on the way."""
+
+    def __init__(self, fp32: Path, int8: Path) -> None:
+        protos = [load_onnx(p) for p in (fp32, int8)]
+        self.spec: InputSpec = contract_of(protos[0], fp32)
+        if contract_of(protos[1], int8) != self.spec:
+            raise ValueError(f"{int8}: its input contract differs from {fp32}'s; compare an INT8 file with its own source")
+        self.stages = hard_mask_stages(protos[0], fp32)
+        found = [mask_tensors(proto, self.stages) for proto in protos]
+        self.measured = [s for s in self.stages if s in found[0] and s in found[1]]
+        self.masks = [{s: m[s] for s in self.measured} for m in found]
+        self.sessions = [session_exposing(proto, list(m.values())) for proto, m in zip(protos, self.masks)]
+        self.flips = MaskFlips(self.measured)
+
+    def batch_limits(self) -> tuple[int, int]:
+        return 1, 1 << 30
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        outputs = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {INPUT_NAME: batch})))
+                   for s in self.sessions]
+        for stage in self.measured:
+            self.flips.add(stage, *(out[m[stage]] for out, m in zip(outputs, self.masks)))
+        return np.concatenate([out[OUTPUT_NAME] for out in outputs], axis=1)
 
 
-def _embed_both(
-    sessions: Sequence[ort.InferenceSession], records: Sequence[ImageRecord], spec: InputSpec,
-    masks: Sequence[dict[int, str]], batch_size: int, progress: bool,
-) -> tuple[list[np.ndarray], dict[int, list[int]], list[int], list[tuple[str, str]]]:
-    """Embeddings of the readable ``records`` by each session; per stage (flipped, total) mask
-    elements, comparing the tensors ``masks`` (stage -> name, one dict per session); the
-    indices of the readable records, and (path, reason) of the others."""
-    embeddings: list[list[np.ndarray]] = [[] for _ in sessions]
-    flips = {s: [0, 0] for s in masks[0]}
-    kept: list[int] = []
-    failures: list[tuple[str, str]] = []
-    bar = progress_bar(enabled=progress, total=len(records), desc="fp32 vs int8", unit="img")
-    for start in range(0, len(records), batch_size):
-        images = []
-        for i in range(start, min(start + batch_size, len(records))):
-            try:
-                images.append(load_image(records[i].path, spec))
-                kept.append(i)
-            except ImageDecodeError as exc:
-                failures.append((records[i].path, exc.reason))
-        bar.update(min(batch_size, len(records) - start))
-        if not images:
-            continue
-        batch = np.stack(images)
-        outputs = []
-        for session, store in zip(sessions, embeddings):
-            names = [o.name for o in session.get_outputs()]
-            out = dict(zip(names, session.run(None, {INPUT_NAME: batch})))
-            store.append(out[OUTPUT_NAME])
-            outputs.append(out)
-        for s in flips:
-            a, b = (o[m[s]] for o, m in zip(outputs, masks))
-            flips[s][0] += int((a != b).sum())
-            flips[s][1] += a.size
-    bar.close()
-    if not kept:
-        raise ValueError(f"none of the {len(records)} query/gallery images can be decoded")
-    return [np.concatenate(e) for e in embeddings], flips, kept, failures
+def _columns(run: SplitEmbeddings, part: slice) -> SplitEmbeddings:
+    """The same split with only the embedding columns ``part``."""
+    def take(e: Embedded) -> Embedded:
+        return Embedded(e.features[:, part], e.records, e.failures, e.seconds)
 
-
-def _ranking(q: np.ndarray, g: np.ndarray, dataset: ReidDataset) -> RetrievalResult:
-    labels = [np.array([getattr(r, a) for r in split]) for split in (dataset.query, dataset.gallery) for a in ("pid", "camid")]
-    return evaluate_embeddings(q, g, labels[0], labels[2], labels[1], labels[3])
-
-
-def _summary(result: RetrievalResult) -> Retrieval:
-    return Retrieval(float(result.mAP), [float(c) for c in result.cmc])
+    return SplitEmbeddings(run.dataset, take(run.query), take(run.gallery))
 
 
 def build_report(
@@ -207,42 +176,30 @@ def build_report(
     """Run both ONNX files with onnxruntime (CPU) on ``dataset``'s query and gallery; judge
     the INT8 file by ``rule``."""
     fp32, int8 = Path(fp32), Path(int8)
-    spec = read_contract(fp32)
-    if read_contract(int8) != spec:
-        raise ValueError(f"{int8}: its input contract differs from {fp32}'s; compare an INT8 file with its own source")
-    stages = _stages(fp32)
-    protos = [onnx.load(p) for p in (fp32, int8)]
-    masks = [mask_tensors(proto, stages) for proto in protos]
-    sessions = [session_exposing(proto, list(m.values())) for proto, m in zip(protos, masks)]
+    probe = PairedProbe(fp32, int8)
     notes = []
-    measurable = [s for s in stages if s in masks[0] and s in masks[1]]
-    if not stages:
-        notes.append("mask flips not measured: the model has no sharp (hard-mask) attention block")
-    elif len(measurable) < len(stages):
+    if not probe.stages:
+        notes.append("mask flips not measured: the model has no hard-mask attention block")
+    elif len(probe.measured) < len(probe.stages):
         notes.append(
-            f"mask flips not measured for stages {sorted(set(stages) - set(measurable))}: their masks "
+            f"mask flips not measured for stages {sorted(set(probe.stages) - set(probe.measured))}: their masks "
             "(a comparison of pi_<stage>) are not found in both graphs (export with san-export to name them)"
         )
-    records = [*dataset.query, *dataset.gallery]
-    measured_masks = [{s: m[s] for s in measurable} for m in masks]
-    (e32, e8), flips, kept, failures = _embed_both(sessions, records, spec, measured_masks, batch_size, progress)
-    nq = sum(i < len(dataset.query) for i in kept)
-    dataset = replace(dataset, query=tuple(records[i] for i in kept[:nq]), gallery=tuple(records[i] for i in kept[nq:]))
-    notes += [f"unreadable, left out: {printable_path(path)}: {reason}" for path, reason in failures]
-    cos = paired_cosine(e32, e8)
+    both = embed_split(probe, dataset, batch_size=batch_size, progress=progress)
+    notes += [f"unreadable, left out: {printable_path(path)}: {reason}" for path, reason in both.failures]
+    dim = probe.spec.embedding_dim
+    run32, run8 = _columns(both, slice(0, dim)), _columns(both, slice(dim, 2 * dim))
+    r32, r8 = score(run32), score(run8)
+    comparison = compare(run32, r32, run8, r8)
     ranges = {}
     if cache is not None and Path(cache).is_file():
         ranges = layer_ranges(cache)
     else:
         notes.append("ranges per layer not shown: no range cache file given or found")
-    r32, r8 = _ranking(e32[:nq], e32[nq:], dataset), _ranking(e8[:nq], e8[nq:], dataset)
-    map_change, rank1_change = paired_map_delta(r32.per_query, r8.per_query), paired_rank1_delta(r32.per_query, r8.per_query)
-    measured = {"max_delta_map": abs(map_change.delta), "max_delta_rank1": abs(rank1_change.delta.delta),
-                "min_cosine_min": float(cos.min()), "min_cosine_mean": float(cos.mean())}
+    images = len(both.query.records) + len(both.gallery.records)
     return CalibrationReport(
-        str(fp32), str(int8), dataset.name, len(kept), _summary(r32), _summary(r8), map_change, rank1_change,
-        float(cos.mean()), float(cos.min()), {s: f / n if n else 0.0 for s, (f, n) in flips.items()},
-        ranges, calibration or {}, notes, rule.breaches("int8", measured),
+        str(fp32), str(int8), dataset.name, images, r32, r8, comparison, probe.flips.rates(),
+        ranges, calibration or {}, notes, rule.breaches("int8", comparison.measured()),
     )
 
 

@@ -29,9 +29,8 @@ from torch import Tensor, nn
 from san.checkpoint import load_checkpoint, save_checkpoint
 from san.data.records import ReidDataset
 from san.evaluate import EvalReport, evaluate_model
-from san.model.attention import SharpMask
 from san.model.network import SAN
-from san.spec import InputSpec
+from san.model.sampled import StochasticMasks
 
 #: Default sweep: 0.30, 0.35, ..., 0.70.
 DEFAULT_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(9))
@@ -39,48 +38,11 @@ DEFAULT_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(9))
 NOISELESS_THRESHOLD = 0.5
 
 
-class StochasticMasks(nn.Module):
-    """``model`` whose sharp masks stay sampled (Gumbel-Softmax) in eval mode.
-
-    ``train(mode)`` (and so ``eval()``) sets every module as asked, then puts the mask
-    generators back into training mode: BatchNorm keeps its running statistics while the
-    masks are drawn as in training.
-    """
-
-    def __init__(self, model: SAN) -> None:
-        super().__init__()
-        self.san = model
-        self.train(False)
-
-    @property
-    def spec(self) -> InputSpec:
-        """The wrapped model's input contract."""
-        return self.san.spec
-
-    def train(self, mode: bool = True) -> StochasticMasks:
-        super().train(mode)
-        for generator in sharp_generators(self.san).values():
-            generator.train(True)
-        return self
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.san(images)
-
-
-def sharp_generators(model: SAN) -> dict[int, SharpMask]:
-    """Stage -> sharp mask generator of every block that has one."""
-    return {
-        int(stage): block.generator
-        for stage, block in model.attention.items()
-        if isinstance(block.generator, SharpMask)
-    }
-
-
 @contextmanager
 def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
     """Accumulate, per block, the sum of mask values and their count over every forward pass
     inside the block: {stage: [sum, count]}."""
-    totals: dict[int, list[float]] = {stage: [0.0, 0.0] for stage in sharp_generators(model)}
+    totals: dict[int, list[float]] = {stage: [0.0, 0.0] for stage in model.sampled_generators()}
 
     def hook(stage: int) -> Callable[[nn.Module, Any, tuple[Tensor, Tensor]], None]:
         def record(_module: nn.Module, _inputs: Any, output: tuple[Tensor, Tensor]) -> None:
@@ -89,7 +51,7 @@ def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
 
         return record
 
-    handles = [g.register_forward_hook(hook(stage)) for stage, g in sharp_generators(model).items()]
+    handles = [g.register_forward_hook(hook(stage)) for stage, g in model.sampled_generators().items()]
     try:
         yield totals
     finally:
@@ -132,7 +94,7 @@ class ThresholdReport:
             "tau": {str(k): v for k, v in self.tau.items()}, "dataset": self.dataset,
         }
 
-    def format(self) -> str:
+    def render(self) -> str:
         """The sweep as a table for humans."""
         stages = sorted(self.reference.density)
         head = f"{'threshold':>10} {'mAP':>7} {'dmAP':>7} {'rank-1':>7}  " + " ".join(f"{'dens' + str(s):>7}" for s in stages)
@@ -182,18 +144,18 @@ def sweep_thresholds(
 
     The model's own threshold is restored afterwards.
     """
-    generators = sharp_generators(model)
+    generators = model.sampled_generators()
     if not generators:
         raise ValueError(
-            f"model has no sharp attention block (attention={model.cfg.attention!r}); "
-            "only sharp masks have a threshold to calibrate"
+            f"model has no sampled attention mask (attention={model.cfg.attention!r}); "
+            "only sampled masks have a deterministic threshold to calibrate"
         )
     if draws < 1:
         raise ValueError(f"--draws must be >= 1, got {draws}")
     bad = [t for t in thresholds if not 0.0 < t < 1.0]
     if not thresholds or bad:
         raise ValueError(f"thresholds must lie in (0, 1), got {list(thresholds) or 'none'}")
-    tau = {stage: float(g.tau) for stage, g in generators.items()}
+    tau = {stage: g.temperature for stage, g in generators.items()}
     was_training = model.training
     sampled = []
     try:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.targets import target_classes
+
 EPILOG = """\
 what it writes:
   model.onnx          input `images` uint8 RGB NCHW at the contract's HxW (0..255, decoded and
@@ -59,27 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--ckpt", type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
     source.add_argument("--check-tensorrt", type=Path, metavar="ONNX",
                         help="only check an ONNX file against TensorRT's parser rules (no GPU needed)")
-    parser.add_argument("--out", type=Path, metavar="PATH", help="ONNX path (default: the checkpoint's path with .onnx)")
-    parser.add_argument("--opset", type=int, default=17, metavar="N", help="lowest opset (>= 17; the exporter writes >= 18)")
     verify = parser.add_argument_group("verification")
     verify.add_argument("--verify-images", type=Path, metavar="DIR", help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
     verify.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
                         help="change one limit of the rule table, repeatable (as san-parity: fp32.min_cosine_min=0.995)")
-    trt = parser.add_argument_group("TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu-cu12]'` or '.[gpu-cu13]')")
-    trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
-    precision = trt.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
-    precision.add_argument("--int8", type=Path, metavar="QDQ.onnx", help="INT8 engine from calibration's Q/DQ ONNX")
-    trt.add_argument("--engine", type=Path, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
-    trt.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine takes (default 1)")
-    trt.add_argument("--opt-batch", type=int, default=32, metavar="N", help="batch it is tuned for (default 32)")
-    trt.add_argument("--max-batch", type=int, default=128, metavar="N", help="largest batch it takes (default 128)")
-    trt.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace limit (MiB)")
-    trt.add_argument("--timing-cache", type=Path, metavar="PATH", help="reusable timing cache file (read and updated)")
-    trt.add_argument("--tf32", action="store_true",
-                     help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
-                     "the sidecar then says precision tf32, judged like fp16 by san-parity)")
+    for target in target_classes():
+        target.add_arguments(parser)
     return parser
 
 
@@ -91,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from san.spec import ContractError
 
     from export.onnx_export import ExportError
-    from export.tensorrt_build import EngineBuildError, TensorRTUnavailable
+    from export.tensorrt_build import EngineBuildError
     from export.tensorrt_lint import TensorRTIncompatible
+    from san.tensorrt_target import TensorRTUnavailable
 
     def fail(message: str, status: int) -> int:
         print(f"san-export: error: {message}", file=sys.stderr)
@@ -125,72 +114,30 @@ def check_tensorrt(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export, verify, and with ``--trt`` build the engine; the exit status."""
+    """Load the checkpoint, then write every requested target in order; the exit status."""
     from san.checkpoint import load_checkpoint
-    from san.spec import ContractError
-
-    from export.onnx_export import read_contract
-    from export.tensorrt_build import BatchProfile, TargetEnvironment, build_engine
-    from export.tensorrt_lint import require_tensorrt_compatible
-    from export.verify import export_and_verify, load_images, synthetic_images
     from san.rules import RULES, override_rules
 
-    profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    from export.targets import ExportJob, requested_targets
+    from export.verify import load_images, synthetic_images
+
+    targets = requested_targets(args)
     rules = override_rules(RULES, args.threshold)
     if args.verify_count < 1:
         raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
-    if args.int8 is not None and not args.int8.is_file():
-        raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
+    for cls in target_classes():
+        cls.check_arguments(args)
     model, meta = load_checkpoint(args.ckpt)
-    out = args.out or args.ckpt.with_suffix(".onnx")
     if args.verify_images:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
         images = synthetic_images(meta.spec, args.verify_count)
-
-    def export_verified(path: Path, precision: str) -> bool:
-        report = export_and_verify(
-            model,
-            path,
-            images,
-            opset=args.opset,
-            provenance={"san.checkpoint_sha256": meta.sha256},
-            precision=precision,
-            rule=rules[precision],
-        )
-        print(f"{path}: {report.format()}")
-        return report.passed
-
-    if not export_verified(out, "fp32"):
-        return 1
-    if not args.trt:
-        return 0
-    if args.int8 and read_contract(args.int8) != meta.spec:
-        raise ContractError(f"--int8 {args.int8}: its input contract differs from the checkpoint's ({args.ckpt})")
-    if not args.fp16:
-        require_tensorrt_compatible(args.int8 or out)  # before looking for a GPU: this machine may have none
-    environment = TargetEnvironment.detect()  # fails early, before any FP16 export
-    source = args.int8 or out
-    if args.fp16:
-        source = out.with_suffix(".fp16.onnx")
-        if not export_verified(source, "fp16"):
-            return 1
-        require_tensorrt_compatible(source)
-    engine = args.engine or out.with_suffix(".engine")
-    sidecar = build_engine(
-        source,
-        engine,
-        profile=profile,
-        workspace_mb=args.workspace_mb,
-        timing_cache=args.timing_cache,
-        environment=environment,
-        tf32=args.tf32,
-        log=lambda message: print(f"san-export: note: {message}", file=sys.stderr),
-    )
-    print(
-        f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
-        f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"
-    )
+    job = ExportJob(args, model, meta, images, rules, args.out or args.ckpt.with_suffix(".onnx"),
+                    log=lambda message: print(f"san-export: note: {message}", file=sys.stderr))
+    for target in targets:
+        status = target.write(job)
+        if status:
+            return status
     return 0
 
 

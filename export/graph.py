@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import onnx
 import onnxruntime as ort
 
-from export.onnx_export import pi_name
+from san.artifact import pi_name
 
 #: Comparisons that turn pi into a hard mask (sharp: Greater; Table III thresholding: >=).
 COMPARE_OPS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})

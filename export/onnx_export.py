@@ -11,8 +11,7 @@ graph; ``with_masks=True`` also lists them as outputs. The deployed file lists o
 ``embeddings``, and :mod:`export.verify` exposes the named tensors again in memory to count
 mask flips on exactly the deployed nodes.
 
-This module imports torch only inside :func:`export_onnx`, so :func:`read_contract` works
-on torch-free edge boxes.
+The names and metadata keys are :mod:`san.artifact`'s, which reads them back without torch.
 """
 
 from __future__ import annotations
@@ -24,18 +23,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import onnx
+import torch
+from torch import Tensor, nn
 
+from san.artifact import (
+    BATCH_DIM,
+    CONFIG_KEY,
+    EXPORTER_KEY,
+    HARD_MASKS_KEY,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PRECISION_KEY,
+    TORCH_VERSION_KEY,
+    pi_name,
+)
 from san.atomic import atomic_write
-from san.spec import METADATA_KEY, ContractError, InputSpec
+from san.spec import METADATA_KEY
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from san.model.network import SAN
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "embeddings"
-BATCH_DIM = "batch"
 #: Ops that would make the graph non-deterministic; none may appear in an export.
 RANDOM_OPS = frozenset(
     {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"}
@@ -44,20 +51,9 @@ RANDOM_OPS = frozenset(
 MIN_OPSET, EXPORTER_MIN_OPSET = 17, 18
 PRECISIONS = ("fp32", "fp16")
 
-CHECKPOINT_SHA_KEY = "san.checkpoint_sha256"
-CONFIG_KEY = "san.model_config"
-TORCH_VERSION_KEY = "san.torch_version"
-EXPORTER_KEY = "san.exporter"
-PRECISION_KEY = "san.precision"
-
 
 class ExportError(RuntimeError):
     """An export that produced a graph we refuse to write."""
-
-
-def pi_name(stage: int) -> str:
-    """Name of the normalised attention probabilities of the block after ``stage``."""
-    return f"pi_{stage}"
 
 
 @contextmanager
@@ -91,8 +87,6 @@ def export_onnx(
     strongly typed TensorRT FP16 engines. The file passes ``onnx.checker`` (full check,
     with shape inference) and contains no random op, or nothing is written.
     """
-    import torch  # here, not at module level: read_contract must stay torch-free
-
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     if precision not in PRECISIONS:
@@ -124,6 +118,7 @@ def export_onnx(
         TORCH_VERSION_KEY: torch.__version__,
         EXPORTER_KEY: f"torch.onnx.export(dynamo=True), opset {opset}",
         PRECISION_KEY: precision,
+        HARD_MASKS_KEY: json.dumps(sorted(model.hard_mask_stages())),
     }
     clash = sorted(set(provenance or {}) & set(metadata))
     if clash:
@@ -142,8 +137,6 @@ def export_onnx(
 def _eval_graph(model: SAN, half: bool) -> nn.Module:
     """Wrap ``model`` so the traced forward returns (embeddings, pi_1, ...) as float32."""
     import copy
-
-    from torch import Tensor, nn
 
     class EvalGraph(nn.Module):
         def __init__(self, san: SAN) -> None:
@@ -198,51 +191,3 @@ def random_ops(proto: onnx.ModelProto) -> set[str]:
     for function in proto.functions:
         visit(function.node)
     return found
-
-
-def _load(onnx_path: str | Path) -> onnx.ModelProto:
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise ContractError(f"{path}: ONNX file not found")
-    try:
-        return onnx.load(path, load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise ContractError(f"{path}: not a readable ONNX file ({exc})") from exc
-
-
-def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def read_metadata(onnx_path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict."""
-    return _metadata(_load(onnx_path))
-
-
-def read_contract(onnx_path: str | Path) -> InputSpec:
-    """The input contract stored in an ONNX file by :func:`export_onnx`.
-
-    Raises :class:`san.spec.ContractError` naming the file when the contract is missing,
-    invalid, or disagrees with the graph's ``images`` input (N x 3 x H x W).
-    """
-    proto = _load(onnx_path)
-    metadata = _metadata(proto)
-    if METADATA_KEY not in metadata:
-        raise ContractError(
-            f"{onnx_path}: no input contract (metadata_props[{METADATA_KEY!r}] is missing); "
-            "re-export the model with `san-export --ckpt MODEL.pt`"
-        )
-    try:
-        spec = InputSpec.from_json(metadata[METADATA_KEY])
-    except ContractError as exc:
-        raise ContractError(f"{onnx_path}: {exc}") from exc
-    inputs = {i.name: i for i in proto.graph.input}
-    if INPUT_NAME not in inputs:
-        raise ContractError(f"{onnx_path}: the graph has no input named {INPUT_NAME!r} (inputs: {sorted(inputs)})")
-    dims = [d.dim_value or None for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
-    if dims[1:] != [3, spec.height, spec.width]:
-        raise ContractError(
-            f"{onnx_path}: graph input {INPUT_NAME!r} has shape {dims}, but the contract says "
-            f"N x 3 x {spec.height} x {spec.width}"
-        )
-    return spec

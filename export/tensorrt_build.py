@@ -7,41 +7,35 @@ a half-precision ONNX export (``export_onnx(..., precision="fp16")``), INT8 engi
 an explicit Q/DQ ONNX made by calibration.
 
 A serialized engine only runs with the TensorRT version that built it and is tuned for
-one GPU; :func:`check_engine_compatible` refuses it elsewhere. This module imports neither
-torch nor (until a build) tensorrt, so runtimes on edge boxes can use the check.
+one GPU; :func:`san.tensorrt_target.check_engine_compatible` refuses it elsewhere, reading
+the sidecar this module writes (:func:`san.artifact.read_sidecar`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from san.artifact import (
+    INPUT_NAME,
+    PRECISION_KEY,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    read_contract,
+    read_metadata,
+    sidecar_path,
+)
 from san.atomic import atomic_write, atomic_write_text
 from san.hashing import file_sha256
 from san.spec import METADATA_KEY
-
-from export.onnx_export import INPUT_NAME, PRECISION_KEY, read_contract, read_metadata
-
-SIDECAR_FORMAT = "san-tensorrt-engine"
-SIDECAR_VERSION = 1
-#: CUDA driver attribute ids (cuda.h): compute capability major / minor.
-_CC_MAJOR, _CC_MINOR = 75, 76
-
-
-class TensorRTUnavailable(RuntimeError):
-    """No TensorRT or no usable CUDA GPU on this machine."""
+from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
 
 class EngineBuildError(RuntimeError):
     """TensorRT could not parse the ONNX file or build an engine from it."""
-
-
-class EngineCompatibilityError(RuntimeError):
-    """An engine built for another GPU or TensorRT version."""
 
 
 @dataclass(frozen=True)
@@ -57,54 +51,6 @@ class BatchProfile:
             raise ValueError(
                 f"batch profile needs 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}"
             )
-
-
-@dataclass(frozen=True)
-class TargetEnvironment:
-    """What an engine is bound to: TensorRT version and GPU."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "major.minor", e.g. "9.0"
-
-    @classmethod
-    def detect(cls, device: int = 0) -> TargetEnvironment:
-        """This machine's TensorRT version and CUDA device ``device``.
-
-        Raises :class:`TensorRTUnavailable` naming what is missing.
-        """
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise TensorRTUnavailable(
-                "TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU "
-                "run `pip install -e '.[gpu-cu12]'` or `'.[gpu-cu13]'` (the CUDA major version of its driver)"
-            ) from exc
-        name, capability = _cuda_device(device)
-        return cls(trt.__version__, name, capability)
-
-
-def _cuda_device(device: int) -> tuple[str, str]:
-    """(name, "major.minor") of a CUDA device, read from the driver library directly."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        raise TensorRTUnavailable("no NVIDIA driver found (libcuda.so.1 cannot be loaded): TensorRT needs a GPU") from exc
-    handle, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    name = ctypes.create_string_buffer(256)
-    status = cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(handle), device)
-    status = status or cuda.cuDeviceGetName(name, len(name), handle)
-    status = status or cuda.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, handle)
-    status = status or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, handle)
-    if status:
-        raise TensorRTUnavailable(f"no usable CUDA device {device} (CUDA driver error {status})")
-    return name.value.decode(), f"{major.value}.{minor.value}"
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
 
 
 def build_engine(
@@ -206,42 +152,3 @@ def _precision(onnx_path: Path, metadata: dict[str, str]) -> str:
     if any(node.op_type == "QuantizeLinear" for node in graph.node):
         return "int8"
     return metadata.get(PRECISION_KEY, "fp32")
-
-
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    """The sidecar of ``engine_path``; raises ``FileNotFoundError``/``ValueError`` naming it."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: engine sidecar not found (written by `san-export --trt` beside the engine)")
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{path}: not a SAN engine sidecar (expected format {SIDECAR_FORMAT!r})")
-    return sidecar
-
-
-def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment | None = None) -> None:
-    """Refuse an engine built for another GPU (name or compute capability) or TensorRT version.
-
-    ``current`` defaults to :meth:`TargetEnvironment.detect`. Raises
-    :class:`EngineCompatibilityError` saying what differs and how to rebuild.
-    """
-    current = current or TargetEnvironment.detect()
-    mismatches = [
-        f"{label}: engine {sidecar.get(key)!r}, this machine {getattr(current, key)!r}"
-        for key, label in (
-            ("tensorrt_version", "TensorRT version"),
-            ("gpu_name", "GPU"),
-            ("compute_capability", "compute capability"),
-        )
-        if sidecar.get(key) != getattr(current, key)
-    ]
-    if mismatches:
-        raise EngineCompatibilityError(
-            "this TensorRT engine was built for another machine ("
-            + "; ".join(mismatches)
-            + "). Engines are tied to the GPU and TensorRT version that built them: rebuild it on "
-            "this machine with `san-export --ckpt MODEL.pt --trt` (add --fp16 / --int8 QDQ.onnx as before)"
-        )

@@ -15,22 +15,25 @@ with a message naming the block.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
+from san.artifact import INPUT_NAME, OUTPUT_NAME, pi_name
 from san.discovery import IMAGE_SUFFIXES, discover_images
 from san.metrics import paired_cosine
 from san.model.network import SAN
 from san.preprocess import load_image
+from san.retrieval import MaskFlips
 from san.rules import RULES, Rule
 from san.spec import ContractError, InputSpec
 
 from export.graph import mask_tensors, session_exposing, unused_tensors
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, eval_mode, export_onnx, pi_name
+from export.onnx_export import eval_mode, export_onnx
 
 @dataclass(frozen=True)
 class BlockFlips:
@@ -64,7 +67,12 @@ class VerifyReport:
     def passed(self) -> bool:
         return not self.problems
 
-    def format(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def render(self) -> str:
         """Human-readable multi-line summary."""
         lines = [f"verified on {self.images} images: min cosine {self.min_cosine:.7f}; "
                  f"{self.flipped_images} images with a mask flip"]
@@ -141,8 +149,7 @@ def verify_onnx(
         raise ContractError(f"verification images must be uint8 (0..255), got {images.dtype}")
     model.spec.check_batch_shape(images.shape)
     rule = RULES[kind] if rule is None else rule
-    hard = {s: threshold for s in model.cfg.active_stages
-            if (threshold := model.attention[str(s)].generator.hard_threshold) is not None}
+    hard = {s: g.hard_threshold for s, g in model.generators().items() if g.hard_threshold is not None}
     proto = onnx.load(str(onnx_path))
     masks = mask_tensors(proto, model.cfg.active_stages)
     problems = [f"block after stage {s}: the graph has no mask 1[pi_{s} > threshold] (the block was removed or "
@@ -153,7 +160,8 @@ def verify_onnx(
     named = {o.name for o in proto.graph.output} | {o for node in proto.graph.node for o in node.output}
     exposed = [s for s in model.cfg.active_stages if pi_name(s) in named]  # soft blocks too: their pi error
     session = session_exposing(proto, [pi_name(s) for s in exposed] + list(masks.values()))
-    totals = {s: np.zeros(5) for s in exposed}  # elements, flips, propagated, unexplained, max |pi error|
+    totals = {s: np.zeros(4) for s in exposed}  # elements, propagated, unexplained, max |pi error|
+    flips = MaskFlips([s for s in hard if s in masks])
     cosines, flipped_images, non_finite = [], [], 0
     margin = rule.flip_margin
     device = next(model.parameters()).device
@@ -175,17 +183,16 @@ def verify_onnx(
             t[0] += ref_pi.size
             clean = ~upstream.reshape(-1)  # rounding alone moved these images' pi
             if clean.any():
-                t[4] = max(t[4], float(np.abs(ref_pi[clean] - got[pi_name(stage)][clean].astype(np.float32)).max()))
+                t[3] = max(t[3], float(np.abs(ref_pi[clean] - got[pi_name(stage)][clean].astype(np.float32)).max()))
             if stage in hard and stage in masks:
-                flipped = ref.masks[index].cpu().numpy().astype(bool) != got[masks[stage]].astype(bool)
+                flipped = flips.add(stage, ref.masks[index].cpu().numpy().astype(bool), got[masks[stage]].astype(bool))
                 far = flipped if margin is None else flipped & (np.abs(ref_pi - hard[stage]) >= margin)
-                t[1] += flipped.sum()
-                t[2] += (far & upstream).sum()
-                t[3] += (far & ~upstream).sum()
+                t[1] += (far & upstream).sum()
+                t[2] += (far & ~upstream).sum()
                 upstream = upstream | flipped.any(axis=(1, 2, 3), keepdims=True)
         flipped_images.append(upstream.reshape(-1))
     cos, flipped = np.concatenate(cosines), np.concatenate(flipped_images)
-    blocks = [BlockFlips(s, int(t[0]), int(t[1]), int(t[2]), int(t[3]), float(t[4]), hard=s in hard)
+    blocks = [BlockFlips(s, int(t[0]), flips.counts.get(s, [0])[0], int(t[1]), int(t[2]), float(t[3]), hard=s in hard)
               for s, t in totals.items()]
     report = VerifyReport(len(images), float(cos.min()), int(flipped.sum()), blocks, problems)
     if non_finite:

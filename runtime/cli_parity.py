@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity, save_json
 from san.atomic import atomic_write_text
-from san.checkpoint import CheckpointError, read_checkpoint
-from san.cli.train import parse_dataset_args
-from san.data.records import ReidDataset
-from san.data.registry import DATASETS, load_dataset
+from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
 
@@ -33,8 +29,8 @@ Softmax at the checkpoint's tau, BatchNorm in eval mode, mean of --draws seeded 
 the deterministic masks it deploys (reported, never gated). Under the table: each delta's 95 %
 interval over queries, the queries that gained and lost rank-1 with McNemar's exact test, and a
 note when the split is too small for a rank-1 limit to tell a change from noise (with the number
-of queries that would resolve it; gates use the measured deltas). Every image is decoded once and
-the same uint8 arrays go to every backend. An artifact is judged by the thresholds of its
+of queries that would resolve it; gates use the measured deltas). Every backend gets the same
+uint8 arrays from the one decoder. An artifact is judged by the thresholds of its
 precision, read from the file (ONNX san.precision metadata, engine sidecar).
 
 {_defaults_table()}
@@ -46,8 +42,8 @@ examples:
   san-parity --ckpt model.pt --onnx model.onnx --dataset market1501 --root data/Market-1501-v15.09.15
   san-parity --ckpt model.pt --int8 model.int8.onnx --threshold int8.max_delta_map=2 --draws 0
 
-data set: default the one the checkpoint was trained on (with its recorded root and options),
-else the synthetic set under <checkpoint folder>/synthetic (generated when absent).
+data set: default the one the checkpoint was trained on (with its recorded root and options);
+--dataset synthetic without --root uses <checkpoint folder>/synthetic (generated when absent).
 
 exit status: 0 every artifact within its thresholds; 1 a threshold breached (each one named,
 e.g. "fp32.min_cosine_min: 0.71 < 0.99"); 2 nothing compared (bad arguments, files or data).
@@ -67,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", type=Path, help="fp32 (or fp16) ONNX export of --ckpt")
     parser.add_argument("--int8", type=Path, help="INT8 Q/DQ ONNX made by san-calibrate")
     parser.add_argument("--engine", type=Path, help="TensorRT engine (+ .json sidecar) made by san-export --trt")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's, else synthetic")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one the checkpoint was trained on")
     parser.add_argument("--root", type=Path, metavar="DIR", help="data set folder (default: see below)")
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="loader option, repeatable (e.g. variant=detected; synthetic: ids=50)")
@@ -84,21 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_dataset(ckpt: Path, name: str | None, root: Path | None, options: dict[str, Any] | None,
-                    verbose: bool) -> ReidDataset:
-    """The data set to compare on: as given, else as recorded in the checkpoint, else synthetic."""
-    trained_on = read_checkpoint(ckpt).get("extra", {}).get("data", {})
-    name = name or trained_on.get("dataset") or "synthetic"
-    if root is None:
-        if name == trained_on.get("dataset") and trained_on.get("root"):
-            root, options = Path(trained_on["root"]), options if options is not None else trained_on.get("options", {})
-        elif name == "synthetic":
-            root = ckpt.parent / "synthetic"
-        else:
-            raise ValueError(f"--root is required for data set {name!r} ({ckpt} does not record one)")
-    return load_dataset(name, root, verbose=verbose, **(options or {}))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)
@@ -113,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--{artifact.name} {artifact.path}: file not found")
         rules = override_rules(RULES, args.threshold)
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
-        dataset = resolve_dataset(args.ckpt, args.dataset, args.root, options, verbose=not args.quiet)
+        name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, options)
+        dataset = load_dataset(name, root, verbose=not args.quiet, **options)
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
             options=backend_options(args), workers=args.workers, log=log,
         )
-    except (CheckpointError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:
+    except (ContractError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)
         return 2
-    print(report.table())
+    print(report.render())
     if args.json:
         save_json(report, args.json)
     if args.markdown:

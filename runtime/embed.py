@@ -44,6 +44,7 @@ from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
 from san.progress import progress_bar
+from san.retrieval import default_workers, embed_views
 from san.spec import InputSpec
 
 FORMAT, VERSION = "san-embeddings", 1
@@ -116,12 +117,6 @@ class EmbedResult:
     def images_per_second(self) -> float:
         """Throughput of this invocation (images processed / wall seconds)."""
         return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-
-def default_workers() -> int:
-    """Decode workers: half the CPUs this process may use (the model needs the rest), 1..8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cpus // 2))
 
 
 def embed_folder(
@@ -429,10 +424,8 @@ def _embed_chunk(backend: Backend, options: EmbedOptions, paths: list[str],
 
 def embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:
     """Embeddings of one batch with the options' test-time augmentation and normalisation."""
-    embeddings = backend.infer(images)
-    if options.tta == "flip":
-        mirrored = backend.infer(np.ascontiguousarray(images[..., ::-1]))
-        embeddings = (embeddings + mirrored) * np.float32(0.5)
+    views = np.stack([images, images[..., ::-1]], axis=1) if options.tta == "flip" else images[:, None]
+    embeddings = embed_views(backend, views, options.batch_size * views.shape[1])
     if options.l2_normalize:
         with np.errstate(invalid="ignore", over="ignore"):
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)

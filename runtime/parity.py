@@ -1,9 +1,9 @@
 """Retrieval-level parity of exported artifacts with the PyTorch eval model (``san-parity``).
 
-The query and gallery images of a data set are decoded once by :func:`san.preprocess.load_image`
-and the same uint8 arrays go to every backend. Each backend is scored like the reference
-(CMC/mAP under the Market-1501 protocol, :mod:`san.metrics`) and compared with the
-PyTorch eval model (deterministic masks):
+Every backend, the PyTorch reference included, embeds the query and gallery of a data set
+through the retrieval core (:mod:`san.retrieval`: the one decoder, so every backend gets
+the same uint8 arrays), is scored like the reference (CMC/mAP under the Market-1501
+protocol, :mod:`san.metrics`) and compared with the PyTorch eval model (deterministic masks):
 
 - deltas of mAP and rank-1/5/10, in percentage points;
 - paired cosine of each image's two embeddings (min and mean over query + gallery);
@@ -12,7 +12,7 @@ PyTorch eval model (deterministic masks):
 - rank-1 flips: queries whose nearest gallery image changed.
 
 For PyTorch itself, sampled masks (Gumbel-Softmax at the checkpoint's tau buffer, BatchNorm
-in eval mode; :class:`calibration.threshold.StochasticMasks`) are scored over a few seeded
+in eval mode; :class:`san.model.sampled.StochasticMasks`) are scored over a few seeded
 draws and compared with the deterministic masks it deploys: a property of the model, reported,
 not gated.
 
@@ -32,83 +32,23 @@ INT8 demo model on 609 queries: +-2.3 points, 51 queries changed their rank-1 ve
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.onnx_export import CHECKPOINT_SHA_KEY, PRECISION_KEY, read_metadata
-from export.tensorrt_build import read_sidecar
-from runtime.base import Backend
-from runtime.embed import EmbedOptions, default_workers
-from runtime.registry import backend_for, open_backend
-from runtime.search import NumpySearcher, embed_arrays
+from runtime.registry import open_backend
+from san.artifact import read_provenance
 from san.atomic import atomic_write_text
-from san.data.records import ImageRecord, ReidDataset
+from san.data.records import ReidDataset
 from san.hashing import file_sha256
-from san.metrics import (
-    PairedDelta,
-    QueryScores,
-    Rank1Change,
-    evaluate_embeddings,
-    paired_cosine,
-    paired_map_delta,
-    paired_rank1_delta,
-)
-from san.preprocess import ImageDecodeError, load_image
+from san.retrieval import SHOWN_RANKS, Comparison, Retrieval, compare, embed_split, score
 from san.rules import RULES, Rule
-from san.spec import ContractError, InputSpec
+from san.spec import ContractError
 
-SHOWN_RANKS = (1, 5, 10)
-TOP_K = 10
 MAX_RANK = 20  # CMC length kept in the JSON report
-
-
-@dataclass(frozen=True)
-class Retrieval:
-    """mAP and CMC curve (fractions, 0..1) of one set of embeddings."""
-
-    mAP: float
-    cmc: tuple[float, ...]
-    per_query: QueryScores | None = field(default=None, compare=False, repr=False)
-
-    def rank(self, k: int) -> float:
-        return self.cmc[k - 1]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """How one backend's embeddings and ranking differ from the reference's.
-
-    ``map_change``: the mAP delta with its 95 % interval over queries
-    (:func:`san.metrics.paired_map_delta`); ``rank1_change``: the rank-1 delta with its
-    interval, the queries that gained and lost rank 1, and McNemar's test that they are
-    rounding noise (:func:`san.metrics.paired_rank1_delta`).
-    """
-
-    delta_map: float  # points
-    delta_rank: dict[int, float]  # k -> points
-    cosine_min: float
-    cosine_mean: float
-    top10_overlap: float
-    rank1_flips: int
-    queries: int
-    map_change: PairedDelta
-    rank1_change: Rank1Change
-
-    @property
-    def flip_fraction(self) -> float:
-        return self.rank1_flips / self.queries if self.queries else 0.0
-
-    def measured(self) -> dict[str, float]:
-        """The measurements a :class:`san.rules.Rule` judges, by its field names."""
-        return {"max_delta_map": abs(self.delta_map), "max_delta_rank1": abs(self.delta_rank[1]),
-                "min_cosine_min": self.cosine_min, "min_cosine_mean": self.cosine_mean,
-                "min_top10_overlap": self.top10_overlap, "max_rank1_flips": self.flip_fraction}
 
 
 @dataclass
@@ -174,9 +114,9 @@ class ParityReport:
         """JSON-ready: per backend retrieval (CMC to rank 20), comparison, breaches; the rules."""
         def backend(r: BackendResult) -> dict[str, Any]:
             d = asdict(r)
-            d["retrieval"] = {"mAP": r.retrieval.mAP, **{f"rank{k}": r.retrieval.rank(k) for k in SHOWN_RANKS},
-                              "cmc": list(r.retrieval.cmc)}
+            d["retrieval"] = r.retrieval.to_dict()
             if r.comparison is not None:
+                d["comparison"]["delta_map"] = r.comparison.delta_map
                 d["comparison"]["delta_rank"] = {str(k): v for k, v in r.comparison.delta_rank.items()}
                 d["comparison"]["rank1_flip_fraction"] = r.comparison.flip_fraction
             return d
@@ -232,7 +172,7 @@ class ParityReport:
         lines.append("PASSED: every artifact meets its thresholds" if self.passed else "FAILED: see above")
         return lines
 
-    def table(self) -> str:
+    def render(self) -> str:
         """Fixed-width table for a terminal, then the stochastic line, failures and notes."""
         head, rows = self._rows()
         widths = [max(len(x) for x in column) for column in zip(head, *rows)]
@@ -298,102 +238,27 @@ class Artifact:
     expected_precision: str | None = None
 
 
-def artifact_facts(path: Path) -> tuple[str, str | None]:
-    """(precision, sha256 of the checkpoint it was exported from or None) from the artifact's metadata."""
-    if backend_for(path) == "tensorrt":
-        sidecar = read_sidecar(path)
-        return sidecar.get("precision", "fp32"), sidecar.get("provenance", {}).get(CHECKPOINT_SHA_KEY)
-    metadata = read_metadata(path)
-    return metadata.get(PRECISION_KEY, "fp32"), metadata.get(CHECKPOINT_SHA_KEY)
-
-
-def decode_records(records: Sequence[ImageRecord], spec: InputSpec, workers: int | None = None
-                   ) -> tuple[np.ndarray, list[ImageRecord], list[tuple[str, str]]]:
-    """Decode + resize every record once (threads): (uint8 N x 3 x H x W, the kept records, failures)."""
-    def load(record: ImageRecord) -> np.ndarray | str:
-        try:
-            return load_image(record.path, spec)
-        except ImageDecodeError as exc:
-            return exc.reason
-
-    with ThreadPoolExecutor(max(1, workers or default_workers())) as pool:
-        loaded = list(pool.map(load, records))
-    kept = [r for r, x in zip(records, loaded) if not isinstance(x, str)]
-    failures = [(r.path, x) for r, x in zip(records, loaded) if isinstance(x, str)]
-    images = np.stack([x for x in loaded if not isinstance(x, str)]) if kept else \
-        np.zeros((0, 3, spec.height, spec.width), np.uint8)
-    return images, kept, failures
-
-
-@dataclass(frozen=True)
-class _Split:
-    """Decoded query and gallery with their labels."""
-
-    query: np.ndarray
-    gallery: np.ndarray
-    labels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # q pids, g pids, q cams, g cams
-
-
-def score(q: np.ndarray, g: np.ndarray, labels: tuple[np.ndarray, ...]) -> Retrieval:
-    """CMC/mAP of query and gallery embeddings (Euclidean, Market-1501 protocol)."""
-    result = evaluate_embeddings(q, g, *labels, max_rank=MAX_RANK)
-    return Retrieval(float(result.mAP), tuple(float(c) for c in result.cmc), result.per_query)
-
-
-def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
-            ref_retrieval: Retrieval, retrieval: Retrieval) -> Comparison:
-    """Deltas, paired cosine, top-10 overlap and rank-1 flips of ``other`` (query, gallery) vs ``reference``."""
-    (rq, rg), (q, g) = reference, other
-    cos = paired_cosine(np.concatenate([rq, rg]), np.concatenate([q, g]))
-    k = min(TOP_K, len(rg))
-    top_ref = NumpySearcher(rg).search(rq, k).rows
-    top = NumpySearcher(g).search(q, k).rows
-    shared = (top_ref[:, :, None] == top[:, None, :]).any(axis=2).sum(axis=1)
-    return Comparison(
-        delta_map=100 * (retrieval.mAP - ref_retrieval.mAP),
-        delta_rank={k_: 100 * (retrieval.rank(k_) - ref_retrieval.rank(k_)) for k_ in SHOWN_RANKS},
-        cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
-        top10_overlap=float(shared.mean() / k), rank1_flips=int((top_ref[:, 0] != top[:, 0]).sum()),
-        queries=len(rq), map_change=paired_map_delta(ref_retrieval.per_query, retrieval.per_query),
-        rank1_change=paired_rank1_delta(ref_retrieval.per_query, retrieval.per_query),
-    )
-
-
-def _embed_split(backend: Backend, split: _Split, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(query, gallery embeddings, seconds) of an active backend."""
-    started = time.perf_counter()
-    options = EmbedOptions(batch_size=batch_size)
-    q, g = embed_arrays(backend, split.query, options), embed_arrays(backend, split.gallery, options)
-    return q, g, time.perf_counter() - started
-
-
-def stochastic_retrieval(ckpt: str | Path, split: _Split, deterministic: Retrieval, draws: int, seed: int,
-                         batch_size: int, device: str) -> StochasticResult | None:
+def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,
+                      batch_size: int, device: str, workers: int | None) -> StochasticResult | None:
     """Score the checkpoint with sampled masks, ``draws`` times (``torch.manual_seed(seed + k)``
-    before draw k embeds the query, then the gallery); None when it has no sharp masks."""
-    import torch
+    before draw k embeds the query, then the gallery); None when no mask is sampled."""
+    import torch  # the PyTorch reference, measured only here and in the torch backend
 
-    from calibration.threshold import StochasticMasks, sharp_generators
     from san.checkpoint import load_checkpoint
+    from san.evaluate import evaluate_model
+    from san.model.sampled import StochasticMasks
 
     model, _ = load_checkpoint(ckpt, map_location=device)
-    generators = sharp_generators(model)
+    generators = model.sampled_generators()
     if not generators:
         return None
-    sampled = StochasticMasks(model)
-
-    @torch.inference_mode()
-    def embed(images: np.ndarray) -> np.ndarray:
-        parts = [sampled(torch.from_numpy(images[i : i + batch_size]).to(device)).float().cpu().numpy()
-                 for i in range(0, len(images), batch_size)]
-        return np.concatenate(parts)
-
     per_draw = []
     for k in range(draws):
         torch.manual_seed(seed + k)
-        q = embed(split.query)
-        per_draw.append(score(q, embed(split.gallery), split.labels))
-    return StochasticResult(draws, seed, {s: float(g.tau) for s, g in generators.items()}, per_draw, deterministic)
+        report = evaluate_model(StochasticMasks(model), dataset, batch_size=batch_size, workers=workers,
+                                max_rank=MAX_RANK)
+        per_draw.append(report.retrieval)
+    return StochasticResult(draws, seed, {s: g.temperature for s, g in generators.items()}, per_draw, deterministic)
 
 
 def run_parity(
@@ -412,63 +277,57 @@ def run_parity(
     """Embed ``dataset``'s query and gallery with the checkpoint and every artifact; compare.
 
     ``draws=0`` skips the sampled-mask measurement. ``options`` (device, threads,
-    providers) go to every backend, the PyTorch reference included. Peak memory holds the decoded images
-    (3 x H x W bytes each: 2.3 GB for Market-1501 at 256 x 128) and the embeddings.
+    providers) go to every backend, the PyTorch reference included. Images stream through
+    each backend; peak memory holds the embeddings of two runs.
     """
     ckpt = Path(ckpt)
     if draws < 0:
         raise ValueError(f"--draws must be >= 0, got {draws}")
-    precisions = {}
+    provenance = {}
     for artifact in artifacts:
-        precision, source = artifact_facts(artifact.path)
-        if artifact.expected_precision and precision != artifact.expected_precision:
-            raise ValueError(f"--{artifact.name} {artifact.path}: the file says its precision is {precision!r}, "
+        facts = read_provenance(artifact.path)
+        if artifact.expected_precision and facts.precision != artifact.expected_precision:
+            raise ValueError(f"--{artifact.name} {artifact.path}: the file says its precision is {facts.precision!r}, "
                              f"not {artifact.expected_precision!r}; pass it with the matching flag")
-        if precision not in rules:
-            raise ValueError(f"--{artifact.name} {artifact.path}: no thresholds for precision {precision!r}; "
-                             f"known: {sorted(rules)} (add some with --threshold {precision}.FIELD=VALUE)")
-        precisions[artifact] = (precision, source)
+        if facts.precision not in rules:
+            raise ValueError(f"--{artifact.name} {artifact.path}: no thresholds for precision {facts.precision!r}; "
+                             f"known: {sorted(rules)} (add some with --threshold {facts.precision}.FIELD=VALUE)")
+        provenance[artifact] = facts
     options = options or {}
+    log(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
     with open_backend(ckpt, "torch", **options) as reference:
-        spec = reference.spec
-        log(f"decoding {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
-        query, q_records, q_failed = decode_records(dataset.query, spec, workers)
-        gallery, g_records, g_failed = decode_records(dataset.gallery, spec, workers)
-        if not q_records or not g_records:
-            raise ValueError(f"{dataset.name}: no readable query or gallery image")
-        q_pids, g_pids, q_cams, g_cams = (np.array([getattr(r, a) for r in records])
-                                          for a in ("pid", "camid") for records in (q_records, g_records))
-        split = _Split(query, gallery, (q_pids, g_pids, q_cams, g_cams))
-        log(f"torch: {ckpt}")
-        rq, rg, seconds = _embed_split(reference, split, batch_size)
-        ref_retrieval = score(rq, rg, split.labels)
-        results = [BackendResult("torch", str(ckpt), "reference", reference.describe(), ref_retrieval, seconds)]
+        spec, device = reference.spec, str(reference.device)
+        ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers)
+        described = reference.describe()
+    ref_retrieval = score(ref_run, max_rank=MAX_RANK)
+    results = [BackendResult("torch", str(ckpt), "reference", described, ref_retrieval, ref_run.seconds)]
     ckpt_sha = file_sha256(ckpt)
     for artifact in artifacts:
-        precision, source = precisions[artifact]
+        facts = provenance[artifact]
         log(f"{artifact.name}: {artifact.path}")
         with open_backend(artifact.path, **options) as backend:
             if backend.spec != spec:
                 raise ContractError(f"--{artifact.name} {artifact.path}: its input contract differs from the "
                                     f"checkpoint's ({backend.spec} vs {spec}); compare exports of this checkpoint")
-            q, g, seconds = _embed_split(backend, split, batch_size)
+            run = embed_split(backend, dataset, batch_size=batch_size, workers=workers)
             described, backend_notes = backend.describe(), backend.notes
-        retrieval = score(q, g, split.labels)
-        comparison = compare((rq, rg), (q, g), ref_retrieval, retrieval)
+        retrieval = score(run, max_rank=MAX_RANK)
+        comparison = compare(ref_run, ref_retrieval, run, retrieval)
+        source = facts.checkpoint_sha256
         notes = backend_notes + ([] if source in (None, ckpt_sha) else [
             f"exported from checkpoint sha256 {source[:12]}..., not from {ckpt.name} ({ckpt_sha[:12]}...)"])
-        results.append(BackendResult(artifact.name, str(artifact.path), precision, described, retrieval, seconds,
-                                     comparison, rules[precision].breaches(precision, comparison.measured()), notes))
+        results.append(BackendResult(artifact.name, str(artifact.path), facts.precision, described, retrieval,
+                                     run.seconds, comparison,
+                                     rules[facts.precision].breaches(facts.precision, comparison.measured()), notes))
     stochastic, notes = None, []
     if draws > 0:
         log(f"torch, sampled masks: {draws} draws")
-        stochastic = stochastic_retrieval(ckpt, split, ref_retrieval, draws, seed, batch_size,
-                                          str(reference.device))
+        stochastic = sampled_retrieval(ckpt, dataset, ref_retrieval, draws, seed, batch_size, device, workers)
         if stochastic is None:
-            notes.append("no sampled-mask comparison: the model has no sharp attention block")
-    used = {precisions[a][0] for a in artifacts}
-    return ParityReport(dataset.name, len(q_records), len(g_records), results,
-                        {k: v for k, v in rules.items() if k in used}, stochastic, q_failed + g_failed, notes)
+            notes.append("no sampled-mask comparison: the model has no sampled attention mask")
+    used = {provenance[a].precision for a in artifacts}
+    return ParityReport(dataset.name, len(ref_run.query.records), len(ref_run.gallery.records), results,
+                        {k: v for k, v in rules.items() if k in used}, stochastic, ref_run.failures, notes)
 
 
 def save_json(report: ParityReport, path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import Backend
+from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,9 @@ class BackendEntry:
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", (".pt", ".pth")),
-    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
-    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
+    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", CHECKPOINT_SUFFIXES),
+    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ONNX_SUFFIXES),
+    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ENGINE_SUFFIXES),
 }
 
 

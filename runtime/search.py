@@ -26,7 +26,7 @@ from runtime.base import Backend
 from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, embed_batch, read_complete_meta, read_index
 from san.atomic import atomic_write, atomic_write_text
 from san.hashing import file_sha256
-from san.metrics import euclidean_distance
+from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
 from san.spec import ContractError, InputSpec
 
@@ -83,13 +83,9 @@ class NumpySearcher:
         k = _check_k(k, len(self.vectors))
         rows, dists = [], []
         for start in range(0, len(queries), self.chunk):
-            dist = self.distances(queries[start : start + self.chunk])
-            candidates = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else \
-                np.broadcast_to(np.arange(dist.shape[1]), dist.shape)
-            values = np.take_along_axis(dist, candidates, axis=1)
-            order = np.lexsort((candidates, values), axis=1)  # by distance, then by row
-            rows.append(np.take_along_axis(candidates, order, axis=1))
-            dists.append(np.take_along_axis(values, order, axis=1))
+            found, values = smallest_k(self.distances(queries[start : start + self.chunk]), k)
+            rows.append(found)
+            dists.append(values)
         return Hits(np.concatenate(rows).astype(np.int64), np.concatenate(dists).astype(np.float32))
 
 

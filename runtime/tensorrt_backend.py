@@ -1,7 +1,7 @@
 """Native TensorRT backend: a serialized engine plus its ``<engine>.json`` sidecar.
 
 The sidecar (contract, TensorRT version, GPU) is read and checked with
-:mod:`export.tensorrt_build`, which wrote it; the batch range comes from the engine's
+:mod:`san.artifact` and :mod:`san.tensorrt_target`; the batch range comes from the engine's
 own optimization profile.
 
 TensorRT 10+ tensor API. tensorrt and pycuda are imported only here. Buffers are
@@ -20,16 +20,15 @@ import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
-from export.tensorrt_build import (
+from runtime.base import Backend, BackendError, as_model_dtype
+from san.artifact import read_sidecar, sidecar_path
+from san.spec import METADATA_KEY, ContractError, InputSpec
+from san.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
     TensorRTUnavailable,
     check_engine_compatible,
-    read_sidecar,
-    sidecar_path,
 )
-from runtime.base import Backend, BackendError, as_model_dtype
-from san.spec import METADATA_KEY, ContractError, InputSpec
 
 
 class TensorRTBackend(Backend):

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from san.artifact import refused_pickle
 from san.atomic import atomic_write
 from san.config import ModelConfig
 from san.hashing import file_sha256
@@ -71,10 +72,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused: the file contains pickled code or objects that are not plain "
-            f"weights (weights_only loading rejected it: {str(exc).splitlines()[0]})"
-        ) from exc
+        raise CheckpointError(refused_pickle(path, f"weights_only loading rejected it: {exc}")) from exc
     except Exception as exc:  # noqa: BLE001 - on junk bytes the unpickler raises anything (KeyError, IndexError, ...)
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -156,6 +156,16 @@ def euclidean_distance_chunks(
         yield rows, euclidean_distance(q_feats[rows], g_feats)
 
 
+def smallest_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``dist``, the columns of its ``k`` smallest values and those values, by
+    value then by column (deterministic ties); ``k`` must not exceed the column count."""
+    cols = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else \
+        np.broadcast_to(np.arange(dist.shape[1]), dist.shape)
+    values = np.take_along_axis(dist, cols, axis=1)
+    order = np.lexsort((cols, values), axis=1)
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
 def evaluate_embeddings(
     q_feats: np.ndarray,
     g_feats: np.ndarray,

@@ -408,7 +408,7 @@ class _Trainer:
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """Query/gallery CMC and mAP of the current weights (rank 0)."""
         report = evaluate_model(self.raw, self.data, batch_size=self.cfg.eval_batch_size, workers=self.cfg.workers)
-        self.log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.format().splitlines()[1].strip())
+        self.log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.render().splitlines()[1].strip())
         if epoch == 0:
             self.result.untrained = report
         self.result.final = report

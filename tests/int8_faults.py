@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.quantize import ImageReader
-from export.onnx_export import PRECISION_KEY, read_contract
+from san.artifact import PRECISION_KEY, read_contract
 
 
 def quantize_everything(fp32: Path, images: Sequence[Path], out: Path) -> Path:

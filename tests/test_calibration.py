@@ -27,8 +27,10 @@ from calibration.quantize import (
     read_calibration,
 )
 from calibration.threshold import SweepPoint, choose_threshold
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_contract
-from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from export.onnx_export import export_onnx
+from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract
+from san.checkpoint import load_checkpoint, save_checkpoint
+from san.hashing import file_sha256
 from san.config import ModelConfig
 from san.data.registry import load_dataset
 from san.data.synth import ensure_synthetic
@@ -369,7 +371,7 @@ def test_the_default_int8_file_passes_the_int8_rule_with_power_to_spare(trained_
 
     fp32, result, dataset, _ = trained_int8
     report = build_report(fp32, result.out, dataset, result.cache, progress=False)
-    assert report.passed, report.format()
+    assert report.passed, report.render()
     assert set(report.flip_rate) == {1, 2, 3, 4}
     mean, half_width, images = _cosine_interval(fp32, result.out, dataset)
     assert report.images == images >= 3000 and report.cosine_mean == pytest.approx(mean, abs=1e-5)
@@ -387,7 +389,7 @@ def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path
     else:
         broken = scale_activation_ranges(result.out, tmp_path / "broken.onnx", 10.0)
     report = build_report(fp32, broken, dataset, progress=False)
-    assert not report.passed and any(b.startswith("int8.min_cosine_mean") for b in report.breaches), report.format()
+    assert not report.passed and any(b.startswith("int8.min_cosine_mean") for b in report.breaches), report.render()
     mean, half_width, _ = _cosine_interval(fp32, broken, dataset)
     assert mean + half_width < RULES["int8"].min_cosine_mean  # the whole interval is below the floor
 
@@ -398,7 +400,8 @@ def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_qdq_file_builds_as_an_int8_tensorrt_engine(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    from export.tensorrt_build import BatchProfile, TargetEnvironment, TensorRTUnavailable, build_engine
+    from export.tensorrt_build import BatchProfile, build_engine
+    from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
     try:
         TargetEnvironment.detect()

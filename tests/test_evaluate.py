@@ -16,7 +16,8 @@ from san.cli.eval import main as eval_main
 from san.data.augment import eval_views
 from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
-from san.evaluate import embed_records, evaluate_model, is_single_shot
+from san.evaluate import ModelEmbedder, evaluate_model, is_single_shot
+from san.retrieval import embed_records
 from san.metrics import cmc_map
 from san.preprocess import decode_image, load_image, resize_to_contract
 
@@ -71,11 +72,11 @@ def test_embeddings_match_direct_model_calls_and_bad_files_are_skipped(model, im
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     records = [*images[:3], ImageRecord(str(bad), 9, 0)]
-    got = embed_records(model, records, batch_size=2, workers=0)
+    got = embed_records(ModelEmbedder(model), records, batch_size=2, workers=0)
     assert got.records == images[:3]
     assert got.failures and got.failures[0][0] == str(bad) and got.failures[0][1]
     np.testing.assert_allclose(got.features, embed_directly(model, [r.path for r in images[:3]]), rtol=1e-5, atol=1e-5)
-    flipped = embed_records(model, images[:3], tta="flip", workers=0)
+    flipped = embed_records(ModelEmbedder(model), images[:3], tta="flip", workers=0)
     want = embed_directly(model, [r.path for r in images[:3]], flip=True)
     np.testing.assert_allclose(flipped.features, want, rtol=1e-5, atol=1e-5)
 
@@ -91,7 +92,7 @@ def test_evaluate_model_equals_metrics_on_brute_force_distances(model, images) -
     assert report.mAP == pytest.approx(mAP, abs=1e-6)
     np.testing.assert_allclose(report.cmc, cmc)
     assert report.valid_queries == 4 and set(report.ranks) == {1, 5, 10, 20}
-    assert "mAP" in report.format() and report.to_dict()["rank1"] == report.cmc[0]
+    assert "mAP" in report.render() and report.to_dict()["rank1"] == report.cmc[0]
 
 
 def test_cuhk03_classic_is_scored_single_shot() -> None:

@@ -20,21 +20,12 @@ import torch
 from PIL import Image
 
 from export.cli import main as san_export
-from export.onnx_export import (
-    BATCH_DIM,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ExportError,
-    check_graph,
-    export_onnx,
-    pi_name,
-    random_ops,
-    read_contract,
-    read_metadata,
-)
+from export.onnx_export import ExportError, check_graph, export_onnx, random_ops
+from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from export.graph import mask_tensors
 from export.verify import export_and_verify, synthetic_images, verify_onnx
-from san.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from san.checkpoint import load_checkpoint, save_checkpoint
+from san.hashing import file_sha256
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
 from san.rules import Rule
@@ -113,10 +104,10 @@ def test_onnxruntime_matches_pytorch_eval(which: str, batch: int, request: pytes
     model, path = request.getfixturevalue(f"{which}_model"), request.getfixturevalue(f"{which}_onnx")
     images = synthetic_images(model.spec, batch, seed=batch)
     report = verify_onnx(model, path, images)
-    assert report.passed, report.format()
+    assert report.passed, report.render()
     assert report.min_cosine >= 0.9999
     assert [b.stage for b in report.blocks] == list(STAGES)  # masks were compared in every block
-    assert all(b.unexplained == 0 for b in report.blocks), report.format()
+    assert all(b.unexplained == 0 for b in report.blocks), report.render()
     assert sum(b.elements for b in report.blocks) > 0
 
 
@@ -128,9 +119,9 @@ def test_every_attention_variant_verifies_block_by_block(attention: str, hard: b
     model = _trained(build_model(replace(CFG, attention=attention)))
     path = export_onnx(model, tmp_path / f"{attention}.onnx")
     report = verify_onnx(model, path, synthetic_images(model.spec, 4))
-    assert report.passed, report.format()
+    assert report.passed, report.render()
     assert [(b.stage, b.hard) for b in report.blocks] == [(s, hard) for s in STAGES]
-    assert all(b.elements > 0 and b.max_pi_error < 1e-3 for b in report.blocks), report.format()
+    assert all(b.elements > 0 and b.max_pi_error < 1e-3 for b in report.blocks), report.render()
 
 
 def test_graph_is_deterministic_and_valid(random_onnx: Path) -> None:
@@ -225,7 +216,7 @@ def test_verify_catches_masks_that_disagree(random_model: SAN, random_onnx: Path
         report = verify_onnx(random_model, random_onnx, images)
     finally:
         random_model.set_mask_threshold(0.5)
-    assert not report.passed and any("unexplained mask flips" in p for p in report.problems), report.format()
+    assert not report.passed and any("unexplained mask flips" in p for p in report.problems), report.render()
 
 
 def _tampered(source: Path, out: Path, stage: int, how: str) -> Path:
@@ -264,12 +255,12 @@ def test_verify_refuses_a_tampered_block_and_names_it(
     stage = 2
     tampered = _tampered(trained_onnx, tmp_path / f"{how}.onnx", stage, how)
     report = verify_onnx(trained_model, tampered, synthetic_images(trained_model.spec, 8))
-    assert not report.passed, report.format()
+    assert not report.passed, report.render()
     expected = {"threshold": "unexplained mask flips", "bypassed": "does not reach", "removed": "has no mask"}[how]
     named = [p for p in report.problems if p.startswith(f"block after stage {stage}:")]
-    assert named and expected in named[0], report.format()
+    assert named and expected in named[0], report.render()
     upstream = [p for p in report.problems if p.startswith("block after stage 1:")]
-    assert not upstream, report.format()  # the blocks before the tampered one are not blamed
+    assert not upstream, report.render()  # the blocks before the tampered one are not blamed
 
 
 @pytest.mark.slow
@@ -315,8 +306,8 @@ def test_contract_and_engine_check_work_without_torch(random_onnx: Path) -> None
                     raise ImportError("torch is blocked in this test")
 
         sys.meta_path.insert(0, NoTorch())
-        from export.onnx_export import read_contract
-        from export.tensorrt_build import TargetEnvironment, check_engine_compatible
+        from san.artifact import read_contract
+        from san.tensorrt_target import TargetEnvironment, check_engine_compatible
 
         here = TargetEnvironment("10.0", "GPU", "9.0")
         check_engine_compatible(dict(tensorrt_version="10.0", gpu_name="GPU", compute_capability="9.0"), here)
@@ -343,7 +334,7 @@ def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Pat
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     # FP16 rounding flips masks near the threshold; only the embedding direction is held.
     report = verify_onnx(random_model, path, synthetic_images(CFG.spec, 8), kind="fp16")
-    assert report.passed, report.format()
+    assert report.passed, report.render()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

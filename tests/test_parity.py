@@ -13,7 +13,8 @@ from onnx import numpy_helper
 
 from runtime import open_backend
 from runtime.cli_parity import main
-from runtime.parity import Artifact, Comparison, run_parity
+from runtime.parity import Artifact, run_parity
+from san.retrieval import Comparison
 from san.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
 from san.metrics import PairedDelta, Rank1Change, evaluate_embeddings, mcnemar_exact
@@ -183,7 +184,7 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
 
 
 def test_rules_check_each_threshold_and_take_overrides() -> None:
-    c = Comparison(delta_map=-0.5, delta_rank={1: 0.6, 5: 0.0, 10: 0.0}, cosine_min=0.9999, cosine_mean=1.0,
+    c = Comparison(delta_rank={1: 0.6, 5: 0.0, 10: 0.0}, cosine_min=0.9999, cosine_mean=1.0,
                    top10_overlap=0.9, rank1_flips=1, queries=10, map_change=PairedDelta(-0.5, -1.0, 0.0),
                    rank1_change=Rank1Change(PairedDelta(0.6, -1.0, 2.2), gained=1, lost=0, p_value=1.0))
     assert RULES["fp32"].breaches("fp32", c.measured()) == ["fp32.max_delta_rank1: 0.6 > 0.5"]  # limits are inclusive

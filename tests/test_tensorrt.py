@@ -11,16 +11,14 @@ import pytest
 import torch
 
 from export.cli import main as san_export
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from export.tensorrt_build import (
-    BatchProfile,
+from export.onnx_export import export_onnx
+from export.tensorrt_build import BatchProfile, build_engine
+from san.artifact import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
+from san.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
     TensorRTUnavailable,
-    build_engine,
     check_engine_compatible,
-    read_sidecar,
-    sidecar_path,
 )
 from export.verify import synthetic_images
 from san.checkpoint import save_checkpoint

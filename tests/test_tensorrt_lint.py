@@ -16,7 +16,7 @@ from calibration.hygiene import folder_images, sample_images
 from calibration.quantize import QuantizeOptions, quantize_onnx
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
-from export.tensorrt_build import TargetEnvironment, TensorRTUnavailable
+from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 from export.tensorrt_lint import lint_tensorrt
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig

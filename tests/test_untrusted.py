@@ -20,14 +20,8 @@ from onnx import helper, numpy_helper
 from PIL import Image
 
 from export.cli import main as san_export
-from export.tensorrt_build import (
-    SIDECAR_FORMAT,
-    EngineCompatibilityError,
-    TargetEnvironment,
-    check_engine_compatible,
-    read_sidecar,
-    sidecar_path,
-)
+from san.artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path
+from san.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
 from runtime import open_backend
 from runtime.cli_embed import main as san_embed
 from runtime.embed import NON_FINITE

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from san.cli.train import parse_dataset_args
 from san.data.augment import TENCROP_ENLARGE, TTA_MODES
+from san.data.registry import parse_dataset_args
 from san.evaluate import evaluate_checkpoint, save_cmc_png
 
 EPILOG = f"""\
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="loader option, repeatable (e.g. variant=detected, protocol=new)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default none)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loader worker processes (default 2)")
+    parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--chunk", type=int, default=1024, help="queries per distance block (default 1024)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with the CMC curve) instead")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"san-eval: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     if args.cmc_png:
         try:
             save_cmc_png(report, args.cmc_png)

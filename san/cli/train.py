@@ -7,6 +7,7 @@ import ast
 import sys
 from typing import Any
 
+from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
 from san.train import train
 
@@ -30,20 +31,6 @@ million times the triplet loss at 256x128, which would make mu = 0.1 meaningless
 Temperature per Eq. 9: tau(t) = max(exp(-0.008 t), 0.5). Learning rate: constant, then
 exponential decay to 1e-3 x lr over the last third of the steps (Hermans et al.).
 """
-
-
-def parse_dataset_args(pairs: list[str]) -> dict[str, Any]:
-    """``["variant=detected", "split=3"]`` -> ``{"variant": "detected", "split": 3}``."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--dataset-arg expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
-    return options
 
 
 def build_parser() -> argparse.ArgumentParser:

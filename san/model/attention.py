@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from san.config import ModelConfig
 
 #: Guards of Eq. 3 (max = min) and of log(pi) in Eq. 5.
 _RANGE_EPS = 1e-6
@@ -50,7 +55,32 @@ def total_variation(a: Tensor) -> Tensor:
 
 
 class MaskGenerator(nn.Module):
-    """Turns the generator input X into a mask M of the same shape."""
+    """Turns the generator input X into a mask M of the same shape.
+
+    A generator says what its masks are: ``sampled`` (random in training mode, so a model
+    has a sampled-mask reference besides its deployed one) and ``hard_threshold`` (the
+    eval-mode mask is 0/1 by a comparison of pi with it, or continuous). Nothing else in
+    the toolkit decides this from the variant's name.
+    """
+
+    #: Training-mode masks are random draws.
+    sampled: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> MaskGenerator:
+        """The generator of this variant for ``cfg``."""
+        return cls()
+
+    def set_temperature(self, tau: float) -> None:
+        """Set the sampling temperature; generators that do not sample ignore it."""
+
+    def set_contract_threshold(self, threshold: float) -> None:
+        """Follow the input contract's mask threshold; generators with their own ignore it."""
+
+    @property
+    def temperature(self) -> float | None:
+        """The sampling temperature, None for generators that do not sample."""
+        return None
 
     @property
     def hard_threshold(self) -> float | None:
@@ -65,10 +95,26 @@ class MaskGenerator(nn.Module):
 class SharpMask(MaskGenerator):
     """The paper's generator: Gumbel-Softmax sampling in training, 1[pi > threshold] in eval."""
 
+    sampled = True
+
     def __init__(self, threshold: float = 0.5, tau: float = 1.0) -> None:
         super().__init__()
         self.threshold = threshold
         self.register_buffer("tau", torch.tensor(float(tau)))
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> SharpMask:
+        return cls(threshold=cfg.spec.mask_threshold)
+
+    def set_temperature(self, tau: float) -> None:
+        self.tau.fill_(tau)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.tau)
+
+    def set_contract_threshold(self, threshold: float) -> None:
+        self.threshold = threshold
 
     @property
     def hard_threshold(self) -> float:
@@ -97,6 +143,10 @@ class ThresholdMask(MaskGenerator):
         super().__init__()
         self.lam = lam
 
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> ThresholdMask:
+        return cls(cfg.threshold_lambda)
+
     @property
     def hard_threshold(self) -> float:
         return self.lam
@@ -113,9 +163,22 @@ class PowerMask(MaskGenerator):
         super().__init__()
         self.p = p
 
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> PowerMask:
+        return cls(cfg.power)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pi = minmax_normalize(x)
         return pi.pow(self.p), pi
+
+
+#: ``ModelConfig.attention`` -> its generator class (``none`` has no attention block).
+GENERATORS: dict[str, type[MaskGenerator]] = {
+    "sharp": SharpMask,
+    "soft": SoftMask,
+    "threshold": ThresholdMask,
+    "power": PowerMask,
+}
 
 
 class AttentionBlock(nn.Module):

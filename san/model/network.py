@@ -9,15 +9,7 @@ import torchvision
 from torch import Tensor, nn
 
 from san.config import ModelConfig
-from san.model.attention import (
-    AttentionBlock,
-    MaskGenerator,
-    PowerMask,
-    SharpMask,
-    SoftMask,
-    ThresholdMask,
-    total_variation,
-)
+from san.model.attention import GENERATORS, AttentionBlock, MaskGenerator, total_variation
 from san.model.context import ContextUnit
 from san.spec import ContractError, InputSpec
 
@@ -46,16 +38,6 @@ class SANOutput:
         return torch.stack(terms).sum()
 
 
-def _make_generator(cfg: ModelConfig) -> MaskGenerator:
-    if cfg.attention == "sharp":
-        return SharpMask(threshold=cfg.spec.mask_threshold)
-    if cfg.attention == "soft":
-        return SoftMask()
-    if cfg.attention == "threshold":
-        return ThresholdMask(cfg.threshold_lambda)
-    return PowerMask(cfg.power)
-
-
 class SAN(nn.Module):
     """Sharp Attention Network (paper Fig. 3).
 
@@ -76,7 +58,7 @@ class SAN(nn.Module):
             if stage in cfg.context_stages:
                 in_channels = _STAGE_PLANES[stage - 1] * block_type.expansion
                 context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage])
-            self.attention[str(stage)] = AttentionBlock(_make_generator(cfg), context, cfg.cross_feature)
+            self.attention[str(stage)] = AttentionBlock(GENERATORS[cfg.attention].from_config(cfg), context, cfg.cross_feature)
         feat_dim = 512 * block_type.expansion
         self.head = nn.Sequential(
             nn.Linear(feat_dim, cfg.hidden_dim),
@@ -97,18 +79,28 @@ class SAN(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
 
+    def generators(self) -> dict[int, MaskGenerator]:
+        """Stage -> mask generator of every attention block."""
+        return {int(stage): block.generator for stage, block in self.attention.items()}
+
+    def sampled_generators(self) -> dict[int, MaskGenerator]:
+        """Stage -> generator of every block whose training-mode masks are random draws."""
+        return {stage: g for stage, g in self.generators().items() if g.sampled}
+
+    def hard_mask_stages(self) -> tuple[int, ...]:
+        """Stages whose eval-mode (deployed) mask is hard: 0/1 by a threshold on pi."""
+        return tuple(stage for stage, g in self.generators().items() if g.hard_threshold is not None)
+
     def set_temperature(self, tau: float) -> None:
-        """Set the Gumbel-Softmax temperature of every sharp block (Eq. 9 is the trainer's)."""
-        for block in self.attention.values():
-            if isinstance(block.generator, SharpMask):
-                block.generator.tau.fill_(tau)
+        """Set the sampling temperature of every block (Eq. 9 is the trainer's)."""
+        for generator in self.generators().values():
+            generator.set_temperature(tau)
 
     def set_mask_threshold(self, threshold: float) -> None:
         """Change the deterministic mask threshold; the contract follows."""
         self.cfg = self.cfg.with_spec(mask_threshold=threshold)
-        for block in self.attention.values():
-            if isinstance(block.generator, SharpMask):
-                block.generator.threshold = self.spec.mask_threshold
+        for generator in self.generators().values():
+            generator.set_contract_threshold(self.spec.mask_threshold)
 
     def forward(self, images: Tensor, details: bool = False) -> Tensor | SANOutput:
         """Embed a batch; with ``details`` also return A, M and pi of every block."""

@@ -1,0 +1,214 @@
+"""Reading what the toolkit writes, without torch: names, metadata keys, contracts, provenance.
+
+Three artifact kinds carry a model and its input contract (:class:`san.spec.InputSpec`):
+
+- a checkpoint (``.pt``): weights, model config, contract, training state
+  (:mod:`san.checkpoint`; :func:`read_checkpoint_header` reads all but the weights);
+- an ONNX file: the contract and provenance in ``metadata_props`` under the keys below,
+  input ``images`` (uint8 RGB NCHW), output ``embeddings``;
+- a TensorRT engine: the same facts in a JSON sidecar ``<engine>.json``.
+
+Every consumer (runtime backends, calibration, parity, export checks) reads artifacts
+through this module, so none depends on the code that wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from san.spec import METADATA_KEY, ContractError, InputSpec
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+BATCH_DIM = "batch"
+
+CHECKPOINT_SHA_KEY = "san.checkpoint_sha256"
+CONFIG_KEY = "san.model_config"
+TORCH_VERSION_KEY = "san.torch_version"
+EXPORTER_KEY = "san.exporter"
+PRECISION_KEY = "san.precision"
+#: Stages whose attention mask is hard (0/1) in the deployed graph, as the generators said at export.
+HARD_MASKS_KEY = "san.hard_mask_stages"
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+SIDECAR_FORMAT = "san-tensorrt-engine"
+SIDECAR_VERSION = 1
+
+
+def pi_name(stage: int) -> str:
+    """Graph name of the normalised attention probabilities of the block after ``stage``."""
+    return f"pi_{stage}"
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+def load_onnx(onnx_path: str | Path) -> onnx.ModelProto:
+    """The ONNX model at ``onnx_path``; :class:`ContractError` naming the file when unreadable."""
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise ContractError(f"{path}: ONNX file not found")
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise ContractError(f"{path}: not a readable ONNX file ({exc})") from exc
+
+
+def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
+    """The ``metadata_props`` of a loaded model as a dict."""
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_metadata(onnx_path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    return metadata_of(load_onnx(onnx_path))
+
+
+def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
+    """The input contract of a loaded model, checked against its ``images`` input (N x 3 x H x W).
+
+    Raises :class:`ContractError` naming ``where`` when it is missing, invalid or disagrees.
+    """
+    metadata = metadata_of(proto)
+    if METADATA_KEY not in metadata:
+        raise ContractError(
+            f"{where}: no input contract (metadata_props[{METADATA_KEY!r}] is missing); "
+            "re-export the model with `san-export --ckpt MODEL.pt`"
+        )
+    try:
+        spec = InputSpec.from_json(metadata[METADATA_KEY])
+    except ContractError as exc:
+        raise ContractError(f"{where}: {exc}") from exc
+    inputs = {i.name: i for i in proto.graph.input}
+    if INPUT_NAME not in inputs:
+        raise ContractError(f"{where}: the graph has no input named {INPUT_NAME!r} (inputs: {sorted(inputs)})")
+    dims = [d.dim_value or None for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
+    if dims[1:] != [3, spec.height, spec.width]:
+        raise ContractError(
+            f"{where}: graph input {INPUT_NAME!r} has shape {dims}, but the contract says "
+            f"N x 3 x {spec.height} x {spec.width}"
+        )
+    return spec
+
+
+def read_contract(onnx_path: str | Path) -> InputSpec:
+    """The input contract stored in an ONNX file by ``san-export`` (see :func:`contract_of`)."""
+    return contract_of(load_onnx(onnx_path), onnx_path)
+
+
+def hard_mask_stages(proto: onnx.ModelProto, where: str | Path) -> tuple[int, ...]:
+    """Stages whose deployed mask is hard, as recorded at export (:data:`HARD_MASKS_KEY`)."""
+    text = metadata_of(proto).get(HARD_MASKS_KEY)
+    if text is None:
+        raise ContractError(f"{where}: metadata_props[{HARD_MASKS_KEY!r}] is missing; re-export with san-export")
+    try:
+        stages = tuple(int(s) for s in json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise ContractError(f"{where}: metadata_props[{HARD_MASKS_KEY!r}] is not a list of stages ({text!r})") from exc
+    return stages
+
+
+# -- TensorRT engine sidecars ----------------------------------------------------------------
+def sidecar_path(engine_path: str | Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    """The sidecar of ``engine_path``; raises ``FileNotFoundError``/``ValueError`` naming it."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: engine sidecar not found (written by `san-export --trt` beside the engine)")
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        raise ValueError(f"{path}: not a SAN engine sidecar (expected format {SIDECAR_FORMAT!r})")
+    return sidecar
+
+
+# -- any exported artifact -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Provenance:
+    """What an exported file says about itself: its precision and the checkpoint it came from."""
+
+    precision: str
+    checkpoint_sha256: str | None
+
+
+def read_provenance(path: str | Path) -> Provenance:
+    """The :class:`Provenance` of an ONNX file (metadata) or an engine (sidecar)."""
+    path = Path(path)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        sidecar = read_sidecar(path)
+        return Provenance(sidecar.get("precision", "fp32"), sidecar.get("provenance", {}).get(CHECKPOINT_SHA_KEY))
+    metadata = read_metadata(path)
+    return Provenance(metadata.get(PRECISION_KEY, "fp32"), metadata.get(CHECKPOINT_SHA_KEY))
+
+
+# -- checkpoint headers ----------------------------------------------------------------------
+def refused_pickle(path: str | Path, detail: str) -> str:
+    """The one message for a checkpoint that holds pickled code or non-weight objects."""
+    return (f"{path}: refused: the file contains pickled code or objects that are not plain "
+            f"weights ({detail.splitlines()[0] if detail else 'rejected'})")
+
+
+class _Weights:
+    """Stands in for a tensor of a checkpoint read without torch."""
+
+    def __init__(self, *args: object) -> None:
+        del args
+
+    def __repr__(self) -> str:
+        return "<weights>"
+
+
+class _HeaderUnpickler(pickle.Unpickler):
+    """Reads the pickle of a torch zip checkpoint, allowing only containers and tensor rebuilds;
+    storages are never read, and any other global is refused as ``torch.load(weights_only=True)`` would."""
+
+    _ALLOWED = {("collections", "OrderedDict")}
+    _TENSOR_BUILDERS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        if (module, name) in self._TENSOR_BUILDERS or (module == "torch" and name.endswith("Storage")):
+            return _Weights
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a checkpoint")
+
+    def persistent_load(self, pid: Any) -> _Weights:
+        return _Weights()
+
+
+def read_checkpoint_header(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's format, version, config, training and extra records, without torch.
+
+    Tensors come back as placeholders. Raises ``ValueError`` naming the file when it is not
+    a torch zip checkpoint or holds anything but plain data and tensors.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            with archive.open(name) as fh:
+                payload = _HeaderUnpickler(fh).load()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: checkpoint file not found") from None
+    except pickle.UnpicklingError as exc:
+        raise ValueError(refused_pickle(path, str(exc))) from None
+    except (zipfile.BadZipFile, StopIteration, EOFError) as exc:
+        raise ValueError(f"{path}: truncated or corrupt checkpoint file ({exc or 'no data.pkl'})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a SAN checkpoint (the payload is a {type(payload).__name__})")
+    return {k: v for k, v in payload.items() if k != "state_dict"}
