@@ -8,11 +8,13 @@ from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
 from calibration.quantize import DEFAULT_OPTIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
-from calibration.report import build_report, save_report
-from calibration.threshold import DEFAULT_THRESHOLDS, calibrate_threshold
+from calibration.report import build_report
+from calibration.threshold_choice import DEFAULT_THRESHOLDS
 from san.data.registry import DATASETS, load_dataset
+from san.report import write_json
 from san.rules import RULES, override_rules
 from san.spec import ContractError
+from san.extras import reports_missing_extras
 
 DESCRIPTION = """\
 Make an exported SAN run in INT8, without calibrating on the test set.
@@ -158,11 +160,13 @@ def _quantize(args: argparse.Namespace) -> int:
     report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress,
                           rule=rule)
     print(report.render())
-    print(f"report: {save_report(report, args.report or out.with_name(out.name + '.report.json'))}")
+    print(f"report: {write_json(report, args.report or out.with_name(out.name + '.report.json'))}")
     return 0 if report.passed else 1
 
 
 def _threshold(args: argparse.Namespace) -> int:
+    from calibration.threshold import calibrate_threshold  # runs the torch model
+
     dataset = load_dataset(args.dataset, args.root)
     report = calibrate_threshold(
         args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
@@ -173,6 +177,7 @@ def _threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_missing_extras("san-calibrate")
 def main(argv: list[str] | None = None) -> int:
     """Parse, run one command; 0 on success, 1 when the INT8 report breaches its rule, 2 on bad
     input or refused data."""

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,20 @@ from onnxruntime.quantization.calibrate import load_tensors_data
 
 from export.graph import mask_tensors, session_exposing
 from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, hard_mask_stages, load_onnx
-from san.atomic import atomic_write_text
 from san.data.records import ReidDataset
 from san.metrics import PairedDelta, Rank1Change
 from san.preprocess import printable_path
-from san.retrieval import SHOWN_RANKS, Comparison, Embedded, MaskFlips, Retrieval, SplitEmbeddings, compare, \
-    embed_split, score
+from san.retrieval import (
+    SHOWN_RANKS,
+    Comparison,
+    Embedded,
+    MaskFlips,
+    Retrieval,
+    SplitEmbeddings,
+    compare,
+    embed_split,
+    score,
+)
 from san.rules import RULES, Rule
 from san.spec import InputSpec
 
@@ -201,9 +208,3 @@ def build_report(
         str(fp32), str(int8), dataset.name, images, r32, r8, comparison, probe.flips.rates(),
         ranges, calibration or {}, notes, rule.breaches("int8", comparison.measured()),
     )
-
-
-def save_report(report: CalibrationReport, path: str | Path) -> Path:
-    """Write the report as JSON (atomically); returns the path."""
-    atomic_write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True))
-    return Path(path)

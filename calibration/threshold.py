@@ -32,11 +32,7 @@ from san.evaluate import EvalReport, evaluate_model
 from san.model.network import SAN
 from san.model.sampled import StochasticMasks
 
-#: Default sweep: 0.30, 0.35, ..., 0.70.
-DEFAULT_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(9))
-#: The noiseless arg-max of Eq. 4: preferred among equally good thresholds.
-NOISELESS_THRESHOLD = 0.5
-
+from calibration.threshold_choice import DEFAULT_THRESHOLDS, SweepPoint, choose_threshold
 
 @contextmanager
 def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
@@ -57,16 +53,6 @@ def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """Retrieval quality and mask density (fraction of ones, per block) at one setting."""
-
-    threshold: float | None  # None: the stochastic reference
-    mAP: float
-    rank1: float
-    density: dict[int, float]
 
 
 @dataclass
@@ -119,16 +105,6 @@ def _measure(model: nn.Module, san: SAN, dataset: ReidDataset, **eval_options: A
         report: EvalReport = evaluate_model(model, dataset, **eval_options)
     density = {stage: s / n if n else 0.0 for stage, (s, n) in totals.items()}
     return SweepPoint(None, float(report.mAP), float(report.cmc[0]), density)
-
-
-def choose_threshold(reference: SweepPoint, points: Sequence[SweepPoint]) -> float:
-    """The threshold whose mAP is closest to the reference's; among equals (to 1e-9), the
-    one closest to 0.5, then the lower one."""
-    def key(p: SweepPoint) -> tuple[float, float, float]:
-        return round(abs(p.mAP - reference.mAP), 9), round(abs(p.threshold - NOISELESS_THRESHOLD), 9), p.threshold
-
-    best = min(points, key=key)
-    return float(best.threshold)
 
 
 def sweep_thresholds(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from export.targets import target_classes
+from san.extras import reports_missing_extras
 
 EPILOG = """\
 what it writes:
@@ -71,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_missing_extras("san-export")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-export --help` answers without loading torch.
-    from san.checkpoint import CheckpointError
     from san.preprocess import ImageDecodeError
     from san.spec import ContractError
 
-    from export.onnx_export import ExportError
+    from export.targets import ExportError
     from export.tensorrt_build import EngineBuildError
     from export.tensorrt_lint import TensorRTIncompatible
     from san.tensorrt_target import TensorRTUnavailable
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ExportError, TensorRTIncompatible) as exc:
         return fail(str(exc), 1)
-    except (CheckpointError, ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
+    except (ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
         return fail(str(exc), 2)
 
 

@@ -40,6 +40,8 @@ from san.artifact import (
 from san.atomic import atomic_write
 from san.spec import METADATA_KEY
 
+from export.targets import ExportError
+
 if TYPE_CHECKING:
     from san.model.network import SAN
 
@@ -50,10 +52,6 @@ RANDOM_OPS = frozenset(
 #: The dynamo exporter implements opset 18 and newer; callers may ask for 17 or newer.
 MIN_OPSET, EXPORTER_MIN_OPSET = 17, 18
 PRECISIONS = ("fp32", "fp16")
-
-
-class ExportError(RuntimeError):
-    """An export that produced a graph we refuse to write."""
 
 
 @contextmanager

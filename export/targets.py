@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from san.model.network import SAN
 
 
+class ExportError(RuntimeError):
+    """An export that produced a file we refuse to write."""
+
+
 @dataclass
 class ExportJob:
     """What every target reads: the parsed arguments, the model, its verified ONNX export."""

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
-from runtime.parity import Artifact, ParityReport, run_parity, save_json
+from runtime.parity import Artifact, ParityReport, run_parity
 from san.atomic import atomic_write_text
+from san.report import write_json
 from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
+from san.extras import reports_missing_extras
 
 
 def _defaults_table() -> str:
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_missing_extras("san-parity")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report.render())
     if args.json:
-        save_json(report, args.json)
+        write_json(report, args.json)
     if args.markdown:
         atomic_write_text(args.markdown, report.markdown())
     return 0 if report.passed else 1

@@ -16,6 +16,7 @@ from runtime.registry import BACKENDS, open_backend
 from runtime.search import ENGINES, METRICS, EmbeddingFolder, Hits, SearchError, build_index, embed_query_images
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
+from san.extras import reports_missing_extras
 
 DESCRIPTION = """\
 Search a folder of embeddings written by san-embed (embeddings.npy + index.csv + meta.json).
@@ -148,6 +149,7 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_missing_extras("san-search")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-search``; 0 done, 2 bad arguments or files."""
     args = build_parser().parse_args(argv)

@@ -31,7 +31,6 @@ INT8 demo model on 609 queries: +-2.3 points, 51 queries changed their rank-1 ve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -41,7 +40,6 @@ import numpy as np
 
 from runtime.registry import open_backend
 from san.artifact import read_provenance
-from san.atomic import atomic_write_text
 from san.data.records import ReidDataset
 from san.hashing import file_sha256
 from san.retrieval import SHOWN_RANKS, Comparison, Retrieval, compare, embed_split, score
@@ -294,8 +292,9 @@ def run_parity(
                              f"known: {sorted(rules)} (add some with --threshold {facts.precision}.FIELD=VALUE)")
         provenance[artifact] = facts
     options = options or {}
+    reference = open_backend(ckpt, "torch", **options)
     log(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
-    with open_backend(ckpt, "torch", **options) as reference:
+    with reference:
         spec, device = reference.spec, str(reference.device)
         ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers)
         described = reference.describe()
@@ -328,9 +327,3 @@ def run_parity(
     used = {provenance[a].precision for a in artifacts}
     return ParityReport(dataset.name, len(ref_run.query.records), len(ref_run.gallery.records), results,
                         {k: v for k, v in rules.items() if k in used}, stochastic, ref_run.failures, notes)
-
-
-def save_json(report: ParityReport, path: str | Path) -> Path:
-    """Write ``report.to_dict()`` as JSON."""
-    atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
-    return Path(path)

@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.base import Backend
 from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
+from san.extras import missing_extra
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def open_backend(artifact: str | Path, backend: str | None = None, **options: An
     try:
         cls = BACKENDS[name].load()
     except ImportError as exc:
-        raise ImportError(f"backend {name!r} needs a package that is not installed: {exc}") from exc
+        raise ImportError(f"backend {name!r} needs a package that is not installed: {missing_extra(exc) or exc}") from exc
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "artifact")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

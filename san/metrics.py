@@ -126,19 +126,6 @@ def evaluate_ranking(
     return _scores(distmat, *_relevance(q_pids, g_pids, q_camids, g_camids)).result(max_rank)
 
 
-def cmc_map(
-    distmat: np.ndarray,
-    q_pids: np.ndarray,
-    g_pids: np.ndarray,
-    q_camids: np.ndarray,
-    g_camids: np.ndarray,
-    max_rank: int = 50,
-) -> tuple[np.ndarray, float]:
-    """(CMC curve, mAP); see :func:`evaluate_ranking` for the query counts."""
-    result = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
-    return result.cmc, result.mAP
-
-
 def euclidean_distance(q_feats: np.ndarray, g_feats: np.ndarray) -> np.ndarray:
     """Euclidean distances (nq, ng), in the features' float precision (at least float32)."""
     dtype = np.result_type(q_feats, g_feats, np.float32)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from san.config import ModelConfig
 from san.spec import InputSpec
-from san.train import TrainConfig
+from san.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,15 @@ class Preset:
         dataset_options: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> TrainConfig:
-        """The preset's config for one run; ``overrides`` replace TrainConfig fields.
+        """The preset's config for one run; ``overrides`` replace settings by name (see
+        :meth:`TrainConfig.with_changes`).
 
         For the synthetic data set, ``dataset_options`` update the preset's generation
         parameters; other data sets get them as they are.
         """
         options = {**self.synthetic} if dataset == "synthetic" else {}
         options.update(dataset_options or {})
-        return replace(self.base, out=out, dataset=dataset, root=root, dataset_options=options, **overrides)
+        return self.base.with_changes(out=out, dataset=dataset, root=root, dataset_options=options, **overrides)
 
 
 PRESETS: dict[str, Preset] = {
@@ -41,7 +42,7 @@ PRESETS: dict[str, Preset] = {
         "Paper IV-B: ResNet-50 SAN (attention after stages 1-4, context units, CIL), 256x128, "
         "P=64 x K=4, 150 epochs, Adam 2e-4 (ImageNet init through --pretrained). "
         "Synthetic default: 1,500 ids (750 train) at 256x128, 6 cameras.",
-        TrainConfig(out=""),
+        TrainConfig.of(),
         {"ids": 1500, "cameras": 6, "height": 256, "width": 128},
     ),
     "cpu-demo": Preset(
@@ -50,8 +51,7 @@ PRESETS: dict[str, Preset] = {
         "set of 1000 ids: 200 train, 800 test (2410 queries, a Market-1501-sized split that "
         "measures an INT8 rank-1 delta to about +-1 point, 95 %); evaluated untrained (epoch 0) "
         "and every 10 epochs.",
-        TrainConfig(
-            out="",
+        TrainConfig.of(
             model=ModelConfig(backbone="resnet18", spec=InputSpec(height=128, width=64)),
             epochs=30,
             batch_p=8,

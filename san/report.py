@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Protocol
+
+from san.atomic import atomic_write_text
 
 
 class Report(Protocol):
@@ -16,3 +20,9 @@ class Report(Protocol):
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready content."""
         ...
+
+
+def write_json(report: Report, path: str | Path) -> Path:
+    """Write ``report.to_dict()`` as indented JSON, atomically; returns the path."""
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    return Path(path)

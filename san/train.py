@@ -17,7 +17,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from san.atomic import atomic_write_text, remove_stale_temporaries
 from san.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from san.config import ModelConfig
 from san.data.augment import TrainAugment
 from san.data.records import ReidDataset
 from san.data.registry import load_dataset
@@ -41,63 +40,7 @@ from san.losses import san_loss
 from san.model.network import SAN, build_model
 from san.preprocess import printable_path
 from san.progress import progress_bar
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-#: Settings that may change on --resume; every other one must match the checkpoint.
-RESUMABLE_CHANGES = ("out", "root", "workers", "eval_every", "eval_batch_size", "device", "resume", "progress")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Defaults are the paper's (see :mod:`san.presets`)."""
-
-    out: str
-    model: ModelConfig = field(default_factory=ModelConfig)
-    dataset: str = "synthetic"
-    root: str | None = None  # synthetic: defaults to <out>/synthetic
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # loader keywords / synthetic params
-    epochs: int = 150
-    batch_p: int = 64
-    batch_k: int = 4
-    lr: float = 2e-4
-    weight_decay: float = 5e-4
-    decay_start: float = 2 / 3  # fraction of the steps after which the lr decays
-    final_lr_factor: float = 1e-3
-    margin: float = 0.5
-    soft_margin: bool = False
-    mu: float = 0.1
-    tau_rate: float = 0.008
-    tau_min: float = 0.5
-    seed: int = 0
-    workers: int = 2
-    eval_every: int = 10  # 0: never; else epoch 0 (untrained), every N epochs and the last
-    eval_batch_size: int = 128
-    pretrained: str | None = None
-    amp: str = "auto"
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks = (
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0.0 <= self.decay_start <= 1.0, f"decay_start must lie in [0, 1], got {self.decay_start}"),
-            (0.0 < self.final_lr_factor <= 1.0, f"final_lr_factor must lie in (0, 1], got {self.final_lr_factor}"),
-            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
-            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
-            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
-        )
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (checkpoint- and JSON-safe)."""
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
-
+from san.train_config import TrainConfig
 
 def temperature(epoch: int, rate: float = 0.008, floor: float = 0.5) -> float:
     """Eq. 9: tau(t) = max(exp(-rate * t), floor) for 0-based epoch ``t``."""
@@ -161,9 +104,9 @@ def _init_distributed(device: str) -> _Dist:
 
 
 def _device(cfg: TrainConfig, ctx: _Dist) -> torch.device:
-    if cfg.device == "auto":
+    if cfg.run.device == "auto":
         return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return torch.device(cfg.run.device)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -177,14 +120,14 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def data_root(cfg: TrainConfig) -> Path:
     """The data set's folder: ``root``, or ``<out>/synthetic`` for the synthetic set."""
-    if cfg.root is None and cfg.dataset != "synthetic":
-        raise ValueError(f"--root is required for data set {cfg.dataset!r}")
-    return Path(cfg.root or Path(cfg.out) / "synthetic").expanduser().resolve()
+    if cfg.run.root is None and cfg.recipe.dataset != "synthetic":
+        raise ValueError(f"--root is required for data set {cfg.recipe.dataset!r}")
+    return Path(cfg.run.root or Path(cfg.run.out) / "synthetic").expanduser().resolve()
 
 
 def load_training_data(cfg: TrainConfig, verbose: bool = True) -> ReidDataset:
     """The configured data set; the synthetic one is generated (once) under its root."""
-    return load_dataset(cfg.dataset, data_root(cfg), verbose=verbose, **cfg.dataset_options)
+    return load_dataset(cfg.recipe.dataset, data_root(cfg), verbose=verbose, **cfg.recipe.dataset_options)
 
 
 class _MetricsLog:
@@ -238,17 +181,15 @@ def _resume_state(cfg: TrainConfig, last: Path) -> tuple[SAN, dict[str, Any]]:
     saved = meta.training.get("config")
     if not isinstance(saved, dict) or "optimizer" not in meta.training:
         raise CheckpointError(f"{last}: no training state to resume from")
-    mine = cfg.to_dict()
-    differ = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
+    differ = cfg.recipe_differences(saved)
     if differ:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in differ)
-        raise ValueError(f"{last}: cannot resume with different settings ({details})")
+        raise ValueError(f"{last}: cannot resume with different settings ({'; '.join(differ)})")
     return model, meta.training
 
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring."""
-    ctx = _init_distributed(cfg.device)
+    ctx = _init_distributed(cfg.run.device)
     try:
         return _Trainer(cfg, ctx).run()
     finally:
@@ -261,7 +202,7 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, ctx: _Dist) -> None:
         self.cfg, self.ctx = cfg, ctx
-        self.out = Path(cfg.out)
+        self.out = Path(cfg.run.out)
         self.device = _device(cfg, ctx)
         self.log = tqdm.write if ctx.main else (lambda _msg: None)
         if ctx.main:
@@ -276,7 +217,7 @@ class _Trainer:
         state = self._initial_model()
         self.start = int(state.get("epoch", 0))
         self.best_map = float(state.get("best_map", -1.0))
-        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.amp_dtype = _amp_dtype(cfg.recipe.amp, self.device)
         self.raw.to(self.device).train()
         if self.device.type == "cuda":
             self.raw.to(memory_format=torch.channels_last)
@@ -286,17 +227,17 @@ class _Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
 
         self.train_pids = torch.tensor([r.pid for r in self.data.train])
-        self.sampler = PKSampler(self.train_pids.tolist(), cfg.batch_p, cfg.batch_k, cfg.seed, ctx.rank, ctx.world_size)
+        self.sampler = PKSampler(self.train_pids.tolist(), cfg.recipe.batch_p, cfg.recipe.batch_k, cfg.recipe.seed, ctx.rank, ctx.world_size)
         self.loader = DataLoader(
-            ReidImageDataset(self.data.train, cfg.model.spec, augment=TrainAugment()),
+            ReidImageDataset(self.data.train, cfg.recipe.model.spec, augment=TrainAugment()),
             batch_sampler=self.sampler,
-            num_workers=cfg.workers,
+            num_workers=cfg.run.workers,
             pin_memory=self.device.type == "cuda",
         )
-        total_steps = cfg.epochs * len(self.sampler)
-        self.optimizer = torch.optim.Adam(self.raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total_steps = cfg.recipe.epochs * len(self.sampler)
+        self.optimizer = torch.optim.Adam(self.raw.parameters(), lr=cfg.recipe.lr, weight_decay=cfg.recipe.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, total_steps, cfg.decay_start, cfg.final_lr_factor)
+            self.optimizer, lambda step: lr_factor(step, total_steps, cfg.recipe.decay_start, cfg.recipe.final_lr_factor)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if state:
@@ -304,17 +245,17 @@ class _Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
 
-        self.metrics = _MetricsLog(self.out, self.start if cfg.resume else None) if ctx.main else None
-        self.extra = {"data": {"dataset": cfg.dataset, "root": str(data_root(cfg)), "options": cfg.dataset_options}}
+        self.metrics = _MetricsLog(self.out, self.start if cfg.run.resume else None) if ctx.main else None
+        self.extra = {"data": {"dataset": cfg.recipe.dataset, "root": str(data_root(cfg)), "options": cfg.recipe.dataset_options}}
         self.result = TrainResult(self.out, [])
         self.failed_paths: set[str] = set()
 
     def _initial_model(self) -> dict[str, Any]:
         """Set ``self.raw`` (fresh, or from last.pt with --resume); return the saved training state."""
         last = self.out / "last.pt"
-        if not self.cfg.resume:
-            torch.manual_seed(self.cfg.seed)  # the initial weights, too, follow the seed
-            self.raw = build_model(self.cfg.model, pretrained=self.cfg.pretrained)
+        if not self.cfg.run.resume:
+            torch.manual_seed(self.cfg.recipe.seed)  # the initial weights, too, follow the seed
+            self.raw = build_model(self.cfg.recipe.model, pretrained=self.cfg.recipe.pretrained)
             return {}
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} not found (train without --resume first)")
@@ -325,13 +266,13 @@ class _Trainer:
     def run(self) -> TrainResult:
         """Evaluate the untrained network (epoch 0), train the remaining epochs, save model.pt."""
         cfg, result = self.cfg, self.result
-        if self.ctx.main and self.start == 0 and cfg.eval_every:
+        if self.ctx.main and self.start == 0 and cfg.run.eval_every:
             self._record({"epoch": 0, "eval": self._evaluate(0)})
         self.ctx.barrier()
-        for epoch in range(self.start, cfg.epochs):
+        for epoch in range(self.start, cfg.recipe.epochs):
             record = self._epoch(epoch)
             if self.ctx.main:
-                if cfg.eval_every and (record["epoch"] % cfg.eval_every == 0 or record["epoch"] == cfg.epochs):
+                if cfg.run.eval_every and (record["epoch"] % cfg.run.eval_every == 0 or record["epoch"] == cfg.recipe.epochs):
                     record["eval"] = self._evaluate(record["epoch"])
                 self._save(record)
             else:
@@ -344,14 +285,14 @@ class _Trainer:
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch (0-based ``epoch``); return its metrics record."""
         cfg = self.cfg
-        tau = temperature(epoch, cfg.tau_rate, cfg.tau_min)
+        tau = temperature(epoch, cfg.recipe.tau_rate, cfg.recipe.tau_min)
         self.raw.set_temperature(tau)
         self.sampler.set_epoch(epoch)
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
+        torch.manual_seed(epoch_seed(cfg.recipe.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
         sums = torch.zeros(4, dtype=torch.float64)  # loss, triplet, tv, images
         steps, tic = 0, time.perf_counter()
-        bar = progress_bar(self.loader, enabled=cfg.progress and self.ctx.main, total=len(self.sampler),
-                           desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = progress_bar(self.loader, enabled=cfg.run.progress and self.ctx.main, total=len(self.sampler),
+                           desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}", leave=False)
         for images, indices, errors in bar:
             parts = self._step(images, indices, errors, epoch)
             if parts is None:
@@ -395,7 +336,7 @@ class _Trainer:
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             output = self.model(images, details=True)
-        parts = san_loss(output, pids, self.cfg.margin, self.cfg.soft_margin, self.cfg.mu)
+        parts = san_loss(output, pids, self.cfg.recipe.margin, self.cfg.recipe.soft_margin, self.cfg.recipe.mu)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -407,7 +348,7 @@ class _Trainer:
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """Query/gallery CMC and mAP of the current weights (rank 0)."""
-        report = evaluate_model(self.raw, self.data, batch_size=self.cfg.eval_batch_size, workers=self.cfg.workers)
+        report = evaluate_model(self.raw, self.data, batch_size=self.cfg.run.eval_batch_size, workers=self.cfg.run.workers)
         self.log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.render().splitlines()[1].strip())
         if epoch == 0:
             self.result.untrained = report
@@ -421,7 +362,7 @@ class _Trainer:
     def _save(self, record: dict[str, Any]) -> None:
         """Log the epoch, then checkpoint it: last.pt always, best.pt when its mAP is the best yet."""
         done = record["epoch"]
-        self.log(f"epoch {done}/{self.cfg.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
+        self.log(f"epoch {done}/{self.cfg.recipe.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
                  f"tv {record['tv']:.4f}), tau {record['tau']:.3f}, {record['img_per_s']:.1f} img/s, "
                  f"{record['seconds']:.0f} s")
         is_best = "eval" in record and record["eval"]["mAP"] > self.best_map
@@ -441,11 +382,11 @@ class _Trainer:
         """Write model.pt and print untrained vs trained quality."""
         result, cfg = self.result, self.cfg
         final_eval = result.history[-1].get("eval", {}) if result.history else {}
-        save_checkpoint(self.out / "model.pt", self.raw, training={"epoch": cfg.epochs, "config": cfg.to_dict()},
+        save_checkpoint(self.out / "model.pt", self.raw, training={"epoch": cfg.recipe.epochs, "config": cfg.to_dict()},
                         extra={**self.extra, "eval": final_eval})
         self.metrics.close()
         if result.untrained is not None and result.final is not None:
             self.log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
-                     f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.epochs}): mAP "
+                     f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.recipe.epochs}): mAP "
                      f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
         self.log(f"wrote {self.out / 'model.pt'}, {self.out / 'last.pt'}, {self.out / 'metrics.jsonl'}")

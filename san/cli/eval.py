@@ -8,7 +8,7 @@ import sys
 
 from san.data.augment import TENCROP_ENLARGE, TTA_MODES
 from san.data.registry import parse_dataset_args
-from san.evaluate import evaluate_checkpoint, save_cmc_png
+from san.extras import reports_missing_extras
 
 EPILOG = f"""\
 examples:
@@ -53,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_missing_extras("san-eval")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, evaluate, print; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
+    from san.evaluate import evaluate_checkpoint, save_cmc_png
+
     try:
         report = evaluate_checkpoint(
             args.ckpt, args.dataset, args.root,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from typing import Any
 
 from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
-from san.train import train
+from san.extras import reports_missing_extras
 
 EPILOG = """\
 examples:
@@ -67,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_missing_extras("san-train")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the config, train; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
@@ -80,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         }.items()
         if value is not None
     }
+    from san.train import train
+
     try:
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
         cfg = PRESETS[args.preset].config(args.out, args.dataset, args.root, options, **overrides)

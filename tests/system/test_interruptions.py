@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from badfiles import make_bad_files
-from test_runtime import build_tiny, make_images
+from support.badfiles import make_bad_files
+from support.embedding_runs import OPTIONS, reference_run
+from support.tiny import make_images
 
 from runtime import EmbedOptions, embed_folder, open_backend
 from san import load_checkpoint
 from san.failpoints import ENV
 
-OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)
 FINAL = ("embeddings.npy", "index.csv", "meta.json")
 CRASH_POINTS = ("replace", "fsync", "unlink")
 
@@ -64,11 +64,6 @@ def crash_before_step(step: int) -> Iterator[list[str]]:
             setattr(os, name, original)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
-
-
 def assert_consistent(out: Path, reference: Path) -> None:
     """What an interrupted run left in ``out`` agrees with the uninterrupted ``reference``.
 
@@ -101,10 +96,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tiny: Path, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reference")
-    with open_backend(tiny / "model.onnx") as backend:
-        embed_folder(images, backend, out, OPTIONS, workers=0, overwrite=True, progress=False)
-    return out
+    return reference_run(tiny / "model.onnx", images, tmp_path_factory.mktemp("reference"))
 
 
 def test_embed_killed_before_any_file_system_step_resumes_to_identical_bytes(

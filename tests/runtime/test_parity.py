@@ -19,14 +19,8 @@ from san.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
 from san.metrics import PairedDelta, Rank1Change, evaluate_embeddings, mcnemar_exact
 from san.preprocess import load_image
-from test_runtime import build_tiny
 
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -10,53 +9,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from PIL import Image
 
 from runtime import BackendError, discover_images, open_backend
 from runtime.registry import backend_for
 from san.preprocess import load_image
 from san.spec import ContractError
-
-N_IMAGES = 12
-
-
-@functools.cache
-def build_tiny(root: Path) -> Path:
-    """A resnet18 SAN at 64x32 as model.pt and model.onnx, plus a dozen images; built once per session."""
-    import torch
-
-    from export.onnx_export import export_onnx
-    from san import ModelConfig, build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="resnet18").with_spec(height=64, width=32)).eval()
-    root.mkdir(parents=True)
-    save_checkpoint(root / "model.pt", model)
-    export_onnx(model, root / "model.onnx")
-    proto = onnx.load(root / "model.onnx")
-    del proto.metadata_props[:]
-    onnx.save(proto, root / "nocontract.onnx")
-    make_images(root / "images", N_IMAGES)
-    return root
-
-
-def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` small random RGB images of varied sizes, as png and JPG, some in a subfolder."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        path = folder / ("sub" if i % 3 == 0 else "") / f"im{i:04d}.{'png' if i % 2 else 'JPG'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (60 + i % 9, 30 + i % 5, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
+from support.tiny import N_IMAGES
 
 
 def batch_of(tiny: Path, spec) -> np.ndarray:

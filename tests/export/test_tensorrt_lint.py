@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from looks_trained import looks_trained
+from support.looks_trained import looks_trained
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.hygiene import folder_images, sample_images

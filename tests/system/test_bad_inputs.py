@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
+from support.badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
 from san.data.registry import load_dataset
 from san.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
 from san.spec import InputSpec
@@ -155,13 +155,6 @@ def test_loaders_list_every_non_directory_and_skip_hidden_files(
     for split in (generic.train, generic.query, generic.gallery):
         assert sorted(Path(r.path).name for r in split) == expected
     assert len({r.pid for r in generic.query}) == 3 and len({r.camid for r in generic.query}) == 2
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_runtime import build_tiny
-
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

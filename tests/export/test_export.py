@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from export.cli import main as san_export
-from export.onnx_export import ExportError, check_graph, export_onnx, random_ops
+from export.onnx_export import check_graph, export_onnx, random_ops
+from export.targets import ExportError
 from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from export.graph import mask_tensors
 from export.verify import export_and_verify, synthetic_images, verify_onnx

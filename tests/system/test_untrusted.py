@@ -104,13 +104,6 @@ def test_missing_or_forged_sidecar_is_refused(tmp_path: Path) -> None:
 # -- ONNX files through san-embed ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_runtime import build_tiny
-
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
-
-
 def _with_contract(source: Path, target: Path, contract: str | None) -> Path:
     """A copy of ``source`` whose stored contract is ``contract`` (None: no contract at all)."""
     proto = onnx.load(source)

@@ -157,7 +157,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch):
     """Install a fake ``tensorrt`` module; yield its Behaviour to steer and inspect."""
     import sys
 
-    from fake_tensorrt import Behaviour, module
+    from support.fake_tensorrt import Behaviour, module
 
     behaviour = Behaviour()
     monkeypatch.setitem(sys.modules, "tensorrt", module(behaviour))
@@ -171,7 +171,7 @@ def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fake_trt_flag(name: str):
-    from fake_tensorrt import BuilderFlag
+    from support.fake_tensorrt import BuilderFlag
 
     return BuilderFlag[name]
 

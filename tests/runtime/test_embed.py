@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from badfiles import make_bad_files
+from support.badfiles import make_bad_files
 from PIL import Image
-from test_runtime import N_IMAGES, build_tiny, make_images
+from support.embedding_runs import OPTIONS, reference_run
+from support.tiny import N_IMAGES, make_images
 
 from runtime import Backend, EmbedError, EmbedOptions, Shard, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
@@ -24,13 +25,7 @@ from san.discovery import IMAGE_SUFFIXES
 from san.failpoints import ENV
 from san.spec import InputSpec
 
-OPTIONS = EmbedOptions(batch_size=3, chunk_size=4)  # ragged batches, several chunks
 IDENTITY = ("embeddings.npy", "index.csv", "meta.json")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +41,7 @@ def folder(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tiny: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted, unsharded run, decoding in-process."""
-    out = tmp_path_factory.mktemp("reference")
-    with open_backend(tiny / "model.onnx") as backend:
-        embed_folder(folder, backend, out, OPTIONS, workers=0, overwrite=True, progress=False)
-    return out
+    return reference_run(tiny / "model.onnx", folder, tmp_path_factory.mktemp("reference"))
 
 
 def assert_same_output(a: Path, b: Path) -> None:

@@ -18,7 +18,7 @@ from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
 from san.evaluate import ModelEmbedder, evaluate_model, is_single_shot
 from san.retrieval import embed_records
-from san.metrics import cmc_map
+from san.metrics import evaluate_ranking
 from san.preprocess import decode_image, load_image, resize_to_contract
 
 SPEC = InputSpec(height=64, width=32)
@@ -87,8 +87,9 @@ def test_evaluate_model_equals_metrics_on_brute_force_distances(model, images) -
     q = embed_directly(model, [r.path for r in query])
     g = embed_directly(model, [r.path for r in gallery])
     dist = np.array([[np.linalg.norm(a - b) for b in g] for a in q])
-    cmc, mAP = cmc_map(dist, [r.pid for r in query], [r.pid for r in gallery],
-                       [r.camid for r in query], [r.camid for r in gallery])
+    ranking = evaluate_ranking(dist, [r.pid for r in query], [r.pid for r in gallery],
+                               [r.camid for r in query], [r.camid for r in gallery])
+    cmc, mAP = ranking.cmc, ranking.mAP
     assert report.mAP == pytest.approx(mAP, abs=1e-6)
     np.testing.assert_allclose(report.cmc, cmc)
     assert report.valid_queries == 4 and set(report.ranks) == {1, 5, 10, 20}

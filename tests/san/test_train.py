@@ -18,7 +18,8 @@ from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
 from san.data.torch_dataset import ReidImageDataset
 from san.preprocess import resize_to_contract
-from san.train import TrainConfig, lr_factor, temperature, train
+from san.train import lr_factor, temperature, train
+from san.train_config import TrainConfig
 
 SPEC = InputSpec(height=64, width=32)
 
@@ -81,7 +82,7 @@ def tiny_config(out: Path, **overrides: object) -> TrainConfig:
         dataset_options={"ids": 6, "cameras": 2, "height": 64, "width": 32},
         epochs=2, batch_p=3, batch_k=2, workers=0, eval_every=0, progress=False, seed=5,
     )
-    return TrainConfig(**(settings | overrides))
+    return TrainConfig.of(**(settings | overrides))
 
 
 def losses(run: Path) -> list[tuple]:

@@ -8,16 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_runtime import build_tiny, make_images
+from support.tiny import make_images
 
 from runtime.base import BackendError, Device
 from runtime.cli_embed import main as san_embed
 from runtime.registry import open_backend
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
 
 
 @pytest.mark.parametrize(("text", "device"), [

@@ -23,7 +23,6 @@ from runtime.search import (
     embed_query_images,
 )
 from san.data.synth import GALLERY, ensure_synthetic
-from test_runtime import build_tiny
 
 ENGINES = [NumpySearcher, pytest.param("faiss", id="faiss")]
 
@@ -69,11 +68,6 @@ def test_numpy_search_chunks_queries_and_keeps_the_lower_row_among_equal_distanc
     assert hits.distances[0, 0] == 0.0  # float64: an image is exactly 0 away from itself
     with pytest.raises(SearchError, match="-k must be"):
         NumpySearcher(gallery).search(gallery, 0)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
 
 
 @pytest.fixture(scope="module")

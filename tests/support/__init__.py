@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: test models, image folders, bad files, fault injection."""
