@@ -14,7 +14,7 @@ from san.data.registry import DATASETS, load_dataset
 from san.report import write_json
 from san.rules import RULES, override_rules
 from san.spec import ContractError
-from san.extras import reports_missing_extras
+from san.command import command
 
 DESCRIPTION = """\
 Make an exported SAN run in INT8, without calibrating on the test set.
@@ -177,7 +177,7 @@ def _threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-@reports_missing_extras("san-calibrate")
+@command("san-calibrate")
 def main(argv: list[str] | None = None) -> int:
     """Parse, run one command; 0 on success, 1 when the INT8 report breaches its rule, 2 on bad
     input or refused data."""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from export.targets import target_classes
-from san.extras import reports_missing_extras
+from san.command import command
 
 EPILOG = """\
 what it writes:
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_missing_extras("san-export")
+@command("san-export")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-export --help` answers without loading torch.

@@ -5,9 +5,12 @@ Q/DQ file (``--int8``), after the graph passes the TensorRT parser check."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget
+
+log = logging.getLogger(__name__)
 
 
 class TensorRTTarget(ExportTarget):
@@ -64,7 +67,7 @@ class TensorRTTarget(ExportTarget):
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
                                timing_cache=args.timing_cache, environment=environment, tf32=args.tf32, log=job.log)
-        print(
+        log.info(
             f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
             f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"
         )

@@ -10,6 +10,7 @@ with one :class:`ExportTarget` subclass; adding one is a new file plus one row i
 from __future__ import annotations
 
 import argparse
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from san.rules import Rule
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,7 +52,7 @@ class ExportJob:
         report = export_and_verify(self.model, path, self.images, opset=self.args.opset,
                                    provenance={"san.checkpoint_sha256": self.meta.sha256},
                                    precision=precision, rule=self.rules[precision])
-        print(f"{path}: {report.render()}")
+        log.info(f"{path}: {report.render()}")
         return report.passed
 
 

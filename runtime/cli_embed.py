@@ -11,7 +11,7 @@ from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Shar
 from runtime.options import add_backend_arguments, backend_options
 from runtime.registry import BACKENDS, open_backend
 from san.spec import ContractError
-from san.extras import reports_missing_extras
+from san.command import command
 
 EXAMPLES = """\
 output folder (default: <images>_embeddings beside the image folder):
@@ -110,7 +110,7 @@ def report(result: EmbedResult, what: str) -> int:
     return 1
 
 
-@reports_missing_extras("san-embed")
+@command("san-embed")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-embed``."""
     argv = sys.argv[1:] if argv is None else argv

@@ -14,7 +14,7 @@ from san.report import write_json
 from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
-from san.extras import reports_missing_extras
+from san.command import command
 
 
 def _defaults_table() -> str:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_missing_extras("san-parity")
+@command("san-parity")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)

@@ -16,7 +16,7 @@ from runtime.registry import BACKENDS, open_backend
 from runtime.search import ENGINES, METRICS, EmbeddingFolder, Hits, SearchError, build_index, embed_query_images
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
-from san.extras import reports_missing_extras
+from san.command import command
 
 DESCRIPTION = """\
 Search a folder of embeddings written by san-embed (embeddings.npy + index.csv + meta.json).
@@ -149,7 +149,7 @@ def query(args: argparse.Namespace) -> int:
     return 0
 
 
-@reports_missing_extras("san-search")
+@command("san-search")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-search``; 0 done, 2 bad arguments or files."""
     args = build_parser().parse_args(argv)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,27 @@ class EmbedResult:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What ``progress.json`` records after each committed chunk: the run's plan, the chunks
+    and embedding rows written, and the valid length of the index file."""
+
+    plan: dict[str, Any]
+    chunks_done: int
+    rows: int
+    index_bytes: int
+
+    def after_chunk(self, rows: int, index_bytes: int) -> Progress:
+        return replace(self, chunks_done=self.chunks_done + 1, rows=self.rows + rows, index_bytes=index_bytes)
+
+    @classmethod
+    def read(cls, path: Path) -> Progress:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def write(self, path: Path) -> None:
+        _write_json(path, asdict(self))
+
+
 def embed_folder(
     images: str | Path,
     backend: Backend,
@@ -150,7 +171,7 @@ def embed_folder(
     state = _prepare_output(out, plan, stop - first, backend.spec.embedding_dim, resume, overwrite)
     if state is None:  # already complete with this plan
         return _result(out, seconds=time.time() - started)
-    todo = spans[state["chunks_done"] :]
+    todo = spans[state.chunks_done :]
     done_before = todo[0][0] - first if todo else stop - first
     with progress_bar(enabled=progress, total=stop - first, initial=done_before, unit="img", dynamic_ncols=True) as bar:
         state = _embed_chunks(root, paths, todo, backend, options, out, state, workers, bar)
@@ -165,25 +186,24 @@ def embed_folder(
 
 
 def _embed_chunks(root: Path, paths: list[str], todo: list[tuple[int, int]], backend: Backend, options: EmbedOptions,
-                  out: Path, state: dict[str, Any], workers: int, bar: tqdm) -> dict[str, Any]:
+                  out: Path, state: Progress, workers: int, bar: tqdm) -> Progress:
     """Embed and commit the chunks ``todo`` one by one; returns the final progress state."""
     embeddings = np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="r+")
     decoded = _decode_stream(root, paths[todo[0][0] : todo[-1][1]] if todo else [], backend.spec, workers)
     try:
         with open(out / PARTIAL_INDEX, "r+b") as index:
-            index.truncate(state["index_bytes"])  # drop lines of a chunk that was never committed
-            index.seek(state["index_bytes"])
+            index.truncate(state.index_bytes)  # drop lines of a chunk that was never committed
+            index.seek(state.index_bytes)
             for start, end in todo:
                 chunk = [next(decoded) for _ in range(end - start)]
-                rows, lines = _embed_chunk(backend, options, paths[start:end], chunk, state["rows"])
-                embeddings[state["rows"] : state["rows"] + len(rows)] = rows
+                rows, lines = _embed_chunk(backend, options, paths[start:end], chunk, state.rows)
+                embeddings[state.rows : state.rows + len(rows)] = rows
                 embeddings.flush()
                 index.write(_encode(lines))
                 index.flush()
                 os.fsync(index.fileno())
-                state = {**state, "chunks_done": state["chunks_done"] + 1, "rows": state["rows"] + len(rows),
-                         "index_bytes": index.tell()}
-                _write_json(out / PROGRESS, state)  # the commit point of this chunk
+                state = state.after_chunk(len(rows), index.tell())
+                state.write(out / PROGRESS)  # the commit point of this chunk
                 failpoint("embed.chunk_committed")
                 bar.update(end - start)
     finally:
@@ -259,11 +279,11 @@ def _chunk_spans(n_files: int, chunk_size: int, shard: Shard | None) -> list[tup
 
 
 def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, resume: bool,
-                    overwrite: bool) -> dict[str, Any] | None:
+                    overwrite: bool) -> Progress | None:
     """Create or reopen the output folder; the progress state, or None when already complete."""
     if resume and (out / PROGRESS).exists():
-        state = json.loads((out / PROGRESS).read_text(encoding="utf-8"))
-        _check_same_plan(out / PROGRESS, state["plan"], plan)
+        state = Progress.read(out / PROGRESS)
+        _check_same_plan(out / PROGRESS, state.plan, plan)
         return state
     if resume and (out / META).exists():
         _check_same_plan(out / META, {k: v for k, v in read_complete_meta(out).items() if k != "counts"}, plan)
@@ -275,8 +295,8 @@ def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, res
     header = io.StringIO()
     _index_writer(header).writerow(INDEX_HEADER)
     _write_bytes(out / PARTIAL_INDEX, _encode(header.getvalue()))
-    state = {"plan": plan, "chunks_done": 0, "rows": 0, "index_bytes": len(_encode(header.getvalue()))}
-    _write_json(out / PROGRESS, state)
+    state = Progress(plan, chunks_done=0, rows=0, index_bytes=len(_encode(header.getvalue())))
+    state.write(out / PROGRESS)
     return state
 
 
@@ -300,19 +320,19 @@ def _clear_output(out: Path, overwrite: bool) -> None:
         (out / name).unlink()
 
 
-def _finalize(out: Path, plan: dict[str, Any], state: dict[str, Any], timing: dict[str, Any]) -> None:
+def _finalize(out: Path, plan: dict[str, Any], state: Progress, timing: dict[str, Any]) -> None:
     """Write the final files from the committed partial ones, then drop the partial files."""
     partial = np.load(out / PARTIAL_EMBEDDINGS, mmap_mode="r")
     with atomic_path(out / EMBEDDINGS) as tmp:
-        final = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(state["rows"], partial.shape[1]))
-        final[:] = partial[: state["rows"]]
+        final = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(state.rows, partial.shape[1]))
+        final[:] = partial[: state.rows]
         final.flush()
         del final
     del partial
     with open(out / PARTIAL_INDEX, "rb") as fh:
-        _write_bytes(out / INDEX, fh.read(state["index_bytes"]))
+        _write_bytes(out / INDEX, fh.read(state.index_bytes))
     entries = read_index(out / INDEX)
-    counts = {"images": len(entries), "ok": state["rows"], "failed": sum(e[2] != "ok" for e in entries)}
+    counts = {"images": len(entries), "ok": state.rows, "failed": sum(e[2] != "ok" for e in entries)}
     _write_json(out / META, {**plan, "counts": counts})
     _write_json(out / TIMING, timing)
     _drop_leftovers(out)

@@ -6,10 +6,6 @@ TensorRT parser check); the extras add the rest.
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-
 #: Top-level module -> the extra that installs it.
 EXTRAS = {
     "torch": "train",
@@ -21,8 +17,6 @@ EXTRAS = {
     "matplotlib": "search",
 }
 
-Main = Callable[[list[str] | None], int]
-
 
 def missing_extra(exc: ImportError) -> str | None:
     """A one-line message naming the extra that provides the missing module, or None when
@@ -33,23 +27,3 @@ def missing_extra(exc: ImportError) -> str | None:
         return None
     hint = "'.[gpu-cu12]' or '.[gpu-cu13]'" if extra.startswith("gpu") else f"'.[{extra}]'"
     return f"{name} is not installed: pip install {hint} (from the repository)"
-
-
-def reports_missing_extras(prog: str) -> Callable[[Main], Main]:
-    """Decorate a command's ``main`` so a missing optional dependency ends it with exit 2 and
-    one line on stderr instead of a traceback."""
-    def wrap(main: Main) -> Main:
-        @functools.wraps(main)
-        def run(argv: list[str] | None = None) -> int:
-            try:
-                return main(argv)
-            except ImportError as exc:
-                message = missing_extra(exc)
-                if message is None:
-                    raise
-                print(f"{prog}: error: {message}", file=sys.stderr)
-                return 2
-
-        return run
-
-    return wrap

@@ -13,19 +13,19 @@ the PK sampler sharded per rank; rank 0 alone evaluates and writes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from san.atomic import atomic_write_text, remove_stale_temporaries
 from san.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -41,6 +41,8 @@ from san.model.network import SAN, build_model
 from san.preprocess import printable_path
 from san.progress import progress_bar
 from san.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 def temperature(epoch: int, rate: float = 0.008, floor: float = 0.5) -> float:
     """Eq. 9: tau(t) = max(exp(-rate * t), floor) for 0-based epoch ``t``."""
@@ -68,6 +70,48 @@ class TrainResult:
     history: list[dict[str, Any]]
     untrained: EvalReport | None = None
     final: EvalReport | None = None
+
+
+class StepResult(NamedTuple):
+    """One optimisation step: its loss terms and how many images it saw."""
+
+    loss: float
+    triplet: float
+    tv: float
+    images: int
+
+
+@dataclass
+class EpochTotals:
+    """Running sums over an epoch's steps (float64, in step order: deterministic)."""
+
+    loss: float = 0.0
+    triplet: float = 0.0
+    tv: float = 0.0
+    images: int = 0
+    steps: int = 0
+
+    def add(self, step: StepResult) -> None:
+        self.loss += step.loss
+        self.triplet += step.triplet
+        self.tv += step.tv
+        self.images += step.images
+        self.steps += 1
+
+    def mean_loss(self) -> float:
+        return self.loss / self.steps
+
+    def means(self, ctx: _Dist, device: torch.device) -> tuple[float, float, float, int]:
+        """(loss, triplet, tv) averaged over steps and ranks, and the images of all ranks."""
+        values = torch.tensor([self.loss / self.steps, self.triplet / self.steps, self.tv / self.steps,
+                               self.images], dtype=torch.float64)
+        if ctx.world_size > 1:
+            values = values.to(device)
+            dist.all_reduce(values)
+            values = values.cpu()
+            values[:3] /= ctx.world_size
+        loss, triplet, tv, images = values.tolist()
+        return loss, triplet, tv, int(images)
 
 
 @dataclass
@@ -204,7 +248,7 @@ class _Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.out = Path(cfg.run.out)
         self.device = _device(cfg, ctx)
-        self.log = tqdm.write if ctx.main else (lambda _msg: None)
+        self.log = log.info if ctx.main else (lambda _msg: None)
         if ctx.main:
             self.data = load_training_data(cfg)
         ctx.barrier()  # rank 0 may have generated the synthetic set
@@ -214,7 +258,7 @@ class _Trainer:
         if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
             for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
                 remove_stale_temporaries(self.out / name)
-        state = self._initial_model()
+        self.raw, state = self._initial_model()
         self.start = int(state.get("epoch", 0))
         self.best_map = float(state.get("best_map", -1.0))
         self.amp_dtype = _amp_dtype(cfg.recipe.amp, self.device)
@@ -250,18 +294,17 @@ class _Trainer:
         self.result = TrainResult(self.out, [])
         self.failed_paths: set[str] = set()
 
-    def _initial_model(self) -> dict[str, Any]:
-        """Set ``self.raw`` (fresh, or from last.pt with --resume); return the saved training state."""
+    def _initial_model(self) -> tuple[SAN, dict[str, Any]]:
+        """The model to train (fresh, or from last.pt with --resume) and the saved training state."""
         last = self.out / "last.pt"
         if not self.cfg.run.resume:
             torch.manual_seed(self.cfg.recipe.seed)  # the initial weights, too, follow the seed
-            self.raw = build_model(self.cfg.recipe.model, pretrained=self.cfg.recipe.pretrained)
-            return {}
+            return build_model(self.cfg.recipe.model, pretrained=self.cfg.recipe.pretrained), {}
         if not last.is_file():
             raise FileNotFoundError(f"--resume: {last} not found (train without --resume first)")
-        self.raw, state = _resume_state(self.cfg, last)
+        model, state = _resume_state(self.cfg, last)
         self.log(f"resuming {last} after epoch {state['epoch']}")
-        return state
+        return model, state
 
     def run(self) -> TrainResult:
         """Evaluate the untrained network (epoch 0), train the remaining epochs, save model.pt."""
@@ -289,37 +332,29 @@ class _Trainer:
         self.raw.set_temperature(tau)
         self.sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.recipe.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, triplet, tv, images
-        steps, tic = 0, time.perf_counter()
+        totals, tic = EpochTotals(), time.perf_counter()
         bar = progress_bar(self.loader, enabled=cfg.run.progress and self.ctx.main, total=len(self.sampler),
                            desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}", leave=False)
         for images, indices, errors in bar:
-            parts = self._step(images, indices, errors, epoch)
-            if parts is None:
+            step = self._step(images, indices, errors, epoch)
+            if step is None:
                 continue
-            sums += torch.tensor(parts, dtype=torch.float64)
-            steps += 1
-            bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}", tau=f"{tau:.3f}",
+            totals.add(step)
+            bar.set_postfix(loss=f"{totals.mean_loss():.4f}", tau=f"{tau:.3f}",
                             lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{sums[3].item() * self.ctx.world_size / (time.perf_counter() - tic):.1f}")
+                            img_s=f"{totals.images * self.ctx.world_size / (time.perf_counter() - tic):.1f}")
         seconds = time.perf_counter() - tic
-        if steps == 0:
+        if totals.steps == 0:
             raise ValueError(f"epoch {epoch + 1}: no batch had two readable images ({len(self.failed_paths)} "
                              "unreadable training files, listed above); fix or remove them")
-        sums[:3] /= steps
-        if self.ctx.world_size > 1:  # mean losses and total images over the ranks
-            sums = sums.to(self.device)
-            dist.all_reduce(sums)
-            sums = sums.cpu()
-            sums[:3] /= self.ctx.world_size
-        loss, triplet, tv, seen = sums.tolist()
+        loss, triplet, tv, seen = totals.means(self.ctx, self.device)
         return {"epoch": epoch + 1, "loss": loss, "triplet": triplet, "tv": tv, "tau": tau,
                 "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": seen / seconds, "seconds": seconds}
 
     def _step(
         self, images: torch.Tensor, indices: torch.Tensor, errors: list[str], epoch: int
-    ) -> tuple[float, float, float, int] | None:
-        """One optimisation step on a batch's readable images: (loss, triplet, tv, images), None if skipped."""
+    ) -> StepResult | None:
+        """One optimisation step on a batch's readable images; None when the batch is skipped."""
         ok = torch.tensor([not e for e in errors])
         for i, reason in zip(indices, errors):
             path = self.data.train[int(i)].path
@@ -344,7 +379,7 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return parts.total.item(), parts.triplet.item(), parts.tv.item(), len(images)
+        return StepResult(parts.total.item(), parts.triplet.item(), parts.tv.item(), len(images))
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """Query/gallery CMC and mAP of the current weights (rank 0)."""

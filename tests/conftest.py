@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from san.command import show_library_messages
 from support.tiny import build_tiny
+
+
+@pytest.fixture(scope="session", autouse=True)
+def library_messages_on_stdout() -> None:
+    """Library messages go to stdout, as under every command, whichever test runs first."""
+    show_library_messages()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 from san.data.augment import TENCROP_ENLARGE, TTA_MODES
 from san.data.registry import parse_dataset_args
-from san.extras import reports_missing_extras
+from san.command import command
 
 EPILOG = f"""\
 examples:
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_missing_extras("san-eval")
+@command("san-eval")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, evaluate, print; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)

@@ -8,7 +8,7 @@ import sys
 
 from san.config import ATTENTIONS, BACKBONES, ConfigError, ModelConfig
 from san.spec import InputSpec
-from san.extras import reports_missing_extras
+from san.command import command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_missing_extras("san-info")
+@command("san-info")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-info --help` answers without loading torch.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthImage, SynthParams, ensure_synthetic
 from san.progress import progress_bar
-from san.extras import reports_missing_extras
+from san.command import command
 
 DESCRIPTION = f"""\
 Render a synthetic person re-identification data set (pure NumPy + PIL, fast) in the
@@ -75,7 +75,7 @@ def _progress_bar(images: Sequence[SynthImage]) -> Iterable[SynthImage]:
     return progress_bar(images, desc="rendering", unit="img")
 
 
-@reports_missing_extras("san-synth")
+@command("san-synth")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, write (or reuse) the set, print its summary; 0 on success, 2 on bad input."""
     parser = build_parser()

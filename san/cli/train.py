@@ -7,7 +7,7 @@ import sys
 
 from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
-from san.extras import reports_missing_extras
+from san.command import command
 
 EPILOG = """\
 examples:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_missing_extras("san-train")
+@command("san-train")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the config, train; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)

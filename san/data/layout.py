@@ -1,13 +1,16 @@
 """Small helpers every on-disk data-set loader shares: finding the root, checking the
-expected folders, relabelling training ids and printing what was found."""
+expected folders, relabelling training ids and logging what was found."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from san.data.records import ImageRecord, ReidDataset
+
+log = logging.getLogger(__name__)
 
 
 def relabel(records: Iterable[ImageRecord]) -> tuple[ImageRecord, ...]:
@@ -31,9 +34,9 @@ def require_dirs(root: Path, names: Iterable[str], example: str) -> None:
 
 
 def report(dataset: ReidDataset, verbose: bool, skipped: int = 0) -> ReidDataset:
-    """Print the summary (and how many files were skipped) when ``verbose``; return ``dataset``."""
+    """Log the summary (and how many files were skipped) when ``verbose``; return ``dataset``."""
     if verbose:
-        print(dataset.summary())
+        log.info(dataset.summary())
         if skipped:
-            print(f"  skipped {skipped} files whose names do not follow the data set's pattern")
+            log.info(f"  skipped {skipped} files whose names do not follow the data set's pattern")
     return dataset

@@ -653,21 +653,9 @@ def _write_images(folder: Path, params: SynthParams, images: Iterable[SynthImage
         (folder / image.split / image.filename(params.seed)).write_bytes(render_image(params, image))
 
 
-def generate(
-    out: Path,
-    ids: int = 100,
-    cameras: int = 4,
-    seed: int = 0,
-    images_per_camera: tuple[int, int] = (2, 4),
-    height: int = 128,
-    width: int = 64,
-    test_fraction: float = 0.5,
-    quality: int = 90,
-    first_pid: int = 1,
-    *,
-    progress: Progress | None = None,
-) -> SynthSummary:
-    """Write a Market-1501-layout set to ``out``, always anew (``ensure_synthetic`` reuses).
+def generate(out: Path, params: SynthParams, *, progress: Progress | None = None) -> SynthSummary:
+    """Write the set ``params`` describe to ``out`` in the Market-1501 layout, always anew
+    (``ensure_synthetic`` reuses).
 
     Layout: ``bounding_box_train/`` (train ids), ``query/`` (one image per test id per camera),
     ``bounding_box_test/`` (the other test images, distractors pid 0000, junk pid -1) and
@@ -676,12 +664,11 @@ def generate(
     Raises ValueError for bad parameters and FileExistsError if ``out`` holds anything
     other than a synthetic set.
     """
-    params = SynthParams(ids, cameras, seed, images_per_camera, height, width, test_fraction, quality, first_pid)
     out = Path(out)
     _refuse_foreign(out)
     images = plan_images(params)
     counts = {split: sum(image.split == split for image in images) for split in SPLITS}
-    summary = SynthSummary(out, params, ids - params.test_ids, params.test_ids, counts)
+    summary = SynthSummary(out, params, params.ids - params.test_ids, params.test_ids, counts)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(out, "tmp")
     try:
@@ -696,7 +683,8 @@ def generate(
 
 def ensure_synthetic(out: Path, *, progress: Progress | None = None, **params: Any) -> SynthSummary:
     """Reuse a complete set at ``out`` made with the same parameters, else ``generate`` one."""
-    existing = _existing_summary(Path(out), SynthParams(**params))
+    wanted = SynthParams(**params)
+    existing = _existing_summary(Path(out), wanted)
     if existing is not None:
         return existing
-    return generate(Path(out), progress=progress, **params)
+    return generate(Path(out), wanted, progress=progress)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from san.config import ModelConfig
 from san.model.attention import GENERATORS, AttentionBlock, MaskGenerator, total_variation
 from san.model.context import ContextUnit
+from san.model.pretrained import load_imagenet_backbone
 from san.spec import ContractError, InputSpec
 
 #: Output planes of the first residual unit of each stage (before block expansion).
@@ -133,8 +134,6 @@ def build_model(cfg: ModelConfig | None = None, pretrained: str | None = None) -
     """Build a SAN from ``cfg``; ``pretrained`` is a local torchvision ResNet state-dict file."""
     model = SAN(cfg or ModelConfig())
     if pretrained is not None:
-        from san.model.pretrained import load_imagenet_backbone
-
         load_imagenet_backbone(model, pretrained)
     return model
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from san.model.network import SAN
 from san.model.state import describe_mismatch
+
+if TYPE_CHECKING:
+    from san.model.network import SAN
 
 _STAGE_KEY = re.compile(r"^layer([1-4])\.")
 _STEM_KEYS = {"conv1.": "stem.0.", "bn1.": "stem.1."}

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from san.cli.synth import main
-from san.data.synth import ensure_synthetic, generate
+from san.data.synth import SynthParams, ensure_synthetic, generate
 
 # Written from the Market-1501 naming rule, independently of the generator.
 NAME = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>[1-9])s1_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$")
@@ -36,7 +36,7 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "small"
-    generate(root, **SMALL)
+    generate(root, SynthParams(**SMALL))
     return root
 
 
@@ -74,9 +74,9 @@ def test_distractors_and_junk_only_in_gallery(small: Path) -> None:
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ(small: Path, tmp_path: Path) -> None:
-    generate(tmp_path / "again", **SMALL)
+    generate(tmp_path / "again", SynthParams(**SMALL))
     assert file_bytes(tmp_path / "again") == file_bytes(small)
-    generate(tmp_path / "other", **{**SMALL, "seed": 1})
+    generate(tmp_path / "other", SynthParams(**{**SMALL, "seed": 1}))
     assert not set(file_bytes(tmp_path / "other").values()) & set(file_bytes(small).values())
 
 
@@ -111,17 +111,17 @@ def test_first_pid_gives_new_people_under_the_same_cameras(tmp_path: Path) -> No
         assert base[pid] == shifted[pid]
     assert shifted[5] == beyond[5]
     with pytest.raises(ValueError, match="9999"):
-        generate(tmp_path / "bad", ids=4, first_pid=9997)
+        generate(tmp_path / "bad", SynthParams(ids=4, first_pid=9997))
 
 
 def test_refuses_foreign_folder_and_bad_parameters(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"not ours")
     with pytest.raises(FileExistsError, match="photos"):
-        generate(tmp_path / "photos", ids=4)
+        generate(tmp_path / "photos", SynthParams(ids=4))
     for bad in ({"ids": 1}, {"cameras": 1}, {"images_per_camera": (1, 3)}, {"test_fraction": 1.0}):
         with pytest.raises(ValueError):
-            generate(tmp_path / "bad", **bad)
+            generate(tmp_path / "bad", SynthParams(**bad))
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"not ours"
 
 
@@ -160,7 +160,7 @@ def colour_histograms(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_global_colour_histogram_is_not_enough(tmp_path: Path, seed: int) -> None:
     root = tmp_path / "hist"
-    generate(root, ids=80, cameras=3, seed=seed)
+    generate(root, SynthParams(ids=80, cameras=3, seed=seed))
     query, query_pids, query_cams = colour_histograms(root / "query")
     gallery, gallery_pids, gallery_cams = colour_histograms(root / "bounding_box_test")
     distance = np.abs(query[:, None] - gallery[None]).sum(-1)

@@ -1,0 +1,61 @@
+"""What every ``san-*`` command shares around its ``main``: library messages shown on stdout,
+and a missing optional dependency reported in one line instead of a traceback.
+
+Library code reports through :mod:`logging` (loggers ``san``, ``export``, ``calibration``,
+``runtime``) and never prints; a command shows those messages one per line, written
+through tqdm so that they do not tear a progress bar on a terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+from san.extras import missing_extra
+
+#: The toolkit's top-level packages: their loggers are what a command shows.
+PACKAGES = ("san", "export", "calibration", "runtime")
+
+Main = Callable[[list[str] | None], int]
+
+
+class _LineHandler(logging.Handler):
+    """One message a line on stdout, past any progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+def show_library_messages() -> None:
+    """Send INFO and above from the toolkit's loggers to stdout (once per process)."""
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _LineHandler) for h in logger.handlers):
+            logger.addHandler(_LineHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def command(prog: str) -> Callable[[Main], Main]:
+    """Decorate a command's ``main``: show library messages, and end with exit 2 and one line
+    on stderr when an optional dependency is missing."""
+    def wrap(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            show_library_messages()
+            try:
+                return main(argv)
+            except ImportError as exc:
+                message = missing_extra(exc)
+                if message is None:
+                    raise
+                print(f"{prog}: error: {message}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return wrap
