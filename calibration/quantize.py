@@ -57,7 +57,8 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from export.graph import COMPARE_OPS, GraphIndex
-from san.artifact import INPUT_NAME, PRECISION_KEY, hard_mask_stages, read_contract
+from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, read_contract
+from san.input_convention import InputConvention
 from san.atomic import atomic_write
 from san.hashing import file_sha256
 from san.preprocess import load_image
@@ -272,12 +273,14 @@ class ImageReader(CalibrationDataReader):
     """
 
     def __init__(
-        self, paths: Sequence[Path], spec: InputSpec, batch_size: int = 8, progress: bool = True
+        self, paths: Sequence[Path], spec: InputSpec, batch_size: int = 8, progress: bool = True,
+        convention: InputConvention = InputConvention(),
     ) -> None:
         if not paths:
             raise QuantizeError("no calibration images given")
         self.paths = list(paths)
         self.spec = spec
+        self.convention = convention
         self.batch_size = batch_size
         self.batches = [self.paths[i : i + batch_size] for i in range(0, len(self.paths), batch_size)]
         self._bar = progress_bar(enabled=progress, total=len(self.paths), desc="calibrating", unit="img")
@@ -295,7 +298,7 @@ class ImageReader(CalibrationDataReader):
             return None
         images = np.stack([load_image(p, self.spec) for p in batch])
         self._bar.update(len(batch))
-        return {INPUT_NAME: images}
+        return {INPUT_NAME: self.convention.encode(images)}
 
     def close(self) -> None:
         self._bar.close()
@@ -437,7 +440,8 @@ def quantize_onnx(
         f"ranges-{options.method}-{cache_key(source_sha, options.method, images_sha)[:24]}.json"
     )
     cache_hit = cache.is_file()
-    reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress)
+    reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress,
+                                                convention_of(source, onnx_path))
     mask_nodes = [name for p in paths for name in p.nodes]
     kept = [*float_prefix(source, paths, options.float_blocks), *(float_head(source, paths) if options.float_head else [])]
     target = TARGETS[options.target]

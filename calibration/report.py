@@ -23,7 +23,7 @@ import numpy as np
 from onnxruntime.quantization.calibrate import load_tensors_data
 
 from export.graph import mask_tensors, session_exposing
-from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, hard_mask_stages, load_onnx
+from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, convention_of, hard_mask_stages, load_onnx
 from san.data.records import ReidDataset
 from san.metrics import PairedDelta, Rank1Change
 from san.preprocess import printable_path
@@ -149,14 +149,15 @@ class PairedProbe:
         self.measured = [s for s in self.stages if s in found[0] and s in found[1]]
         self.masks = [{s: m[s] for s in self.measured} for m in found]
         self.sessions = [session_exposing(proto, list(m.values())) for proto, m in zip(protos, self.masks)]
+        self.conventions = [convention_of(proto, path) for proto, path in zip(protos, (fp32, int8))]
         self.flips = MaskFlips(self.measured)
 
     def batch_limits(self) -> tuple[int, int]:
         return 1, 1 << 30
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        outputs = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {INPUT_NAME: batch})))
-                   for s in self.sessions]
+        outputs = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {INPUT_NAME: c.encode(batch)})))
+                   for s, c in zip(self.sessions, self.conventions)]
         for stage in self.measured:
             self.flips.add(stage, *(out[m[stage]] for out, m in zip(outputs, self.masks)))
         return np.concatenate([out[OUTPUT_NAME] for out in outputs], axis=1)

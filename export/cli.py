@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from san.checkpoint import load_checkpoint
     from san.rules import RULES, override_rules
 
+    from export.target_onnx import convention
     from export.targets import ExportJob, requested_targets
     from export.verify import load_images, synthetic_images
 
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
         images = synthetic_images(meta.spec, args.verify_count)
-    job = ExportJob(args, model, meta, images, rules, args.out or args.ckpt.with_suffix(".onnx"),
+    job = ExportJob(args, model, meta, images, rules, args.out or args.ckpt.with_suffix(".onnx"), convention(args),
                     log=lambda message: print(f"san-export: note: {message}", file=sys.stderr))
     for target in targets:
         status = target.write(job)

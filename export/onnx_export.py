@@ -31,6 +31,7 @@ from san.artifact import (
     CONFIG_KEY,
     EXPORTER_KEY,
     HARD_MASKS_KEY,
+    INPUT_CONVENTION_KEY,
     INPUT_NAME,
     OUTPUT_NAME,
     PRECISION_KEY,
@@ -38,6 +39,7 @@ from san.artifact import (
     pi_name,
 )
 from san.atomic import atomic_write
+from san.input_convention import InputConvention
 from san.spec import METADATA_KEY
 
 from export.targets import ExportError
@@ -74,6 +76,7 @@ def export_onnx(
     provenance: dict[str, str] | None = None,
     with_masks: bool = False,
     precision: str = "fp32",
+    convention: InputConvention = InputConvention(),
 ) -> Path:
     """Export ``model``'s eval-mode graph to ``out`` (atomically) and return the path.
 
@@ -83,7 +86,9 @@ def export_onnx(
     contract, model config, torch version and exporter are always written.
     ``precision="fp16"`` exports a half-precision graph (uint8 in, float32 out) for
     strongly typed TensorRT FP16 engines. The file passes ``onnx.checker`` (full check,
-    with shape inference) and contains no random op, or nothing is written.
+    with shape inference) and contains no random op, or nothing is written. ``convention``
+    puts an input adapter in front of the model (:mod:`san.input_convention`): the graph then
+    takes that encoding and maps it back to the model's 0..255 RGB NCHW inside.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
@@ -94,11 +99,12 @@ def export_onnx(
     stages = model.cfg.active_stages
     device = next(model.parameters()).device
     # Batch 2 in the example: torch.export specialises a dimension of size 1.
-    example = torch.zeros((2 if dynamic_batch else 1, 3, spec.height, spec.width), dtype=torch.uint8, device=device)
+    example = torch.zeros((2 if dynamic_batch else 1, *convention.dims(spec)), dtype=getattr(torch, convention.dtype),
+                          device=device)
     dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1)},) if dynamic_batch else None
     with eval_mode(model), torch.no_grad():
         program = torch.onnx.export(
-            _eval_graph(model, half=precision == "fp16").eval(),
+            _eval_graph(model, half=precision == "fp16", convention=convention).eval(),
             (example,),
             dynamo=True,
             opset_version=opset,
@@ -108,6 +114,7 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
+    _shapes_from_cast_input(proto)
     if not with_masks:
         _keep_outputs(proto, {OUTPUT_NAME})
     metadata = {
@@ -117,14 +124,16 @@ def export_onnx(
         EXPORTER_KEY: f"torch.onnx.export(dynamo=True), opset {opset}",
         PRECISION_KEY: precision,
         HARD_MASKS_KEY: json.dumps(sorted(model.hard_mask_stages())),
+        **({} if convention.is_default else {INPUT_CONVENTION_KEY: convention.to_json()}),
     }
     clash = sorted(set(provenance or {}) & set(metadata))
     if clash:
         raise ValueError(f"provenance may not override {clash}; those keys are written by export_onnx")
     _set_metadata(proto, {**metadata, **(provenance or {})})
     proto.graph.doc_string = (
-        f"{INPUT_NAME}: uint8 RGB NCHW [N, 3, {spec.height}, {spec.width}], 0..255, resized with "
-        f"{spec.interpolation} (normalisation is inside); {OUTPUT_NAME}: float32 [N, {spec.embedding_dim}]"
+        f"{INPUT_NAME}: {convention.describe()} [N, {', '.join(map(str, convention.dims(spec)))}], resized "
+        f"with {spec.interpolation} (the model's normalisation is inside); {OUTPUT_NAME}: float32 "
+        f"[N, {spec.embedding_dim}]"
     )
     check_graph(proto)
     out = Path(out)
@@ -132,20 +141,50 @@ def export_onnx(
     return out
 
 
-def _eval_graph(model: SAN, half: bool) -> nn.Module:
-    """Wrap ``model`` so the traced forward returns (embeddings, pi_1, ...) as float32."""
+def _eval_graph(model: SAN, half: bool, convention: InputConvention) -> nn.Module:
+    """Wrap ``model`` so the traced forward takes ``convention``'s input and returns
+    (embeddings, pi_1, ...) as float32."""
     import copy
+
+    scale, offset = (torch.from_numpy(v).view(1, 3, 1, 1) for v in convention.pixel_affine())
 
     class EvalGraph(nn.Module):
         def __init__(self, san: SAN) -> None:
             super().__init__()
             self.san = san
+            self.register_buffer("scale", scale, persistent=False)
+            self.register_buffer("offset", offset, persistent=False)
 
         def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-            out = self.san(images, details=True)
+            # float first: TensorRT takes a UINT8 input only into a Cast
+            x = images if convention.is_default else images.float()
+            x = x.permute(0, 3, 1, 2) if convention.layout == "NHWC" else x  # N x C x H x W
+            if convention.normalized:
+                x = x * self.scale + self.offset  # back to pixels, 0..255
+            if convention.channels == "BGR":
+                x = x.flip(1)  # to RGB
+            out = self.san(x, details=True)
             return (out.embeddings.float(), *(p.float() for p in out.probs))
 
-    return EvalGraph(copy.deepcopy(model).half() if half else model)
+    graph = EvalGraph(copy.deepcopy(model).half() if half else model)
+    return graph.to(next(model.parameters()).device)
+
+
+def _shapes_from_cast_input(proto: onnx.ModelProto) -> None:
+    """Make Shape nodes read the input's Cast instead of the input itself.
+
+    The exporter may take the batch size from ``images`` directly; TensorRT's parser takes a
+    UINT8 input only into a Cast, and the Cast's output has the same shape.
+    """
+    cast = next((n for n in proto.graph.node if n.op_type == "Cast" and n.input[0] == INPUT_NAME), None)
+    readers = [n for n in proto.graph.node if n.op_type == "Shape" and n.input[0] == INPUT_NAME]
+    if cast is None or not readers:
+        return
+    for node in readers:
+        node.input[0] = cast.output[0]
+    nodes = [cast, *(n for n in proto.graph.node if n is not cast)]  # the Cast reads only the input: first
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def _keep_outputs(proto: onnx.ModelProto, names: set[str]) -> None:

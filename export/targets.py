@@ -18,6 +18,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from san.artifact import CHECKPOINT_SHA_KEY
+from san.input_convention import InputConvention
 from san.rules import Rule
 
 log = logging.getLogger(__name__)
@@ -43,15 +45,17 @@ class ExportJob:
     images: np.ndarray  # uint8 N x 3 x H x W: what each written ONNX is verified on
     rules: dict[str, Rule]
     onnx: Path  # the verified fp32 ONNX, once the onnx target has written it
+    convention: InputConvention = InputConvention()  # what --input asks of the ONNX file
     log: Callable[[str], None] = field(default=lambda message: None)
 
-    def export_verified(self, path: Path, precision: str) -> bool:
-        """Export ``model`` to ``path`` at ``precision`` and verify it under its rule; print the report."""
+    def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None) -> bool:
+        """Export ``model`` to ``path`` at ``precision`` with ``convention`` (default: the one
+        ``--input`` asks for) and verify it under its rule; log the report."""
         from export.verify import export_and_verify
 
         report = export_and_verify(self.model, path, self.images, opset=self.args.opset,
-                                   provenance={"san.checkpoint_sha256": self.meta.sha256},
-                                   precision=precision, rule=self.rules[precision])
+                                   provenance={CHECKPOINT_SHA_KEY: self.meta.sha256}, precision=precision,
+                                   rule=self.rules[precision], convention=convention or self.convention)
         log.info(f"{path}: {report.render()}")
         return report.passed
 

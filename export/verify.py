@@ -23,7 +23,8 @@ import numpy as np
 import onnx
 import torch
 
-from san.artifact import INPUT_NAME, OUTPUT_NAME, pi_name
+from san.artifact import INPUT_NAME, OUTPUT_NAME, convention_of, pi_name
+from san.input_convention import InputConvention
 from san.discovery import IMAGE_SUFFIXES, discover_images
 from san.metrics import paired_cosine
 from san.model.network import SAN
@@ -151,6 +152,7 @@ def verify_onnx(
     rule = RULES[kind] if rule is None else rule
     hard = {s: g.hard_threshold for s, g in model.generators().items() if g.hard_threshold is not None}
     proto = onnx.load(str(onnx_path))
+    convention = convention_of(proto, onnx_path)
     masks = mask_tensors(proto, model.cfg.active_stages)
     problems = [f"block after stage {s}: the graph has no mask 1[pi_{s} > threshold] (the block was removed or "
                 "altered)" for s in hard if s not in masks]
@@ -169,7 +171,7 @@ def verify_onnx(
         batch = images[start : start + batch_size]
         with eval_mode(model), torch.no_grad():
             ref = model(torch.from_numpy(batch).to(device), details=True)
-        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT_NAME: batch})))
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT_NAME: convention.encode(batch)})))
         ref_emb = ref.embeddings.float().cpu().numpy()
         got_emb = got[OUTPUT_NAME].astype(np.float32)
         non_finite += int((~np.isfinite(ref_emb)).any(axis=1).sum() + (~np.isfinite(got_emb)).any(axis=1).sum())
@@ -220,11 +222,12 @@ def export_and_verify(
     provenance: dict[str, str] | None = None,
     precision: str = "fp32",
     rule: Rule | None = None,
+    convention: InputConvention = InputConvention(),
 ) -> VerifyReport:
     """:func:`export_onnx` then :func:`verify_onnx` under ``rule`` (default: the rule table's
     entry for ``precision``); a file that fails is moved to ``<out>.rejected`` so nothing
     downstream picks it up."""
-    out = export_onnx(model, out, opset=opset, provenance=provenance, precision=precision)
+    out = export_onnx(model, out, opset=opset, provenance=provenance, precision=precision, convention=convention)
     report = verify_onnx(model, out, images, kind=precision, rule=rule)
     if not report.passed:
         rejected = out.with_name(out.name + ".rejected")

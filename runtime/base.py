@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from san.hashing import file_sha256
+from san.input_convention import InputConvention
 from san.spec import ContractError, InputSpec
 
 
@@ -70,6 +71,8 @@ class Backend(ABC):
             raise ValueError(f"--threads must be >= 1, got {threads}")
         self.threads = threads or physical_cores()
         self.notes: list[str] = []
+        #: How the artifact's input is encoded; subclasses read it from the artifact on activation.
+        self.convention = InputConvention()
         self._spec: InputSpec | None = None
         self._sha256: str | None = None
 
@@ -148,7 +151,7 @@ class Backend(ABC):
                 f"{self.artifact}: batch of {batch.shape[0]} images is outside what this "
                 f"{self.name} artifact accepts ({low}..{high}); split or pad the batch"
             )
-        out = self._infer(np.ascontiguousarray(batch))
+        out = self._infer(np.ascontiguousarray(batch) if self.convention.is_default else self.convention.encode(batch))
         expected = (batch.shape[0], spec.embedding_dim)
         if out.shape != expected:
             raise ContractError(

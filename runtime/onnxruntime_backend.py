@@ -14,6 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
+from san.artifact import INPUT_CONVENTION_KEY
+from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
@@ -76,8 +78,10 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.artifact}: refused: the ONNX file carries no input contract (metadata_props key "
                 f"{METADATA_KEY!r}); export it with `san-export` (export.onnx_export.export_onnx), which writes it"
             )
+        metadata = session.get_modelmeta().custom_metadata_map
         try:
             spec = InputSpec.from_json(text)
+            convention = InputConvention.from_json(metadata.get(INPUT_CONVENTION_KEY, InputConvention().to_json()))
         except ContractError as exc:
             raise ContractError(f"{self.artifact}: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -88,11 +92,13 @@ class OnnxRuntimeBackend(Backend):
             )
         shape = inputs[0].shape
         static = [d if isinstance(d, int) else None for d in shape]
-        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(static[1:], (3, spec.height, spec.width))):
+        expected = convention.dims(spec)
+        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(static[1:], expected)):
             raise ContractError(
                 f"{self.artifact}: the graph input {inputs[0].name!r} has shape {shape}, which contradicts "
-                f"its own contract (N x 3 x {spec.height} x {spec.width})"
+                f"its own contract (N x {' x '.join(map(str, expected))})"
             )
+        self.convention = convention
         self._fixed_batch = static[0]
         self._input_name, self._input_dtype = inputs[0].name, _ORT_DTYPES[inputs[0].type]
         output = next((o for o in outputs if o.name == "embeddings"), outputs[0])

@@ -21,7 +21,7 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import read_sidecar, sidecar_path
+from san.artifact import read_input_convention, read_sidecar, sidecar_path
 from san.spec import METADATA_KEY, ContractError, InputSpec
 from san.tensorrt_target import (
     EngineCompatibilityError,
@@ -57,6 +57,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"{self.artifact}: refused: {exc}") from exc
         try:
             spec = InputSpec.from_dict(sidecar[METADATA_KEY])
+            self.convention = read_input_convention(self.artifact)
         except (KeyError, TypeError, ContractError) as exc:
             raise ContractError(
                 f"{sidecar_path(self.artifact)}: no valid input contract under {METADATA_KEY!r} ({exc})"
@@ -94,10 +95,11 @@ class TensorRTBackend(Backend):
             raise ContractError(f"{self.artifact}: expected one input and one output tensor, got {inputs} -> {outputs}")
         self._input, self._output = inputs[0], outputs[0]
         low, _, high = self._engine.get_tensor_profile_shape(self._input, 0)
-        if tuple(high[1:]) != (3, spec.height, spec.width):
+        expected = self.convention.dims(spec)
+        if list(high[1:]) != expected:
             raise ContractError(
                 f"{self.artifact}: engine input shape {tuple(high)} contradicts its contract "
-                f"(N x 3 x {spec.height} x {spec.width})"
+                f"(N x {' x '.join(map(str, expected))})"
             )
         self._limits = (int(low[0]), int(high[0]))
         self._input_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))

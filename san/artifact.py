@@ -23,6 +23,7 @@ from typing import Any
 
 import onnx
 
+from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
 INPUT_NAME = "images"
@@ -36,6 +37,8 @@ EXPORTER_KEY = "san.exporter"
 PRECISION_KEY = "san.precision"
 #: Stages whose attention mask is hard (0/1) in the deployed graph, as the generators said at export.
 HARD_MASKS_KEY = "san.hard_mask_stages"
+#: How the ``images`` input is encoded (:class:`san.input_convention.InputConvention`); absent: uint8 RGB NCHW.
+INPUT_CONVENTION_KEY = "san.input_convention"
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
@@ -73,7 +76,8 @@ def read_metadata(onnx_path: str | Path) -> dict[str, str]:
 
 
 def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
-    """The input contract of a loaded model, checked against its ``images`` input (N x 3 x H x W).
+    """The input contract of a loaded model, checked against its ``images`` input (N x 3 x H x W,
+    or as its input convention lays it out).
 
     Raises :class:`ContractError` naming ``where`` when it is missing, invalid or disagrees.
     """
@@ -91,12 +95,24 @@ def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
     if INPUT_NAME not in inputs:
         raise ContractError(f"{where}: the graph has no input named {INPUT_NAME!r} (inputs: {sorted(inputs)})")
     dims = [d.dim_value or None for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
-    if dims[1:] != [3, spec.height, spec.width]:
+    expected = convention_of(proto, where).dims(spec)
+    if dims[1:] != expected:
         raise ContractError(
             f"{where}: graph input {INPUT_NAME!r} has shape {dims}, but the contract says "
-            f"N x 3 x {spec.height} x {spec.width}"
+            f"N x {' x '.join(map(str, expected))}"
         )
     return spec
+
+
+def convention_of(proto: onnx.ModelProto, where: str | Path) -> InputConvention:
+    """How a loaded model's ``images`` input is encoded (uint8 RGB NCHW unless recorded)."""
+    text = metadata_of(proto).get(INPUT_CONVENTION_KEY)
+    if text is None:
+        return InputConvention()
+    try:
+        return InputConvention.from_json(text)
+    except ContractError as exc:
+        raise ContractError(f"{where}: {exc}") from exc
 
 
 def read_contract(onnx_path: str | Path) -> InputSpec:
@@ -135,6 +151,18 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{path}: not a SAN engine sidecar (expected format {SIDECAR_FORMAT!r})")
     return sidecar
+
+
+def read_input_convention(path: str | Path) -> InputConvention:
+    """The input convention of an ONNX file (metadata) or an engine (sidecar provenance)."""
+    path = Path(path)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        text = read_sidecar(path).get("provenance", {}).get(INPUT_CONVENTION_KEY)
+        try:
+            return InputConvention() if text is None else InputConvention.from_json(text)
+        except ContractError as exc:
+            raise ContractError(f"{sidecar_path(path)}: {exc}") from exc
+    return convention_of(load_onnx(path), path)
 
 
 # -- any exported artifact -------------------------------------------------------------------
