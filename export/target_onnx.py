@@ -43,10 +43,15 @@ class OnnxTarget(ExportTarget):
         group.add_argument("--input-std", type=_triple, metavar="R,G,B", help="with --input normalized")
         group.add_argument("--bgr", action="store_true", help="channels in BGR order (mean/std in that order too)")
         group.add_argument("--nhwc", action="store_true", help="N x H x W x 3 instead of N x 3 x H x W")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the contents of a target folder that is not empty (--triton, ...)")
 
     @classmethod
     def check_arguments(cls, args: argparse.Namespace) -> None:
         convention(args)
 
     def write(self, job: ExportJob) -> int:
-        return 0 if job.export_verified(job.onnx, "fp32") else 1
+        if not job.export_verified(job.onnx, "fp32"):
+            return 1
+        job.written["onnx"] = job.onnx
+        return 0

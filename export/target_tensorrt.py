@@ -67,6 +67,7 @@ class TensorRTTarget(ExportTarget):
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
                                timing_cache=args.timing_cache, environment=environment, tf32=args.tf32, log=job.log)
+        job.written["engine"] = engine
         log.info(
             f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
             f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"

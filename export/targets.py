@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ExportJob:
     rules: dict[str, Rule]
     onnx: Path  # the verified fp32 ONNX, once the onnx target has written it
     convention: InputConvention = InputConvention()  # what --input asks of the ONNX file
+    written: dict[str, Path] = field(default_factory=dict)  # what targets wrote so far: "onnx", "engine", ...
     log: Callable[[str], None] = field(default=lambda message: None)
 
     def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None) -> bool:
@@ -84,6 +86,21 @@ class ExportTarget(ABC):
         """Write this target's files; the exit status (0 ok, 1 a written file failed its check)."""
 
 
+def prepare_folder(folder: Path, option: str, overwrite: bool, check_only: bool = False) -> Path:
+    """An empty output folder for a target: refused when it exists and holds anything, unless
+    ``overwrite`` (then emptied, after the export succeeded: not with ``check_only``)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{option} {folder}: exists and is not empty; pass --overwrite to replace its contents")
+        if not check_only:
+            shutil.rmtree(folder)
+    if not check_only:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @dataclass(frozen=True)
 class TargetEntry:
     """Where a target class lives."""
@@ -99,6 +116,8 @@ class TargetEntry:
 TARGETS: dict[str, TargetEntry] = {
     "onnx": TargetEntry("export.target_onnx", "OnnxTarget"),
     "tensorrt": TargetEntry("export.target_tensorrt", "TensorRTTarget"),
+    "triton": TargetEntry("export.target_triton", "TritonTarget"),
+    "deepstream": TargetEntry("export.target_deepstream", "DeepStreamTarget"),
 }
 
 

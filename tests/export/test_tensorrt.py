@@ -152,18 +152,6 @@ def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path
 # -- the build logic, against a recording stand-in for the tensorrt module ------------------
 
 
-@pytest.fixture
-def fake_trt(monkeypatch: pytest.MonkeyPatch):
-    """Install a fake ``tensorrt`` module; yield its Behaviour to steer and inspect."""
-    import sys
-
-    from support.fake_tensorrt import Behaviour, module
-
-    behaviour = Behaviour()
-    monkeypatch.setitem(sys.modules, "tensorrt", module(behaviour))
-    return behaviour
-
-
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

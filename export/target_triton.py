@@ -1,0 +1,158 @@
+"""The ``triton`` export target (``--triton REPO``): a Triton Inference Server model repository.
+
+``REPO/<name>/config.pbtxt`` plus ``REPO/<name>/1/model.onnx`` (platform
+``onnxruntime_onnx``); with ``--trt`` also ``REPO/<name>_trt/1/model.plan`` (platform
+``tensorrt_plan``, its compute capability in ``cc_model_filenames``). Every field is
+derived from the artifact: input name, dtype and dims (without the batch: ``max_batch_size``
+> 0) from its contract and input convention, the output's width from the embedding
+dimension, and ``max_batch_size`` is refused above the engine's profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.targets import ExportJob, ExportTarget, prepare_folder
+from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
+from san.input_convention import InputConvention
+from san.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+ORT_TENSORRT = ("off", "fp32", "fp16")
+_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """The serving settings a user chooses; everything else comes from the artifact."""
+
+    name: str = "san"
+    max_batch: int = 64
+    delay_us: int = 100
+    instances: int = 1
+    kind: str = "auto"
+    ort_tensorrt: str = "off"  # onnxruntime's TensorRT execution accelerator: off, fp32 or fp16
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
+            problems.append(f"--triton-name {self.name!r}: a model name is one folder name, without spaces")
+        if self.max_batch < 1:
+            problems.append(f"--triton-max-batch must be >= 1, got {self.max_batch}")
+        if self.delay_us < 0:
+            problems.append(f"--triton-delay-us must be >= 0, got {self.delay_us}")
+        if self.instances < 1:
+            problems.append(f"--triton-instances must be >= 1, got {self.instances}")
+        if self.kind not in KINDS:
+            problems.append(f"--triton-kind must be one of {sorted(KINDS)}, got {self.kind!r}")
+        if self.ort_tensorrt not in ORT_TENSORRT:
+            problems.append(f"--triton-ort-tensorrt must be one of {ORT_TENSORRT}, got {self.ort_tensorrt!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def model_config(name: str, platform: str, spec: InputSpec, convention: InputConvention, options: TritonOptions,
+                 cc_model: str | None = None) -> str:
+    """``config.pbtxt`` text (protobuf text format of Triton's ``ModelConfig``)."""
+    dims = ", ".join(str(d) for d in convention.dims(spec))
+    kind = "KIND_GPU" if platform == "tensorrt_plan" else KINDS[options.kind]
+    lines = [
+        f'name: "{name}"',
+        f'platform: "{platform}"',
+        f"max_batch_size: {options.max_batch}",
+        f'input [ {{ name: "{INPUT_NAME}" data_type: {_TYPES[convention.dtype]} dims: [ {dims} ] }} ]',
+        f'output [ {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ {spec.embedding_dim} ] }} ]',
+        f"dynamic_batching {{ max_queue_delay_microseconds: {options.delay_us} }}",
+        f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
+        "version_policy { latest { num_versions: 1 } }",
+    ]
+    if platform == "tensorrt_plan":
+        lines.append('default_model_filename: "model.plan"')
+        if cc_model:
+            lines.append(f'cc_model_filenames [ {{ key: "{cc_model}" value: "model.plan" }} ]')
+    elif options.ort_tensorrt != "off":
+        lines.append(
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
+            f'parameters {{ key: "precision_mode" value: "{options.ort_tensorrt.upper()}" }} }} ] }} }}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Path:
+    """``repo/<name>/`` for an ONNX file; returns the model folder."""
+    folder = repo / options.name
+    (folder / "1").mkdir(parents=True)
+    shutil.copy2(onnx_path, folder / "1" / "model.onnx")
+    config = model_config(options.name, "onnxruntime_onnx", read_contract(onnx_path),
+                          read_input_convention(onnx_path), options)
+    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    return folder
+
+
+def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
+    """``repo/<name>_trt/`` for a TensorRT engine and its sidecar; returns the model folder."""
+    sidecar = read_sidecar(engine)
+    profile_max = int(sidecar["profile"]["max"])
+    if options.max_batch > profile_max:
+        raise ValueError(f"--triton-max-batch {options.max_batch} exceeds the engine's profile (max batch "
+                         f"{profile_max}, --max-batch); Triton would send batches the engine refuses")
+    spec = InputSpec.from_dict(sidecar["san.input_spec"])
+    text = sidecar.get("provenance", {}).get("san.input_convention")
+    convention = InputConvention.from_json(text) if text else InputConvention()
+    name = f"{options.name}_trt"
+    folder = repo / name
+    (folder / "1").mkdir(parents=True)
+    shutil.copy2(engine, folder / "1" / "model.plan")
+    config = model_config(name, "tensorrt_plan", spec, convention, options, sidecar.get("compute_capability"))
+    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    return folder
+
+
+class TritonTarget(ExportTarget):
+    """A model repository in ``--triton REPO``."""
+
+    flag = "triton"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("Triton model repository")
+        group.add_argument("--triton", type=Path, metavar="REPO", help="write a Triton model repository here")
+        group.add_argument("--triton-name", default="san", help="model name (default san; the plan is NAME_trt)")
+        group.add_argument("--triton-max-batch", type=int, default=64, metavar="N",
+                           help="max_batch_size (default 64; at most the engine's --max-batch)")
+        group.add_argument("--triton-delay-us", type=int, default=100, metavar="US",
+                           help="dynamic batching max_queue_delay_microseconds (default 100)")
+        group.add_argument("--triton-instances", type=int, default=1, metavar="N", help="instances (default 1)")
+        group.add_argument("--triton-kind", default="auto", help="instance kind: auto (default), cpu or gpu")
+        group.add_argument("--triton-ort-tensorrt", default="off",
+                           help="onnxruntime's TensorRT accelerator for the ONNX model: off (default), fp32, fp16")
+
+    @classmethod
+    def check_arguments(cls, args: argparse.Namespace) -> None:
+        options = cls.options(args)
+        if args.triton is not None:
+            prepare_folder(args.triton, "--triton", args.overwrite, check_only=True)
+        if args.triton is not None and args.trt and options.max_batch > args.max_batch:
+            raise ValueError(f"--triton-max-batch {options.max_batch} exceeds the engine's profile "
+                             f"(--max-batch {args.max_batch}); Triton would send batches the engine refuses")
+
+    @staticmethod
+    def options(args: argparse.Namespace) -> TritonOptions:
+        return TritonOptions(args.triton_name, args.triton_max_batch, args.triton_delay_us, args.triton_instances,
+                             args.triton_kind, args.triton_ort_tensorrt)
+
+    def write(self, job: ExportJob) -> int:
+        repo = prepare_folder(job.args.triton, "--triton", job.args.overwrite)
+        options = self.options(job.args)
+        folders = [write_onnx_model(repo, job.onnx, options)]
+        if "engine" in job.written:
+            folders.append(write_plan_model(repo, job.written["engine"], options))
+        log.info(f"{repo}: Triton model repository with {', '.join(f.name for f in folders)}")
+        return 0
+
