@@ -118,6 +118,7 @@ TARGETS: dict[str, TargetEntry] = {
     "tensorrt": TargetEntry("export.target_tensorrt", "TensorRTTarget"),
     "triton": TargetEntry("export.target_triton", "TritonTarget"),
     "deepstream": TargetEntry("export.target_deepstream", "DeepStreamTarget"),
+    "boxmot": TargetEntry("export.target_boxmot", "BoxMOTTarget"),
 }
 
 
