@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from export.targets import ExportJob, ExportTarget, prepare_folder
+from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -33,13 +33,6 @@ def sidecar(spec: InputSpec) -> dict[str, object]:
     size = [spec.height, spec.width]
     return {"schema_version": 1, "model_name": "san", "img_size": size, "preprocess": "resize",
             "model_kwargs_schema_version": 1, "model_kwargs": {"img_size": size}}
-
-
-def check_expressible(spec: InputSpec) -> None:
-    """Refuse a contract BoxMOT's preprocessing cannot reproduce: it resizes linearly."""
-    if spec.interpolation != "bilinear":
-        raise ValueError(f"--boxmot: the model's contract resizes with {spec.interpolation}, but BoxMOT resizes "
-                         "crops linearly (cv2.INTER_LINEAR); the features would not match the model's")
 
 
 class BoxMOTTarget(ExportTarget):
@@ -59,7 +52,7 @@ class BoxMOTTarget(ExportTarget):
 
     def write(self, job: ExportJob) -> int:
         spec = job.meta.spec
-        check_expressible(spec)
+        require_bilinear(spec, "--boxmot", "BoxMOT resizes crops linearly (cv2.INTER_LINEAR)")
         folder = prepare_folder(job.args.boxmot, "--boxmot", job.args.overwrite)
         onnx_path = folder / ONNX_NAME
         if not job.export_verified(onnx_path, "fp32", CONVENTION):

@@ -20,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from export.targets import ExportJob, ExportTarget, prepare_folder
+from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -116,13 +116,6 @@ Everything here was derived from the model's input contract; DeepStream itself w
 """
 
 
-def check_expressible(spec: InputSpec) -> None:
-    """Refuse a contract DeepStream's preprocessing cannot reproduce: it scales crops bilinearly."""
-    if spec.interpolation != "bilinear":
-        raise ValueError(f"--deepstream: the model's contract resizes with {spec.interpolation}, but DeepStream "
-                         "scales object crops bilinearly; the features would not match the model's")
-
-
 class DeepStreamTarget(ExportTarget):
     """``--deepstream DIR``: the float-input ONNX and its tracker and nvinfer configs."""
 
@@ -149,7 +142,7 @@ class DeepStreamTarget(ExportTarget):
 
     def write(self, job: ExportJob) -> int:
         args, spec = job.args, job.meta.spec
-        check_expressible(spec)
+        require_bilinear(spec, "--deepstream", "DeepStream scales object crops bilinearly")
         folder = prepare_folder(args.deepstream, "--deepstream", args.overwrite)
         if not job.export_verified(folder / ONNX_NAME, "fp32", CONVENTION):
             return 1

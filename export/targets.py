@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 from san.artifact import CHECKPOINT_SHA_KEY
 from san.input_convention import InputConvention
 from san.rules import Rule
+from san.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,14 @@ class ExportTarget(ABC):
     @abstractmethod
     def write(self, job: ExportJob) -> int:
         """Write this target's files; the exit status (0 ok, 1 a written file failed its check)."""
+
+
+def require_bilinear(spec: InputSpec, option: str, consumer: str) -> None:
+    """Refuse a contract whose resize a consumer that resizes crops itself, bilinearly, cannot
+    reproduce; ``consumer`` says how it resizes."""
+    if spec.interpolation != "bilinear":
+        raise ValueError(f"{option}: the model's contract resizes with {spec.interpolation}, but {consumer}; "
+                         "the features would not match the model's")
 
 
 def prepare_folder(folder: Path, option: str, overwrite: bool, check_only: bool = False) -> Path:
