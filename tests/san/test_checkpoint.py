@@ -119,3 +119,24 @@ def test_checkpoint_is_readable_by_others_like_any_new_file(model, tmp_path) -> 
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_header_reads_like_torch_load_without_torch_and_refuses_code(model, tmp_path) -> None:
+    from san.artifact import read_checkpoint_header
+
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.zeros(2, 3, 64, 32, dtype=torch.uint8)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, training={"epoch": 3, "optimizer": optimizer.state_dict()},
+                    extra={"data": {"dataset": "synthetic", "root": "/data", "options": {"ids": 8}}})
+    header = read_checkpoint_header(path)
+    payload = torch.load(path, weights_only=True)
+    assert set(header) == set(payload) - {"state_dict"}
+    for key in ("format", "version", "config", "extra", "torch_version"):
+        assert header[key] == payload[key]
+    assert header["training"]["epoch"] == 3  # tensors (optimizer moments) come back as placeholders
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "san-checkpoint", "x": os.system}, evil)
+    with pytest.raises(ValueError, match="refused: the file contains pickled code"):
+        read_checkpoint_header(evil)
