@@ -11,6 +11,7 @@ from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
 from san.atomic import atomic_write_text
 from san.report import write_json
+from san.rerank import add_rerank_arguments, rerank_params
 from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     add_backend_arguments(parser)
     parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
+    add_rerank_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(name, root, verbose=not args.quiet, **options)
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            options=backend_options(args), workers=args.workers, log=log,
+            options=backend_options(args), workers=args.workers, rerank=rerank_params(args), log=log,
         )
     except (ContractError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)

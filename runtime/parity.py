@@ -42,6 +42,7 @@ from runtime.registry import open_backend
 from san.artifact import read_provenance
 from san.data.records import ReidDataset
 from san.hashing import file_sha256
+from san.rerank import RerankParams
 from san.retrieval import SHOWN_RANKS, Comparison, Retrieval, compare, embed_split, score
 from san.rules import RULES, Rule
 from san.spec import ContractError
@@ -237,7 +238,8 @@ class Artifact:
 
 
 def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,
-                      batch_size: int, device: str, workers: int | None) -> StochasticResult | None:
+                      batch_size: int, device: str, workers: int | None, rerank: RerankParams | None = None
+                      ) -> StochasticResult | None:
     """Score the checkpoint with sampled masks, ``draws`` times (``torch.manual_seed(seed + k)``
     before draw k embeds the query, then the gallery); None when no mask is sampled."""
     import torch  # the PyTorch reference, measured only here and in the torch backend
@@ -254,7 +256,7 @@ def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval
     for k in range(draws):
         torch.manual_seed(seed + k)
         report = evaluate_model(StochasticMasks(model), dataset, batch_size=batch_size, workers=workers,
-                                max_rank=MAX_RANK)
+                                max_rank=MAX_RANK, rerank=rerank)
         per_draw.append(report.retrieval)
     return StochasticResult(draws, seed, {s: g.temperature for s, g in generators.items()}, per_draw, deterministic)
 
@@ -270,6 +272,7 @@ def run_parity(
     batch_size: int = 32,
     options: dict[str, Any] | None = None,
     workers: int | None = None,
+    rerank: RerankParams | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> ParityReport:
     """Embed ``dataset``'s query and gallery with the checkpoint and every artifact; compare.
@@ -298,7 +301,7 @@ def run_parity(
         spec, device = reference.spec, str(reference.device)
         ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers)
         described = reference.describe()
-    ref_retrieval = score(ref_run, max_rank=MAX_RANK)
+    ref_retrieval = score(ref_run, max_rank=MAX_RANK, rerank=rerank)
     results = [BackendResult("torch", str(ckpt), "reference", described, ref_retrieval, ref_run.seconds)]
     ckpt_sha = file_sha256(ckpt)
     for artifact in artifacts:
@@ -310,7 +313,7 @@ def run_parity(
                                     f"checkpoint's ({backend.spec} vs {spec}); compare exports of this checkpoint")
             run = embed_split(backend, dataset, batch_size=batch_size, workers=workers)
             described, backend_notes = backend.describe(), backend.notes
-        retrieval = score(run, max_rank=MAX_RANK)
+        retrieval = score(run, max_rank=MAX_RANK, rerank=rerank)
         comparison = compare(ref_run, ref_retrieval, run, retrieval)
         source = facts.checkpoint_sha256
         notes = backend_notes + ([] if source in (None, ckpt_sha) else [
@@ -319,9 +322,13 @@ def run_parity(
                                      run.seconds, comparison,
                                      rules[facts.precision].breaches(facts.precision, comparison.measured()), notes))
     stochastic, notes = None, []
+    if rerank is not None:
+        notes.append(f"mAP and CMC ranked by k-reciprocal re-ranked distances (k1 {rerank.k1}, k2 {rerank.k2}, "
+                     f"lambda {rerank.lam:g}); cosines, top-10 overlap and rank-1 flips compare the embeddings")
     if draws > 0:
         log(f"torch, sampled masks: {draws} draws")
-        stochastic = sampled_retrieval(ckpt, dataset, ref_retrieval, draws, seed, batch_size, device, workers)
+        stochastic = sampled_retrieval(ckpt, dataset, ref_retrieval, draws, seed, batch_size, device, workers,
+                                       rerank)
         if stochastic is None:
             notes.append("no sampled-mask comparison: the model has no sampled attention mask")
     used = {provenance[a].precision for a in artifacts}

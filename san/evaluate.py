@@ -21,6 +21,7 @@ from san.checkpoint import load_checkpoint
 from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.preprocess import printable_path
+from san.rerank import RerankParams
 from san.retrieval import Retrieval, embed_split, score
 from san.spec import InputSpec
 
@@ -124,6 +125,7 @@ def evaluate_model(
     chunk: int = 1024,
     progress: bool = False,
     seed: int = 0,
+    rerank: RerankParams | None = None,
 ) -> EvalReport:
     """Embed query and gallery of ``dataset`` with ``model`` and score the ranking.
 
@@ -133,8 +135,11 @@ def evaluate_model(
     """
     run = embed_split(ModelEmbedder(model), dataset, tta=tta, batch_size=batch_size, workers=workers,
                       progress=progress)
-    retrieval = score(run, max_rank=max_rank, single_shot=single_shot, seed=seed, chunk=chunk)
-    return EvalReport(dataset.name, "cuhk03 single-shot x20" if single_shot else "market1501", tta, retrieval,
+    retrieval = score(run, max_rank=max_rank, single_shot=single_shot, seed=seed, chunk=chunk, rerank=rerank)
+    protocol = "cuhk03 single-shot x20" if single_shot else "market1501"
+    if rerank is not None:
+        protocol += f", k-reciprocal re-ranking (k1 {rerank.k1}, k2 {rerank.k2}, lambda {rerank.lam:g})"
+    return EvalReport(dataset.name, protocol, tta, retrieval,
                       len(run.query.records), len(run.gallery.records), run.failures)
 
 
@@ -178,6 +183,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     chunk: int = 1024,
     verbose: bool = True,
+    rerank: RerankParams | None = None,
 ) -> EvalReport:
     """Evaluate a checkpoint on a data set's query/gallery (chosen by
     :func:`san.data.registry.dataset_for_checkpoint`)."""
@@ -187,4 +193,4 @@ def evaluate_checkpoint(
     data = load_dataset(name, root, verbose=verbose, **options)
     model, _ = load_checkpoint(ckpt, map_location=device)
     return evaluate_model(model, data, tta, is_single_shot(name, options), batch_size, workers,
-                          chunk=chunk, progress=verbose)
+                          chunk=chunk, progress=verbose, rerank=rerank)

@@ -38,6 +38,7 @@ from san.metrics import (
     euclidean_distance,
     euclidean_distance_chunks,
     evaluate_embeddings,
+    evaluate_ranking,
     paired_cosine,
     paired_map_delta,
     paired_rank1_delta,
@@ -45,6 +46,7 @@ from san.metrics import (
 )
 from san.preprocess import ImageDecodeError, decode_image
 from san.progress import progress_bar
+from san.rerank import RerankParams, k_reciprocal_distances
 from san.spec import InputSpec
 
 #: CMC ranks that reports show (JSON reports keep the whole curve).
@@ -204,14 +206,19 @@ class Retrieval:
 
 
 def score(run: SplitEmbeddings, *, max_rank: int = 50, single_shot: bool = False, seed: int = 0,
-          chunk: int = 1024) -> Retrieval:
+          chunk: int = 1024, rerank: RerankParams | None = None) -> Retrieval:
     """CMC/mAP of ``run`` by Euclidean distance: Market-1501 protocol, ``chunk`` queries at a
-    time; or CUHK03 classic single-shot (``single_shot``, 20 seeded gallery draws)."""
+    time; or CUHK03 classic single-shot (``single_shot``, 20 seeded gallery draws). ``rerank``
+    ranks by k-reciprocal re-ranked distances instead (:mod:`san.rerank`, dense)."""
     q, g = run.query.features, run.gallery.features
-    if single_shot:
-        result = cuhk03_single_shot(euclidean_distance(q, g), *run.labels, repeats=20, seed=seed, max_rank=max_rank)
-    else:
+    if rerank is None and not single_shot:
         result = evaluate_embeddings(q, g, *run.labels, max_rank=max_rank, chunk=chunk)
+    else:
+        dist = euclidean_distance(q, g)
+        if rerank is not None:
+            dist = k_reciprocal_distances(dist, euclidean_distance(q, q), euclidean_distance(g, g), rerank)
+        result = (cuhk03_single_shot(dist, *run.labels, repeats=20, seed=seed, max_rank=max_rank) if single_shot
+                  else evaluate_ranking(dist, *run.labels, max_rank=max_rank))
     return Retrieval(float(result.mAP), tuple(float(c) for c in result.cmc), result.num_valid_queries,
                      result.num_skipped_queries, result.per_query)
 

@@ -8,6 +8,7 @@ import sys
 
 from san.data.augment import TENCROP_ENLARGE, TTA_MODES
 from san.data.registry import parse_dataset_args
+from san.rerank import add_rerank_arguments, rerank_params
 from san.command import command
 
 EPILOG = f"""\
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="loader option, repeatable (e.g. variant=detected, protocol=new)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default none)")
+    add_rerank_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ckpt, args.dataset, args.root,
             parse_dataset_args(args.dataset_arg) if args.dataset_arg else None,
             tta=args.tta, batch_size=args.batch_size, workers=args.workers, device=args.device,
-            chunk=args.chunk, verbose=not args.json,
+            chunk=args.chunk, verbose=not args.json, rerank=rerank_params(args),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"san-eval: error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from runtime.parity import Artifact, run_parity
 from san.retrieval import Comparison
 from san.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
-from san.metrics import PairedDelta, Rank1Change, evaluate_embeddings, mcnemar_exact
+from san.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
 from san.preprocess import load_image
 
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
@@ -206,3 +206,20 @@ def test_cli_refuses_bad_arguments_with_exit_2(tiny: Path, synth: Path, tmp_path
         main(["--help"])
     help_text = capsys.readouterr().out
     assert "examples:" in help_text and "fp32" in help_text and "min_cosine_mean=0.9999" in help_text
+
+
+def test_rerank_scores_every_backend_on_re_ranked_distances(tiny: Path, synth: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from san.rerank import RerankParams, k_reciprocal_distances
+
+    code = main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--draws", "0", "--rerank", "--k1", "6",
+                     "--k2", "3", "--json", str(tmp_path / "p.json")))
+    assert code == 0, capsys.readouterr().out
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert any("k-reciprocal re-ranked distances (k1 6, k2 3, lambda 0.3)" in n for n in report["notes"])
+    q, g, _, _ = independent(tiny / "model.onnx", synth)
+    data = load_dataset("synthetic", synth, verbose=False)
+    labels = [np.array([getattr(r, a) for r in s]) for a in ("pid", "camid") for s in (data.query, data.gallery)]
+    dist = k_reciprocal_distances(euclidean_distance(q, g), euclidean_distance(q, q), euclidean_distance(g, g),
+                                  RerankParams(6, 3, 0.3))
+    assert report["results"][1]["retrieval"]["mAP"] == pytest.approx(evaluate_ranking(dist, *labels).mAP, abs=1e-4)

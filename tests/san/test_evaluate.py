@@ -18,7 +18,7 @@ from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
 from san.evaluate import ModelEmbedder, evaluate_model, is_single_shot
 from san.retrieval import embed_records
-from san.metrics import evaluate_ranking
+from san.metrics import euclidean_distance, evaluate_ranking
 from san.preprocess import decode_image, load_image, resize_to_contract
 
 SPEC = InputSpec(height=64, width=32)
@@ -132,3 +132,19 @@ def test_san_eval_cli_errors_name_the_problem(model, tmp_path: Path, capsys) -> 
     assert "--root is required" in capsys.readouterr().err
     assert eval_main(["--ckpt", str(tmp_path / "missing.pt"), "--dataset", "market1501", "--root", "x"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_evaluate_model_reranks_with_the_dense_k_reciprocal_distances(model, images) -> None:
+    from san.rerank import RerankParams, k_reciprocal_distances
+
+    query, gallery = images[0::2], images
+    params = RerankParams(k1=3, k2=2, lam=0.3)
+    report = evaluate_model(model, ReidDataset("toy", (), tuple(query), tuple(gallery)), workers=0, rerank=params)
+    q = embed_directly(model, [r.path for r in query])
+    g = embed_directly(model, [r.path for r in gallery])
+    dist = k_reciprocal_distances(euclidean_distance(q, g), euclidean_distance(q, q), euclidean_distance(g, g),
+                                  params)
+    ranking = evaluate_ranking(dist, [r.pid for r in query], [r.pid for r in gallery],
+                               [r.camid for r in query], [r.camid for r in gallery])
+    assert report.mAP == pytest.approx(ranking.mAP, abs=1e-6)
+    assert "k-reciprocal re-ranking (k1 3, k2 2, lambda 0.3)" in report.protocol
