@@ -60,7 +60,7 @@ def test_train_step_benchmark_smoke() -> None:
     assert lines[-1].startswith("| SAN step / baseline step")
 
 
-@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py"])
+@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py"])
 def test_benchmark_help(script: str) -> None:
     assert "--smoke" in "\n".join(run_script(script, "--help"))
 
@@ -76,3 +76,11 @@ def test_calibration_sweep_smoke(tmp_path: Path) -> None:
     assert all(len(r[8].split(" / ")) == 4 and r[9].endswith("x") for r in rows)  # four blocks' flips, a speed ratio
     bound = table_rows(lines, TARGET_HEADER)
     assert len(bound) == len(rows) and all(b[2] == "<= 1 point" for b in bound)
+
+
+@pytest.mark.slow
+def test_rerank_benchmark_smoke(tmp_path: Path) -> None:
+    lines = run_script("rerank.py", "--smoke", "--work", str(tmp_path))
+    rows = table_rows(lines, "| ranking ")
+    assert [row[0] for row in rows] == ["Euclidean", "k-reciprocal (k1 6, k2 3, lambda 0.3)"]
+    assert rows[1][3].count("[") == 1 and lines[-1].startswith("rank-1 gained by")
