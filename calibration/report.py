@@ -28,6 +28,7 @@ from san.data.records import ReidDataset
 from san.metrics import PairedDelta, Rank1Change
 from san.preprocess import printable_path
 from san.retrieval import (
+    ANY_BATCH,
     SHOWN_RANKS,
     Comparison,
     Embedded,
@@ -153,7 +154,7 @@ class PairedProbe:
         self.flips = MaskFlips(self.measured)
 
     def batch_limits(self) -> tuple[int, int]:
-        return 1, 1 << 30
+        return ANY_BATCH
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         outputs = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {INPUT_NAME: c.encode(batch)})))

@@ -19,7 +19,7 @@ from pathlib import Path
 from export.targets import ExportJob, ExportTarget, prepare_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
 from san.input_convention import InputConvention
-from san.spec import InputSpec
+from san.spec import METADATA_KEY, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,13 @@ def model_config(name: str, platform: str, spec: InputSpec, convention: InputCon
     return "\n".join(lines) + "\n"
 
 
+def require_within_profile(max_batch: int, profile_max: int) -> None:
+    """Refuse a ``max_batch_size`` above the engine's profile: Triton would send batches it refuses."""
+    if max_batch > profile_max:
+        raise ValueError(f"--triton-max-batch {max_batch} exceeds the engine's profile (--max-batch "
+                         f"{profile_max}); Triton would send batches the engine refuses")
+
+
 def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Path:
     """``repo/<name>/`` for an ONNX file; returns the model folder."""
     folder = repo / options.name
@@ -98,18 +105,14 @@ def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Pat
 def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     """``repo/<name>_trt/`` for a TensorRT engine and its sidecar; returns the model folder."""
     sidecar = read_sidecar(engine)
-    profile_max = int(sidecar["profile"]["max"])
-    if options.max_batch > profile_max:
-        raise ValueError(f"--triton-max-batch {options.max_batch} exceeds the engine's profile (max batch "
-                         f"{profile_max}, --max-batch); Triton would send batches the engine refuses")
-    spec = InputSpec.from_dict(sidecar["san.input_spec"])
-    text = sidecar.get("provenance", {}).get("san.input_convention")
-    convention = InputConvention.from_json(text) if text else InputConvention()
+    require_within_profile(options.max_batch, int(sidecar["profile"]["max"]))
+    spec = InputSpec.from_dict(sidecar[METADATA_KEY])
     name = f"{options.name}_trt"
     folder = repo / name
     (folder / "1").mkdir(parents=True)
     shutil.copy2(engine, folder / "1" / "model.plan")
-    config = model_config(name, "tensorrt_plan", spec, convention, options, sidecar.get("compute_capability"))
+    config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options,
+                          sidecar.get("compute_capability"))
     (folder / "config.pbtxt").write_text(config, encoding="utf-8")
     return folder
 
@@ -138,9 +141,8 @@ class TritonTarget(ExportTarget):
         options = cls.options(args)
         if args.triton is not None:
             prepare_folder(args.triton, "--triton", args.overwrite, check_only=True)
-        if args.triton is not None and args.trt and options.max_batch > args.max_batch:
-            raise ValueError(f"--triton-max-batch {options.max_batch} exceeds the engine's profile "
-                             f"(--max-batch {args.max_batch}); Triton would send batches the engine refuses")
+        if args.triton is not None and args.trt:
+            require_within_profile(options.max_batch, args.max_batch)
 
     @staticmethod
     def options(args: argparse.Namespace) -> TritonOptions:

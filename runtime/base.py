@@ -23,6 +23,7 @@ import numpy as np
 
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
+from san.retrieval import ANY_BATCH
 from san.spec import ContractError, InputSpec
 
 
@@ -131,7 +132,7 @@ class Backend(ABC):
 
     def batch_limits(self) -> tuple[int, int]:
         """Smallest and largest batch the artifact accepts (inclusive)."""
-        return 1, 2**31 - 1
+        return ANY_BATCH
 
     # -- inference -------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:

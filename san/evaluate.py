@@ -22,7 +22,7 @@ from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.preprocess import printable_path
 from san.rerank import RerankParams
-from san.retrieval import Retrieval, embed_split, score
+from san.retrieval import ANY_BATCH, Retrieval, embed_split, score
 from san.spec import InputSpec
 
 REPORTED_RANKS = (1, 5, 10, 20)
@@ -41,7 +41,7 @@ class ModelEmbedder:
         return self.model.spec
 
     def batch_limits(self) -> tuple[int, int]:
-        return 1, 1 << 30
+        return ANY_BATCH
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -53,6 +53,8 @@ from san.spec import InputSpec
 SHOWN_RANKS = (1, 5, 10)
 #: Gallery entries per query whose overlap :func:`compare` measures.
 TOP_K = 10
+#: Batch limits of an embedder that takes any batch size.
+ANY_BATCH = (1, 2**31 - 1)
 
 
 class Embedder(Protocol):
