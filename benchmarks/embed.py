@@ -182,7 +182,7 @@ def eager_loop(setup: Setup, ckpt: Path, device: str = "cpu", compiled: bool = F
 
 def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any]) -> Measurement:
     """The library path: :func:`runtime.embed_folder` over the folder, then the same backend model-only."""
-    from runtime import EmbedOptions, embed_folder, open_backend
+    from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
     from san.preprocess import load_image
 
     with open_backend(artifact, backend, **options) as model:
@@ -201,7 +201,7 @@ def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any
         with tempfile.TemporaryDirectory(dir=setup.work) as out, TreeRss() as tree:
             start = time.perf_counter()
             embed_folder(setup.root, model, out, EmbedOptions(batch_size=setup.batch_size),
-                         workers=setup.workers, progress=False)
+                         runner=LocalRunner(setup.workers), progress=False)
             e2e = time.perf_counter() - start
             embeddings = np.load(Path(out) / EMBEDDINGS)
         rss = peak_rss_mib()

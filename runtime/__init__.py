@@ -2,7 +2,9 @@
 
 Public API::
 
-    from runtime import open_backend, embed_folder, merge_shards, EmbedOptions, Shard
+    from runtime import open_backend, embed_folder, merge_shards, EmbedOptions, Shard, LocalRunner
+
+``runtime.embed_ray.RayRunner`` (the ``cluster`` extra) embeds on Ray instead.
 
 Importing ``runtime`` imports neither torch nor tensorrt: each backend module is imported
 when :func:`open_backend` first needs it, so an edge box with only onnxruntime runs
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from runtime.base import Backend, BackendError
 from san.discovery import discover_images
-from runtime.embed import EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
+from runtime.embed import EmbedError, EmbedOptions, EmbedResult, LocalRunner, Shard, embed_folder, merge_shards
 from runtime.registry import BACKENDS, open_backend
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "EmbedError",
     "EmbedOptions",
     "EmbedResult",
+    "LocalRunner",
     "Shard",
     "discover_images",
     "embed_folder",

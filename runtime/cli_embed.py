@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.base import BackendError
-from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Shard, embed_folder, merge_shards
+from runtime.base import BackendError, Device
+from runtime.embed import (TTA_MODES, EmbedError, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder,
+                           merge_shards)
 from runtime.options import add_backend_arguments, backend_options
-from runtime.registry import BACKENDS, open_backend
+from runtime.registry import BACKENDS, backend_for, open_backend
 from san.spec import ContractError
 from san.command import command
 
@@ -27,6 +28,8 @@ examples:
   san-embed photos/ --model model.onnx --out emb/ --resume   # after an interruption
   san-embed photos/ --model model.onnx --shard 1/2 --out s1/ # on machine 1 (2/2 on machine 2)
   san-embed merge s1/ s2/ --out emb/                         # same bytes as one unsharded run
+  san-embed photos/ --model model.onnx --ray                 # on a local Ray (pip install '.[cluster]')
+  san-embed /shared/photos --model /shared/model.onnx --ray head:6379 --ray-actors 8 --device cuda
 
 exit status: 0 all images embedded; 1 some files failed (listed); 2 nothing run (bad arguments,
 model or output folder).
@@ -57,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flip: average with the mirrored image's embedding")
     parser.add_argument("--l2-normalize", action="store_true", help="scale every embedding to unit length")
     add_backend_arguments(parser)
+    ray = parser.add_argument_group("Ray Data (pip install '.[cluster]')")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="decode in Ray tasks and embed in Ray actors: on the cluster at ADDRESS (HOST:PORT, "
+                     "ray://HOST:PORT or auto; every node must see the images and the model at the same paths), "
+                     "or on a local Ray started for the run when no address is given")
+    ray.add_argument("--ray-actors", type=int, default=1, metavar="N",
+                     help="model replicas (default %(default)s); each takes one GPU with --device cuda")
     parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
@@ -93,6 +103,21 @@ def default_out(images: Path, shard: Shard | None) -> Path:
     return base.with_name(f"{base.name}_embeddings{suffix}")
 
 
+def make_runner(args: argparse.Namespace) -> Runner:
+    """The local runner, or the Ray one with ``--ray``: each actor gets the first GPU Ray assigns it."""
+    if args.ray is None:
+        return LocalRunner() if args.workers is None else LocalRunner(args.workers)
+    from runtime.embed_ray import ActorSpec, RayRunner
+
+    options = backend_options(args)
+    engine = (args.backend or backend_for(args.model)) == "tensorrt"
+    on_gpu = Device.parse(options.get("device") or ("cuda" if engine else "cpu")).kind == "cuda"
+    if on_gpu:
+        options["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES per actor
+    actor = ActorSpec(str(args.model.resolve()), args.backend, options)
+    return RayRunner(actor, args.ray or None, args.ray_actors, gpus_per_actor=1.0 if on_gpu else 0.0)
+
+
 def report(result: EmbedResult, what: str) -> int:
     """Print the summary; the exit status."""
     speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
@@ -121,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
         out = args.out or default_out(args.images, args.shard)
+        runner = make_runner(args)
         with open_backend(args.model, args.backend, **backend_options(args)) as backend:
             for note in backend.notes:
                 print(f"san-embed: note: {note}", file=sys.stderr)
-            result = embed_folder(args.images, backend, out, options, shard=args.shard, workers=args.workers,
+            result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
                                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
         return report(result, "embedded")
     except (EmbedError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:

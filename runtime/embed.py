@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -54,7 +54,12 @@ OUTPUT_FILES = (EMBEDDINGS, INDEX, META, TIMING, PROGRESS, PARTIAL_EMBEDDINGS, P
 INDEX_HEADER = ("row", "path", "status", "error")
 NON_FINITE = "non-finite embedding (NaN or Inf) from the backend; not written"
 TTA_MODES = ("none", "flip")
-_TASK_SIZE = 8  # files per worker task: amortises IPC, keeps the prefetch window fine-grained
+TASK_SIZE = 8  # files per decode task: amortises IPC, keeps the prefetch window fine-grained
+
+#: What became of one file: its embedding row, or None and the reason it failed.
+FileResult = tuple[np.ndarray | None, str]
+#: What became of one file before embedding: its decoded image, or None and the reason.
+Decoded = tuple[np.ndarray | None, str]
 
 
 class EmbedError(RuntimeError):
@@ -140,6 +145,47 @@ class Progress:
         _write_json(path, asdict(self))
 
 
+class Runner(Protocol):
+    """Where decoding and embedding happen; the driver only commits what comes back."""
+
+    #: Recorded in the plan: runners batch differently, so resuming must keep the runner.
+    name: str
+
+    def results(self, root: Path, paths: list[str], spans: list[tuple[int, int]], backend: Backend,
+                options: EmbedOptions) -> Iterator[FileResult]:
+        """One :data:`FileResult` per file of ``spans`` (``[start, end)`` ranges of ``paths``), in order."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the work was spread (for ``timing.json``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalRunner:
+    """This process embeds; ``workers`` processes decode ahead of it (0 = decode inline).
+
+    Batches are cut per chunk from its readable images, so the bytes do not depend on the
+    workers, on sharding or on where a run was resumed.
+    """
+
+    workers: int = field(default_factory=default_workers)
+    name: str = "local"
+
+    def results(self, root: Path, paths: list[str], spans: list[tuple[int, int]], backend: Backend,
+                options: EmbedOptions) -> Iterator[FileResult]:
+        decoded = _decode_stream(root, paths[spans[0][0] : spans[-1][1]] if spans else [], backend.spec,
+                                 self.workers)
+        try:
+            for start, end in spans:
+                yield from embed_decoded(backend, options, [next(decoded) for _ in range(end - start)])
+        finally:
+            decoded.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": self.name, "workers": self.workers}
+
+
 def embed_folder(
     images: str | Path,
     backend: Backend,
@@ -147,25 +193,26 @@ def embed_folder(
     options: EmbedOptions = EmbedOptions(),
     *,
     shard: Shard | None = None,
-    workers: int | None = None,
+    runner: Runner | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> EmbedResult:
     """Embed every image under ``images`` into the folder ``out`` (see the module doc).
 
-    ``backend`` is activated if needed; the caller deactivates it. ``workers=0`` decodes
-    in this process. ``resume`` continues an interrupted run with the same plan (starts
-    afresh when there is nothing to resume); ``overwrite`` discards earlier output.
-    Unreadable files and non-finite embeddings are listed in ``index.csv`` and in
-    ``EmbedResult.failures``; they never stop the run.
+    ``backend`` is activated if needed (it supplies the contract and the plan); the caller
+    deactivates it. ``runner`` decodes and embeds (default: :class:`LocalRunner`). ``resume``
+    continues an interrupted run with the same plan (starts afresh when there is nothing to
+    resume); ``overwrite`` discards earlier output. Unreadable files and non-finite
+    embeddings are listed in ``index.csv`` and in ``EmbedResult.failures``; they never stop
+    the run.
     """
     started = time.time()
     root, out = Path(images), Path(out)
-    workers = default_workers() if workers is None else workers
+    runner = runner or LocalRunner()
     backend.activate()
     paths = discover_images(root)
-    plan = _plan(root, paths, backend, options, shard)
+    plan = _plan(root, paths, backend, options, shard, runner.name)
     spans = _chunk_spans(len(paths), options.chunk_size, shard)
     first, stop = (spans[0][0], spans[-1][1]) if spans else (0, 0)
     state = _prepare_output(out, plan, stop - first, backend.spec.embedding_dim, resume, overwrite)
@@ -174,29 +221,32 @@ def embed_folder(
     todo = spans[state.chunks_done :]
     done_before = todo[0][0] - first if todo else stop - first
     with progress_bar(enabled=progress, total=stop - first, initial=done_before, unit="img", dynamic_ncols=True) as bar:
-        state = _embed_chunks(root, paths, todo, backend, options, out, state, workers, bar)
+        results = runner.results(root, paths, todo, backend, options)
+        try:
+            state = _commit_chunks(paths, todo, results, out, state, bar)
+        finally:
+            results.close()
     seconds, processed = time.time() - started, stop - first - done_before
     _finalize(out, plan, state, {
         "images": str(root.resolve()), "model": str(backend.artifact.resolve()), "host": socket.gethostname(),
-        "workers": workers, "processed": processed, "seconds": round(seconds, 3),
+        **runner.describe(), "processed": processed, "seconds": round(seconds, 3),
         "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return _result(out, processed=processed, seconds=seconds)
 
 
-def _embed_chunks(root: Path, paths: list[str], todo: list[tuple[int, int]], backend: Backend, options: EmbedOptions,
-                  out: Path, state: Progress, workers: int, bar: tqdm) -> Progress:
-    """Embed and commit the chunks ``todo`` one by one; returns the final progress state."""
+def _commit_chunks(paths: list[str], todo: list[tuple[int, int]], results: Iterator[FileResult], out: Path,
+                   state: Progress, bar: tqdm) -> Progress:
+    """Commit the chunks ``todo`` one by one from the runner's ``results``; the final progress state."""
     embeddings = np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="r+")
-    decoded = _decode_stream(root, paths[todo[0][0] : todo[-1][1]] if todo else [], backend.spec, workers)
     try:
         with open(out / PARTIAL_INDEX, "r+b") as index:
             index.truncate(state.index_bytes)  # drop lines of a chunk that was never committed
             index.seek(state.index_bytes)
             for start, end in todo:
-                chunk = [next(decoded) for _ in range(end - start)]
-                rows, lines = _embed_chunk(backend, options, paths[start:end], chunk, state.rows)
+                chunk = [next(results) for _ in range(end - start)]
+                rows, lines = _chunk_output(paths[start:end], chunk, state.rows, embeddings.shape[1])
                 embeddings[state.rows : state.rows + len(rows)] = rows
                 embeddings.flush()
                 index.write(_encode(lines))
@@ -207,7 +257,6 @@ def _embed_chunks(root: Path, paths: list[str], todo: list[tuple[int, int]], bac
                 failpoint("embed.chunk_committed")
                 bar.update(end - start)
     finally:
-        decoded.close()
         del embeddings
     return state
 
@@ -253,10 +302,12 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
 
 
 # -- plan and output folder ------------------------------------------------------------
-def _plan(root: Path, paths: list[str], backend: Backend, options: EmbedOptions, shard: Shard | None) -> dict[str, Any]:
+def _plan(root: Path, paths: list[str], backend: Backend, options: EmbedOptions, shard: Shard | None,
+          runner: str) -> dict[str, Any]:
     """What decides the output bytes; a resumed run must match it exactly."""
     spans = _chunk_spans(len(paths), options.chunk_size, shard)
     return {
+        "runner": runner,
         "format": FORMAT,
         "version": VERSION,
         "contract": backend.spec.to_dict(),
@@ -366,10 +417,10 @@ def _decode_stream(
     root: Path, paths: list[str], spec: InputSpec, workers: int
 ) -> Iterator[tuple[np.ndarray | None, str]]:
     """(uint8 image or None, error) per path, in order; decoded by ``workers`` processes ahead of use."""
-    tasks = [paths[i : i + _TASK_SIZE] for i in range(0, len(paths), _TASK_SIZE)]
+    tasks = [paths[i : i + TASK_SIZE] for i in range(0, len(paths), TASK_SIZE)]
     if workers <= 0:
         for task in tasks:
-            yield from _load_task(str(root), task, spec)
+            yield from load_task(str(root), task, spec)
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -378,14 +429,14 @@ def _decode_stream(
     try:
         remaining = iter(tasks)
         for task in remaining:  # bounded prefetch: a few tasks per worker in flight
-            pending.append(pool.submit(_load_task, str(root), task, spec))
+            pending.append(pool.submit(load_task, str(root), task, spec))
             if len(pending) >= 4 * workers:
                 break
         while pending:
             done = pending.popleft().result()
             task = next(remaining, None)
             if task is not None:
-                pending.append(pool.submit(_load_task, str(root), task, spec))
+                pending.append(pool.submit(load_task, str(root), task, spec))
             yield from done
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -407,9 +458,9 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _load_task(root: str, paths: list[str], spec: InputSpec) -> list[tuple[np.ndarray | None, str]]:
+def load_task(root: str, paths: Sequence[str], spec: InputSpec) -> list[Decoded]:
     """Decode + resize ``paths`` (worker side); a failure becomes its reason, with the path made relative."""
-    results: list[tuple[np.ndarray | None, str]] = []
+    results: list[Decoded] = []
     for rel in paths:
         full = os.path.join(root, rel)
         try:
@@ -421,25 +472,32 @@ def _load_task(root: str, paths: list[str], spec: InputSpec) -> list[tuple[np.nd
     return results
 
 
-def _embed_chunk(backend: Backend, options: EmbedOptions, paths: list[str],
-                 decoded: list[tuple[np.ndarray | None, str]], first_row: int) -> tuple[np.ndarray, str]:
-    """Embed one chunk; returns its finite rows and its index.csv lines."""
+def embed_decoded(backend: Backend, options: EmbedOptions, decoded: Sequence[Decoded]) -> list[FileResult]:
+    """Embed the readable images of ``decoded`` in batches of ``options.batch_size``, in order."""
     ok = [i for i, (image, _) in enumerate(decoded) if image is not None]
-    parts = [embed_batch(backend, options, np.stack([decoded[i][0] for i in ok[b : b + options.batch_size]]))
-             for b in range(0, len(ok), options.batch_size)]
-    embeddings = np.concatenate(parts) if parts else np.empty((0, backend.spec.embedding_dim), np.float32)
-    finite = np.isfinite(embeddings).all(axis=1)
-    errors = {i: error for i, (image, error) in enumerate(decoded) if image is None}
-    errors.update({i: NON_FINITE for i, good in zip(ok, finite) if not good})
-    buffer, row = io.StringIO(), first_row
+    results: list[FileResult] = [(None, error) for _, error in decoded]
+    for b in range(0, len(ok), options.batch_size):
+        batch = ok[b : b + options.batch_size]
+        rows = embed_batch(backend, options, np.stack([decoded[i][0] for i in batch]))
+        for i, row in zip(batch, rows):
+            results[i] = (row, "")
+    return results
+
+
+def _chunk_output(paths: list[str], results: list[FileResult], first_row: int, dim: int) -> tuple[np.ndarray, str]:
+    """One chunk's finite rows and its index.csv lines; a non-finite row fails its file."""
+    rows, buffer, row = [], io.StringIO(), first_row
     writer = _index_writer(buffer)
-    for i, path in enumerate(paths):
-        if i in errors:
-            writer.writerow((-1, path, "error", errors[i]))
+    for path, (embedding, error) in zip(paths, results, strict=True):
+        if embedding is not None and not np.isfinite(embedding).all():
+            embedding, error = None, NON_FINITE
+        if embedding is None:
+            writer.writerow((-1, path, "error", error))
         else:
+            rows.append(embedding)
             writer.writerow((row, path, "ok", ""))
             row += 1
-    return embeddings[finite], buffer.getvalue()
+    return (np.stack(rows).astype(np.float32, copy=False) if rows else np.empty((0, dim), np.float32)), buffer.getvalue()
 
 
 def embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ EXTRAS = {
     "pycuda": "gpu-cu12",
     "faiss": "search",
     "matplotlib": "search",
+    "ray": "cluster",
 }
 
 

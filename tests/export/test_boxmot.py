@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from export.cli import main as san_export
-from runtime import embed_folder, open_backend
+from runtime import LocalRunner, embed_folder, open_backend
 from runtime.embed import EmbedOptions
 from san.data.synth import ensure_synthetic
 from san.metrics import paired_cosine
@@ -87,7 +87,7 @@ def test_boxmot_matches_san_embed_on_the_same_crops(probed: tuple[np.ndarray, di
     for i, (x1, y1, x2, y2) in enumerate(BOXES.astype(int)):
         Image.fromarray(frame[y1:y2, x1:x2]).save(crops / f"crop{i}.png")
     with open_backend(tiny / "model.onnx") as backend:
-        embed_folder(crops, backend, tmp_path / "emb", EmbedOptions(l2_normalize=True), workers=0, progress=False)
+        embed_folder(crops, backend, tmp_path / "emb", EmbedOptions(l2_normalize=True), runner=LocalRunner(0), progress=False)
     embedded = np.load(tmp_path / "emb" / "embeddings.npy")
     assert out["features"].shape == embedded.shape == (len(BOXES), 128)
     assert paired_cosine(out["features"], embedded).min() >= 0.99  # PIL vs cv2 resize of the same crops

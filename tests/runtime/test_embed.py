@@ -18,7 +18,7 @@ from PIL import Image
 from support.embedding_runs import OPTIONS, reference_run
 from support.tiny import N_IMAGES, make_images
 
-from runtime import Backend, EmbedError, EmbedOptions, Shard, embed_folder, merge_shards, open_backend
+from runtime import Backend, EmbedError, EmbedOptions, Shard, LocalRunner, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
 from runtime.embed import NON_FINITE
 from san.discovery import IMAGE_SUFFIXES
@@ -71,7 +71,7 @@ def test_shards_merge_into_the_unsharded_output(tiny: Path, folder: Path, refere
     parts = [tmp_path / f"s{i}" for i in (1, 2, 3)]
     with open_backend(tiny / "model.onnx") as backend:
         for i, part in enumerate(parts, start=1):
-            embed_folder(folder, backend, part, OPTIONS, shard=Shard(i, 3), workers=0, progress=False)
+            embed_folder(folder, backend, part, OPTIONS, shard=Shard(i, 3), runner=LocalRunner(0), progress=False)
     with pytest.raises(EmbedError, match="exactly the shards"):
         merge_shards(parts[:2], tmp_path / "partial")
     result = merge_shards([parts[2], parts[0], parts[1]], tmp_path / "merged")
@@ -82,10 +82,10 @@ def test_shards_merge_into_the_unsharded_output(tiny: Path, folder: Path, refere
 def test_existing_output_and_changed_plans_are_refused(tiny: Path, folder: Path, reference: Path) -> None:
     with open_backend(tiny / "model.onnx") as backend:
         with pytest.raises(EmbedError, match="already holds embedding output"):
-            embed_folder(folder, backend, reference, OPTIONS, workers=0, progress=False)
+            embed_folder(folder, backend, reference, OPTIONS, runner=LocalRunner(0), progress=False)
         with pytest.raises(EmbedError, match="refused to resume: this run's options differ"):
-            embed_folder(folder, backend, reference, EmbedOptions(batch_size=5, chunk_size=4), workers=0, resume=True)
-        done = embed_folder(folder, backend, reference, OPTIONS, workers=0, resume=True, progress=False)
+            embed_folder(folder, backend, reference, EmbedOptions(batch_size=5, chunk_size=4), runner=LocalRunner(0), resume=True)
+        done = embed_folder(folder, backend, reference, OPTIONS, runner=LocalRunner(0), resume=True, progress=False)
     assert (done.processed, done.ok) == (0, N_IMAGES)
 
 
@@ -94,7 +94,7 @@ def test_killed_run_resumes_to_the_uninterrupted_output(tiny: Path, tmp_path: Pa
     make_images(images, 120, seed=1)
     options = EmbedOptions(batch_size=4, chunk_size=8)
     with open_backend(tiny / "model.onnx") as backend:
-        embed_folder(images, backend, tmp_path / "whole", options, workers=0, progress=False)
+        embed_folder(images, backend, tmp_path / "whole", options, runner=LocalRunner(0), progress=False)
     out = tmp_path / "killed"
     command = [str(Path(sys.executable).with_name("san-embed")), str(images), "--model", str(tiny / "model.onnx"),
                "--out", str(out), "--batch-size", "4", "--chunk-size", "8", "--workers", "1", "--no-progress"]
@@ -112,7 +112,7 @@ def test_bad_and_awkward_files_never_stop_a_run(tiny: Path, tmp_path: Path) -> N
     # badfiles.py marks animated.gif as listed, but .gif is not among the image suffixes san-embed discovers
     cases = [c for c in make_bad_files(tmp_path / "bad") if c.listed and Path(c.path).suffix.lower() in IMAGE_SUFFIXES]
     with open_backend(tiny / "model.onnx") as backend:
-        result = embed_folder(tmp_path / "bad", backend, tmp_path / "out", workers=1, progress=False)
+        result = embed_folder(tmp_path / "bad", backend, tmp_path / "out", runner=LocalRunner(1), progress=False)
     with open(tmp_path / "out" / "index.csv", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         index = {path: (status, error) for _, path, status, error in list(csv.reader(fh))[1:]}
     assert sorted(index) == sorted(c.path for c in cases)  # discovery lists exactly the listed kinds
@@ -159,7 +159,7 @@ def test_non_finite_embeddings_are_reported_with_their_files(stub: StubBackend, 
     images.mkdir()
     for name, value in (("a.png", 50), ("black.png", 0), ("c.png", 200)):
         Image.new("RGB", (4, 8), (value, value, value)).save(images / name)
-    result = embed_folder(images, stub, tmp_path / "out", workers=0, progress=False)
+    result = embed_folder(images, stub, tmp_path / "out", runner=LocalRunner(0), progress=False)
     assert result.failures == [("black.png", NON_FINITE)]
     embeddings = np.load(tmp_path / "out" / "embeddings.npy")
     assert embeddings.shape == (2, 3) and np.isfinite(embeddings).all()
@@ -171,7 +171,7 @@ def test_flip_tta_and_l2_normalisation(stub: StubBackend, tmp_path: Path) -> Non
     images.mkdir()
     pixels = np.random.default_rng(0).integers(1, 256, (8, 4, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(images / "x.png")
-    embed_folder(images, stub, tmp_path / "out", EmbedOptions(tta="flip", l2_normalize=True), workers=0, progress=False)
+    embed_folder(images, stub, tmp_path / "out", EmbedOptions(tta="flip", l2_normalize=True), runner=LocalRunner(0), progress=False)
     x = pixels.transpose(2, 0, 1)[None]
     expected = (stub.infer(x) + stub.infer(np.ascontiguousarray(x[..., ::-1]))) / 2
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)

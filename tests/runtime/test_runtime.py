@@ -113,10 +113,10 @@ def test_runtime_embeds_with_onnx_while_torch_cannot_be_imported(tiny: Path, tmp
                 return None
 
         sys.meta_path.insert(0, NoTorch())
-        from runtime import embed_folder, open_backend
+        from runtime import LocalRunner, embed_folder, open_backend
 
         with open_backend(sys.argv[1], threads=1) as backend:
-            result = embed_folder(sys.argv[2], backend, sys.argv[3], workers=1, progress=False)
+            result = embed_folder(sys.argv[2], backend, sys.argv[3], runner=LocalRunner(1), progress=False)
         assert result.ok == int(sys.argv[4]) and not result.failures, result
         assert "torch" not in sys.modules and "torchvision" not in sys.modules
         print("torch-free ok")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import EmbedOptions, embed_folder, open_backend
+from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from runtime.cli_search import main
 from runtime.pictures import BORDER, COLOURS, PAD, mask_strip_size, person_id, ranked_list_size
 from runtime.search import (
@@ -77,7 +77,7 @@ def folder(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ensure_synthetic(data, ids=8, cameras=3, height=64, width=32)
     out = data.parent / "emb"
     with open_backend(tiny / "model.onnx", threads=1) as backend:
-        embed_folder(data / GALLERY, backend, out, EmbedOptions(batch_size=8, l2_normalize=True), workers=0,
+        embed_folder(data / GALLERY, backend, out, EmbedOptions(batch_size=8, l2_normalize=True), runner=LocalRunner(0),
                      progress=False)
     return out
 

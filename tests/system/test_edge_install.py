@@ -110,3 +110,16 @@ def test_commands_that_need_torch_say_which_extra_in_one_line(edge: Path, tiny: 
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "torch" in lines[0] and "'.[train]'" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("argv, extra", [
+    (["san-embed", "{tiny}/images", "--model", "{tiny}/model.onnx", "--out", "{tmp}/out", "--ray"], "cluster"),
+    (["san-search", "build", "{tmp}/none", "--index", "ivf"], "search"),
+])
+def test_options_that_need_an_extra_say_which_in_one_line(edge: Path, tiny: Path, tmp_path: Path,
+                                                         argv: list[str], extra: str) -> None:
+    done = run(edge, *(a.format(tiny=tiny, tmp=tmp_path) for a in argv))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'.[{extra}]'" in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()

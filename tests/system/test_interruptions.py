@@ -25,7 +25,7 @@ from support.badfiles import make_bad_files
 from support.embedding_runs import OPTIONS, reference_run
 from support.tiny import make_images
 
-from runtime import EmbedOptions, embed_folder, open_backend
+from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from san import load_checkpoint
 from san.failpoints import ENV
 
@@ -109,10 +109,10 @@ def test_embed_killed_before_any_file_system_step_resumes_to_identical_bytes(
             out = tmp_path / f"step{step:03d}"
             try:
                 with crash_before_step(step) as taken:
-                    embed_folder(images, backend, out, OPTIONS, workers=0, progress=False)
+                    embed_folder(images, backend, out, OPTIONS, runner=LocalRunner(0), progress=False)
             except _Crash:
                 assert_consistent(out, reference)
-                embed_folder(images, backend, out, OPTIONS, workers=0, resume=True, progress=False)
+                embed_folder(images, backend, out, OPTIONS, runner=LocalRunner(0), resume=True, progress=False)
                 for name in FINAL:
                     assert (out / name).read_bytes() == (reference / name).read_bytes(), (step, name)
                 assert sorted(p.name for p in out.iterdir()) == sorted([*FINAL, "timing.json"]), step
@@ -148,7 +148,7 @@ def test_san_embed_sigkilled_twice_resumes_to_identical_bytes(tiny: Path, tmp_pa
     options = EmbedOptions(batch_size=4, chunk_size=8)
     reference = tmp_path / "reference"
     with open_backend(tiny / "model.onnx") as backend:
-        embed_folder(images, backend, reference, options, workers=0, progress=False)
+        embed_folder(images, backend, reference, options, runner=LocalRunner(0), progress=False)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "runtime.cli_embed", str(images), "--model", str(tiny / "model.onnx"),
                "--out", str(out), "--batch-size", "4", "--chunk-size", "8", "--workers", "1", "--no-progress"]
