@@ -13,7 +13,9 @@ from runtime.embed import EmbedError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
-from runtime.search import ENGINES, METRICS, EmbeddingFolder, Hits, SearchError, build_index, embed_query_images
+from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
+                            embed_query_images, faiss_module, reranked_search)
+from san.rerank import add_rerank_arguments, rerank_params
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 from san.command import command
@@ -21,7 +23,7 @@ from san.command import command
 DESCRIPTION = """\
 Search a folder of embeddings written by san-embed (embeddings.npy + index.csv + meta.json).
 
-  san-search build EMB_DIR                       save an index (FAISS when installed)
+  san-search build EMB_DIR [--index flat|ivf|hnsw|FACTORY]   save an index, with its recall@10
   san-search query EMB_DIR --images Q.jpg --model model.onnx [-k 10] [--png list.png]
   san-search query EMB_DIR --rows 0 5            query with stored rows instead
   san-search masks --ckpt model.pt --images A.jpg B.jpg --out DIR   attention overlays
@@ -30,15 +32,21 @@ Run `san-search COMMAND --help` for the options of each.
 """
 
 BUILD_EPILOG = """\
-Engines: numpy (exact brute force, nothing to install) and faiss (exact IndexFlatL2 /
-IndexFlatIP; pip install faiss-cpu, or the project's `search` extra). Metrics: l2 (Euclidean,
-as evaluation ranks) and cosine (distance = 1 - cosine similarity). Writes EMB_DIR/search.json
-(and faiss.index); `query` then uses them unless told otherwise, and refuses them once the
-embeddings change.
+Indexes: numpy (exact brute force, nothing to install) or FAISS (pip install '.[search]'):
+flat (exact), ivf (IVF<nlist>,Flat: --nlist lists, default about 4 sqrt(N); --nprobe searched),
+hnsw (HNSW<M>: --ef-search), or any faiss.index_factory string (e.g. IVF4096,PQ32). Trained on
+a sample of 39..256 rows per centroid, as FAISS asks. Metrics: l2 (Euclidean, as evaluation
+ranks) and cosine (distance = 1 - cosine similarity; inner product on unit vectors).
+
+Build measures recall@10 against exact search on held-out stored rows and prints it; it goes
+into EMB_DIR/search.json with the parameters (the index itself: faiss.index). `query` then
+uses them, and refuses them once the embeddings change.
 
 examples:
   san-search build photos_embeddings/
-  san-search build photos_embeddings/ --engine numpy --metric cosine
+  san-search build photos_embeddings/ --index ivf --nprobe 32 --metric cosine
+  san-search build photos_embeddings/ --index hnsw --ef-search 128
+  san-search build photos_embeddings/ --index IVF1024,PQ32
 """
 
 QUERY_EPILOG = """\
@@ -51,8 +59,13 @@ folder (distance 0). Output: one block per query, lines "rank  distance  path".
 unknown (ids come from Market-1501 / DukeMTMC-reID file names, e.g. 0002_c1s1_000451_03.jpg).
 With several queries, PATH gets -1, -2, ... before its suffix.
 
+--rerank re-ranks each query's top --candidates by k-reciprocal encoding (Zhong et al., CVPR
+2017), sparse form: neighbour lists come from the index, so memory grows with k1 x the rows
+touched, not N^2; the printed distances are then the re-ranked ones.
+
 examples:
   san-search query photos_embeddings/ --images q/0001_c1s1_000151_01.jpg --model model.onnx -k 10
+  san-search query photos_embeddings/ --rows 0 5 -k 10 --rerank --candidates 200
   san-search query photos_embeddings/ --rows 0 5 -k 5 --png top5.png
   san-search query emb/ --rows 3 --image-root /data/photos --png row3.png   # folder moved
 """
@@ -77,8 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="save a search index over an embeddings folder",
                                 epilog=BUILD_EPILOG, formatter_class=raw)
     build.add_argument("folder", type=Path, metavar="EMB_DIR", help="output folder of san-embed")
-    build.add_argument("--engine", choices=sorted(ENGINES), help="default: faiss when installed, else numpy")
+    build.add_argument("--index", metavar="KIND", help="numpy, flat, ivf, hnsw or a FAISS factory string "
+                       "(default: flat when FAISS is installed, else numpy)")
     build.add_argument("--metric", choices=METRICS, default="l2", help="default l2")
+    build.add_argument("--nlist", type=int, help="inverted lists of ivf (default: about 4 sqrt(N))")
+    build.add_argument("--nprobe", type=int, default=IndexSpec.nprobe, help="lists searched (default %(default)s)")
+    build.add_argument("--ef-search", type=int, default=IndexSpec.ef_search,
+                       help="HNSW search breadth (default %(default)s)")
+    build.add_argument("--recall-queries", type=int, default=1000, metavar="N",
+                       help="held-out rows recall@10 is measured on (default %(default)s)")
 
     query = commands.add_parser("query", help="top k of query images or stored rows",
                                 epilog=QUERY_EPILOG, formatter_class=raw)
@@ -89,8 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--model", type=Path, help="model.pt / model.onnx / model.engine that made EMB_DIR")
     query.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
     query.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    query.add_argument("--engine", choices=sorted(ENGINES), help="default: the built index's, else faiss when installed")
+    query.add_argument("--engine", choices=ENGINES,
+                       help="numpy: exact, ignoring a built index; faiss: the built index, else exact flat "
+                       "(default: the built index's, else faiss when installed)")
     query.add_argument("--metric", choices=METRICS, help="default: the built index's, else l2")
+    query.add_argument("--nprobe", type=int, help="override the built index's nprobe")
+    query.add_argument("--ef-search", type=int, help="override the built index's efSearch")
+    add_rerank_arguments(query)
+    query.add_argument("--candidates", type=int, default=100, metavar="N",
+                       help="with --rerank: re-rank each query's top N from the index (default %(default)s)")
     query.add_argument("--png", type=Path, metavar="PATH", help="also draw each ranked list as a PNG")
     query.add_argument("--image-root", type=Path, metavar="DIR",
                        help="where the folder's images are now (default: recorded by san-embed)")
@@ -127,11 +154,31 @@ def _png_path(base: Path, index: int, count: int) -> Path:
     return base if count == 1 else base.with_name(f"{base.stem}-{index + 1}{base.suffix}")
 
 
+def build(args: argparse.Namespace) -> int:
+    """``san-search build``: save an index and print what it gives up."""
+    kind = args.index or ("flat" if default_engine() == "faiss" else "numpy")
+    spec = IndexSpec(kind, args.metric, args.nlist, args.nprobe, args.ef_search)
+    if kind != "numpy":
+        faiss_module()  # a missing extra is named before any file is read
+    record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries)
+    what = record.get("factory", "numpy (exact)")
+    recall = record["recall_at_10"]
+    measured = (f"recall@10 {recall['value']:.4f} on {recall['queries']} stored rows ({recall['held_out']} outside "
+                f"the training sample)" if recall["queries"] else "exact")
+    settings = ", ".join(f"{k} {v}" for k, v in record.get("search_parameters", {}).items())
+    print(f"built {what} ({record['metric']}) over {record['rows']} rows in {record['build_seconds']:.1f} s: "
+          f"{measured}{f' ({settings})' if settings else ''} -> {args.folder / 'search.json'}")
+    return 0
+
+
 def query(args: argparse.Namespace) -> int:
     """``san-search query``: print the top k; draw them with --png."""
     folder = EmbeddingFolder.open(args.folder)
     vectors, names = _query_vectors(args, folder)
-    hits: Hits = folder.searcher(args.engine, args.metric).search(vectors, args.k)
+    searcher = folder.searcher(args.engine, args.metric, args.nprobe, args.ef_search)
+    params = rerank_params(args)
+    hits: Hits = (reranked_search(searcher, folder.vectors, vectors, args.k, args.candidates, params) if params
+                  else searcher.search(vectors, args.k))
     root = folder.image_root(args.image_root) if args.png else None
     tile_width = round(128 * folder.spec.width / folder.spec.height)
     for i, name in enumerate(names):
@@ -155,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "build":
-            record = build_index(EmbeddingFolder.open(args.folder), args.engine, args.metric)
-            print(f"built a {record['engine']} {record['metric']} index of {record['rows']} rows in {args.folder}")
-            return 0
+            return build(args)
         if args.command == "query":
             return query(args)
         for path in attention_overlay_pngs(args.ckpt, args.images, args.out, args.device):

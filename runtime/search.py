@@ -1,20 +1,24 @@
-"""Nearest neighbours over a ``san-embed`` output folder: exact NumPy top-k, or FAISS.
+"""Nearest neighbours over a ``san-embed`` output folder: exact NumPy top-k, or a FAISS index.
 
-Two engines behind one call, :meth:`Searcher.search` (queries -> :class:`Hits`):
-
-- ``numpy`` (default, nothing to install): exact brute force in query chunks, distances
-  from :func:`san.metrics.euclidean_distance` in float64 (a float32 expansion
+- ``numpy`` (nothing to install): exact brute force in query chunks, distances from
+  :func:`san.metrics.euclidean_distance` in float64 (a float32 expansion
   |q|^2 + |g|^2 - 2 q.g puts an image ~1e-3 away from itself); holds a float64 copy;
-- ``faiss`` (``pip install faiss-cpu``, the ``search`` extra): ``IndexFlatL2`` /
-  ``IndexFlatIP``, also exact, faster on large galleries; ``san-search build`` saves it.
+- FAISS (the ``search`` extra), any index ``faiss.index_factory`` makes: ``flat`` (exact),
+  ``ivf`` (inverted lists, ``nprobe`` of them searched), ``hnsw`` (graph, ``efSearch``), or a
+  factory string such as ``IVF1024,PQ32``. ``san-search build`` trains it on a sample of at
+  least the size FAISS asks per centroid, measures its recall@10 against exact search on
+  held-out stored rows and records both in ``search.json``. GPU FAISS is used where installed.
 
 Metrics: ``l2`` (Euclidean, the paper's) reports the distance itself; ``cosine`` reports
-1 - cosine similarity. Within the top k, equal distances keep the lower row first.
+1 - cosine similarity (FAISS: inner product over L2-normalised vectors). Within the top k,
+equal distances keep the lower row first (numpy).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +32,16 @@ from san.atomic import atomic_write, atomic_write_text
 from san.hashing import file_sha256
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
+from san.rerank import RerankParams, SparseReranker
 from san.spec import ContractError, InputSpec
 
 METRICS = ("l2", "cosine")
 SEARCH_META, FAISS_INDEX = "search.json", "faiss.index"
+#: ``--index`` names besides a factory string: exact NumPy, and FAISS factory templates.
+INDEX_KINDS = {"numpy": "", "flat": "Flat", "ivf": "IVF{nlist},Flat", "hnsw": "HNSW{hnsw_m}"}
+#: FAISS's k-means asks for 39..256 training points per centroid (ClusteringParameters).
+MIN_POINTS_PER_CENTROID, MAX_POINTS_PER_CENTROID = 39, 256
+RECALL_K = 10
 
 
 class SearchError(RuntimeError):
@@ -49,6 +59,8 @@ class Hits:
 class Searcher(Protocol):
     """What an engine offers: the k nearest stored rows of every query."""
 
+    metric: str
+
     def search(self, queries: np.ndarray, k: int) -> Hits: ...
 
 
@@ -62,6 +74,12 @@ def _check_k(k: int, size: int) -> int:
     if k < 1:
         raise SearchError(f"-k must be >= 1, got {k}")
     return min(k, size)
+
+
+def _check_dim(queries: np.ndarray, dim: int, what: str) -> None:
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise SearchError(f"queries of shape {tuple(queries.shape)} do not fit {what} of {dim}-dimensional "
+                          "vectors; query with the model that made the embeddings")
 
 
 class NumpySearcher:
@@ -81,6 +99,7 @@ class NumpySearcher:
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         k = _check_k(k, len(self.vectors))
+        _check_dim(queries, self.vectors.shape[1], "embeddings")
         rows, dists = [], []
         for start in range(0, len(queries), self.chunk):
             found, values = smallest_k(self.distances(queries[start : start + self.chunk]), k)
@@ -94,36 +113,119 @@ def faiss_module() -> Any:
     try:
         import faiss
     except ImportError:
-        raise SearchError(
-            "the faiss engine needs faiss-cpu, which is not installed: pip install faiss-cpu "
-            "(or pip install -e '.[search]'); the default numpy engine needs nothing"
-        ) from None
+        raise SearchError("FAISS indexes need faiss, which is not installed: pip install '.[search]' "
+                          "(from the repository); --index numpy needs nothing") from None
     return faiss
 
 
-class FaissSearcher:
-    """Exact FAISS search: ``IndexFlatL2`` (l2) or ``IndexFlatIP`` over unit vectors (cosine)."""
+@dataclass(frozen=True)
+class IndexSpec:
+    """What ``san-search build`` makes: ``kind`` (an :data:`INDEX_KINDS` name or a FAISS factory
+    string), the metric, and the parameters of the approximate kinds (``nlist``: None = about
+    4 sqrt(N), within what the training sample supports)."""
 
-    def __init__(self, vectors: np.ndarray | None = None, metric: str = "l2", index: Any = None) -> None:
-        if metric not in METRICS:
-            raise SearchError(f"unknown metric {metric!r}; choose from {METRICS}")
+    kind: str = "flat"
+    metric: str = "l2"
+    nlist: int | None = None
+    nprobe: int = 16
+    ef_search: int = 64
+    hnsw_m: int = 32
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise SearchError(f"--metric {self.metric!r}: choose from {METRICS}")
+        for name in ("nprobe", "ef_search", "hnsw_m") + (("nlist",) if self.nlist is not None else ()):
+            if getattr(self, name) < 1:
+                raise SearchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+    def factory(self, rows: int) -> str:
+        """The ``index_factory`` string for ``rows`` stored vectors."""
+        template = INDEX_KINDS.get(self.kind, self.kind)
+        nlist = self.nlist or max(1, min(round(4 * rows**0.5), rows // MIN_POINTS_PER_CENTROID))
+        return template.format(nlist=nlist, hnsw_m=self.hnsw_m)
+
+
+def centroids_to_train(factory: str) -> int:
+    """The largest k-means an index of ``factory`` trains: IVF lists, or 256 per PQ/SQ-free codebook."""
+    ivf = [int(n) for n in re.findall(r"IVF(\d+)", factory)]
+    pq = 2 ** max((int(bits) for bits in re.findall(r"PQ\d+x(\d+)", factory)), default=8) if "PQ" in factory else 0
+    return max([*ivf, pq, 0])
+
+
+class FaissSearcher:
+    """Search with any FAISS index; distances as the metric reports them."""
+
+    def __init__(self, index: Any, metric: str, nprobe: int | None = None, ef_search: int | None = None) -> None:
         faiss = faiss_module()
-        self.metric = metric
-        if index is None:
-            data = _unit(vectors) if metric == "cosine" else np.ascontiguousarray(vectors, np.float32)
-            index = (faiss.IndexFlatIP if metric == "cosine" else faiss.IndexFlatL2)(data.shape[1])
-            index.add(data)
-        self.index = index
+        expected = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        if index.metric_type != expected:
+            raise SearchError(f"the FAISS index measures {'inner product' if index.metric_type == faiss.METRIC_INNER_PRODUCT else 'L2'}"
+                              f", not {metric}; build it again with --metric {metric}")
+        self.index, self.metric = index, metric
+        self.parameters = set_search_parameters(index, nprobe=nprobe, efSearch=ef_search)
+
+    @classmethod
+    def exact(cls, vectors: np.ndarray, metric: str = "l2") -> FaissSearcher:
+        """An exact flat index over ``vectors``."""
+        return cls(new_index(vectors.shape[1], "Flat", metric, vectors), metric)
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         k = _check_k(k, self.index.ntotal)
+        _check_dim(queries, self.index.d, "an index")
         q = _unit(queries) if self.metric == "cosine" else np.ascontiguousarray(queries, np.float32)
         scores, rows = self.index.search(q, k)
         dist = 1.0 - scores if self.metric == "cosine" else np.sqrt(np.maximum(scores, 0))  # L2 index: squared
         return Hits(rows.astype(np.int64), dist.astype(np.float32))
 
 
-ENGINES = {"numpy": NumpySearcher, "faiss": FaissSearcher}
+def set_search_parameters(index: Any, **values: int | None) -> dict[str, int]:
+    """Set those search parameters (``nprobe``, ``efSearch``) that ``index`` has; the ones set."""
+    space, applied = faiss_module().ParameterSpace(), {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            space.set_index_parameter(index, name, value)
+        except RuntimeError:  # this kind of index has no such parameter
+            continue
+        applied[name] = value
+    return applied
+
+
+def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = None, train: np.ndarray | None = None,
+               gpu: bool = False) -> Any:
+    """An index of ``factory``, trained on ``train`` and filled with ``vectors`` (as the metric wants them)."""
+    faiss = faiss_module()
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+    except RuntimeError as exc:
+        raise SearchError(f"--index {factory!r}: FAISS cannot make it ({str(exc).strip().splitlines()[-1]})") from None
+    work = faiss.index_cpu_to_all_gpus(index) if gpu else index
+    prepare = _unit if metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
+    if train is not None and not work.is_trained:
+        work.train(prepare(train))
+    if vectors is not None:
+        for start in range(0, len(vectors), 65536):  # memory-mapped rows, a slice at a time
+            work.add(prepare(vectors[start : start + 65536]))
+    return faiss.index_gpu_to_cpu(work) if gpu else work
+
+
+def _gpu_usable(factory: str) -> bool:
+    """GPU FAISS is installed, sees a GPU, and has this kind of index (no HNSW on the GPU)."""
+    faiss = faiss_module()
+    return hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0 and "HNSW" not in factory
+
+
+def make_searcher(vectors: np.ndarray, engine: str = "numpy", metric: str = "l2") -> Searcher:
+    """An exact engine by name over ``vectors`` (N x D): ``numpy`` or ``faiss`` (flat)."""
+    if engine == "numpy":
+        return NumpySearcher(vectors, metric)
+    if engine == "faiss":
+        return FaissSearcher.exact(vectors, metric)
+    raise SearchError(f"unknown engine {engine!r}; choose from {ENGINES}")
+
+
+ENGINES = ("faiss", "numpy")
 
 
 def default_engine() -> str:
@@ -133,13 +235,6 @@ def default_engine() -> str:
     except SearchError:
         return "numpy"
     return "faiss"
-
-
-def make_searcher(vectors: np.ndarray, engine: str = "numpy", metric: str = "l2") -> Searcher:
-    """An engine by name over ``vectors`` (N x D)."""
-    if engine not in ENGINES:
-        raise SearchError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
-    return ENGINES[engine](vectors, metric)
 
 
 # -- embedding folders ------------------------------------------------------------------------
@@ -166,6 +261,9 @@ class EmbeddingFolder:
         except (OSError, ValueError, RuntimeError) as exc:
             raise SearchError(f"{root}: not a finished san-embed output: {exc}") from exc
         paths = [path for row, path, status, _ in entries if status == "ok"]
+        if len(vectors) == 0:
+            raise SearchError(f"{root}: holds no embeddings ({len(entries)} files listed in {INDEX}, none embedded); "
+                              "nothing to search")
         if len(paths) != len(vectors) or [int(e[0]) for e in entries if e[2] == "ok"] != list(range(len(paths))):
             raise SearchError(f"{root / INDEX}: lists {len(paths)} embedded rows, {root / EMBEDDINGS} holds "
                               f"{len(vectors)}; the folder is inconsistent, embed it again")
@@ -192,19 +290,32 @@ class EmbeddingFolder:
                               "give it with --image-root")
         return Path(self.timing["images"])
 
-    def searcher(self, engine: str | None = None, metric: str | None = None) -> Searcher:
-        """The saved index when ``san-search build`` wrote one that fits; else one built in memory.
+    def searcher(self, engine: str | None = None, metric: str | None = None, nprobe: int | None = None,
+                 ef_search: int | None = None) -> Searcher:
+        """The index ``san-search build`` saved, or an exact one built in memory.
 
-        ``engine``/``metric`` default to the saved choice, then to :func:`default_engine` / ``l2``.
+        ``engine``: ``numpy`` (exact, ignores a saved index) or ``faiss`` (the saved FAISS index,
+        else an exact flat one); default: the saved choice, then :func:`default_engine`.
+        ``metric`` defaults to the saved one, then ``l2``; asking a saved index for another
+        metric is a :class:`SearchError`. ``nprobe``/``ef_search`` override the saved settings.
         """
-        saved = self._saved()
+        saved = self.saved_index()
         engine = engine or (saved or {}).get("engine") or default_engine()
+        if saved and metric and metric != saved["metric"] and engine == saved["engine"]:
+            raise SearchError(f"{self.root / SEARCH_META}: the index was built for the {saved['metric']} metric; "
+                              f"query with --metric {saved['metric']}, or build again with --metric {metric}")
         metric = metric or (saved or {}).get("metric") or "l2"
-        if saved and engine == "faiss" == saved["engine"] and metric == saved["metric"]:
-            return FaissSearcher(metric=metric, index=faiss_module().read_index(str(self.root / FAISS_INDEX)))
+        if saved and engine == "faiss" == saved["engine"]:
+            index = faiss_module().read_index(str(self.root / FAISS_INDEX))
+            if index.d != self.vectors.shape[1] or index.ntotal != len(self.vectors):
+                raise SearchError(f"{self.root / FAISS_INDEX}: holds {index.ntotal} vectors of dimension {index.d}, "
+                                  f"{EMBEDDINGS} {len(self.vectors)} of {self.vectors.shape[1]}; build it again")
+            params = saved.get("search_parameters", {})
+            return FaissSearcher(index, metric, nprobe or params.get("nprobe"), ef_search or params.get("efSearch"))
         return make_searcher(self.vectors, engine, metric)
 
-    def _saved(self) -> dict[str, Any] | None:
+    def saved_index(self) -> dict[str, Any] | None:
+        """``search.json`` when it describes these embeddings; refused once they changed."""
         path = self.root / SEARCH_META
         if not path.is_file():
             return None
@@ -215,18 +326,87 @@ class EmbeddingFolder:
         return saved
 
 
-def build_index(folder: EmbeddingFolder, engine: str | None = None, metric: str = "l2") -> dict[str, Any]:
-    """Write ``search.json`` (engine, metric, embeddings sha256) and, for faiss, ``faiss.index``."""
-    engine = engine or default_engine()
-    searcher = make_searcher(folder.vectors, engine, metric)
-    if isinstance(searcher, FaissSearcher):
-        atomic_write(folder.root / FAISS_INDEX, lambda tmp: faiss_module().write_index(searcher.index, str(tmp)))
-    else:
+def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 1000, seed: int = 0,
+                ) -> dict[str, Any]:
+    """Build the index ``spec`` asks for over ``folder``, measure its recall@10, and write
+    ``search.json`` (and ``faiss.index`` for FAISS kinds); returns the record.
+
+    The training sample holds what FAISS asks per centroid (39..256 points, all rows when there
+    are fewer than 256 per centroid); recall@10 is measured on ``recall_queries`` stored rows,
+    those outside the sample first, against exact search with the same metric.
+    """
+    started = time.perf_counter()
+    vectors, rows = folder.vectors, len(folder.vectors)
+    record: dict[str, Any] = {"index": spec.kind, "metric": spec.metric, "rows": rows, "dim": int(vectors.shape[1])}
+    if spec.kind == "numpy":
         (folder.root / FAISS_INDEX).unlink(missing_ok=True)
-    record = {"engine": engine, "metric": metric, "rows": len(folder.vectors),
-              "embeddings_sha256": file_sha256(folder.root / EMBEDDINGS)}
+        record.update(engine="numpy", recall_at_10={"value": 1.0, "queries": 0, "note": "exact search"})
+    else:
+        factory = spec.factory(rows)
+        centroids = centroids_to_train(factory)
+        if rows < MIN_POINTS_PER_CENTROID * centroids:
+            raise SearchError(f"--index {spec.kind}: {factory} trains {centroids} centroids, which needs at least "
+                              f"{MIN_POINTS_PER_CENTROID * centroids} rows (FAISS asks {MIN_POINTS_PER_CENTROID} per "
+                              f"centroid); {folder.root} holds {rows}: use --index flat, hnsw or a smaller --nlist")
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(rows)
+        train_rows = np.sort(order[: min(rows, MAX_POINTS_PER_CENTROID * centroids)]) if centroids else order[:0]
+        gpu = _gpu_usable(factory)
+        index = new_index(vectors.shape[1], factory, spec.metric, vectors,
+                           np.asarray(vectors[train_rows]) if centroids else None, gpu)
+        searcher = FaissSearcher(index, spec.metric, spec.nprobe, spec.ef_search)
+        queries = min(recall_queries, rows)  # rows outside the training sample first, then training rows
+        probe = np.sort(np.concatenate([order[len(train_rows):], order[: len(train_rows)]])[:queries])
+        held_out = min(queries, rows - len(train_rows))
+        recall = recall_at_k(searcher, FaissSearcher.exact(vectors, spec.metric), np.asarray(vectors[probe]))
+        atomic_write(folder.root / FAISS_INDEX, lambda tmp: faiss_module().write_index(index, str(tmp)))
+        record.update(engine="faiss", factory=factory, gpu=gpu, train_rows=int(len(train_rows)),
+                      search_parameters=searcher.parameters,
+                      recall_at_10={"value": round(recall, 4), "queries": int(queries), "held_out": int(held_out)})
+    record.update(build_seconds=round(time.perf_counter() - started, 3),
+                  embeddings_sha256=file_sha256(folder.root / EMBEDDINGS))
     atomic_write_text(folder.root / SEARCH_META, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def recall_at_k(approximate: Searcher, exact: Searcher, queries: np.ndarray, k: int = RECALL_K) -> float:
+    """Mean share of each query's exact top ``k`` that ``approximate`` also returns in its top ``k``."""
+    found, truth = approximate.search(queries, k).rows, exact.search(queries, k).rows
+    return float(np.mean([len(np.intersect1d(f, t)) / truth.shape[1] for f, t in zip(found, truth)]))
+
+
+class _UnitRows:
+    """Rows of ``vectors`` scaled to unit length as they are read (cosine search's space)."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __getitem__(self, rows: int | slice) -> np.ndarray:
+        x = np.asarray(self.vectors[rows], np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def reranked_search(searcher: Searcher, vectors: np.ndarray, queries: np.ndarray, k: int, candidates: int,
+                    params: RerankParams = RerankParams()) -> Hits:
+    """The top ``k`` of each query after k-reciprocal re-ranking (sparse form) of its top
+    ``candidates`` from ``searcher``, whose neighbour lists come from the same searcher.
+    Distances are the re-ranked ones."""
+    if candidates < k:
+        raise SearchError(f"--candidates {candidates} must be at least -k {k}")
+    space = _UnitRows(vectors) if searcher.metric == "cosine" else vectors
+    reranker = SparseReranker(space, lambda x, n: searcher.search(x, n).rows, params)
+    shortlist = searcher.search(queries, candidates)
+    query_space = _unit(queries, np.float64) if searcher.metric == "cosine" else np.asarray(queries, np.float64)
+    rows, distances = [], []
+    for query, found in zip(query_space, shortlist.rows):
+        d = reranker.rerank(query, found)
+        order = np.argsort(d, kind="stable")[:k]
+        rows.append(found[order])
+        distances.append(d[order])
+    return Hits(np.stack(rows).astype(np.int64), np.stack(distances).astype(np.float32))
 
 
 def embed_arrays(backend: Backend, images: np.ndarray, options: EmbedOptions = EmbedOptions()) -> np.ndarray:

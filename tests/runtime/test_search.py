@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -18,20 +19,28 @@ from runtime.search import (
     SEARCH_META,
     EmbeddingFolder,
     FaissSearcher,
+    Hits,
+    IndexSpec,
     NumpySearcher,
     SearchError,
+    build_index,
     embed_query_images,
+    recall_at_k,
+    reranked_search,
 )
 from san.data.synth import GALLERY, ensure_synthetic
+from san.metrics import euclidean_distance
+from san.rerank import RerankParams, k_reciprocal_distances
+from san.spec import InputSpec
 
 ENGINES = [NumpySearcher, pytest.param("faiss", id="faiss")]
 
 
-def engine(name: object) -> type:
+def engine(name: object) -> object:
     if name == "faiss":
         pytest.importorskip("faiss")
-        return FaissSearcher
-    return name  # type: ignore[return-value]
+        return FaissSearcher.exact
+    return name
 
 
 def brute_force(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +130,7 @@ def test_build_saves_an_index_that_query_uses_and_refuses_once_embeddings_change
 ) -> None:
     copy = tmp_path / "emb"
     shutil.copytree(folder, copy)
-    assert main(["build", str(copy), "--engine", "numpy", "--metric", "cosine"]) == 0
+    assert main(["build", str(copy), "--index", "numpy", "--metric", "cosine"]) == 0
     assert (copy / SEARCH_META).is_file() and not (copy / FAISS_INDEX).exists()
     assert EmbeddingFolder.open(copy).searcher().metric == "cosine"  # the saved choice
     if importlib.util.find_spec("faiss"):  # without faiss-cpu the saved FAISS index is not tested
@@ -171,3 +180,124 @@ def test_help_teaches_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "example" in capsys.readouterr().out
+
+
+def vector_folder(root: Path, vectors: np.ndarray) -> Path:
+    """A finished san-embed folder holding ``vectors`` (one made-up file per row)."""
+    root.mkdir(parents=True)
+    np.save(root / "embeddings.npy", vectors.astype(np.float32))
+    lines = ["row,path,status,error"] + [f"{i},p{i:06d}.jpg,ok," for i in range(len(vectors))]
+    (root / "index.csv").write_text("\n".join(lines) + "\n")
+    meta = {"contract": InputSpec(embedding_dim=vectors.shape[1]).to_dict(), "options": {},
+            "counts": {"images": len(vectors), "ok": len(vectors), "failed": 0}}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def clustered_vectors(n: int, dim: int = 32, clusters: int = 60, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    return (centres[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_recall_at_k_counts_the_exact_top_k_found() -> None:
+    class Fixed:
+        metric = "l2"
+
+        def __init__(self, rows: list[list[int]]) -> None:
+            self.rows = np.array(rows)
+
+        def search(self, queries: np.ndarray, k: int) -> Hits:
+            return Hits(self.rows[:, :k], np.zeros(self.rows[:, :k].shape))
+
+    truth = Fixed([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = Fixed([[4, 3, 9, 9], [5, 0, 0, 0]])  # 2 of 4, then 1 of 4
+    assert recall_at_k(found, truth, np.zeros((2, 1)), k=4) == pytest.approx((2 / 4 + 1 / 4) / 2)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_records_the_recall_brute_force_measures(kind: str, metric: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("faiss")
+    vectors = clustered_vectors(4000)
+    root = vector_folder(tmp_path / "emb", vectors)
+    n = len(vectors)
+    flags = ["--nprobe", "1"] if kind == "ivf" else ["--ef-search", "10"]
+    assert main(["build", str(root), "--index", kind, "--metric", metric, "--recall-queries", str(n), *flags]) == 0
+    assert "recall@10" in capsys.readouterr().out
+    record = json.loads((root / SEARCH_META).read_text())
+    factory = "IVF{},Flat".format(min(round(4 * n**0.5), n // 39)) if kind == "ivf" else "HNSW32"
+    assert record["factory"] == factory and record["metric"] == metric and record["recall_at_10"]["queries"] == n
+    if kind == "ivf":  # every training point set aside: 39..256 per list
+        assert record["train_rows"] == min(n, 256 * int(factory[3:].split(",")[0])) >= 39 * int(factory[3:].split(",")[0])
+    saved = EmbeddingFolder.open(root).searcher()
+    assert isinstance(saved, FaissSearcher) and saved.parameters == record["search_parameters"]
+    found = saved.search(vectors, 10).rows
+    truth = brute_force(vectors, vectors, 10, metric)[0]
+    measured = np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth)])
+    assert record["recall_at_10"]["value"] == pytest.approx(measured, abs=1e-4) and measured < 1.0
+    wider = EmbeddingFolder.open(root).searcher(nprobe=10_000, ef_search=4000).search(vectors[:200], 10).rows
+    assert np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(wider, truth[:200])]) == 1.0
+
+
+def test_factory_strings_train_on_what_faiss_asks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("faiss")
+    root = vector_folder(tmp_path / "emb", clustered_vectors(3000))
+    assert main(["build", str(root), "--index", "IVF16,PQ8"]) == 2  # PQ's 256 centroids need 9984 rows
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IVF16,PQ8 trains 256 centroids, which needs at least 9984 rows" in err
+    assert main(["build", str(root), "--index", "IVF8,SQ8"]) == 0
+    record = json.loads((root / SEARCH_META).read_text())
+    assert record["train_rows"] == 256 * 8 and record["recall_at_10"] == {**record["recall_at_10"], "queries": 1000,
+                                                                        "held_out": 3000 - 256 * 8}
+    assert main(["build", str(root), "--index", "Nonsense12"]) == 2
+    assert "--index 'Nonsense12': FAISS cannot make it" in capsys.readouterr().err
+
+
+def test_bad_search_input_gets_one_line(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("faiss")
+    copy = tmp_path / "emb"
+    shutil.copytree(folder, copy)
+    assert main(["build", str(copy), "--index", "flat", "--metric", "cosine"]) == 0
+    capsys.readouterr()
+    assert main(["query", str(copy), "--rows", "0", "--metric", "l2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the index was built for the cosine metric; query with --metric cosine" in err
+    emb = EmbeddingFolder.open(copy)
+    with pytest.raises(SearchError, match="queries of shape \\(1, 7\\) do not fit an index of 128-dimensional"):
+        emb.searcher().search(np.zeros((1, 7), np.float32), 3)
+    with pytest.raises(SearchError, match="do not fit embeddings of 128"):
+        NumpySearcher(emb.vectors).search(np.zeros((1, 7), np.float32), 3)
+    empty = vector_folder(tmp_path / "empty", np.zeros((0, 8), np.float32))
+    assert main(["build", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no embeddings" in err
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_sparse_rerank_of_all_candidates_equals_the_dense_form(metric: str) -> None:
+    g = clustered_vectors(300, dim=16, clusters=12, seed=2)
+    queries = clustered_vectors(4, dim=16, clusters=12, seed=2)[:4] + 0.01
+    params = RerankParams(k1=10, k2=4, lam=0.3)
+    hits = reranked_search(NumpySearcher(g, metric), g, queries, k=15, candidates=len(g), params=params)
+    space = (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)) if metric == "cosine" else (lambda x: x)
+    gs, qs = space(g.astype(np.float64)), space(queries.astype(np.float64))
+    scale = 4 * max((gs**2).sum(1).max(), (qs**2).sum(1).max())
+    for i, q in enumerate(qs):  # the dense form over "this query + the stored rows", one scale
+        dense = k_reciprocal_distances(euclidean_distance(q[None], gs), np.zeros((1, 1)), euclidean_distance(gs, gs),
+                                       params, scale=scale)[0]
+        np.testing.assert_array_equal(hits.rows[i], np.argsort(dense, kind="stable")[:15])
+        np.testing.assert_allclose(hits.distances[i], np.sort(dense)[:15], atol=1e-5)
+
+
+def test_query_rerank_prints_the_reranked_list(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emb = EmbeddingFolder.open(folder)
+    assert main(["query", str(folder), "--engine", "numpy", "--rows", "3", "-k", "5", "--rerank", "--k1", "6",
+                 "--k2", "3", "--candidates", str(len(emb.paths))]) == 0
+    shown = printed(capsys)
+    expected = reranked_search(NumpySearcher(emb.vectors), emb.vectors, np.asarray(emb.vectors[3:4]), 5,
+                               len(emb.paths), RerankParams(6, 3, 0.3))
+    assert [p for p, _ in shown] == [emb.paths[r] for r in expected.rows[0]]
+    assert main(["query", str(folder), "--rows", "3", "-k", "5", "--rerank", "--candidates", "4"]) == 2
+    assert "--candidates 4 must be at least -k 5" in capsys.readouterr().err
