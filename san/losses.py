@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -53,8 +54,13 @@ class LossParts:
     tv: Tensor
 
 
-def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = False, mu: float = 0.1) -> LossParts:
+def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = False, mu: float = 0.1,
+             gather: Callable[[Tensor], Tensor] | None = None) -> LossParts:
     """Eq. 8: batch-hard triplet + ``mu`` * sum_i TV(A_i).
+
+    ``gather`` (across processes: :func:`san.distributed.gather_rows`) makes the triplet term
+    mine the global batch of all ranks; TV stays this rank's mean, which DDP's gradient
+    averaging turns into the global mean.
 
     TV is :meth:`SANOutput.tv_penalty` with its default per-element normalisation: Eq. 6
     sums over C x H x W, which at 256x128 is about a million times the triplet term, so
@@ -64,6 +70,7 @@ def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = 
     """
     if output.embeddings.dtype != torch.float32:  # mixed precision: score in float32
         output = replace(output, embeddings=output.embeddings.float(), attended=[a.float() for a in output.attended])
-    triplet = batch_hard_triplet(output.embeddings, pids, margin, soft)
+    embeddings = gather(output.embeddings) if gather else output.embeddings
+    triplet = batch_hard_triplet(embeddings, gather(pids) if gather else pids, margin, soft)
     tv = output.tv_penalty()
     return LossParts(triplet + mu * tv, triplet, tv)

@@ -34,6 +34,7 @@ from san.data.records import ReidDataset
 from san.data.registry import load_dataset
 from san.data.sampler import PKSampler
 from san.data.torch_dataset import ReidImageDataset
+from san.distributed import DistContext, gather_rows, globalise_batchnorm, init_distributed
 from san.evaluate import EvalReport, evaluate_model
 from san.failpoints import failpoint
 from san.losses import san_loss
@@ -101,7 +102,7 @@ class EpochTotals:
     def mean_loss(self) -> float:
         return self.loss / self.steps
 
-    def means(self, ctx: _Dist, device: torch.device) -> tuple[float, float, float, int]:
+    def means(self, ctx: DistContext, device: torch.device) -> tuple[float, float, float, int]:
         """(loss, triplet, tv) averaged over steps and ranks, and the images of all ranks."""
         values = torch.tensor([self.loss / self.steps, self.triplet / self.steps, self.tv / self.steps,
                                self.images], dtype=torch.float64)
@@ -114,40 +115,7 @@ class EpochTotals:
         return loss, triplet, tv, int(images)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def everywhere(self, flag: bool, device: torch.device) -> bool:
-        """Whether ``flag`` holds on every rank (ranks must agree to skip a DDP step)."""
-        if self.world_size == 1:
-            return flag
-        value = torch.tensor(float(flag), device=device)
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return bool(value.item())
-
-
-def _init_distributed(device: str) -> _Dist:
-    """Join the torchrun process group when RANK and WORLD_SIZE say there is one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if "RANK" not in os.environ or world <= 1:
-        return _Dist()
-    cuda = device != "cpu" and torch.cuda.is_available()
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device(cfg: TrainConfig, ctx: _Dist) -> torch.device:
+def _device(cfg: TrainConfig, ctx: DistContext) -> torch.device:
     if cfg.run.device == "auto":
         return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.run.device)
@@ -233,7 +201,7 @@ def _resume_state(cfg: TrainConfig, last: Path) -> tuple[SAN, dict[str, Any]]:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring."""
-    ctx = _init_distributed(cfg.run.device)
+    ctx = init_distributed(cfg.run.device)
     try:
         return _Trainer(cfg, ctx).run()
     finally:
@@ -244,7 +212,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 class _Trainer:
     """The state of one run: data, model, optimisation, logs; :meth:`run` drives it."""
 
-    def __init__(self, cfg: TrainConfig, ctx: _Dist) -> None:
+    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.out = Path(cfg.run.out)
         self.device = _device(cfg, ctx)
@@ -267,6 +235,7 @@ class _Trainer:
             self.raw.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = self.raw
         if ctx.world_size > 1:
+            self.raw = globalise_batchnorm(self.raw)  # batch statistics of all ranks (san.distributed)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
 
@@ -371,7 +340,8 @@ class _Trainer:
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             output = self.model(images, details=True)
-        parts = san_loss(output, pids, self.cfg.recipe.margin, self.cfg.recipe.soft_margin, self.cfg.recipe.mu)
+        parts = san_loss(output, pids, self.cfg.recipe.margin, self.cfg.recipe.soft_margin, self.cfg.recipe.mu,
+                         gather=gather_rows if self.ctx.world_size > 1 else None)
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"loss is {parts.total.item()} at epoch {epoch + 1}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -7,8 +7,11 @@ otherwise. All randomness comes from ``(seed, epoch)``, so an epoch is reproduci
 own (exact resume needs no RNG state), and every sample also carries its own augmentation
 seed so the images do not depend on the number of data-loader workers.
 
-Under DistributedDataParallel each rank takes every ``world_size``-th batch; the batch list
-is padded with extra random batches so that all ranks run the same number of steps.
+Under DistributedDataParallel ``p`` is per rank: every step draws one global batch of
+``p * world_size`` distinct identities and rank r takes the r-th group of ``p`` of them, with
+their K images each. Every identity of a step is on exactly one rank, the ranks together
+hold what one process with ``p * world_size`` would (the same keys, in rank order), and all
+ranks run the same number of steps.
 """
 
 from __future__ import annotations
@@ -45,51 +48,45 @@ class PKSampler:
         by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             by_pid[int(pid)].append(index)
-        if len(by_pid) < p:
+        if len(by_pid) < p * world_size:
             raise ValueError(
-                f"P={p} identities per batch but the training set has only {len(by_pid)}; lower --batch-p"
+                f"P={p} identities per batch on each of {world_size} rank(s) needs {p * world_size}, but the "
+                f"training set has only {len(by_pid)}; lower --batch-p"
             )
         self.ids = sorted(by_pid)
         self._images = [np.asarray(by_pid[pid], dtype=np.int64) for pid in self.ids]
         self.p, self.k, self.seed = p, k, seed
         self.rank, self.world_size = rank, world_size
+        self.global_p = p * world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
         self.epoch = epoch
 
-    @property
-    def num_global_batches(self) -> int:
-        """Batches per epoch over all ranks (a multiple of ``world_size``)."""
-        per_epoch = -(-len(self.ids) // self.p)
-        return -(-per_epoch // self.world_size) * self.world_size
-
     def __len__(self) -> int:
-        return self.num_global_batches // self.world_size
+        """Steps per epoch (the same on every rank)."""
+        return -(-len(self.ids) // self.global_p)
 
     def id_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
-        """Positions (into ``self.ids``) of the P ids of every global batch of one epoch."""
-        n = len(self.ids)
+        """Positions (into ``self.ids``) of the ``p * world_size`` ids of every global batch of one epoch."""
+        n, size = len(self.ids), self.global_p
         order = rng.permutation(n)
-        batches = [order[i : i + self.p] for i in range(0, n, self.p)]
-        if len(batches[-1]) < self.p:  # top up with ids not already in the last batch
+        batches = [order[i : i + size] for i in range(0, n, size)]
+        if len(batches[-1]) < size:  # top up with ids not already in the last batch
             short = batches[-1]
             others = np.setdiff1d(np.arange(n), short)
-            batches[-1] = np.concatenate([short, rng.choice(others, self.p - len(short), replace=False)])
-        while len(batches) < self.num_global_batches:  # DDP padding: equal steps on every rank
-            batches.append(rng.choice(n, self.p, replace=False))
+            batches[-1] = np.concatenate([short, rng.choice(others, size - len(short), replace=False)])
         return batches
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        batches = self.id_batches(rng)
-        for number, id_positions in enumerate(batches):
-            # Draw every batch (also other ranks') so each rank's stream is the same.
+        for id_positions in self.id_batches(rng):
+            # Draw the images of every id (also other ranks') so each rank's stream is the same.
             keys: list[SampleKey] = []
             for pos in id_positions:
                 images = self._images[pos]
                 chosen = rng.choice(images, self.k, replace=len(images) < self.k)
                 keys.extend((int(i), int(s)) for i, s in zip(chosen, rng.integers(0, 2**31, self.k)))
-            if number % self.world_size == self.rank:
-                yield keys
+            mine = self.p * self.k
+            yield keys[self.rank * mine : (self.rank + 1) * mine]

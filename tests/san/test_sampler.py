@@ -59,20 +59,25 @@ def test_same_seed_and_epoch_give_the_same_batches() -> None:
     assert len(set(seeds)) == len(seeds)  # every sample gets its own augmentation seed
 
 
-def test_ranks_split_the_global_batches_evenly() -> None:
-    single = batches(PKSampler(PIDS, 3, 2, seed=5, world_size=2), 1)  # rank 0 of 2
-    other = batches(PKSampler(PIDS, 3, 2, seed=5, rank=1, world_size=2), 1)
-    assert len(single) == len(other) == 2  # 4 batches of 3 ids cover 11 ids; 4 split over 2 ranks
-    assert single != other
-    visited = {PIDS[index] for batch in single + other for index, _ in batch}
-    assert visited == set(range(11))
-    odd = PKSampler(PIDS, 4, 2, world_size=2)  # 3 batches of 4 ids, padded to 4
-    assert odd.num_global_batches == 4 and len(odd) == 2
+@pytest.mark.parametrize("p, world", [(3, 2), (2, 3), (5, 2)])
+def test_every_identity_of_a_step_is_on_exactly_one_rank(p: int, world: int) -> None:
+    ranks = [PKSampler(PIDS, p, 2, seed=5, rank=r, world_size=world) for r in range(world)]
+    single = PKSampler(PIDS, p * world, 2, seed=5)  # one process with the whole global batch
+    for epoch in range(4):
+        steps = [batches(sampler, epoch) for sampler in ranks]
+        assert len({len(s) for s in steps}) == 1 and len(steps[0]) == -(-11 // (p * world))
+        for step, whole in zip(zip(*steps), batches(single, epoch)):
+            ids = [{PIDS[index] for index, _ in part} for part in step]
+            assert all(len(i) == p for i in ids)
+            assert len(set().union(*ids)) == p * world  # disjoint: each id on exactly one rank
+            assert [key for part in step for key in part] == whole  # the 1-process batch, in rank order
 
 
 def test_too_few_ids_or_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="only 11"):
         PKSampler(PIDS, 12, 2)
+    with pytest.raises(ValueError, match="on each of 2 rank\\(s\\) needs 12, but the training set has only 11"):
+        PKSampler(PIDS, 6, 2, world_size=2)
     with pytest.raises(ValueError, match="K >= 2"):
         PKSampler(PIDS, 4, 1)
     with pytest.raises(ValueError, match="rank"):
