@@ -16,6 +16,9 @@ the high-water mark left by another, and the ORT children never import torch):
   included) with the torch backend, onnxruntime fp32 and onnxruntime INT8 Q/DQ (made by
   :func:`calibration.quantize.quantize_onnx` from a calibration sample drawn from the
   synthetic *training* split and checked disjoint from the embedded images).
+- ``san-embed --ray`` with onnxruntime fp32 on a local Ray started for the run (decode in Ray
+  tasks, the model in one actor; start-up and shutdown of the local Ray included); skipped
+  without the ``cluster`` extra.
 - With a CUDA GPU: the reference loop on CUDA, under ``torch.compile``, onnxruntime CUDA,
   TensorRT FP16 and INT8 (rows say why they are skipped otherwise).
 
@@ -180,10 +183,19 @@ def eager_loop(setup: Setup, ckpt: Path, device: str = "cpu", compiled: bool = F
     return Measurement(len(files), e2e, model_s, decode_s, latencies, rss, tree.peak_mib, np.concatenate(rows))
 
 
-def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any]) -> Measurement:
-    """The library path: :func:`runtime.embed_folder` over the folder, then the same backend model-only."""
+def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any], on_ray: bool = False) -> Measurement:
+    """The library path: :func:`runtime.embed_folder` over the folder, then the same backend
+    model-only; ``on_ray``: with the Ray runner (per-batch latencies are then inside the actor,
+    not measured)."""
     from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
     from san.preprocess import load_image
+
+    if on_ray:
+        from runtime.embed_ray import ActorSpec, RayRunner
+
+        runner: Any = RayRunner(ActorSpec(str(artifact), backend, options))
+    else:
+        runner = LocalRunner(setup.workers)
 
     with open_backend(artifact, backend, **options) as model:
         spec = model.spec
@@ -201,7 +213,7 @@ def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any
         with tempfile.TemporaryDirectory(dir=setup.work) as out, TreeRss() as tree:
             start = time.perf_counter()
             embed_folder(setup.root, model, out, EmbedOptions(batch_size=setup.batch_size),
-                         runner=LocalRunner(setup.workers), progress=False)
+                         runner=runner, progress=False)
             e2e = time.perf_counter() - start
             embeddings = np.load(Path(out) / EMBEDDINGS)
         rss = peak_rss_mib()
@@ -305,6 +317,15 @@ def quant_overrides(options_type: type, pairs: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
+def ray_skip() -> str | None:
+    """Why the Ray row cannot run here (None when it can)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        return "skipped: Ray Data is not installed (pip install -e '.[cluster]')"
+    return None
+
+
 def gpu_skip(need: str = "") -> str | None:
     """Why a GPU competitor cannot run here (None when it can)."""
     import torch
@@ -352,6 +373,8 @@ def plan(args: argparse.Namespace, setup: Setup, art: Artifacts) -> list[Competi
         Competitor("ort", "san-embed onnxruntime fp32", san_embed, (setup, art.onnx, "onnxruntime", ort_cpu)),
         Competitor("int8", "san-embed onnxruntime INT8 Q/DQ", san_embed,
                    (setup, art.int8, "onnxruntime", ort_cpu), int8_skip),
+        Competitor("ray", "san-embed --ray onnxruntime fp32 (local Ray)", san_embed,
+                   (setup, art.onnx, "onnxruntime", ort_cpu, True), ray_skip()),
     ]
     cuda, ort_cuda, trt = gpu_skip(), gpu_skip("onnxruntime-cuda"), gpu_skip("tensorrt")
     rows += [
@@ -419,7 +442,7 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python benchmarks/embed.py``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Competitors: reference, torch, ort, "
-                                "int8, cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
+                                "int8, ray, cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
     p.add_argument("--images", type=int, default=512, help="images to embed (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per model call, all competitors (default %(default)s)")

@@ -42,6 +42,10 @@ def test_embed_benchmark_smoke(tmp_path: Path) -> None:
     assert rows["reference: torch eager loop"][-3] == "1.00x"
     int8 = rows["san-embed onnxruntime INT8 Q/DQ"]
     assert int8[-1].endswith("x") or int8[1].startswith("skipped"), int8
+    ray = rows["san-embed --ray onnxruntime fp32 (local Ray)"]
+    assert ray[-3].endswith("x") or ray[1].startswith("skipped"), ray
+    if ray[-3].endswith("x"):
+        assert float(ray[12]) >= 0.9999  # the same embeddings as the reference, through Ray
     if subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"]).returncode:
         assert rows["GPU: torch eager loop"][1] == "skipped: no CUDA GPU"
     targets = table_rows(lines, TARGET_HEADER)
@@ -60,7 +64,35 @@ def test_train_step_benchmark_smoke() -> None:
     assert lines[-1].startswith("| SAN step / baseline step")
 
 
-@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py"])
+@pytest.mark.slow
+def test_search_benchmark_smoke() -> None:
+    lines = run_script("search.py", "--smoke")
+    rows = {row[0]: row for row in table_rows(lines, "| index ")}
+    assert list(rows) == ["numpy (exact)", "faiss flat", "faiss IVF64,Flat nprobe 4", "faiss HNSW32 efSearch 32"]
+    assert rows["numpy (exact)"][2] == rows["numpy (exact)"][4] == "1.00x"
+    assert rows["faiss flat"][-1] == "1.0000"  # exact: every true neighbour found
+    assert all(0 < float(row[-1]) <= 1 and row[4].endswith("x") for row in rows.values())
+
+
+@pytest.mark.slow
+def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
+    lines = run_script("ablation.py", "--smoke", "--work", str(tmp_path))
+    rows = {row[0]: row for row in table_rows(lines, "| variant ")}
+    assert list(rows) == ["ResNet baseline", "SAN (full)"]
+    assert rows["SAN (full)"][-2] == "70.1 / 85.9"  # the paper's row, for orientation
+    masks = {row[0]: float(row[1].rstrip(" %")) for row in table_rows(lines, "| masks ")}
+    assert masks["SAN (full): deployed (threshold)"] == 100.0  # hard masks are exactly 0 or 1
+    assert 0 <= masks["SAN (full): sampled (training mode)"] <= 100
+    assert (tmp_path / "mask-sharpness.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/model.pt")}
+    assert len(stamps) == 2
+    again = run_script("ablation.py", "--smoke", "--work", str(tmp_path))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs are not trained again
+    assert table_rows(again, "| variant ") == table_rows(lines, "| variant ")
+
+
+@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
+                                    "ablation.py"])
 def test_benchmark_help(script: str) -> None:
     assert "--smoke" in "\n".join(run_script(script, "--help"))
 

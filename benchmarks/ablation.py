@@ -1,0 +1,324 @@
+"""Ablation: the paper's Tables I and III and Fig. 2(b) at CPU scale, on the synthetic set.
+
+Every variant trains under one budget (the ``cpu-demo`` preset: ResNet-18 at 128x64, P=8 x
+K=4, Adam, the same synthetic data, augmentation and epochs) with several seeds, and is
+scored on the same test split with deterministic masks::
+
+    python benchmarks/ablation.py --quick     # 3 variants x 3 seeds x 12 epochs: the README table
+    python benchmarks/ablation.py             # 9 variants x 5 seeds x 30 epochs (a GPU: --device cuda)
+    python benchmarks/ablation.py --smoke     # a tiny pair, one epoch: it runs
+
+Per variant: mAP and rank-1 as mean and 95 % t-interval over seeds; the difference to the
+baseline as a Welch interval over seeds (the verdict: distinguishable from seed noise when it
+excludes 0) and, as ``san-parity`` computes it, paired over queries on the per-query AP and
+first-hit rank averaged over seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the
+first seed's sharp and soft models, sampled and deployed, and what the deterministic masks
+cost: the sampled masks (mean of 3 draws) against the deployed ones at 0.5 and at the
+threshold ``san-calibrate threshold`` picks on the test split, measured on a held-out twin
+split (other people, the same cameras). Runs resume: a finished variant/seed is never
+trained or scored again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import fmt, load_average, markdown_table, parse_args
+
+from calibration.threshold_choice import DEFAULT_THRESHOLDS
+
+#: Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: the normal's 1.96).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A row: model and recipe changes against full SAN, and the paper's Market-1501 numbers."""
+
+    label: str
+    model: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    paper: tuple[float, float] | None = None  # (rank-1, mAP) on Market-1501, Tables I/III
+
+
+VARIANTS = {
+    "baseline": Variant("ResNet baseline", {"attention": "none"}, paper=(84.0, 67.9)),
+    "soft": Variant("soft gating (sigmoid)", {"attention": "soft"}),
+    "san-no-cil": Variant("SAN without CIL", {"cross_feature": False}, paper=(85.2, 69.0)),
+    "san-no-cu": Variant("SAN without context units", {"context_unit": False}, paper=(84.3, 68.3)),
+    "san-no-tv": Variant("SAN without TV", recipe={"mu": 0.0}, paper=(85.6, 69.6)),
+    "san": Variant("SAN (full)", paper=(85.9, 70.1)),
+    "threshold": Variant("thresholding (lambda 0.3)", {"attention": "threshold", "threshold_lambda": 0.3},
+                         paper=(84.1, 68.0)),
+    "power2": Variant("power x^2", {"attention": "power", "power": 2}, paper=(84.4, 68.2)),
+    "power3": Variant("power x^3", {"attention": "power", "power": 3}, paper=(84.3, 68.1)),
+}
+QUICK = {"variants": ["baseline", "soft", "san"], "seeds": 3, "epochs": 12}
+FULL = {"variants": list(VARIANTS), "seeds": 5, "epochs": 30}
+SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1, "ids": 48, "height": 64, "width": 32}
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and 95 % half-width of ``values`` (Student t; 0 for a single value)."""
+    n, mean = len(values), float(np.mean(values))
+    if n < 2:
+        return mean, float("nan")
+    df = n - 1
+    quantile = T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96
+    return mean, quantile * float(np.std(values, ddof=1)) / math.sqrt(n)
+
+
+def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(b) - mean(a) and its 95 % Welch interval over seeds."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    delta = float(np.mean(b) - np.mean(a))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else 30
+    quantile = T975[max(k for k in T975 if k <= max(1, int(df)))] if df <= 30 else 1.96
+    half = quantile * math.sqrt(va + vb)
+    return delta, delta - half, delta + half
+
+
+# -- one run ------------------------------------------------------------------------------------
+def train_and_score(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict[str, Any]:
+    """Train ``name`` with ``seed`` (resuming, never retraining a finished run), then score it on the
+    test split; the per-query scores are kept in the run folder."""
+    from san.checkpoint import load_checkpoint
+    from san.data.registry import load_dataset
+    from san.evaluate import ModelEmbedder
+    from san.presets import PRESETS
+    from san.retrieval import embed_split, score
+    from san.train import train
+
+    out = args.work / name / f"seed{seed}"
+    scores = out / "scores.npz"
+    if scores.is_file():
+        saved = np.load(scores)
+        return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": float(saved["seconds"])}
+    variant = VARIANTS[name]
+    preset = PRESETS["cpu-demo"]
+    base = preset.config(str(out), "synthetic", str(data), synthetic_options(args))
+    cfg = base.with_changes(model=replace(base.recipe.model, spec=replace(base.recipe.model.spec, height=args.height,
+                                                                            width=args.width), **variant.model),
+                            seed=seed, epochs=args.epochs, eval_every=0, progress=False, device=args.device,
+                            resume=(out / "last.pt").is_file() and not (out / "model.pt").is_file(),
+                            **variant.recipe)
+    started = time.perf_counter()
+    if not (out / "model.pt").is_file():
+        train(cfg)
+    seconds = time.perf_counter() - started
+    model, _ = load_checkpoint(out / "model.pt")
+    dataset = load_dataset("synthetic", data, verbose=False)
+    retrieval = score(embed_split(ModelEmbedder(model), dataset))
+    per_query = retrieval.per_query
+    np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank, seconds=seconds)
+    return {"ap": per_query.ap, "first_rank": per_query.first_rank, "seconds": seconds}
+
+
+def synthetic_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"ids": args.ids, "height": args.height, "width": args.width}
+
+
+# -- the table ----------------------------------------------------------------------------------
+def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
+    from san.metrics import QueryScores, paired_map_delta, paired_rank1_delta
+
+    def mean_scores(runs: list[dict[str, Any]]) -> QueryScores:
+        return QueryScores(np.mean([r["ap"] for r in runs], axis=0),
+                           np.round(np.mean([r["first_rank"] for r in runs], axis=0)).astype(int))
+
+    base = results["baseline"]
+    base_map = [100 * float(np.mean(r["ap"])) for r in base]
+    base_r1 = [100 * float(np.mean(r["first_rank"] == 1)) for r in base]
+    rows = []
+    for name, runs in results.items():
+        maps = [100 * float(np.mean(r["ap"])) for r in runs]
+        r1s = [100 * float(np.mean(r["first_rank"] == 1)) for r in runs]
+        (m, mh), (r, rh) = t_interval(maps), t_interval(r1s)
+        cells = [VARIANTS[name].label, f"{m:.2f} ± {fmt(mh, 2)}", f"{r:.2f} ± {fmt(rh, 2)}"]
+        if name == "baseline" or len(runs) < 2:
+            cells += ["", "", "", ""]
+        else:
+            dm, lo, hi = welch_interval(base_map, maps)
+            dr, rlo, rhi = welch_interval(base_r1, r1s)
+            verdict = ("above seed noise" if lo > 0 else "below seed noise" if hi < 0 else "within seed noise")
+            q_map = paired_map_delta(mean_scores(base), mean_scores(runs))
+            cells += [f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict})", f"{dr:+.2f} [{rlo:+.2f}, {rhi:+.2f}]",
+                      f"{q_map.delta:+.2f} [{q_map.low:+.2f}, {q_map.high:+.2f}]",
+                      _rank1_cell(paired_rank1_delta(mean_scores(base), mean_scores(runs)))]
+        paper = VARIANTS[name].paper
+        cells += [f"{paper[1]:.1f} / {paper[0]:.1f}" if paper else "-",
+                  fmt(float(np.mean([x["seconds"] for x in runs])) / 60, 1)]
+        rows.append(cells)
+    return markdown_table(["variant", "mAP % (95 % over seeds)", "rank-1 %", "ΔmAP vs baseline, seeds",
+                           "Δrank-1, seeds", "ΔmAP, paired over queries", "Δrank-1, paired over queries",
+                           "paper Market-1501 mAP / rank-1", "train min"], rows)
+
+
+def _rank1_cell(change: Any) -> str:
+    d = change.delta
+    return f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}] (McNemar p {change.p_value:.2g})"
+
+
+# -- Fig. 2(b) and the threshold gap ---------------------------------------------------------
+def mask_sharpness(args: argparse.Namespace, data: Path) -> str:
+    """Histogram PNG of mask values on the test split and the share within 0.1 of 0 or 1."""
+    import torch
+
+    from san.checkpoint import load_checkpoint
+    from san.data.registry import load_dataset
+    from san.model.sampled import StochasticMasks
+    from san.preprocess import load_image
+
+    dataset = load_dataset("synthetic", data, verbose=False)
+    records = (dataset.query + dataset.gallery)[: args.mask_images]
+    rows, values = [], {}
+    for name in ("san", "soft"):
+        ckpt = args.work / name / "seed0" / "model.pt"
+        if not ckpt.is_file():
+            continue
+        model, _ = load_checkpoint(ckpt)
+        images = torch.from_numpy(np.stack([load_image(r.path, model.spec) for r in records]))
+        torch.manual_seed(0)
+        modes = ["deployed"] if name == "soft" else ["sampled (training mode)", "deployed (threshold)"]
+        for mode in modes:
+            net = StochasticMasks(model).san if mode.startswith("sampled") else model.eval()  # generators sample
+            with torch.no_grad():
+                masks = torch.cat([m.flatten() for b in range(0, len(images), 64)
+                                   for m in net(images[b : b + 64], details=True).masks]).numpy()
+            share = float(np.mean((masks <= 0.1) | (masks >= 0.9)))
+            values[f"{name}: {mode}"] = masks
+            rows.append([f"{VARIANTS[name].label}: {mode}", f"{100 * share:.1f} %", f"{masks.mean():.3f}",
+                         str(masks.size)])
+    png = args.work / "mask-sharpness.png"
+    _histogram(values, png)
+    return (markdown_table(["masks", "within 0.1 of 0 or 1", "mean value", "elements"], rows)
+            + f"\n\nhistogram: {png}")
+
+
+def _histogram(values: dict[str, np.ndarray], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(0, 1, 41)
+    for label, v in values.items():
+        ax.hist(v, bins=bins, weights=np.full(v.size, 1 / v.size), histtype="step", linewidth=1.6, label=label)
+    ax.set_xlabel("mask value")
+    ax.set_ylabel("share of elements")
+    ax.set_title("Mask values on the test split (Fig. 2(b))")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def threshold_gap(args: argparse.Namespace, data: Path) -> str:
+    """Sampled masks (mean of 3 draws) vs the deployed ones at 0.5 and at the threshold
+    ``san-calibrate threshold`` picks on a held-out twin split (other people, the same cameras),
+    measured on the test split, paired over its queries."""
+    import torch
+
+    from calibration.threshold import sweep_thresholds
+    from san.checkpoint import load_checkpoint
+    from san.data.registry import load_dataset
+    from san.data.synth import SynthParams, held_out_params
+    from san.evaluate import ModelEmbedder
+    from san.metrics import QueryScores, paired_map_delta, paired_rank1_delta
+    from san.model.sampled import StochasticMasks
+    from san.retrieval import embed_split, score
+
+    model, _ = load_checkpoint(args.work / "san" / "seed0" / "model.pt")
+    twin = replace(held_out_params(SynthParams(**{**_preset_synthetic(), **synthetic_options(args)})),
+                   ids=max(40, args.ids // 4))
+    validation = load_dataset("synthetic", args.work / "validation", verbose=False, **vars(twin))
+    chosen = sweep_thresholds(model, validation, args.thresholds).chosen
+    test = load_dataset("synthetic", data, verbose=False)
+    draws = []
+    for draw in range(3):
+        torch.manual_seed(draw)
+        draws.append(score(embed_split(ModelEmbedder(StochasticMasks(model)), test)).per_query)
+    sampled = QueryScores(np.mean([d.ap for d in draws], axis=0),
+                          np.round(np.mean([d.first_rank for d in draws], axis=0)).astype(int))
+    rows = [["sampled, mean of 3 draws", f"{100 * sampled.ap.mean():.2f}",
+             f"{100 * np.mean(sampled.first_rank == 1):.2f}", "", ""]]
+    for threshold in dict.fromkeys((0.5, chosen)):
+        model.eval().set_mask_threshold(threshold)
+        deployed = score(embed_split(ModelEmbedder(model), test)).per_query
+        m, r = paired_map_delta(deployed, sampled), paired_rank1_delta(deployed, sampled)
+        rows.append([f"deployed, threshold {threshold:g}", f"{100 * deployed.ap.mean():.2f}",
+                     f"{100 * np.mean(deployed.first_rank == 1):.2f}", f"{m.delta:+.2f} [{m.low:+.2f}, {m.high:+.2f}]",
+                     _rank1_cell(r)])
+    return (f"threshold chosen by the sweep of san-calibrate threshold on a held-out twin split ({len(validation.query)} "
+            f"queries): {chosen:g}; measured on the test split ({len(test.query)} queries), first seed of SAN\n\n"
+            + markdown_table(["masks", "mAP %", "rank-1 %", "sampled − deployed, mAP", "sampled − deployed, rank-1"],
+                             rows))
+
+
+def _preset_synthetic() -> dict[str, Any]:
+    from san.presets import PRESETS
+
+    return dict(PRESETS["cpu-demo"].synthetic)
+
+
+# -- command line -------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 variants x 3 seeds x 12 epochs (about an hour)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all (quick: baseline soft san)")
+    parser.add_argument("--seeds", type=int, help="training seeds per variant (default 5; quick 3)")
+    parser.add_argument("--epochs", type=int, help="epochs per run (default 30; quick 12)")
+    parser.add_argument("--ids", type=int, default=1000, help="synthetic identities (the cpu-demo set)")
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--mask-images", type=int, default=256, help="test images the histogram is drawn from")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
+                        help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="runs, scores and the PNG")
+    args = parse_args(parser, argv, smoke={**SMOKE, "mask_images": 8, "thresholds": [0.4, 0.5]})
+    plan = QUICK if args.quick else SMOKE if args.smoke else FULL
+    args.variants = args.variants or plan["variants"]
+    args.seeds = args.seeds or plan["seeds"]
+    args.epochs = args.epochs or plan["epochs"]
+    if "baseline" not in args.variants:
+        args.variants = ["baseline", *args.variants]
+    data = args.work / "synthetic"
+    started = time.perf_counter()
+    print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "
+          f"{args.height}x{args.width}, {args.ids} synthetic ids; load average {load_average()}", flush=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name in args.variants:
+        results[name] = []
+        for seed in range(args.seeds):
+            results[name].append(train_and_score(args, name, seed, data))
+            print(f"  {name} seed {seed}: mAP {100 * results[name][-1]['ap'].mean():.2f}", flush=True)
+    report = [table(args, results)]
+    if {"san", "soft"} & set(args.variants):
+        report.append(mask_sharpness(args, data))
+    if "san" in args.variants:
+        report.append(threshold_gap(args, data))
+    minutes = (time.perf_counter() - started) / 60
+    report.append(f"total {minutes:.1f} min (runs already finished are not repeated); load average {load_average()}")
+    text = "\n\n".join(report)
+    print(text)
+    (args.work / "ablation.md").write_text(text + "\n", encoding="utf-8")
+    (args.work / "ablation.json").write_text(json.dumps(
+        {n: [{"mAP": float(r["ap"].mean()), "rank1": float(np.mean(r["first_rank"] == 1))} for r in runs]
+         for n, runs in results.items()}, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
