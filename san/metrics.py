@@ -253,8 +253,9 @@ class PairedDelta:
         return (self.high - self.low) / 2
 
 
-def _paired(differences: np.ndarray) -> PairedDelta:
-    """Mean of per-query differences (fractions) with its 95 % interval, in points."""
+def paired_delta(differences: np.ndarray) -> PairedDelta:
+    """Mean of per-query differences (fractions, e.g. AP or rank-1 hits averaged over draws)
+    with its 95 % interval over queries, in points."""
     n = len(differences)
     if n < 2:
         raise ValueError(f"a paired interval needs at least 2 queries, got {n}")
@@ -274,7 +275,7 @@ def _check_paired(a: QueryScores | None, b: QueryScores | None) -> tuple[QuerySc
 def paired_map_delta(a: QueryScores | None, b: QueryScores | None) -> PairedDelta:
     """mAP of ``b`` minus mAP of ``a`` in points, with its 95 % interval over queries."""
     a, b = _check_paired(a, b)
-    return _paired(b.ap - a.ap)
+    return paired_delta(b.ap - a.ap)
 
 
 @dataclass(frozen=True)
@@ -305,4 +306,4 @@ def paired_rank1_delta(a: QueryScores | None, b: QueryScores | None) -> Rank1Cha
     a, b = _check_paired(a, b)
     hit_a, hit_b = a.first_rank == 1, b.first_rank == 1
     gained, lost = int((hit_b & ~hit_a).sum()), int((hit_a & ~hit_b).sum())
-    return Rank1Change(_paired(hit_b.astype(float) - hit_a), gained, lost, mcnemar_exact(gained, lost))
+    return Rank1Change(paired_delta(hit_b.astype(float) - hit_a), gained, lost, mcnemar_exact(gained, lost))
