@@ -137,7 +137,7 @@ class RayRunner:
             yield from self._stream(ray, root, files, backend.spec, options)
         finally:
             if started_here:
-                ray.shutdown()
+                ray.shutdown(wait_for_processes=True)  # the processes it started have exited on return
 
     def _init(self, ray: Any) -> None:
         settings: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
