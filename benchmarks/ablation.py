@@ -74,14 +74,18 @@ FULL = {"variants": list(VARIANTS), "seeds": 5, "epochs": 30}
 SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1, "ids": 48, "height": 64, "width": 32}
 
 
+def t975(df: float) -> float:
+    """The 95 % two-sided Student t quantile for ``df`` degrees of freedom, from the table (rounded
+    down to a listed df, the conservative side); 1.96 above 30."""
+    return T975[max(k for k in T975 if k <= max(1, int(df)))] if df <= 30 else 1.96
+
+
 def t_interval(values: list[float]) -> tuple[float, float]:
     """Mean and 95 % half-width of ``values`` (Student t; 0 for a single value)."""
     n, mean = len(values), float(np.mean(values))
     if n < 2:
         return mean, float("nan")
-    df = n - 1
-    quantile = T975[max(k for k in T975 if k <= df)] if df <= 30 else 1.96
-    return mean, quantile * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean, t975(n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
 
 
 def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -89,8 +93,7 @@ def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
     delta = float(np.mean(b) - np.mean(a))
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else 30
-    quantile = T975[max(k for k in T975 if k <= max(1, int(df)))] if df <= 30 else 1.96
-    half = quantile * math.sqrt(va + vb)
+    half = t975(df) * math.sqrt(va + vb)
     return delta, delta - half, delta + half
 
 

@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 128])
     args = parse_args(parser, argv, smoke={"rows": 20_000, "clusters": 500, "queries": 200, "nlist": 64,
                                            "nprobe": [4], "ef_search": [32]})
-    from runtime.search import (MAX_POINTS_PER_CENTROID, RECALL_K, FaissSearcher, IndexSpec, NumpySearcher,
-                                new_index, centroids_to_train)
+    from runtime.search import RECALL_K, FaissSearcher, IndexSpec, NumpySearcher, new_index, training_rows
 
     rng = np.random.default_rng(0)
     centres = unit_centres(args.clusters, args.dim, rng)
@@ -74,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [["numpy (exact)", fmt(exact_build, 1), "1.00x", fmt(exact_ms, 2), "1.00x", "1.0000"]]
 
     def add(name: str, factory: str, spec: IndexSpec) -> None:
-        centroids = centroids_to_train(factory)
-        train = gallery[rng.permutation(len(gallery))[: MAX_POINTS_PER_CENTROID * centroids]] if centroids else None
+        sample = training_rows(factory, rng.permutation(len(gallery)))
+        train = gallery[sample] if len(sample) else None
         tic = time.perf_counter()
         index = new_index(args.dim, factory, "l2", gallery, train)
         build = time.perf_counter() - tic

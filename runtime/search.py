@@ -152,6 +152,13 @@ def centroids_to_train(factory: str) -> int:
     return max([*ivf, pq, 0])
 
 
+def training_rows(factory: str, order: np.ndarray) -> np.ndarray:
+    """The rows an index of ``factory`` trains on: the first 256 per centroid of the permutation
+    ``order`` (all of it when shorter), sorted; none for an index without k-means."""
+    centroids = centroids_to_train(factory)
+    return np.sort(order[: min(len(order), MAX_POINTS_PER_CENTROID * centroids)]) if centroids else order[:0]
+
+
 class FaissSearcher:
     """Search with any FAISS index; distances as the metric reports them."""
 
@@ -350,10 +357,10 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
                               f"centroid); {folder.root} holds {rows}: use --index flat, hnsw or a smaller --nlist")
         rng = np.random.default_rng(seed)
         order = rng.permutation(rows)
-        train_rows = np.sort(order[: min(rows, MAX_POINTS_PER_CENTROID * centroids)]) if centroids else order[:0]
+        train_rows = training_rows(factory, order)
         gpu = _gpu_usable(factory)
         index = new_index(vectors.shape[1], factory, spec.metric, vectors,
-                           np.asarray(vectors[train_rows]) if centroids else None, gpu)
+                          np.asarray(vectors[train_rows]) if len(train_rows) else None, gpu)
         searcher = FaissSearcher(index, spec.metric, spec.nprobe, spec.ef_search)
         queries = min(recall_queries, rows)  # rows outside the training sample first, then training rows
         probe = np.sort(np.concatenate([order[len(train_rows):], order[: len(train_rows)]])[:queries])
