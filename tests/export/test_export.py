@@ -366,3 +366,36 @@ def test_a_file_that_fails_verification_is_moved_aside(
     report = export_and_verify(random_model, out, synthetic_images(CFG.spec, 2), rule=Rule(min_cosine_min=1.5))
     assert not report.passed and "moved to" in report.problems[-1]
     assert not out.exists() and (tmp_path / "model.onnx.rejected").is_file()
+
+
+
+def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
+    trained_model: SAN, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint whose contract holds 0.6 (as san-calibrate threshold writes) exports at 0.6."""
+    model = load_checkpoint_copy(trained_model, tmp_path / "half.pt")
+    images = synthetic_images(CFG.spec, 8, seed=11)
+    with torch.no_grad():
+        at_half = model(torch.from_numpy(images)).numpy()
+        model.set_mask_threshold(0.6)
+        at_060 = model(torch.from_numpy(images)).numpy()
+    assert np.abs(at_060 - at_half).max() > 1e-3  # 0.6 really moves masks of this model
+    ckpt, out = tmp_path / "model.thr.pt", tmp_path / "model.thr.onnx"
+    save_checkpoint(ckpt, model)
+    assert san_export(["--ckpt", str(ckpt), "--out", str(out)]) == 0, capsys.readouterr()
+    assert read_contract(out).mask_threshold == pytest.approx(0.6)
+    proto = onnx.load(out)
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    constants |= {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in proto.graph.node
+                  if n.op_type == "Constant" and n.attribute[0].name == "value"}
+    compared = [float(constants[i]) for n in proto.graph.node if n.op_type == "Greater"
+                for i in n.input if i in constants]
+    assert len(compared) == len(STAGES) and all(c == pytest.approx(0.6) for c in compared)
+    onnx_out = ort.InferenceSession(str(out)).run(None, {INPUT_NAME: images})[0]
+    np.testing.assert_allclose(onnx_out, at_060, atol=1e-4)
+
+
+def load_checkpoint_copy(model: SAN, path: Path) -> SAN:
+    """A fresh eval-mode copy of ``model`` through a checkpoint file."""
+    save_checkpoint(path, model)
+    return load_checkpoint(path)[0].eval()
