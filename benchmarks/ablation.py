@@ -15,8 +15,8 @@ rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)
 first seed's sharp and soft models, sampled and deployed, and what the deterministic masks
 cost: the sampled masks (mean of 3 draws) against the deployed ones at 0.5 and at the
 threshold ``san-calibrate threshold`` picks on the test split, measured on a held-out twin
-split (other people, the same cameras). Runs resume: a finished variant/seed is never
-trained or scored again.
+split (other people, the same cameras). Runs resume: a finished variant/seed of the same
+budget (ids, image size, epochs) is never trained or scored again.
 """
 
 from __future__ import annotations
@@ -74,6 +74,23 @@ FULL = {"variants": list(VARIANTS), "seeds": 5, "epochs": 30}
 SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1, "ids": 48, "height": 64, "width": 32}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a budget's files live under ``--work``. Runs are keyed by the whole budget (ids,
+    image size, epochs), so a run of another budget is never taken for a finished one; the data
+    sets by what generates them, so budgets that differ only in epochs share them."""
+
+    runs: Path  # <variant>/seed<k>/, the threshold-gap cache, the PNG and the reports
+    test: Path  # the synthetic set every run trains on and is scored on
+    validation: Path  # its held-out twin, for the threshold sweep
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Layout:
+        data = f"{args.ids}ids-{args.height}x{args.width}"
+        return cls(args.work / f"{data}-{args.epochs}ep", args.work / f"synthetic-{data}",
+                   args.work / f"validation-{data}")
+
+
 def t975(df: float) -> float:
     """The 95 % two-sided Student t quantile for ``df`` degrees of freedom, from the table (rounded
     down to a listed df, the conservative side); 1.96 above 30."""
@@ -98,7 +115,7 @@ def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]
 
 
 # -- one run ------------------------------------------------------------------------------------
-def train_and_score(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict[str, Any]:
+def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layout) -> dict[str, Any]:
     """Train ``name`` with ``seed`` (resuming, never retraining a finished run), then score it on the
     test split; the per-query scores are kept in the run folder."""
     from san.checkpoint import load_checkpoint
@@ -108,7 +125,7 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, data: Path) 
     from san.retrieval import embed_split, score
     from san.train import train
 
-    out = args.work / name / f"seed{seed}"
+    out = layout.runs / name / f"seed{seed}"
     scores = out / "scores.npz"
     if scores.is_file():
         saved = np.load(scores)
@@ -116,7 +133,7 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, data: Path) 
     variant = VARIANTS[name]
     recipe = {k: (PAPER_TAU_RATE * PAPER_EPOCHS / args.epochs if v == "scaled" else v) for k, v in variant.recipe.items()}
     preset = PRESETS["cpu-demo"]
-    base = preset.config(str(out), "synthetic", str(data), synthetic_options(args))
+    base = preset.config(str(out), "synthetic", str(layout.test), synthetic_options(args))
     cfg = base.with_changes(model=replace(base.recipe.model, spec=replace(base.recipe.model.spec, height=args.height,
                                                                             width=args.width), **variant.model),
                             seed=seed, epochs=args.epochs, eval_every=0, progress=False, device=args.device,
@@ -127,7 +144,7 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, data: Path) 
         train(cfg)
     seconds = time.perf_counter() - started
     model, _ = load_checkpoint(out / "model.pt")
-    dataset = load_dataset("synthetic", data, verbose=False)
+    dataset = load_dataset("synthetic", layout.test, verbose=False)
     retrieval = score(embed_split(ModelEmbedder(model), dataset))
     per_query = retrieval.per_query
     np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank, seconds=seconds)
@@ -179,7 +196,7 @@ def _delta_cell(d: Any) -> str:
 
 
 # -- Fig. 2(b) and the threshold gap ---------------------------------------------------------
-def mask_sharpness(args: argparse.Namespace, data: Path) -> str:
+def mask_sharpness(args: argparse.Namespace, layout: Layout) -> str:
     """Histogram PNG of mask values on the test split and the share within 0.1 of 0 or 1."""
     import torch
 
@@ -188,11 +205,11 @@ def mask_sharpness(args: argparse.Namespace, data: Path) -> str:
     from san.model.sampled import StochasticMasks
     from san.preprocess import load_image
 
-    dataset = load_dataset("synthetic", data, verbose=False)
+    dataset = load_dataset("synthetic", layout.test, verbose=False)
     records = (dataset.query + dataset.gallery)[: args.mask_images]
     rows, values = [], {}
     for name in ("san", "soft"):
-        ckpt = args.work / name / "seed0" / "model.pt"
+        ckpt = layout.runs / name / "seed0" / "model.pt"
         if not ckpt.is_file():
             continue
         model, _ = load_checkpoint(ckpt)
@@ -208,7 +225,7 @@ def mask_sharpness(args: argparse.Namespace, data: Path) -> str:
             values[f"{name}: {mode}"] = masks
             rows.append([f"{VARIANTS[name].label}: {mode}", f"{100 * share:.1f} %", f"{masks.mean():.3f}",
                          str(masks.size)])
-    png = args.work / "mask-sharpness.png"
+    png = layout.runs / "mask-sharpness.png"
     _histogram(values, png)
     return (markdown_table(["masks", "within 0.1 of 0 or 1", "mean value", "elements"], rows)
             + f"\n\nhistogram: {png}")
@@ -233,7 +250,7 @@ def _histogram(values: dict[str, np.ndarray], png: Path) -> None:
     plt.close(fig)
 
 
-def threshold_gap(args: argparse.Namespace, data: Path) -> str:
+def threshold_gap(args: argparse.Namespace, layout: Layout) -> str:
     """Sampled masks (mean of 3 draws) vs the deployed ones at 0.5 and at the threshold
     ``san-calibrate threshold`` picks on a held-out twin split (other people, the same cameras),
     measured on the test split, paired over its queries."""
@@ -248,17 +265,17 @@ def threshold_gap(args: argparse.Namespace, data: Path) -> str:
     from san.model.sampled import StochasticMasks
     from san.retrieval import embed_split, score
 
-    model, _ = load_checkpoint(args.work / "san" / "seed0" / "model.pt")
+    model, _ = load_checkpoint(layout.runs / "san" / "seed0" / "model.pt")
     twin = replace(held_out_params(SynthParams(**{**_preset_synthetic(), **synthetic_options(args)})),
                    ids=max(40, args.ids // 4))
-    validation = load_dataset("synthetic", args.work / "validation", verbose=False, **vars(twin))
-    cache = args.work / "threshold-gap"
+    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin))
+    cache = layout.runs / "threshold-gap"
     cache.mkdir(parents=True, exist_ok=True)
     choice = cache / "chosen.json"
     if not choice.is_file():
         choice.write_text(json.dumps({"chosen": sweep_thresholds(model, validation, args.thresholds).chosen}))
     chosen = float(json.loads(choice.read_text())["chosen"])
-    test = load_dataset("synthetic", data, verbose=False)
+    test = load_dataset("synthetic", layout.test, verbose=False)
 
     def scored(name: str, net: Any) -> tuple[np.ndarray, np.ndarray]:
         """AP and rank-1 hit per test query (kept in the cache folder: a rerun reads them)."""
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="runs, scores and the PNG")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**SMOKE, "mask_images": 8, "thresholds": [0.4, 0.5]})
     plan = QUICK if args.quick else SMOKE if args.smoke else FULL
     args.variants = args.variants or plan["variants"]
@@ -314,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs = args.epochs or plan["epochs"]
     if "baseline" not in args.variants:
         args.variants = ["baseline", *args.variants]
-    data = args.work / "synthetic"
+    layout = Layout.of(args)
     started = time.perf_counter()
     print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "
@@ -323,19 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         results[name] = []
         for seed in range(args.seeds):
-            results[name].append(train_and_score(args, name, seed, data))
+            results[name].append(train_and_score(args, name, seed, layout))
             print(f"  {name} seed {seed}: mAP {100 * results[name][-1]['ap'].mean():.2f}", flush=True)
     report = [table(args, results)]
     if {"san", "soft"} & set(args.variants):
-        report.append(mask_sharpness(args, data))
+        report.append(mask_sharpness(args, layout))
     if "san" in args.variants:
-        report.append(threshold_gap(args, data))
+        report.append(threshold_gap(args, layout))
     minutes = (time.perf_counter() - started) / 60
     report.append(f"total {minutes:.1f} min (runs already finished are not repeated); load average {load_average()}")
     text = "\n\n".join(report)
     print(text)
-    (args.work / "ablation.md").write_text(text + "\n", encoding="utf-8")
-    (args.work / "ablation.json").write_text(json.dumps(
+    (layout.runs / "ablation.md").write_text(text + "\n", encoding="utf-8")
+    (layout.runs / "ablation.json").write_text(json.dumps(
         {n: [{"mAP": float(r["ap"].mean()), "rank1": float(np.mean(r["first_rank"] == 1))} for r in runs]
          for n, runs in results.items()}, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -4,6 +4,7 @@ scripts print ratios against their targets instead)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,12 +84,20 @@ def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
     masks = {row[0]: float(row[1].rstrip(" %")) for row in table_rows(lines, "| masks ")}
     assert masks["SAN (full): deployed (threshold)"] == 100.0  # hard masks are exactly 0 or 1
     assert 0 <= masks["SAN (full): sampled (training mode)"] <= 100
-    assert (tmp_path / "mask-sharpness.png").stat().st_size > 0
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/model.pt")}
+    budget = tmp_path / "48ids-64x32-1ep"
+    assert (budget / "mask-sharpness.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in budget.glob("*/seed0/model.pt")}
     assert len(stamps) == 2
     again = run_script("ablation.py", "--smoke", "--work", str(tmp_path))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs are not trained again
     assert table_rows(again, "| variant ") == table_rows(lines, "| variant ")
+    data = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-48ids-64x32").rglob("*.jpg")}
+    run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds", "1",
+               "--variants", "baseline", "--work", str(tmp_path))
+    trained = json.loads((tmp_path / "48ids-64x32-2ep" / "baseline" / "seed0" / "metrics.jsonl")
+                         .read_text().splitlines()[-1])
+    assert trained["epoch"] == 2  # another budget trains its own runs, never reusing the 1-epoch ones
+    assert data and {p: p.stat().st_mtime_ns for p in data} == data  # and shares the data set
 
 
 @pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
