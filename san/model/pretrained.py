@@ -1,4 +1,5 @@
-"""ImageNet initialisation of the backbone from a local torchvision state-dict file."""
+"""Backbone initialisation from a local torchvision ResNet state-dict file (ImageNet weights,
+or a trained SAN's backbone written back in that layout)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from san.model.network import SAN
 
 _STAGE_KEY = re.compile(r"^layer([1-4])\.")
+_OWN_STAGE_KEY = re.compile(r"^stages\.([0-3])\.")
 _STEM_KEYS = {"conv1.": "stem.0.", "bn1.": "stem.1."}
 
 
@@ -55,3 +57,18 @@ def load_imagenet_backbone(model: SAN, path: str | Path) -> None:
     if problems:
         raise PretrainedWeightsError(f"{path} does not fit backbone {model.cfg.backbone!r}: {problems}")
     model.load_state_dict(mapped, strict=False)
+
+
+def torchvision_backbone_state(model: SAN) -> dict[str, torch.Tensor]:
+    """``model``'s stem and stages under torchvision ResNet keys, the layout
+    :func:`load_imagenet_backbone` reads: a trained backbone to initialise another model with."""
+    stem = {new: old for old, new in _STEM_KEYS.items()}
+    state = {}
+    for key, value in model.state_dict().items():
+        match = _OWN_STAGE_KEY.match(key)
+        if match:
+            state[f"layer{int(match.group(1)) + 1}." + key[match.end():]] = value.detach().clone()
+        for own, theirs in stem.items():
+            if key.startswith(own):
+                state[theirs + key[len(own):]] = value.detach().clone()
+    return state

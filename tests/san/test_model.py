@@ -9,7 +9,7 @@ import torchvision
 from san import InputSpec, ModelConfig, build_model
 from san.config import ConfigError
 from san.model.context import SparseUpsample
-from san.model.pretrained import PretrainedWeightsError, load_imagenet_backbone
+from san.model.pretrained import PretrainedWeightsError, load_imagenet_backbone, torchvision_backbone_state
 from san.spec import ContractError
 
 SMALL = InputSpec(height=64, width=32)
@@ -159,3 +159,26 @@ def test_pretrained_file_that_does_not_fit_names_the_keys(tmp_path) -> None:
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     with pytest.raises(PretrainedWeightsError, match=r"layer|stages\.0\.0\.conv3"):
         load_imagenet_backbone(build_model(ModelConfig(spec=SMALL)), path)
+
+
+def test_a_trained_backbone_written_in_torchvision_layout_loads_into_torchvision_and_back(tmp_path) -> None:
+    torch.manual_seed(0)
+    trained = build_model(ModelConfig(backbone="resnet18", spec=SMALL))
+    for m in trained.modules():  # trained-looking BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = torchvision_backbone_state(trained)
+    reference = torchvision.models.resnet18(weights=None)
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected  # torchvision's own ResNet-18
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    torch.manual_seed(1)
+    fresh = build_model(ModelConfig(backbone="resnet18", spec=SMALL), pretrained=str(path))
+    own = trained.state_dict()
+    for key, value in fresh.state_dict().items():
+        if key.startswith(("stem.", "stages.")):
+            assert torch.equal(value, own[key]), key
+    key = "attention.1.context.down.conv1.weight"  # attention blocks keep their own initialisation
+    assert not torch.equal(fresh.state_dict()[key], own[key])

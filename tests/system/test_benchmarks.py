@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_HEADER = "| target "
@@ -92,12 +94,19 @@ def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs are not trained again
     assert table_rows(again, "| variant ") == table_rows(lines, "| variant ")
     data = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-48ids-64x32").rglob("*.jpg")}
-    run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds", "1",
-               "--variants", "baseline", "--work", str(tmp_path))
-    trained = json.loads((tmp_path / "48ids-64x32-2ep" / "baseline" / "seed0" / "metrics.jsonl")
-                         .read_text().splitlines()[-1])
-    assert trained["epoch"] == 2  # another budget trains its own runs, never reusing the 1-epoch ones
-    assert data and {p: p.stat().st_mtime_ns for p in data} == data  # and shares the data set
+    lines = run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds",
+                       "1", "--variants", "baseline-pretrained", "--work", str(tmp_path))
+    assert [row[0] for row in table_rows(lines, "| variant ")] == ["ResNet baseline", "ResNet baseline, backbone pretrained"]
+    runs = tmp_path / "48ids-64x32-2ep"
+    assert json.loads((runs / "baseline" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
+    assert data and {p: p.stat().st_mtime_ns for p in data} == data  # another budget trains anew on the same data
+    pretrain = json.loads((runs / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert pretrain["epoch"] == 2 and (tmp_path / "pretraining-48ids-64x32" / "synth.json").is_file()
+    backbone = torch.load(runs / "pretrain" / "backbone.pth", weights_only=True)
+    torchvision.models.resnet18(num_classes=1).load_state_dict(  # torchvision's own layout, all but fc
+        {**backbone, "fc.weight": torch.zeros(1, 512), "fc.bias": torch.zeros(1)})
+    started = torch.load(runs / "baseline-pretrained" / "seed0" / "model.pt", weights_only=True)
+    assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain" / "backbone.pth")
 
 
 @pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
