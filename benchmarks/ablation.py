@@ -11,8 +11,9 @@ scored on the same test split with deterministic masks::
 
 The candidates ask why SAN may trail the baseline at this budget; they are documented options,
 never the defaults, each compared with full SAN. ``*-pretrained`` variants start their backbone
-from the baseline trained on another synthetic set (other people, other cameras), as the
-paper's start from ImageNet; SAN's is compared with the baseline pretrained the same way.
+from the baseline trained on another synthetic set of other people, as the paper's start from
+ImageNet; SAN's is compared with the baseline pretrained the same way. The set is filmed by the
+same cameras (``same-cameras``), or by other ones (``other-cameras``: the generator's next seed).
 
 Per variant: mAP and rank-1 as mean and 95 % t-interval over seeds; the difference to the row
 it is measured against (the baseline, unless said otherwise) as a Welch interval over seeds (the verdict: distinguishable from seed noise when it
@@ -34,12 +35,15 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from common import fmt, load_average, markdown_table, parse_args
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
+
+if TYPE_CHECKING:
+    from san.data.synth import SynthParams
 
 #: Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: the normal's 1.96).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -54,7 +58,7 @@ class Variant:
     model: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     paper: tuple[float, float] | None = None  # (rank-1, mAP) on Market-1501, Tables I/III
-    pretrained: bool = False  # the backbone starts from one trained on another synthetic set
+    pretrained: str | None = None  # the backbone starts from one trained on a PRETRAINING set
     baseline: str = "baseline"  # the row its differences are measured against
 
 
@@ -77,9 +81,12 @@ VARIANTS = {
     "san-stages-123": Variant("SAN without the 4x2 stage-4 block", {"attention_stages": (1, 2, 3)}, baseline="san"),
     "san-block-1": Variant("SAN on block 1 only (Fig. 5(a): block 1 gives most of the gain)",
                            {"attention_stages": (1,)}, baseline="san"),
-    "baseline-pretrained": Variant("ResNet baseline, backbone pretrained", {"attention": "none"}, pretrained=True),
-    "san-pretrained": Variant("SAN, backbone pretrained", pretrained=True,
+    "baseline-pretrained": Variant("ResNet baseline, backbone pretrained (same cameras)", {"attention": "none"},
+                                   pretrained="same-cameras"),
+    "san-pretrained": Variant("SAN, backbone pretrained (same cameras)", pretrained="same-cameras",
                               baseline="baseline-pretrained"),
+    "baseline-pretrained-other-cameras": Variant("ResNet baseline, backbone pretrained (other cameras)",
+                                                 {"attention": "none"}, pretrained="other-cameras"),
 }
 #: Eq. 9's rate in the paper's 150-epoch schedule (tau reaches its floor of 0.5 after 87 epochs).
 PAPER_TAU_RATE, PAPER_EPOCHS = 0.008, 150
@@ -95,16 +102,20 @@ class Layout:
     image size, epochs), so a run of another budget is never taken for a finished one; the data
     sets by what generates them, so budgets that differ only in epochs share them."""
 
-    runs: Path  # <variant>/seed<k>/, pretrain/, the threshold-gap cache, the PNG and the reports
+    runs: Path  # <variant>/seed<k>/, pretrain-<set>/, the threshold-gap cache, the PNG and the reports
     test: Path  # the synthetic set every run trains on and is scored on
     validation: Path  # its held-out twin, for the threshold sweep
-    pretraining: Path  # another set (other people, other cameras) the pretrained backbone learns on
+    data: str  # what names the data sets of this budget: <ids>ids-<H>x<W>
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Layout:
         data = f"{args.ids}ids-{args.height}x{args.width}"
         return cls(args.work / f"{data}-{args.epochs}ep", args.work / f"synthetic-{data}",
-                   args.work / f"validation-{data}", args.work / f"pretraining-{data}")
+                   args.work / f"validation-{data}", data)
+
+    def pretraining(self, kind: str) -> Path:
+        """The ``kind`` pretraining set (see :data:`PRETRAINING`)."""
+        return self.test.parent / f"pretraining-{kind}-{self.data}"
 
 
 def t975(df: float) -> float:
@@ -147,7 +158,7 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
     variant = VARIANTS[name]
     recipe = {k: (PAPER_TAU_RATE * PAPER_EPOCHS / args.epochs if v == "scaled" else v) for k, v in variant.recipe.items()}
     if variant.pretrained:
-        recipe["pretrained"] = str(pretrained_backbone(args, layout))
+        recipe["pretrained"] = str(pretrained_backbone(args, layout, variant.pretrained))
     seconds = train_once(args, variant.model, recipe, out, layout.test, synthetic_options(args), seed)
     model, _ = load_checkpoint(out / "model.pt")
     dataset = load_dataset("synthetic", layout.test, verbose=False)
@@ -175,22 +186,24 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
     return time.perf_counter() - started
 
 
-def pretrained_backbone(args: argparse.Namespace, layout: Layout) -> Path:
-    """The backbone the ``pretrained`` variants start from, as ImageNet weights in torchvision's
-    layout: the baseline trained (seed 0, the same epochs) on another synthetic set, other people
-    under other cameras (the generator's next seed), as ImageNet is another domain for the
-    paper's data sets. Its attention blocks, context units and head start fresh. Made once."""
+def pretrained_backbone(args: argparse.Namespace, layout: Layout, kind: str) -> Path:
+    """The backbone ``kind`` pretrained variants start from, as ImageNet weights in torchvision's
+    layout: the baseline trained (seed 0, the same epochs) on the ``kind`` pretraining set, half as
+    many other people as the test set's, 80 % of them in its training split. Made once."""
     import torch
 
     from san.atomic import atomic_write
     from san.checkpoint import load_checkpoint
     from san.model.pretrained import torchvision_backbone_state
 
-    path = layout.runs / "pretrain" / "backbone.pth"
+    path = layout.runs / f"pretrain-{kind}" / "backbone.pth"
     if not path.is_file():
-        options = {**synthetic_options(args), "seed": _preset_synthetic().get("seed", 0) + 1,
-                   "ids": args.ids // 2, "test_fraction": 0.2}
-        train_once(args, {"attention": "none"}, {}, path.parent, layout.pretraining, options, seed=0)
+        test, twin = test_params(args), twin_params(args)
+        others = replace(test, ids=args.ids // 2, test_fraction=0.2)
+        others = (replace(others, first_pid=twin.first_pid + twin.ids) if kind == "same-cameras"  # after the twin's
+                  else replace(others, seed=test.seed + 1))  # the generator's next seed: other people and cameras
+        options = vars(others)
+        train_once(args, {"attention": "none"}, {}, path.parent, layout.pretraining(kind), options, seed=0)
         state = torchvision_backbone_state(load_checkpoint(path.parent / "model.pt")[0])
         atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
@@ -321,15 +334,13 @@ def threshold_gap(args: argparse.Namespace, layout: Layout) -> str:
     from calibration.threshold import sweep_thresholds
     from san.checkpoint import load_checkpoint
     from san.data.registry import load_dataset
-    from san.data.synth import SynthParams, held_out_params
     from san.evaluate import ModelEmbedder
     from san.metrics import paired_delta
     from san.model.sampled import StochasticMasks
     from san.retrieval import embed_split, score
 
     model, _ = load_checkpoint(layout.runs / "san" / "seed0" / "model.pt")
-    twin = replace(held_out_params(SynthParams(**{**_preset_synthetic(), **synthetic_options(args)})),
-                   ids=max(40, args.ids // 4))
+    twin = twin_params(args)
     validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin))
     cache = layout.runs / "threshold-gap"
     cache.mkdir(parents=True, exist_ok=True)
@@ -365,10 +376,19 @@ def threshold_gap(args: argparse.Namespace, layout: Layout) -> str:
                              rows))
 
 
-def _preset_synthetic() -> dict[str, Any]:
+def test_params(args: argparse.Namespace) -> SynthParams:
+    """The synthetic set every run trains on and is scored on: the ``cpu-demo`` one at this budget."""
+    from san.data.synth import SynthParams
     from san.presets import PRESETS
 
-    return dict(PRESETS["cpu-demo"].synthetic)
+    return SynthParams(**{**PRESETS["cpu-demo"].synthetic, **synthetic_options(args)})
+
+
+def twin_params(args: argparse.Namespace) -> SynthParams:
+    """The test set's held-out twin: a quarter as many other people (at least 40), the same cameras."""
+    from san.data.synth import held_out_params
+
+    return replace(held_out_params(test_params(args)), ids=max(40, args.ids // 4))
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -97,17 +97,19 @@ def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
     data = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-48ids-64x32").rglob("*.jpg")}
     lines = run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds",
                        "1", "--variants", "baseline-pretrained", "--work", str(tmp_path))
-    assert [row[0] for row in table_rows(lines, "| variant ")] == ["ResNet baseline", "ResNet baseline, backbone pretrained"]
+    assert [row[0] for row in table_rows(lines, "| variant ")] == [
+        "ResNet baseline", "ResNet baseline, backbone pretrained (same cameras)"]
     runs = tmp_path / "48ids-64x32-2ep"
     assert json.loads((runs / "baseline" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
     assert data and {p: p.stat().st_mtime_ns for p in data} == data  # another budget trains anew on the same data
-    pretrain = json.loads((runs / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert pretrain["epoch"] == 2 and (tmp_path / "pretraining-48ids-64x32" / "synth.json").is_file()
-    backbone = torch.load(runs / "pretrain" / "backbone.pth", weights_only=True)
+    pretrain = json.loads((runs / "pretrain-same-cameras" / "metrics.jsonl").read_text().splitlines()[-1])
+    made = json.loads((tmp_path / "pretraining-same-cameras-48ids-64x32" / "synth.json").read_text())["params"]
+    assert pretrain["epoch"] == 2 and made["first_pid"] == 48 + 40 + 1  # after the test set's and its twin's people
+    backbone = torch.load(runs / "pretrain-same-cameras" / "backbone.pth", weights_only=True)
     torchvision.models.resnet18(num_classes=1).load_state_dict(  # torchvision's own layout, all but fc
         {**backbone, "fc.weight": torch.zeros(1, 512), "fc.bias": torch.zeros(1)})
     started = torch.load(runs / "baseline-pretrained" / "seed0" / "model.pt", weights_only=True)
-    assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain" / "backbone.pth")
+    assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain-same-cameras" / "backbone.pth")
 
 
 @pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
