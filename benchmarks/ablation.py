@@ -154,24 +154,37 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
     scores = out / "scores.npz"
     if scores.is_file():
         saved = np.load(scores)
-        return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": float(saved["seconds"])}
+        return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": training_seconds(out)}
     variant = VARIANTS[name]
     recipe = {k: (PAPER_TAU_RATE * PAPER_EPOCHS / args.epochs if v == "scaled" else v) for k, v in variant.recipe.items()}
     if variant.pretrained:
         recipe["pretrained"] = str(pretrained_backbone(args, layout, variant.pretrained))
-    seconds = train_once(args, variant.model, recipe, out, layout.test, synthetic_options(args), seed)
+    train_once(args, variant.model, recipe, out, layout.test, synthetic_options(args), seed)
     model, _ = load_checkpoint(out / "model.pt")
     dataset = load_dataset("synthetic", layout.test, verbose=False)
     retrieval = score(embed_split(ModelEmbedder(model), dataset))
     per_query = retrieval.per_query
-    np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank, seconds=seconds)
-    return {"ap": per_query.ap, "first_rank": per_query.first_rank, "seconds": seconds}
+    np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank)
+    return {"ap": per_query.ap, "first_rank": per_query.first_rank, "seconds": training_seconds(out)}
+
+
+def training_seconds(out: Path) -> float:
+    """The run's training time: its epochs' seconds in ``metrics.jsonl``, across resumes (the
+    last line written for an epoch counts; a line torn by a kill does not)."""
+    epochs = {}
+    for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        epochs[row["epoch"]] = row["seconds"]
+    return float(sum(epochs.values()))
 
 
 def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str, Any], out: Path, data: Path,
-               data_options: dict[str, Any], seed: int) -> float:
+               data_options: dict[str, Any], seed: int) -> None:
     """Train the ``cpu-demo`` preset with these changes into ``out`` unless it finished there (an
-    interrupted run resumes); the seconds spent."""
+    interrupted run resumes)."""
     from san.presets import PRESETS
     from san.train import train
 
@@ -180,10 +193,8 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
     cfg = base.with_changes(model=replace(base.recipe.model, spec=spec, **model), seed=seed, epochs=args.epochs,
                             eval_every=0, progress=False, device=args.device,
                             resume=(out / "last.pt").is_file() and not (out / "model.pt").is_file(), **recipe)
-    started = time.perf_counter()
     if not (out / "model.pt").is_file():
         train(cfg)
-    return time.perf_counter() - started
 
 
 def pretrained_backbone(args: argparse.Namespace, layout: Layout, kind: str) -> Path:
