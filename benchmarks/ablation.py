@@ -257,17 +257,21 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) ->
         (m, mh), (r, rh) = t_interval(maps), t_interval(r1s)
         against = VARIANTS[name].baseline
         cells = [VARIANTS[name].label, f"{m:.2f} ± {fmt(mh, 2)}", f"{r:.2f} ± {fmt(rh, 2)}"]
-        base = results.get(against, [])
-        if name == against or len(runs) < 2 or len(base) < 2:
+        base = results.get(against, []) if name != against else []
+        if not base:
             cells += ["", "", "", "", ""]
         else:
-            (base_map, base_r1), (base_ap, base_hit) = map_r1(base), per_query(base)
-            dm, lo, hi = welch_interval(base_map, maps)
-            dr, rlo, rhi = welch_interval(base_r1, r1s)
-            verdict = ("above seed noise" if lo > 0 else "below seed noise" if hi < 0 else "within seed noise")
-            ap, hit = per_query(runs)
-            cells += [VARIANTS[against].label, f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict})", f"{dr:+.2f} [{rlo:+.2f}, {rhi:+.2f}]",
-                      _delta_cell(paired_delta(ap - base_ap)), _delta_cell(paired_delta(hit - base_hit))]
+            cells.append(VARIANTS[against].label)
+            if len(runs) > 1 and len(base) > 1:  # a spread over seeds on both sides
+                (base_map, base_r1) = map_r1(base)
+                dm, lo, hi = welch_interval(base_map, maps)
+                dr, rlo, rhi = welch_interval(base_r1, r1s)
+                verdict = "above seed noise" if lo > 0 else "below seed noise" if hi < 0 else "within seed noise"
+                cells += [f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict})", f"{dr:+.2f} [{rlo:+.2f}, {rhi:+.2f}]"]
+            else:
+                cells += ["(one seed)", "(one seed)"]
+            (ap, hit), (base_ap, base_hit) = per_query(runs), per_query(base)
+            cells += [_delta_cell(paired_delta(ap - base_ap)), _delta_cell(paired_delta(hit - base_hit))]
         paper = VARIANTS[name].paper
         cells += [f"{paper[1]:.1f} / {paper[0]:.1f}" if paper else "-",
                   fmt(float(np.mean([x["seconds"] for x in runs])) / 60, 1)]

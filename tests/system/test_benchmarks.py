@@ -84,6 +84,7 @@ def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
     assert list(rows) == ["ResNet baseline", "SAN (full)"]
     assert rows["SAN (full)"][-2] == "70.1 / 85.9"  # the paper's row, for orientation
     assert rows["SAN (full)"][3] == "ResNet baseline"  # what its differences are measured against
+    assert rows["SAN (full)"][4] == "(one seed)" and rows["SAN (full)"][6].count("[") == 1  # paired over queries
     masks = {row[0]: float(row[1].rstrip(" %")) for row in table_rows(lines, "| masks ")}
     assert masks["SAN (full): deployed (threshold)"] == 100.0  # hard masks are exactly 0 or 1
     assert 0 <= masks["SAN (full): sampled (training mode)"] <= 100
