@@ -16,9 +16,9 @@ ImageNet; SAN's is compared with the baseline pretrained the same way. The set i
 same cameras (``same-cameras``), or by other ones (``other-cameras``: the generator's next seed).
 
 Per variant: mAP and rank-1 as mean and 95 % t-interval over seeds; the difference to the row
-it is measured against (the baseline, unless said otherwise) as a Welch interval over seeds (the verdict: distinguishable from seed noise when it
-excludes 0) and paired over queries, as ``san-parity`` pairs them, on each query's AP and
-rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the
+it is measured against (the baseline, unless said otherwise) as a Welch interval over seeds
+(the verdict: distinguishable from seed noise when it excludes 0) and paired over queries, as
+``san-parity`` pairs them, on each query's AP and rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the
 first seed's sharp and soft models, sampled and deployed, and what the deterministic masks
 cost: the sampled masks (mean of 3 draws) against the deployed ones at 0.5 and at the
 threshold ``san-calibrate threshold`` picks on the test split, measured on a held-out twin
@@ -114,7 +114,7 @@ class Layout:
                    args.work / f"validation-{data}", data)
 
     def pretraining(self, kind: str) -> Path:
-        """The ``kind`` pretraining set (see :data:`PRETRAINING`)."""
+        """The ``kind`` pretraining set, ``same-cameras`` or ``other-cameras`` (:func:`pretrained_backbone`)."""
         return self.test.parent / f"pretraining-{kind}-{self.data}"
 
 
