@@ -368,12 +368,12 @@ def test_a_file_that_fails_verification_is_moved_aside(
     assert not out.exists() and (tmp_path / "model.onnx.rejected").is_file()
 
 
-
 def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
     trained_model: SAN, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A checkpoint whose contract holds 0.6 (as san-calibrate threshold writes) exports at 0.6."""
-    model = load_checkpoint_copy(trained_model, tmp_path / "half.pt")
+    save_checkpoint(tmp_path / "half.pt", trained_model)
+    model = load_checkpoint(tmp_path / "half.pt")[0].eval()  # a copy: the module fixture stays at 0.5
     images = synthetic_images(CFG.spec, 8, seed=11)
     with torch.no_grad():
         at_half = model(torch.from_numpy(images)).numpy()
@@ -393,9 +393,3 @@ def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
     assert len(compared) == len(STAGES) and all(c == pytest.approx(0.6) for c in compared)
     onnx_out = ort.InferenceSession(str(out)).run(None, {INPUT_NAME: images})[0]
     np.testing.assert_allclose(onnx_out, at_060, atol=1e-4)
-
-
-def load_checkpoint_copy(model: SAN, path: Path) -> SAN:
-    """A fresh eval-mode copy of ``model`` through a checkpoint file."""
-    save_checkpoint(path, model)
-    return load_checkpoint(path)[0].eval()
