@@ -87,13 +87,23 @@ VARIANTS = {
                               baseline="baseline-pretrained"),
     "baseline-pretrained-other-cameras": Variant("ResNet baseline, backbone pretrained (other cameras)",
                                                  {"attention": "none"}, pretrained="other-cameras"),
+    # The context unit's upsampling and a mask warm-up, each measured against full SAN (sparse).
+    "san-nearest": Variant("SAN, context units upsample nearest x2", {"cu_upsample": "nearest"}, baseline="san"),
+    "san-warmup": Variant("SAN, masks ramped in over the first quarter of the epochs",
+                          recipe={"mask_warmup": "quarter"}, baseline="san"),
+    "san-nearest-warmup": Variant("SAN, nearest x2 and masks ramped in over the first quarter",
+                                  {"cu_upsample": "nearest"}, recipe={"mask_warmup": "quarter"}, baseline="san"),
 }
 #: Eq. 9's rate in the paper's 150-epoch schedule (tau reaches its floor of 0.5 after 87 epochs).
 PAPER_TAU_RATE, PAPER_EPOCHS = 0.008, 150
 QUICK = {"variants": ["baseline", "soft", "san"], "seeds": 3, "epochs": 12}
 PAPER_VARIANTS = ["baseline", "soft", "san-no-cil", "san-no-cu", "san-no-tv", "san", "threshold", "power2", "power3"]
 FULL = {"variants": PAPER_VARIANTS, "seeds": 5, "epochs": 30}
-SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1, "ids": 48, "height": 64, "width": 32}
+SELECT = {"variants": ["baseline", "san", "san-nearest", "san-nearest-warmup"], "seeds": 2, "epochs": 12}
+DECIDE = {"variants": [], "seeds": 8, "epochs": 12}
+SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1}
+#: --smoke's budget, with any plan: one epoch on 48 ids at 64x32.
+TINY = {"epochs": 1, "ids": 48, "height": 64, "width": 32}
 
 
 @dataclass(frozen=True)
@@ -118,27 +128,64 @@ class Layout:
         return self.test.parent / f"pretraining-{kind}-{self.data}"
 
 
+#: One-sided 80 % Student t quantiles by degrees of freedom (df > 30: the normal's 0.842), the
+#: power term of the smallest detectable effect.
+T80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879,
+       12: 0.873, 15: 0.866, 20: 0.860, 30: 0.854}
+#: SAN's gain over the ResNet baseline in the paper (Table I, Market-1501), in points.
+PAPER_GAIN = {"mAP": 70.1 - 67.9, "rank-1": 85.9 - 84.0}
+
+
+def _quantile(table: dict[int, float], df: float, beyond: float) -> float:
+    """``table`` at ``df`` rounded down to a listed df (the conservative side); ``beyond`` above 30."""
+    return table[max(k for k in table if k <= max(1, int(df)))] if df <= 30 else beyond
+
+
 def t975(df: float) -> float:
-    """The 95 % two-sided Student t quantile for ``df`` degrees of freedom, from the table (rounded
-    down to a listed df, the conservative side); 1.96 above 30."""
-    return T975[max(k for k in T975 if k <= max(1, int(df)))] if df <= 30 else 1.96
+    """The 95 % two-sided Student t quantile for ``df`` degrees of freedom."""
+    return _quantile(T975, df, 1.96)
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and 95 % half-width of ``values`` (Student t; 0 for a single value)."""
+    """Mean and 95 % half-width of ``values`` (Student t; NaN for a single value)."""
     n, mean = len(values), float(np.mean(values))
     if n < 2:
         return mean, float("nan")
     return mean, t975(n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
 
 
-def welch_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(b) - mean(a) and its 95 % Welch interval over seeds."""
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    delta = float(np.mean(b) - np.mean(a))
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else 30
-    half = t975(df) * math.sqrt(va + vb)
-    return delta, delta - half, delta + half
+@dataclass(frozen=True)
+class SeedPaired:
+    """``b - a`` over seeds run in pairs (the same seed: data order, augmentation, initialisation):
+    the mean difference, its 95 % t-interval, the SD of the differences, and the smallest true
+    difference a two-sided 5 % paired t-test of this many pairs detects with 80 % power."""
+
+    delta: float
+    low: float
+    high: float
+    sd: float
+    pairs: int
+    detectable: float
+
+    def verdict(self, claimed: float) -> str:
+        """``supported`` (lower bound > 0), ``contradicted at +claimed`` (upper bound below it) or
+        ``unresolved``."""
+        if self.low > 0:
+            return "supported"
+        if self.high < claimed:
+            return f"contradicted at {claimed:+.1f}"
+        return "unresolved"
+
+
+def paired_over_seeds(a: list[float], b: list[float]) -> SeedPaired:
+    """:class:`SeedPaired` of ``b[i] - a[i]`` (one pair per seed; at least two pairs)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired interval over seeds needs two or more pairs, got {len(a)} and {len(b)} runs")
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    n, sd = len(d), float(np.std(d, ddof=1))
+    mean, scale = float(d.mean()), sd / math.sqrt(len(d))
+    half = t975(n - 1) * scale
+    return SeedPaired(mean, mean - half, mean + half, sd, n, (t975(n - 1) + _quantile(T80, n - 1, 0.842)) * scale)
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -156,10 +203,7 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
         saved = np.load(scores)
         return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": training_seconds(out)}
     variant = VARIANTS[name]
-    recipe = {k: (PAPER_TAU_RATE * PAPER_EPOCHS / args.epochs if v == "scaled" else v) for k, v in variant.recipe.items()}
-    if variant.pretrained:
-        recipe["pretrained"] = str(pretrained_backbone(args, layout, variant.pretrained))
-    train_once(args, variant.model, recipe, out, layout.test, synthetic_options(args), seed)
+    train_variant(args, name, seed, layout)
     model, _ = load_checkpoint(out / "model.pt")
     dataset = load_dataset("synthetic", layout.test, verbose=False)
     retrieval = score(embed_split(ModelEmbedder(model), dataset))
@@ -168,23 +212,54 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
     return {"ap": per_query.ap, "first_rank": per_query.first_rank, "seconds": training_seconds(out)}
 
 
+def train_variant(args: argparse.Namespace, name: str, seed: int, layout: Layout) -> Path:
+    """Train ``name`` with ``seed`` unless it finished (scoring the held-out twin split every
+    ``--val-every`` epochs and at the last: the validation curve); its run folder."""
+    variant = VARIANTS[name]
+    recipe = {k: _relative(k, v, args.epochs) for k, v in variant.recipe.items()}
+    if variant.pretrained:
+        recipe["pretrained"] = str(pretrained_backbone(args, layout, variant.pretrained))
+    out = layout.runs / name / f"seed{seed}"
+    train_once(args, variant.model, recipe, out, layout.test, synthetic_options(args), seed,
+               validation_hook(args, layout))
+    return out
+
+
+def _relative(key: str, value: Any, epochs: int) -> Any:
+    """A recipe value given relative to the budget: ``scaled`` tau rate, a ``quarter`` of the epochs."""
+    if value == "scaled":
+        return PAPER_TAU_RATE * PAPER_EPOCHS / epochs
+    if value == "quarter":  # at least one epoch, and never all of them
+        return min(max(1, epochs // 4), epochs - 1)
+    return value
+
+
+def validation_hook(args: argparse.Namespace, layout: Layout) -> Any:
+    """The trainer's ``after_epoch``: mAP and rank-1 (%) on the held-out twin split (other
+    people, the same cameras) every ``--val-every`` epochs and at the last epoch."""
+    from san.data.registry import load_dataset
+    from san.evaluate import evaluate_model
+
+    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin_params(args)))
+
+    def score_validation(model: Any, record: dict[str, Any]) -> dict[str, Any]:
+        if record["epoch"] % args.val_every and record["epoch"] != args.epochs:
+            return {}
+        report = evaluate_model(model, validation, workers=0)
+        return {"validation": {"mAP": 100 * report.mAP, "rank1": 100 * report.ranks[1]}}
+
+    return score_validation
+
+
 def training_seconds(out: Path) -> float:
-    """The run's training time: its epochs' seconds in ``metrics.jsonl``, across resumes (the
-    last line written for an epoch counts; a line torn by a kill does not)."""
-    epochs = {}
-    for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        epochs[row["epoch"]] = row["seconds"]
-    return float(sum(epochs.values()))
+    """The run's training time: its epochs' seconds in ``metrics.jsonl``, across resumes."""
+    return float(sum(record["seconds"] for record in read_metrics(out)))
 
 
 def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str, Any], out: Path, data: Path,
-               data_options: dict[str, Any], seed: int) -> None:
+               data_options: dict[str, Any], seed: int, after_epoch: Any = None) -> None:
     """Train the ``cpu-demo`` preset with these changes into ``out`` unless it finished there (an
-    interrupted run resumes)."""
+    interrupted run resumes); ``after_epoch`` as :func:`san.train.train` takes it."""
     from san.presets import PRESETS
     from san.train import train
 
@@ -194,7 +269,7 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
                             eval_every=0, progress=False, device=args.device,
                             resume=(out / "last.pt").is_file() and not (out / "model.pt").is_file(), **recipe)
     if not (out / "model.pt").is_file():
-        train(cfg)
+        train(cfg, after_epoch)
 
 
 def pretrained_backbone(args: argparse.Namespace, layout: Layout, kind: str) -> Path:
@@ -262,12 +337,11 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) ->
             cells += ["", "", "", "", ""]
         else:
             cells.append(VARIANTS[against].label)
-            if len(runs) > 1 and len(base) > 1:  # a spread over seeds on both sides
+            pairs = min(len(runs), len(base))
+            if pairs > 1:  # seeds 0..pairs-1 ran on both sides
                 (base_map, base_r1) = map_r1(base)
-                dm, lo, hi = welch_interval(base_map, maps)
-                dr, rlo, rhi = welch_interval(base_r1, r1s)
-                verdict = "above seed noise" if lo > 0 else "below seed noise" if hi < 0 else "within seed noise"
-                cells += [f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}] ({verdict})", f"{dr:+.2f} [{rlo:+.2f}, {rhi:+.2f}]"]
+                cells += [_seed_cell(paired_over_seeds(base_map[:pairs], maps[:pairs])),
+                          _seed_cell(paired_over_seeds(base_r1[:pairs], r1s[:pairs]))]
             else:
                 cells += ["(one seed)", "(one seed)"]
             (ap, hit), (base_ap, base_hit) = per_query(runs), per_query(base)
@@ -276,13 +350,227 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) ->
         cells += [f"{paper[1]:.1f} / {paper[0]:.1f}" if paper else "-",
                   fmt(float(np.mean([x["seconds"] for x in runs])) / 60, 1)]
         rows.append(cells)
-    return markdown_table(["variant", "mAP % (95 % over seeds)", "rank-1 %", "Δ against", "ΔmAP, seeds",
-                           "Δrank-1, seeds", "ΔmAP, paired over queries", "Δrank-1, paired over queries",
+    return markdown_table(["variant", "mAP % (95 % over seeds)", "rank-1 %", "Δ against", "ΔmAP, paired over seeds",
+                           "Δrank-1, paired over seeds", "ΔmAP, paired over queries", "Δrank-1, paired over queries",
                            "paper Market-1501 mAP / rank-1", "train min"], rows)
 
 
 def _delta_cell(d: Any) -> str:
     return f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
+
+
+def _seed_cell(d: SeedPaired) -> str:
+    return f"{_delta_cell(d)}, detects {d.detectable:.2f}"
+
+
+# -- the pre-registered decision ----------------------------------------------------------------
+def read_metrics(out: Path) -> list[dict[str, Any]]:
+    """A run's ``metrics.jsonl``, one record per epoch (the last line written for it; a line torn
+    by a kill dropped), in epoch order."""
+    records: dict[int, dict[str, Any]] = {}
+    for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        records[row["epoch"]] = row
+    return [records[e] for e in sorted(records) if e > 0]
+
+
+def validation_curve(out: Path) -> dict[int, float]:
+    """Validation mAP (%) by epoch of one run."""
+    return {r["epoch"]: r["validation"]["mAP"] for r in read_metrics(out) if "validation" in r}
+
+
+def selection(args: argparse.Namespace, layout: Layout, names: list[str]) -> tuple[str, str]:
+    """Choose SAN's configuration on the held-out twin split (the test split is never scored):
+    the SAN candidate with the highest mean validation mAP at the last epoch. Also whether the
+    baseline's validation mAP has flattened at this budget: its change over the last quarter of
+    the epochs is below its seed noise (SD over seeds at the last epoch). The report and the choice."""
+    seeds = range(args.seeds)
+    final = {n: [validation_curve(layout.runs / n / f"seed{k}")[args.epochs] for k in seeds] for n in names}
+    rows = []
+    for name in names:
+        (m, h) = t_interval(final[name])
+        last = read_metrics(layout.runs / name / "seed0")[-1]
+        masks = last.get("masks", {})
+        against = "san" if name != "san" and VARIANTS[name].model.get("attention") != "none" else None
+        delta = _seed_cell(paired_over_seeds(final[against], final[name])) if against and args.seeds > 1 else ""
+        rows.append([VARIANTS[name].label, f"{m:.2f} ± {fmt(h, 2)}", delta,
+                     " / ".join(f"{f['mean_m']:.2f}" for f in masks.values()),
+                     " / ".join(f"{100 * (f['m_below_0.1'] + f['m_above_0.9']):.0f}" for f in masks.values()),
+                     " / ".join(f"{f['gap_to_deployed']:.2f}" for f in masks.values() if "gap_to_deployed" in f),
+                     f"{100 * last['triplets']['active']:.0f}"])
+    candidates = [n for n in names if VARIANTS[n].model.get("attention") != "none"]
+    chosen = max(candidates, key=lambda n: float(np.mean(final[n])))
+    text = [f"selection on the held-out twin split ({args.seeds} seeds, epoch {args.epochs}); the test split is "
+            f"not scored. Chosen: {chosen} ({VARIANTS[chosen].label}), the highest mean validation mAP.",
+            markdown_table(["candidate", "validation mAP % (95 % over seeds)", "Δ against SAN (full), paired over seeds",
+                            "mean M per block", "M within 0.1 of 0/1 % per block", "gap to the deployed mask per block",
+                            "active triplets %"], rows)]
+    if "baseline" in names:
+        text.append(flatness(args, layout))
+    return "\n\n".join(text), chosen
+
+
+def flatness(args: argparse.Namespace, layout: Layout) -> str:
+    """The baseline's validation curve (mean over seeds) and whether it has flattened."""
+    curves = [validation_curve(layout.runs / "baseline" / f"seed{k}") for k in range(args.seeds)]
+    epochs = sorted(set.intersection(*(set(c) for c in curves)))
+    mean = {e: float(np.mean([c[e] for c in curves])) for e in epochs}
+    start = min(e for e in epochs if e >= args.epochs - args.epochs // 4)
+    change = mean[args.epochs] - mean[start]
+    noise = float(np.std([c[args.epochs] for c in curves], ddof=1)) if len(curves) > 1 else float("nan")
+    verdict = "flattened" if abs(change) < noise else "not flattened: train longer (--epochs)"
+    return (f"baseline validation mAP by epoch (mean over seeds): "
+            + ", ".join(f"{e}: {mean[e]:.2f}" for e in epochs)
+            + f"; change over the last quarter (epoch {start} to {args.epochs}) {change:+.2f}, seed SD {noise:.2f}: {verdict}")
+
+
+def mask_health_over_epochs(args: argparse.Namespace, layout: Layout, names: list[str]) -> str:
+    """Per epoch and variant (mean over seeds): per block the mean M, the share of M within 0.1
+    of 0 or 1 and |M − deployed|; active triplets. Drawn to ``mask-health.png``."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    for name in names:
+        runs = [read_metrics(layout.runs / name / f"seed{k}") for k in range(args.seeds)]
+        if "masks" not in runs[0][-1]:
+            continue
+        series[name] = [_mean_health([run[e] for run in runs]) for e in range(args.epochs)]
+        for epoch, h in enumerate(series[name], start=1):
+            rows.append([str(epoch), name, " / ".join(f"{f['mean_m']:.2f}" for f in h["masks"].values()),
+                         " / ".join(f"{100 * f['sharp']:.0f}" for f in h["masks"].values()),
+                         " / ".join(f"{f['gap_to_deployed']:.2f}" for f in h["masks"].values()),
+                         f"{100 * h['active']:.0f}"])
+    png = layout.runs / "mask-health.png"
+    _health_figure(series, png)
+    return (markdown_table(["epoch", "variant", "mean M per block", "M within 0.1 of 0/1 % per block",
+                            "gap to the deployed mask per block", "active triplets %"], rows) + f"\n\nfigure: {png}")
+
+
+def _mean_health(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mask health of one epoch averaged over seeds' records."""
+    blocks = records[0]["masks"]
+    masks = {b: {"mean_m": float(np.mean([r["masks"][b]["mean_m"] for r in records])),
+                 "sharp": float(np.mean([r["masks"][b]["m_below_0.1"] + r["masks"][b]["m_above_0.9"] for r in records])),
+                 "gap_to_deployed": float(np.mean([r["masks"][b]["gap_to_deployed"] for r in records]))}
+             for b in blocks}
+    return {"masks": masks, "active": float(np.mean([r["triplets"]["active"] for r in records]))}
+
+
+def _health_figure(series: dict[str, list[dict[str, Any]]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fields = [("mean_m", "mean M"), ("sharp", "M within 0.1 of 0 or 1"), ("gap_to_deployed", "|M − deployed mask|")]
+    fig, axes = plt.subplots(1, len(fields), figsize=(11, 3.4))
+    for ax, (key, title) in zip(axes, fields):
+        for (name, epochs), style in zip(series.items(), ("-", "--", ":", "-.")):
+            for block in epochs[0]["masks"]:
+                ax.plot(range(1, len(epochs) + 1), [h["masks"][block][key] for h in epochs], style,
+                        label=f"{name} b{block}", color=f"C{int(block) - 1}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def decision(chosen: str, results: dict[str, list[dict[str, Any]]]) -> str:
+    """The pre-registered test: ``chosen`` against the baseline, paired over seeds, scored on the
+    test split once; the verdict against the paper's gain."""
+    rows = []
+    for metric, value in (("mAP", lambda r: 100 * float(np.mean(r["ap"]))),
+                          ("rank-1", lambda r: 100 * float(np.mean(r["first_rank"] == 1)))):
+        base, san = [value(r) for r in results["baseline"]], [value(r) for r in results[chosen]]
+        d = paired_over_seeds(base, san)
+        (bm, bh), (sm, sh) = t_interval(base), t_interval(san)
+        rows.append([metric, f"{bm:.2f} ± {bh:.2f}", f"{sm:.2f} ± {sh:.2f}", _delta_cell(d), f"{d.sd:.2f}",
+                     f"{d.detectable:.2f}", f"+{PAPER_GAIN[metric]:.1f}", d.verdict(PAPER_GAIN[metric])])
+    pairs = len(results["baseline"])
+    return (f"decision: {VARIANTS[chosen].label} against the ResNet baseline, {pairs} seed pairs, test split scored once\n\n"
+            + markdown_table(["metric", "baseline % (95 % over seeds)", "SAN %", "Δ paired over seeds [95 %]",
+                              "SD of Δ", "detects at 80 % power", "paper's gain", "verdict"], rows))
+
+
+def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
+    """What the deterministic masks cost, on the test split, for the first ``--mask-seeds`` seeds of
+    ``name``: the sampled masks (mean of 3 draws), the deployed ones at 0.5, at the threshold
+    ``san-calibrate threshold`` picks on the held-out twin split, and at 0.5 after re-estimating
+    BatchNorm with them on ``--bn-images`` training images (``san-calibrate bn``). Differences to
+    the deployed masks at 0.5, paired over seeds and over queries (AP averaged over the seeds)."""
+    import torch
+
+    from calibration.batchnorm import reestimate_batchnorm
+    from calibration.threshold import sweep_thresholds
+    from san.checkpoint import load_checkpoint
+    from san.data.registry import load_dataset
+    from san.evaluate import ModelEmbedder
+    from san.metrics import paired_delta
+    from san.model.sampled import StochasticMasks
+    from san.retrieval import embed_split, score
+
+    test = load_dataset("synthetic", layout.test, verbose=False)
+    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin_params(args)))
+    modes = ("sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
+             "deployed 0.5, BatchNorm re-estimated")
+    per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {mode: [] for mode in modes}
+    seeds = range(min(args.seeds, args.mask_seeds))
+    for seed in seeds:
+        out = layout.runs / name / f"seed{seed}"
+        cache = out / "deployment"
+        cache.mkdir(exist_ok=True)
+
+        def scored(key: str, net: Any) -> tuple[np.ndarray, np.ndarray]:
+            """AP and rank-1 hit per test query, kept in the run's cache folder."""
+            path = cache / f"{key}.npz"
+            if not path.is_file():
+                q = score(embed_split(ModelEmbedder(net), test)).per_query
+                np.savez(path, ap=q.ap, hit=q.first_rank == 1)
+            saved = np.load(path)
+            return saved["ap"], saved["hit"].astype(float)
+
+        model, _ = load_checkpoint(out / "model.pt")
+        draws = []
+        for draw in range(3):
+            torch.manual_seed(draw)
+            draws.append(scored(f"sampled-draw{draw}", StochasticMasks(model)))
+        per_seed[modes[0]].append((np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0)))
+        per_seed[modes[1]].append(scored("deployed-0.5", model.eval()))
+        choice = cache / "threshold.json"
+        if not choice.is_file():
+            choice.write_text(json.dumps({"chosen": sweep_thresholds(model, validation, args.thresholds).chosen}))
+        chosen = float(json.loads(choice.read_text())["chosen"])
+        model.set_mask_threshold(chosen)
+        per_seed[modes[2]].append(scored(f"deployed-{chosen:g}", model))
+        model.set_mask_threshold(0.5)
+        images = np.random.default_rng(seed).permutation([r.path for r in test.train])[: args.bn_images]
+        if not (cache / "bn-reestimated.npz").is_file():
+            reestimate_batchnorm(model, list(images))
+        per_seed[modes[3]].append(scored("bn-reestimated", model))
+    rows = []
+    deployed = per_seed[modes[1]]
+    for mode in modes:
+        runs = per_seed[mode]
+        maps = [100 * float(ap.mean()) for ap, _ in runs]
+        r1s = [100 * float(hit.mean()) for _, hit in runs]
+        cells = [mode, f"{np.mean(maps):.2f}", f"{np.mean(r1s):.2f}"]
+        if mode == modes[1]:
+            cells += ["", "", ""]
+        else:
+            base_maps = [100 * float(ap.mean()) for ap, _ in deployed]
+            over_seeds = _seed_cell(paired_over_seeds(base_maps, maps)) if len(runs) > 1 else "(one seed)"
+            ap = np.mean([a for a, _ in runs], 0) - np.mean([a for a, _ in deployed], 0)
+            hit = np.mean([h for _, h in runs], 0) - np.mean([h for _, h in deployed], 0)
+            cells += [over_seeds, _delta_cell(paired_delta(ap)), _delta_cell(paired_delta(hit))]
+        rows.append(cells)
+    return (f"deployed masks of {VARIANTS[name].label}, seeds 0..{len(seeds) - 1}, on the test split "
+            f"({len(test.query)} queries); BatchNorm re-estimated on {args.bn_images} training images\n\n"
+            + markdown_table(["deployment", "mAP %", "rank-1 %", "ΔmAP against deployed 0.5, paired over seeds",
+                              "ΔmAP, paired over queries", "Δrank-1, paired over queries"], rows))
 
 
 # -- Fig. 2(b) and the threshold gap ---------------------------------------------------------
@@ -340,57 +628,6 @@ def _histogram(values: dict[str, np.ndarray], png: Path) -> None:
     plt.close(fig)
 
 
-def threshold_gap(args: argparse.Namespace, layout: Layout) -> str:
-    """Sampled masks (mean of 3 draws) vs the deployed ones at 0.5 and at the threshold
-    ``san-calibrate threshold`` picks on a held-out twin split (other people, the same cameras),
-    measured on the test split, paired over its queries."""
-    import torch
-
-    from calibration.threshold import sweep_thresholds
-    from san.checkpoint import load_checkpoint
-    from san.data.registry import load_dataset
-    from san.evaluate import ModelEmbedder
-    from san.metrics import paired_delta
-    from san.model.sampled import StochasticMasks
-    from san.retrieval import embed_split, score
-
-    model, _ = load_checkpoint(layout.runs / "san" / "seed0" / "model.pt")
-    twin = twin_params(args)
-    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin))
-    cache = layout.runs / "threshold-gap"
-    cache.mkdir(parents=True, exist_ok=True)
-    choice = cache / "chosen.json"
-    if not choice.is_file():
-        choice.write_text(json.dumps({"chosen": sweep_thresholds(model, validation, args.thresholds).chosen}))
-    chosen = float(json.loads(choice.read_text())["chosen"])
-    test = load_dataset("synthetic", layout.test, verbose=False)
-
-    def scored(name: str, net: Any) -> tuple[np.ndarray, np.ndarray]:
-        """AP and rank-1 hit per test query (kept in the cache folder: a rerun reads them)."""
-        path = cache / f"{name}.npz"
-        if not path.is_file():
-            q = score(embed_split(ModelEmbedder(net), test)).per_query
-            np.savez(path, ap=q.ap, hit=q.first_rank == 1)
-        saved = np.load(path)
-        return saved["ap"], saved["hit"].astype(float)
-
-    draws = []
-    for draw in range(3):
-        torch.manual_seed(draw)
-        draws.append(scored(f"sampled-draw{draw}", StochasticMasks(model)))
-    sampled_ap, sampled_hit = np.mean([d[0] for d in draws], axis=0), np.mean([d[1] for d in draws], axis=0)
-    rows = [["sampled, mean of 3 draws", f"{100 * sampled_ap.mean():.2f}", f"{100 * sampled_hit.mean():.2f}", "", ""]]
-    for threshold in dict.fromkeys((0.5, chosen)):
-        model.eval().set_mask_threshold(threshold)
-        ap, hit = scored(f"deployed-{threshold:g}", model)
-        rows.append([f"deployed, threshold {threshold:g}", f"{100 * ap.mean():.2f}", f"{100 * hit.mean():.2f}",
-                     _delta_cell(paired_delta(sampled_ap - ap)), _delta_cell(paired_delta(sampled_hit - hit))])
-    return (f"threshold chosen by the sweep of san-calibrate threshold on a held-out twin split ({len(validation.query)} "
-            f"queries): {chosen:g}; measured on the test split ({len(test.query)} queries), first seed of SAN\n\n"
-            + markdown_table(["masks", "mAP %", "rank-1 %", "sampled − deployed, mAP", "sampled − deployed, rank-1"],
-                             rows))
-
-
 def test_params(args: argparse.Namespace) -> SynthParams:
     """The synthetic set every run trains on and is scored on: the ``cpu-demo`` one at this budget."""
     from san.data.synth import SynthParams
@@ -410,6 +647,19 @@ def twin_params(args: argparse.Namespace) -> SynthParams:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 variants x 3 seeds x 12 epochs (about an hour)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--select", action="store_true",
+                      help="choose SAN's configuration on the held-out twin split (default: baseline and three SAN "
+                      "candidates x 2 seeds x 12 epochs); the test split is not scored")
+    mode.add_argument("--decide", action="store_true",
+                      help="the pre-registered test: the configuration --select chose against the baseline, "
+                      "8 seed pairs (--seeds), scored on the test split once")
+    parser.add_argument("--val-every", type=int, default=3, metavar="E",
+                        help="score the held-out twin split every E epochs and at the last (the validation curve)")
+    parser.add_argument("--mask-seeds", type=int, default=3, metavar="N",
+                        help="seeds whose deployed masks are compared (sampled, thresholds, BatchNorm re-estimated)")
+    parser.add_argument("--bn-images", type=int, default=512, metavar="N",
+                        help="training images BatchNorm is re-estimated on (default %(default)s)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: the paper's nine (quick: baseline soft san)")
     parser.add_argument("--seeds", type=int, help="training seeds per variant (default 5; quick 3)")
     parser.add_argument("--epochs", type=int, help="epochs per run (default 30; quick 12)")
@@ -421,38 +671,64 @@ def main(argv: list[str] | None = None) -> int:
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
-    args = parse_args(parser, argv, smoke={**SMOKE, "mask_images": 8, "thresholds": [0.4, 0.5]})
-    plan = QUICK if args.quick else SMOKE if args.smoke else FULL
+    args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
+    plan = SELECT if args.select else DECIDE if args.decide else QUICK if args.quick else SMOKE if args.smoke else FULL
     args.variants = args.variants or plan["variants"]
     args.seeds = args.seeds or plan["seeds"]
     args.epochs = args.epochs or plan["epochs"]
-    args.variants = with_baselines(args.variants)
     layout = Layout.of(args)
+    chosen = chosen_variant(layout) if args.decide else None
+    args.variants = with_baselines([chosen] if chosen else args.variants)
     started = time.perf_counter()
     print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "
           f"{args.height}x{args.width}, {args.ids} synthetic ids; load average {load_average()}", flush=True)
-    results: dict[str, list[dict[str, Any]]] = {}
-    for name in args.variants:
-        results[name] = []
-        for seed in range(args.seeds):
-            results[name].append(train_and_score(args, name, seed, layout))
-            print(f"  {name} seed {seed}: mAP {100 * results[name][-1]['ap'].mean():.2f}", flush=True)
-    report = [table(args, results)]
-    if {"san", "soft"} & set(args.variants):
-        report.append(mask_sharpness(args, layout))
-    if "san" in args.variants:
-        report.append(threshold_gap(args, layout))
+    if args.select:
+        report = select(args, layout)
+    else:
+        results: dict[str, list[dict[str, Any]]] = {}
+        for name in args.variants:
+            results[name] = []
+            for seed in range(args.seeds):
+                results[name].append(train_and_score(args, name, seed, layout))
+                print(f"  {name} seed {seed}: mAP {100 * results[name][-1]['ap'].mean():.2f}", flush=True)
+        report = [decision(chosen, results)] if chosen else []
+        report.append(table(args, results))
+        if {"san", "soft"} & set(args.variants) and not chosen:
+            report.append(mask_sharpness(args, layout))
+        if chosen or "san" in args.variants:
+            report.append(deployed_masks(args, layout, chosen or "san"))
+        (layout.runs / "ablation.json").write_text(json.dumps(
+            {n: [{"mAP": float(r["ap"].mean()), "rank1": float(np.mean(r["first_rank"] == 1))} for r in runs]
+             for n, runs in results.items()}, indent=2) + "\n", encoding="utf-8")
     minutes = (time.perf_counter() - started) / 60
     report.append(f"total {minutes:.1f} min (runs already finished are not repeated); load average {load_average()}")
     text = "\n\n".join(report)
     print(text)
-    (layout.runs / "ablation.md").write_text(text + "\n", encoding="utf-8")
-    (layout.runs / "ablation.json").write_text(json.dumps(
-        {n: [{"mAP": float(r["ap"].mean()), "rank1": float(np.mean(r["first_rank"] == 1))} for r in runs]
-         for n, runs in results.items()}, indent=2) + "\n", encoding="utf-8")
+    name = "selection.md" if args.select else "decision.md" if args.decide else "ablation.md"
+    (layout.runs / name).write_text(text + "\n", encoding="utf-8")
     return 0
 
+
+def select(args: argparse.Namespace, layout: Layout) -> list[str]:
+    """Train the candidates (validation curves only) and choose; the choice goes to ``selection.json``."""
+    for name in args.variants:
+        for seed in range(args.seeds):
+            train_variant(args, name, seed, layout)
+            curve = validation_curve(layout.runs / name / f"seed{seed}")
+            print(f"  {name} seed {seed}: validation mAP {curve[args.epochs]:.2f}", flush=True)
+    text, chosen = selection(args, layout, args.variants)
+    (layout.runs / "selection.json").write_text(json.dumps(
+        {"chosen": chosen, "candidates": args.variants, "seeds": args.seeds, "epochs": args.epochs}, indent=2) + "\n")
+    return [text, mask_health_over_epochs(args, layout, [n for n in args.variants if n != "baseline"])]
+
+
+def chosen_variant(layout: Layout) -> str:
+    """The configuration ``--select`` chose at this budget."""
+    path = layout.runs / "selection.json"
+    if not path.is_file():
+        raise SystemExit(f"ablation.py: error: {path} not found: run --select at this budget first")
+    return str(json.loads(path.read_text())["chosen"])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -146,6 +146,8 @@ def _eval_graph(model: SAN, half: bool, convention: InputConvention) -> nn.Modul
     (embeddings, pi_1, ...) as float32."""
     import copy
 
+    from san.model.context import NearestUpsample
+
     scale, offset = (torch.from_numpy(v).view(1, 3, 1, 1) for v in convention.pixel_affine())
 
     class EvalGraph(nn.Module):
@@ -166,7 +168,11 @@ def _eval_graph(model: SAN, half: bool, convention: InputConvention) -> nn.Modul
             out = self.san(x, details=True)
             return (out.embeddings.float(), *(p.float() for p in out.probs))
 
-    graph = EvalGraph(copy.deepcopy(model).half() if half else model)
+    nearest = [name for name, module in model.named_modules() if isinstance(module, NearestUpsample)]
+    san = copy.deepcopy(model) if half or nearest else model
+    for name in nearest:  # one ConvTranspose node each, its weights an initializer
+        san.set_submodule(name, san.get_submodule(name).as_conv_transpose())
+    graph = EvalGraph(san.half() if half else san)
     return graph.to(next(model.parameters()).device)
 
 

@@ -10,6 +10,11 @@ from san.spec import InputSpec
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 #: Mask generators behind one switch: the paper's SAN and its comparison variants.
 ATTENTIONS = ("none", "sharp", "soft", "threshold", "power")
+#: How a context unit upsamples back to its stage's size: ``sparse`` (1x1 transposed
+#: convolution of stride 2, read literally) or ``nearest`` (nearest x2, then the same 1x1 weights).
+CU_UPSAMPLES = ("sparse", "nearest")
+#: What a checkpoint written before ``cu_upsample`` existed was built with.
+LEGACY_CU_UPSAMPLE = "sparse"
 
 
 class ConfigError(ValueError):
@@ -23,13 +28,17 @@ class ModelConfig:
     ``attention`` selects the mask generator: ``sharp`` (Gumbel-Softmax sampling, the
     paper's SAN), ``soft`` (sigmoid gating), ``threshold`` (1[pi > lambda]), ``power``
     (pi ** p) or ``none`` (the plain ResNet baseline). ``cross_feature`` is the paper's
-    CIL, F = (1 + M) * T; without it F = A = M * T.
+    CIL, F = (1 + M) * T; without it F = A = M * T. ``cu_upsample`` is the context unit's
+    upsampling (:data:`CU_UPSAMPLES`): ``sparse`` leaves 3/4 of every CU mask without image
+    content (one shared pi per image and channel there), ``nearest`` gives every position
+    some, with the same parameters (Table II holds).
     """
 
     backbone: str = "resnet50"
     attention: str = "sharp"
     attention_stages: tuple[int, ...] = (1, 2, 3, 4)
     context_unit: bool = True
+    cu_upsample: str = "sparse"
     cross_feature: bool = True
     threshold_lambda: float = 0.3
     power: int = 2
@@ -43,6 +52,8 @@ class ModelConfig:
             problems.append(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.attention not in ATTENTIONS:
             problems.append(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.cu_upsample not in CU_UPSAMPLES:
+            problems.append(f"cu_upsample must be one of {CU_UPSAMPLES}, got {self.cu_upsample!r}")
         if not set(self.attention_stages) <= {1, 2, 3, 4}:
             problems.append(f"attention_stages must be a subset of 1..4, got {self.attention_stages}")
         if self.power not in (2, 3):
@@ -81,12 +92,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error. A dict without
+        ``cu_upsample`` (an older checkpoint) rebuilds the model it was trained as: sparse."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown model config keys: {unknown}")
-        data = dict(data)
+        data = {"cu_upsample": LEGACY_CU_UPSAMPLE, **data}
         if "spec" in data:
             data["spec"] = InputSpec.from_dict(data["spec"])
         if "attention_stages" in data:

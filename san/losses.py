@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +24,16 @@ def pairwise_distances(x: Tensor) -> Tensor:
     return d2.clamp_min(_SQ_EPS).sqrt()
 
 
-def batch_hard_triplet(embeddings: Tensor, pids: Tensor, margin: float = 0.5, soft: bool = False) -> Tensor:
-    """Batch-hard triplet loss, averaged over anchors.
+class HardestPairs(NamedTuple):
+    """Per anchor that has both: the distance to its farthest positive and nearest negative."""
 
-    For each anchor: the farthest sample with its pid (other than itself) and the nearest
-    with another pid; loss ``max(0, margin + d_ap - d_an)``, or ``softplus(d_ap - d_an)``
-    with ``soft`` (soft margin). Anchors without a positive or a negative in the batch are
-    left out; a batch with none left gives 0 (still attached to the graph).
-    """
+    d_ap: Tensor
+    d_an: Tensor
+
+
+def batch_hard_pairs(embeddings: Tensor, pids: Tensor) -> HardestPairs:
+    """Batch-hard mining (Hermans et al.): for each anchor with a positive (same pid, not
+    itself) and a negative in the batch, the farthest positive and the nearest negative."""
     dist = pairwise_distances(embeddings)
     same = pids[:, None] == pids[None, :]
     eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
@@ -38,20 +41,39 @@ def batch_hard_triplet(embeddings: Tensor, pids: Tensor, margin: float = 0.5, so
     valid = pos.any(1) & neg.any(1)
     d_ap = dist.masked_fill(~pos, float("-inf")).amax(1)
     d_an = dist.masked_fill(~neg, float("inf")).amin(1)
-    gap = (d_ap - d_an)[valid]
-    if gap.numel() == 0:
-        return dist.sum() * 0.0
-    per_anchor = F.softplus(gap) if soft else (gap + margin).clamp_min(0.0)
-    return per_anchor.mean()
+    return HardestPairs(d_ap[valid], d_an[valid])
+
+
+def triplet_terms(pairs: HardestPairs, margin: float = 0.5, soft: bool = False) -> Tensor:
+    """Each anchor's loss: ``max(0, margin + d_ap - d_an)``, or ``softplus(d_ap - d_an)`` with ``soft``."""
+    gap = pairs.d_ap - pairs.d_an
+    return F.softplus(gap) if soft else (gap + margin).clamp_min(0.0)
+
+
+def batch_hard_triplet(embeddings: Tensor, pids: Tensor, margin: float = 0.5, soft: bool = False) -> Tensor:
+    """Batch-hard triplet loss, averaged over anchors (:func:`batch_hard_pairs`, :func:`triplet_terms`).
+
+    Anchors without a positive or a negative in the batch are left out; a batch with none
+    left gives 0 (still attached to the graph).
+    """
+    return _triplet_mean(batch_hard_pairs(embeddings, pids), embeddings, margin, soft)
+
+
+def _triplet_mean(pairs: HardestPairs, embeddings: Tensor, margin: float, soft: bool) -> Tensor:
+    """The mean of :func:`triplet_terms`; 0 attached to ``embeddings``' graph without anchors."""
+    if pairs.d_ap.numel() == 0:
+        return embeddings.sum() * 0.0
+    return triplet_terms(pairs, margin, soft).mean()
 
 
 @dataclass
 class LossParts:
-    """The total loss and its two terms (Eq. 8)."""
+    """The total loss, its two terms (Eq. 8), and the mined pairs behind the triplet term."""
 
     total: Tensor
     triplet: Tensor
     tv: Tensor
+    pairs: HardestPairs
 
 
 def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = False, mu: float = 0.1,
@@ -71,6 +93,7 @@ def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = 
     if output.embeddings.dtype != torch.float32:  # mixed precision: score in float32
         output = replace(output, embeddings=output.embeddings.float(), attended=[a.float() for a in output.attended])
     embeddings = gather(output.embeddings) if gather else output.embeddings
-    triplet = batch_hard_triplet(embeddings, gather(pids) if gather else pids, margin, soft)
+    pairs = batch_hard_pairs(embeddings, gather(pids) if gather else pids)
+    triplet = _triplet_mean(pairs, embeddings, margin, soft)
     tv = output.tv_penalty()
-    return LossParts(triplet + mu * tv, triplet, tv)
+    return LossParts(triplet + mu * tv, triplet, tv, pairs)

@@ -17,8 +17,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,8 +38,9 @@ from san.data.torch_dataset import ReidImageDataset
 from san.distributed import DistContext, gather_rows, globalise_batchnorm, init_distributed
 from san.evaluate import EvalReport, evaluate_model
 from san.failpoints import failpoint
-from san.losses import san_loss
-from san.model.network import SAN, build_model
+from san.losses import LossParts, san_loss, triplet_terms
+from san.mask_health import HealthTotals, block_health, health_line, triplet_health
+from san.model.network import SAN, SANOutput, build_model
 from san.preprocess import printable_path
 from san.progress import progress_bar
 from san.train_config import TrainConfig
@@ -74,12 +76,14 @@ class TrainResult:
 
 
 class StepResult(NamedTuple):
-    """One optimisation step: its loss terms and how many images it saw."""
+    """One optimisation step: its loss terms, how many images it saw, and its mask health
+    (:mod:`san.mask_health`: one group per attention block, keyed by stage, and ``triplets``)."""
 
     loss: float
     triplet: float
     tv: float
     images: int
+    health: dict[str, dict[str, float]]
 
 
 @dataclass
@@ -91,6 +95,7 @@ class EpochTotals:
     tv: float = 0.0
     images: int = 0
     steps: int = 0
+    health: HealthTotals = field(default_factory=HealthTotals)
 
     def add(self, step: StepResult) -> None:
         self.loss += step.loss
@@ -98,6 +103,8 @@ class EpochTotals:
         self.tv += step.tv
         self.images += step.images
         self.steps += 1
+        for group, fields in step.health.items():
+            self.health.add(group, fields)
 
     def mean_loss(self) -> float:
         return self.loss / self.steps
@@ -113,6 +120,20 @@ class EpochTotals:
             values[:3] /= ctx.world_size
         loss, triplet, tv, images = values.tolist()
         return loss, triplet, tv, int(images)
+
+    def health_means(self, ctx: DistContext, device: torch.device) -> dict[str, dict[str, float]]:
+        """Each mask-health field's mean over the steps of all ranks (:class:`HealthTotals`)."""
+        keys = [(group, name) for group in sorted(self.health.sums) for name in sorted(self.health.sums[group])]
+        values = torch.tensor([[self.health.sums[g][n], self.health.counts[g][n]] for g, n in keys],
+                              dtype=torch.float64).reshape(-1, 2)
+        if ctx.world_size > 1:
+            values = values.to(device)
+            dist.all_reduce(values)
+            values = values.cpu()
+        means: dict[str, dict[str, float]] = {}
+        for (group, name), (total, count) in zip(keys, values.tolist()):
+            means.setdefault(group, {})[name] = total / count if count else float("nan")
+        return means
 
 
 def _device(cfg: TrainConfig, ctx: DistContext) -> torch.device:
@@ -164,15 +185,24 @@ class _MetricsLog:
             fh.flush()
             os.fsync(fh.fileno())
         if self.tb is not None:
-            flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}
-            flat |= {f"eval/{k}": v for k, v in record.get("eval", {}).items() if isinstance(v, (int, float))}
-            for key, value in flat.items():
+            for key, value in _scalars({k: v for k, v in record.items() if k != "epoch"}).items():
                 self.tb.add_scalar(key, value, record["epoch"])
             self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested record under slash-joined names (``masks/1/mean_m``)."""
+    flat: dict[str, float] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat |= _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _epoch_of(line: str) -> float:
@@ -199,11 +229,16 @@ def _resume_state(cfg: TrainConfig, last: Path) -> tuple[SAN, dict[str, Any]]:
     return model, meta.training
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+#: Called on rank 0 after each epoch with the model (in training mode) and the epoch's record;
+#: the fields it returns join the record in ``metrics.jsonl`` (e.g. a score on a held-out split).
+EpochHook = Callable[[SAN, dict[str, Any]], dict[str, Any]]
+
+
+def train(cfg: TrainConfig, after_epoch: EpochHook | None = None) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring."""
     ctx = init_distributed(cfg.run.device)
     try:
-        return _Trainer(cfg, ctx).run()
+        return _Trainer(cfg, ctx, after_epoch).run()
     finally:
         if ctx.world_size > 1:
             dist.destroy_process_group()
@@ -212,8 +247,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 class _Trainer:
     """The state of one run: data, model, optimisation, logs; :meth:`run` drives it."""
 
-    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
-        self.cfg, self.ctx = cfg, ctx
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, after_epoch: EpochHook | None = None) -> None:
+        self.cfg, self.ctx, self.after_epoch = cfg, ctx, after_epoch
         self.out = Path(cfg.run.out)
         self.device = _device(cfg, ctx)
         self.log = log.info if ctx.main else (lambda _msg: None)
@@ -286,6 +321,9 @@ class _Trainer:
             if self.ctx.main:
                 if cfg.run.eval_every and (record["epoch"] % cfg.run.eval_every == 0 or record["epoch"] == cfg.recipe.epochs):
                     record["eval"] = self._evaluate(record["epoch"])
+                if self.after_epoch is not None:
+                    record |= self.after_epoch(self.raw, record)
+                    self.raw.train()
                 self._save(record)
             else:
                 result.history.append(record)
@@ -317,8 +355,15 @@ class _Trainer:
             raise ValueError(f"epoch {epoch + 1}: no batch had two readable images ({len(self.failed_paths)} "
                              "unreadable training files, listed above); fix or remove them")
         loss, triplet, tv, seen = totals.means(self.ctx, self.device)
-        return {"epoch": epoch + 1, "loss": loss, "triplet": triplet, "tv": tv, "tau": tau,
-                "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": seen / seconds, "seconds": seconds}
+        health = totals.health_means(self.ctx, self.device)
+        record = {"epoch": epoch + 1, "loss": loss, "triplet": triplet, "tv": tv, "tau": tau,
+                  "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": seen / seconds, "seconds": seconds,
+                  "triplets": health.pop("triplets")}
+        if cfg.recipe.mask_warmup:
+            record["mask_gain"] = self._mask_gain(self.scheduler.last_epoch - 1)  # that of the epoch's last step
+        if health:
+            record["masks"] = health
+        return record
 
     def _step(
         self, images: torch.Tensor, indices: torch.Tensor, errors: list[str], epoch: int
@@ -337,6 +382,8 @@ class _Trainer:
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         pids = self.train_pids[indices[ok]].to(self.device)
+        if self.cfg.recipe.mask_warmup:
+            self.raw.set_mask_gain(self._mask_gain(self.scheduler.last_epoch))
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             output = self.model(images, details=True)
@@ -349,7 +396,22 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return StepResult(parts.total.item(), parts.triplet.item(), parts.tv.item(), len(images))
+        return StepResult(parts.total.item(), parts.triplet.item(), parts.tv.item(), len(images),
+                          self._health(output, parts))
+
+    def _mask_gain(self, step: int) -> float:
+        """alpha of the mask warm-up at optimisation step ``step`` (0-based): 0 -> 1 linearly over the
+        first ``mask_warmup`` epochs, then 1."""
+        return min(1.0, step / (self.cfg.recipe.mask_warmup * len(self.sampler)))
+
+    def _health(self, output: SANOutput, parts: LossParts) -> dict[str, dict[str, float]]:
+        """This step's mask health, from the tensors it already has (no extra forward pass)."""
+        recipe = self.cfg.recipe
+        health = {"triplets": triplet_health(parts.pairs, triplet_terms(parts.pairs, recipe.margin, recipe.soft_margin))}
+        generators = self.raw.generators()
+        for stage, m, pi, tv in zip(generators, output.masks, output.probs, output.tv_terms()):
+            health[str(stage)] = block_health(m, pi, tv, generators[stage].hard_threshold)
+        return health
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """Query/gallery CMC and mAP of the current weights (rank 0)."""
@@ -370,6 +432,7 @@ class _Trainer:
         self.log(f"epoch {done}/{self.cfg.recipe.epochs}: loss {record['loss']:.4f} (triplet {record['triplet']:.4f}, "
                  f"tv {record['tv']:.4f}), tau {record['tau']:.3f}, {record['img_per_s']:.1f} img/s, "
                  f"{record['seconds']:.0f} s")
+        self.log(health_line(record))
         is_best = "eval" in record and record["eval"]["mAP"] > self.best_map
         self.best_map = record["eval"]["mAP"] if is_best else self.best_map
         training = {

@@ -8,6 +8,7 @@ evaluation cadence, progress); they may differ on every resume.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -38,6 +39,7 @@ class Recipe:
     seed: int = 0
     pretrained: str | None = None
     amp: str = "auto"
+    mask_warmup: int = 0  # epochs over which the masks ramp in (san.model.attention.AttentionBlock.gain)
 
     def __post_init__(self) -> None:
         checks = (
@@ -46,6 +48,9 @@ class Recipe:
             (0.0 <= self.decay_start <= 1.0, f"decay_start must lie in [0, 1], got {self.decay_start}"),
             (0.0 < self.final_lr_factor <= 1.0, f"final_lr_factor must lie in (0, 1], got {self.final_lr_factor}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+            (0 <= self.mask_warmup < self.epochs,
+             f"mask_warmup must lie in [0, epochs), got {self.mask_warmup} with {self.epochs} epochs"),
+            (self.mu >= 0 and math.isfinite(self.mu), f"mu must be a finite number >= 0, got {self.mu}"),
         )
         _refuse([message for ok, message in checks if not ok])
 
@@ -109,6 +114,9 @@ class TrainConfig:
         return {"recipe": self.recipe.to_dict(), "run": asdict(self.run)}
 
     def recipe_differences(self, saved: dict[str, Any]) -> list[str]:
-        """How ``saved`` (a checkpoint's :meth:`to_dict`) differs in its recipe, one entry per field."""
-        theirs, mine = saved.get("recipe", {}), self.recipe.to_dict()
+        """How ``saved`` (a checkpoint's :meth:`to_dict`) differs in its recipe, one entry per field;
+        a field the checkpoint predates counts as its default."""
+        theirs, mine = {**Recipe().to_dict(), **saved.get("recipe", {})}, self.recipe.to_dict()
+        if isinstance(theirs.get("model"), dict):  # fields the model config gained since, as it loads them
+            theirs["model"] = {**ModelConfig.from_dict(theirs["model"]).to_dict()}
         return [f"{k}: checkpoint {theirs.get(k)!r}, now {mine[k]!r}" for k in sorted(mine) if theirs.get(k) != mine[k]]

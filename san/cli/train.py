@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
+from san.config import CU_UPSAMPLES
 from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
 from san.command import command
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-p", type=int, help="identities per batch (paper 64)")
     parser.add_argument("--batch-k", type=int, help="images per identity (paper 4)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (paper 2e-4)")
+    parser.add_argument("--cu-upsample", choices=CU_UPSAMPLES,
+                        help="context units' upsampling: sparse (1x1 transposed convolution, stride 2, read "
+                        "literally: 3/4 of each CU mask sees no image) or nearest (nearest x2, then the same "
+                        "1x1 weights); default the preset's")
+    parser.add_argument("--mask-warmup", type=int, metavar="E",
+                        help="ramp the masks in over the first E epochs: F = (1 + alpha M) T, alpha 0 -> 1 "
+                        "(default 0: off)")
+    parser.add_argument("--mu", type=float, help="TV weight of Eq. 8 (paper 0.1)")
     parser.add_argument("--soft-margin", action="store_true", default=None, help="softplus instead of a 0.5 hinge")
     parser.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     parser.add_argument("--workers", type=int, help="data-loader worker processes (default 2)")
@@ -76,14 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             "soft_margin": args.soft_margin, "seed": args.seed, "workers": args.workers,
             "eval_every": args.eval_every, "pretrained": args.pretrained, "amp": args.amp,
             "device": args.device, "resume": args.resume, "progress": args.progress,
+            "mask_warmup": args.mask_warmup, "mu": args.mu,
         }.items()
         if value is not None
     }
+    preset = PRESETS[args.preset]
+    if args.cu_upsample is not None:
+        overrides["model"] = replace(preset.base.recipe.model, cu_upsample=args.cu_upsample)
     from san.train import train
 
     try:
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
-        cfg = PRESETS[args.preset].config(args.out, args.dataset, args.root, options, **overrides)
+        cfg = preset.config(args.out, args.dataset, args.root, options, **overrides)
         train(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"san-train: error: {exc}", file=sys.stderr)

@@ -186,6 +186,9 @@ class AttentionBlock(nn.Module):
 
     T = stage output, X = T or CU(T), (M, pi) = generator(X), A = M * T (Eq. 1),
     F = (1 + M) * T (Eq. 2, cross-feature interaction) or F = A without it.
+
+    ``gain`` (alpha, 1 outside a mask warm-up) scales how much the mask acts:
+    F = (1 + alpha M) * T with CIL, F = T + alpha (A - T) without; alpha = 1 is the paper's.
     """
 
     def __init__(self, generator: MaskGenerator, context: nn.Module | None, cross_feature: bool) -> None:
@@ -193,11 +196,14 @@ class AttentionBlock(nn.Module):
         self.generator = generator
         self.context = context
         self.cross_feature = cross_feature
+        self.gain = 1.0
 
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Return (F, A, M, pi)."""
         x = t if self.context is None else self.context(t)
         m, pi = self.generator(x)
         a = m * t
+        if self.gain != 1.0:  # mask warm-up (training only)
+            return (t + self.gain * a if self.cross_feature else t + self.gain * (a - t)), a, m, pi
         f = t + a if self.cross_feature else a
         return f, a, m, pi

@@ -27,16 +27,19 @@ class SANOutput:
     masks: list[Tensor]
     probs: list[Tensor]
 
-    def tv_penalty(self, per_element: bool = True) -> Tensor:
-        """sum_i TV(A_i) of Eq. 8, averaged over the batch (0 without attention).
+    def tv_terms(self, per_element: bool = True) -> list[Tensor]:
+        """TV(A_i) of every block (Eq. 6), averaged over the batch.
 
         Eq. 6 is a sum over C x H x W; at 256x128 that is ~1e6 times the triplet loss,
         so by default each block's TV is divided by its element count (``per_element``).
         """
+        return [total_variation(a).mean() / (a[0].numel() if per_element else 1) for a in self.attended]
+
+    def tv_penalty(self, per_element: bool = True) -> Tensor:
+        """sum_i TV(A_i) of Eq. 8 (:meth:`tv_terms`), 0 without attention."""
         if not self.attended:
             return self.embeddings.new_zeros(())
-        terms = [total_variation(a).mean() / (a[0].numel() if per_element else 1) for a in self.attended]
-        return torch.stack(terms).sum()
+        return torch.stack(self.tv_terms(per_element)).sum()
 
 
 class SAN(nn.Module):
@@ -58,7 +61,7 @@ class SAN(nn.Module):
             context = None
             if stage in cfg.context_stages:
                 in_channels = _STAGE_PLANES[stage - 1] * block_type.expansion
-                context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage])
+                context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage], cfg.cu_upsample)
             self.attention[str(stage)] = AttentionBlock(GENERATORS[cfg.attention].from_config(cfg), context, cfg.cross_feature)
         feat_dim = 512 * block_type.expansion
         self.head = nn.Sequential(
@@ -96,6 +99,13 @@ class SAN(nn.Module):
         """Set the sampling temperature of every block (Eq. 9 is the trainer's)."""
         for generator in self.generators().values():
             generator.set_temperature(tau)
+
+    def set_mask_gain(self, gain: float) -> None:
+        """Set alpha of every block (:class:`AttentionBlock`; the trainer's mask warm-up)."""
+        if not 0.0 <= gain <= 1.0:
+            raise ValueError(f"mask gain must lie in [0, 1], got {gain}")
+        for block in self.attention.values():
+            block.gain = gain
 
     def set_mask_threshold(self, threshold: float) -> None:
         """Change the deterministic mask threshold; the contract follows."""

@@ -393,3 +393,41 @@ def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
     assert len(compared) == len(STAGES) and all(c == pytest.approx(0.6) for c in compared)
     onnx_out = ort.InferenceSession(str(out)).run(None, {INPUT_NAME: images})[0]
     np.testing.assert_allclose(onnx_out, at_060, atol=1e-4)
+
+
+def test_nearest_context_units_export_as_one_conv_transpose_verify_pass_the_lint_and_quantize(tmp_path: Path) -> None:
+    """cu_upsample nearest: each context unit's upsampling is one ConvTranspose (2x2 kernel, stride 2,
+    the 1x1 weight in all four taps), the file verifies block by block against PyTorch, TensorRT's
+    parser rules hold for fp32 and the TensorRT INT8 file, and onnxruntime runs that INT8 file."""
+    from calibration.quantize import QuantizeOptions, quantize_onnx
+    from export.tensorrt_lint import lint_tensorrt_file
+
+    torch.manual_seed(0)
+    model = _trained(build_model(replace(CFG, cu_upsample="nearest")))
+    path = export_onnx(model, tmp_path / "nearest.onnx")
+    graph = onnx.load(path).graph
+    ups = [n for n in graph.node if n.op_type == "ConvTranspose"]
+    assert len(ups) == 3
+    for node in ups:
+        attrs = {a.name: list(a.ints) for a in node.attribute if a.ints}
+        assert attrs.get("strides") == [2, 2] and attrs.get("kernel_shape", [2, 2]) == [2, 2], attrs
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    for node, block in zip(ups, ("1", "2", "3")):
+        w = weights[node.input[1]]
+        one = model.attention[block].context.up.weight.detach().numpy()
+        assert w.shape == (*one.shape[:2], 2, 2) and np.array_equal(w, np.broadcast_to(one, w.shape))
+    report = verify_onnx(model, path, synthetic_images(model.spec, 5, seed=2))
+    assert report.passed and [b.stage for b in report.blocks] == list(STAGES), report.render()
+    assert lint_tensorrt_file(path) == []
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for i, array in enumerate(synthetic_images(model.spec, 8, seed=7)):
+        Image.fromarray(array.transpose(1, 2, 0)).save(images / f"{i}.png")
+    int8 = quantize_onnx(path, sorted(images.iterdir()), tmp_path / "nearest.trt.int8.onnx",
+                         options=QuantizeOptions(target="tensorrt", batch_size=4, progress=False)).out
+    assert lint_tensorrt_file(int8) == []
+    batch = synthetic_images(model.spec, 6, seed=9)[2:]  # structured ones: a constant image has no mask to speak of
+    ours = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})[0]
+    reference = model(torch.from_numpy(batch)).detach().numpy()
+    cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.9, cosine

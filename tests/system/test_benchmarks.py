@@ -113,6 +113,60 @@ def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
     assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain-same-cameras" / "backbone.pth")
 
 
+def ablation_module():
+    """benchmarks/ablation.py as a module (it imports its sibling ``common``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ablation
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return ablation
+
+
+def test_paired_analysis_over_seeds_matches_a_hand_computation() -> None:
+    """Three seed pairs with differences 1, 2, 3: mean 2, SD 1, t(0.975, 2) = 4.303, t(0.80, 2) =
+    1.061, so the interval is 2 -+ 4.303 / sqrt 3 = [-0.484, 4.484] and the smallest effect
+    detected with 80 % power is (4.303 + 1.061) / sqrt 3 = 3.097."""
+    ablation = ablation_module()
+    d = ablation.paired_over_seeds([10.0, 20.0, 30.0], [11.0, 22.0, 33.0])
+    assert (d.delta, d.sd, d.pairs) == (pytest.approx(2.0), pytest.approx(1.0), 3)
+    assert d.low == pytest.approx(2 - 4.303 / 3**0.5) and d.high == pytest.approx(2 + 4.303 / 3**0.5)
+    assert d.detectable == pytest.approx((4.303 + 1.061) / 3**0.5)
+    assert d.verdict(2.2) == "unresolved"
+    assert ablation.paired_over_seeds([0.0] * 8, [3.0, 4, 5, 3, 4, 5, 3, 4]).verdict(2.2) == "supported"
+    assert ablation.paired_over_seeds([0.0] * 8, [-1.0, 0, 1, 0, -1, 1, 0, 0]).verdict(2.2) == "contradicted at +2.2"
+    with pytest.raises(ValueError, match="two or more pairs"):
+        ablation.paired_over_seeds([1.0], [2.0])
+
+
+@pytest.mark.slow
+def test_ablation_selects_on_the_twin_split_then_decides_on_the_test_split(tmp_path: Path) -> None:
+    work = ["--smoke", "--seeds", "2", "--work", str(tmp_path)]
+    lines = run_script("ablation.py", "--select", "--variants", "baseline", "san", "san-nearest-warmup", *work)
+    runs = tmp_path / "48ids-64x32-1ep"
+    assert not list(runs.rglob("scores.npz"))  # the test split is not scored while choosing
+    chosen = json.loads((runs / "selection.json").read_text())["chosen"]
+    assert chosen in ("san", "san-nearest-warmup") and any(line.startswith("selection on the held-out") for line in lines)
+    record = json.loads((runs / "san-nearest-warmup" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(record["validation"]) == {"mAP", "rank1"} and set(record["masks"]) == {"1", "2", "3", "4"}
+    health = table_rows(lines, "| epoch ")
+    assert [row[1] for row in health] == ["san", "san-nearest-warmup"]
+    assert (runs / "mask-health.png").stat().st_size > 0
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/model.pt")}
+    lines = run_script("ablation.py", "--decide", *work)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the chosen runs are reused, not retrained
+    decision = {row[0]: row for row in table_rows(lines, "| metric ")}
+    assert list(decision) == ["mAP", "rank-1"] and decision["mAP"][6] == "+2.2"
+    assert decision["mAP"][7] in ("supported", "unresolved", "contradicted at +2.2")
+    per_seed = json.loads((runs / "ablation.json").read_text())
+    maps = [[100 * r["mAP"] for r in per_seed[name]] for name in ("baseline", chosen)]
+    expected = ablation_module().paired_over_seeds(*maps)
+    assert decision["mAP"][3] == f"{expected.delta:+.2f} [{expected.low:+.2f}, {expected.high:+.2f}]"
+    deployment = [row[0] for row in table_rows(lines, "| deployment ")]
+    assert deployment == ["sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
+                          "deployed 0.5, BatchNorm re-estimated"]
+
+
 @pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
                                     "ablation.py"])
 def test_benchmark_help(script: str) -> None:
