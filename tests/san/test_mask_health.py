@@ -11,21 +11,15 @@ import pytest
 import torch
 
 import san.train
-from san import InputSpec, ModelConfig
+from san import ModelConfig
 from san.train import train
 from san.train_config import TrainConfig
-
-SPEC = InputSpec(height=64, width=32)
+from support.tiny_training import SPEC, tiny_config
 
 
 def one_batch_config(out: Path, **overrides: object) -> TrainConfig:
-    """3 training ids x 2 images: exactly one P=3 x K=2 batch per epoch, so an epoch's health is its step's."""
-    settings = dict(
-        out=str(out), model=ModelConfig(backbone="resnet18", spec=SPEC), root=str(out.parent / "synthetic"),
-        dataset_options={"ids": 6, "cameras": 2, "height": 64, "width": 32},
-        epochs=1, batch_p=3, batch_k=2, workers=0, eval_every=0, progress=False, seed=3,
-    )
-    return TrainConfig.of(**(settings | overrides))
+    """One batch per epoch, so an epoch's health is its one step's: one epoch, seed 3."""
+    return tiny_config(out, **({"epochs": 1, "seed": 3} | overrides))
 
 
 def brute_force_block(m: np.ndarray, pi: np.ndarray, attended: np.ndarray) -> dict[str, float]:

@@ -12,16 +12,14 @@ import torch
 from PIL import Image
 
 import san.train
-from san import InputSpec, ModelConfig, load_checkpoint
+from san import load_checkpoint
 from san.cli.train import main as train_main
 from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
 from san.data.torch_dataset import ReidImageDataset
 from san.preprocess import resize_to_contract
 from san.train import lr_factor, temperature, train
-from san.train_config import TrainConfig
-
-SPEC = InputSpec(height=64, width=32)
+from support.tiny_training import SPEC, tiny_config
 
 
 def test_temperature_follows_eq9() -> None:
@@ -75,16 +73,6 @@ def test_training_dataset_is_deterministic_per_key_and_reports_bad_files(tmp_pat
         ds[0]
 
 
-def tiny_config(out: Path, **overrides: object) -> TrainConfig:
-    """3 training ids, one P=3 x K=2 batch per epoch, no evaluation."""
-    settings = dict(
-        out=str(out), model=ModelConfig(backbone="resnet18", spec=SPEC), root=str(out.parent / "synthetic"),
-        dataset_options={"ids": 6, "cameras": 2, "height": 64, "width": 32},
-        epochs=2, batch_p=3, batch_k=2, workers=0, eval_every=0, progress=False, seed=5,
-    )
-    return TrainConfig.of(**(settings | overrides))
-
-
 def losses(run: Path) -> list[tuple]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["epoch"], r["loss"], r["triplet"], r["tv"], r["tau"], r["lr"]) for r in rows]
@@ -122,13 +110,16 @@ def test_cli_trains_the_cpu_demo_preset_end_to_end(tmp_path: Path, capsys: pytes
     rc = train_main([
         "--preset", "cpu-demo", "--out", str(out), "--dataset-arg", "ids=15", "--epochs", "1",
         "--batch-p", "3", "--batch-k", "2", "--workers", "0", "--eval-every", "1", "--no-progress",
+        "--cu-upsample", "nearest",
     ])
     assert rc == 0
     assert {"model.pt", "last.pt", "best.pt", "metrics.jsonl", "synthetic"} <= {p.name for p in out.iterdir()}
     model, meta = load_checkpoint(out / "model.pt")
-    assert model.cfg.backbone == "resnet18" and meta.spec.height == 128
+    assert model.cfg.backbone == "resnet18" and meta.spec.height == 128 and model.cfg.cu_upsample == "nearest"
     assert meta.extra["data"]["dataset"] == "synthetic" and meta.extra["data"]["options"]["ids"] == 15
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1] and all(0 <= r["eval"]["mAP"] <= 1 for r in rows)
     assert rows[1]["lr"] == pytest.approx(1e-3 * 1e-3)  # the schedule ends at 1e-3 x lr
-    assert "untrained (epoch 0): mAP" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "untrained (epoch 0): mAP" in printed
+    assert "  masks: b1 M " in printed and "active triplets" in printed  # the epoch's mask-health line
