@@ -27,6 +27,7 @@ from export.graph import mask_tensors
 from export.verify import export_and_verify, synthetic_images, verify_onnx
 from san.checkpoint import load_checkpoint, save_checkpoint
 from san.hashing import file_sha256
+from san.input_convention import InputConvention
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
 from san.rules import Rule
@@ -416,9 +417,18 @@ def test_nearest_context_units_export_as_one_conv_transpose_verify_pass_the_lint
         w = weights[node.input[1]]
         one = model.attention[block].context.up.weight.detach().numpy()
         assert w.shape == (*one.shape[:2], 2, 2) and np.array_equal(w, np.broadcast_to(one, w.shape))
-    report = verify_onnx(model, path, synthetic_images(model.spec, 5, seed=2))
+    images = synthetic_images(model.spec, 5, seed=2)
+    report = verify_onnx(model, path, images)
     assert report.passed and [b.stage for b in report.blocks] == list(STAGES), report.render()
     assert lint_tensorrt_file(path) == []
+    half = export_onnx(model, tmp_path / "nearest.fp16.onnx", precision="fp16")
+    assert verify_onnx(model, half, images, kind="fp16").passed and lint_tensorrt_file(half) == []
+    convention = InputConvention("float32", "BGR", "NHWC")  # as a deployment target may take it
+    adapted = export_onnx(model, tmp_path / "nearest.bgr.onnx", convention=convention)
+    session = ort.InferenceSession(str(adapted), providers=["CPUExecutionProvider"])
+    bgr = np.ascontiguousarray(images[:, ::-1].transpose(0, 2, 3, 1)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {INPUT_NAME: bgr})[0], model(torch.from_numpy(images)).detach().numpy(),
+                               rtol=1e-4, atol=1e-4)
     images = tmp_path / "calibration"
     images.mkdir()
     for i, array in enumerate(synthetic_images(model.spec, 8, seed=7)):
