@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs = args.epochs or plan["epochs"]
     layout = Layout.of(args)
     chosen = chosen_variant(layout) if args.decide else None
-    args.variants = with_baselines([chosen] if chosen else args.variants)
+    args.variants = ["baseline", chosen] if chosen else with_baselines(args.variants)
     started = time.perf_counter()
     print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "

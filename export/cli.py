@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from export.targets import target_classes
+from export.tensorrt_lint import PARSERS
 from san.command import command
 
 EPILOG = """\
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--ckpt", type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
     source.add_argument("--check-tensorrt", type=Path, metavar="ONNX",
                         help="only check an ONNX file against TensorRT's parser rules (no GPU needed)")
+    parser.add_argument("--tensorrt", choices=list(PARSERS), metavar="VERSION",
+                        help=f"the TensorRT release whose parser --check-tensorrt models: {', '.join(PARSERS)} "
+                        "(default: the installed TensorRT, else 10)")
     verify = parser.add_argument_group("verification")
     verify.add_argument("--verify-images", type=Path, metavar="DIR", help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
     try:
-        return check_tensorrt(args.check_tensorrt) if args.check_tensorrt else run(args)
+        return check_tensorrt(args.check_tensorrt, args.tensorrt) if args.check_tensorrt else run(args)
     except TensorRTUnavailable as exc:
         return fail(
             f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
@@ -102,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), 2)
 
 
-def check_tensorrt(path: Path) -> int:
-    """Print every TensorRT parser violation of ``path``; 0 when there is none, else 1."""
-    from export.tensorrt_lint import lint_tensorrt_file
+def check_tensorrt(path: Path, release: str | None) -> int:
+    """Print every violation of ``path`` against the parser of TensorRT ``release`` (None: the
+    installed one, else 10); 0 when there is none, else 1."""
+    from export.tensorrt_lint import PARSERS, installed_parser, lint_tensorrt_file
 
-    violations = lint_tensorrt_file(path)
+    parser = PARSERS[release] if release else installed_parser()
+    violations = lint_tensorrt_file(path, parser)
     for violation in violations:
         print(f"{path}: {violation}")
-    print(f"{path}: {len(violations)} violation(s) of TensorRT's ONNX parser rules" if violations
-          else f"{path}: compatible with TensorRT's ONNX parser rules")
+    print(f"{path}: {len(violations)} violation(s) of TensorRT {parser.name}'s ONNX parser rules" if violations
+          else f"{path}: compatible with TensorRT {parser.name}'s ONNX parser rules")
     return 1 if violations else 0
 
 

@@ -89,3 +89,26 @@ def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.Infere
             for name in hidden
         )
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+#: The opset whose Reduce ops take ``axes`` as an attribute: what TensorRT 8.6's parser reads.
+ATTRIBUTE_AXES_OPSET = 17
+
+
+def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` converted to opset 17 by ONNX's version converter, so every Reduce op carries its
+    ``axes`` as an attribute (the opset-18 ``noop_with_empty_axes``, which the converter keeps and
+    opset 17 does not know, is dropped when it is 0, its default; the checker refuses any other).
+    Metadata is kept."""
+    from onnx import version_converter
+
+    converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
+    for node in converted.graph.node:
+        if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum":
+            kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    del converted.metadata_props[:]
+    converted.metadata_props.extend(proto.metadata_props)
+    onnx.checker.check_model(converted, full_check=True)
+    return converted

@@ -11,7 +11,14 @@ sample takes: a float-input graph that carries raw 0..255 RGB and normalises ins
 - ``san_reid.onnx``: that graph (verified against PyTorch like every export);
 - ``config_tracker_reid.yml``: the ``ReID:`` section for the low-level tracker config;
 - ``config_infer_secondary_reid.txt``: nvinfer as a secondary GIE emitting tensor meta;
-- ``README.txt``: where each file goes and what it assumes.
+- ``README.txt``: where each file goes, what it assumes, and the DeepStream and TensorRT
+  releases the files are for.
+
+``--deepstream-version`` names the DeepStream release, and so the TensorRT whose parser will
+import the graph (:data:`DEEPSTREAM_TENSORRT`). DeepStream 6.4 and 7.0 ship TensorRT 8.6, whose
+parser ignores the ``axes`` input of opset-18 Reduce ops and reduces over every axis: for them the
+graph is converted to opset 17 (axes as attributes) and checked to give the same embeddings as
+the opset-18 one. Every graph is checked against its TensorRT release's parser rules.
 """
 
 from __future__ import annotations
@@ -20,7 +27,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
+import numpy as np
+import onnx
+
+from export.graph import with_attribute_axes
+from export.targets import ExportError, ExportJob, ExportTarget, prepare_folder, require_bilinear
+from export.tensorrt_lint import PARSERS, require_tensorrt_compatible
+from san.artifact import INPUT_NAME, OUTPUT_NAME
+from san.atomic import atomic_write
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -33,6 +47,11 @@ NVINFER_CONFIG = "config_infer_secondary_reid.txt"
 CONVENTION = InputConvention("float32")
 #: ``reidType`` of the tracker: which association uses the features.
 REID_TYPES = {"deepsort": 1, "reassoc": 2, "both": 3}
+#: DeepStream release -> the TensorRT release it ships (a row of :data:`export.tensorrt_lint.PARSERS`).
+DEEPSTREAM_TENSORRT = {"6.4": "8.6", "7.0": "8.6", "7.1": "10", "8.0": "10"}
+LATEST_DEEPSTREAM = "8.0"
+#: The converted graph's embeddings may differ from the opset-18 graph's by rounding only.
+CONVERSION_TOLERANCE = 1e-5
 #: Precision codes differ: the tracker's ``networkMode`` is 0 fp32, 1 fp16, 2 int8; nvinfer's
 #: ``network-mode`` is 0 FP32, 1 INT8, 2 FP16.
 TRACKER_MODES = {"fp32": 0, "fp16": 1}
@@ -40,12 +59,19 @@ NVINFER_MODES = {"fp32": 0, "fp16": 2}
 
 
 def tracker_config(spec: InputSpec, reid_type: str, batch_size: int, precision: str) -> str:
-    """The ``ReID:`` section (YAML) for the NvMultiObjectTracker low-level config."""
+    """The ``ReID:`` section (YAML) for the NvMultiObjectTracker low-level config; with
+    re-association, the ``TrajectoryManagement`` switch it needs."""
     engine = f"{ONNX_NAME}_b{batch_size}_gpu0_{precision}.engine"
+    reassoc = "" if reid_type == "deepsort" else """\
+# Re-association also needs trajectory management to keep it on: merge this too (NvDCF).
+TrajectoryManagement:
+  enableReAssoc: 1
+"""
     return f"""\
 # ReID section for DeepStream's low-level tracker config (NvDCF or NvDeepSORT); generated
-# by san-export from the model's input contract: merge it into your tracker YAML.
-ReID:
+# by san-export from the model's input contract: merge it into your tracker YAML. NvDeepSORT
+# associates with the features: --deepstream-reid-type deepsort writes reidType 1 for it.
+{reassoc}ReID:
   reidType: {REID_TYPES[reid_type]}  # 1 NvDeepSORT association, 2 re-association, 3 both
   batchSize: {batch_size}
   workspaceSize: 1000
@@ -64,7 +90,7 @@ ReID:
 """
 
 
-def nvinfer_config(spec: InputSpec, batch_size: int, precision: str) -> str:
+def nvinfer_config(spec: InputSpec, batch_size: int, precision: str, class_ids: list[int]) -> str:
     """nvinfer (secondary GIE) config: embeddings attached to each object as tensor meta."""
     engine = f"{ONNX_NAME}_b{batch_size}_gpu0_{precision}.engine"
     return f"""\
@@ -91,10 +117,12 @@ output-tensor-meta=1
 process-mode=2
 gie-unique-id=2
 operate-on-gie-id=1
+# only objects of these classes of the primary detector (persons)
+operate-on-class-ids={';'.join(map(str, class_ids))}
 """
 
 
-def readme(spec: InputSpec) -> str:
+def readme(spec: InputSpec, deepstream: str, opset: int) -> str:
     return f"""\
 SAN ReID model for DeepStream, written by san-export.
 
@@ -111,7 +139,8 @@ SAN ReID model for DeepStream, written by san-export.
     Alternatively, nvinfer as a secondary GIE (config-file of a [secondary-gie] group) that
     attaches each object's embedding as tensor meta.
 
-Assumes DeepStream 6.4 or newer (TensorRT 8.6 or newer; the graph uses ONNX opset 18).
+Made for DeepStream {deepstream} (TensorRT {DEEPSTREAM_TENSORRT[deepstream]}): ONNX opset {opset}, checked against that
+TensorRT's parser rules. For another release, export again with --deepstream-version.
 Everything here was derived from the model's input contract; DeepStream itself was not run.
 """
 
@@ -131,6 +160,11 @@ class DeepStreamTarget(ExportTarget):
                            help="objects per ReID batch (default 16)")
         group.add_argument("--deepstream-precision", default="fp16", choices=sorted(TRACKER_MODES),
                            help="engine precision DeepStream builds (default fp16)")
+        group.add_argument("--deepstream-version", default=LATEST_DEEPSTREAM, choices=list(DEEPSTREAM_TENSORRT),
+                           help="the DeepStream release, and so the TensorRT parser, the files are for "
+                           f"(default {LATEST_DEEPSTREAM}; 6.4 and 7.0 get an opset-17 graph)")
+        group.add_argument("--deepstream-class-id", type=int, action="append", metavar="ID",
+                           help="detector class the nvinfer ReID runs on, repeatable (default 0: persons)")
 
     @classmethod
     def check_arguments(cls, args: argparse.Namespace) -> None:
@@ -138,18 +172,43 @@ class DeepStreamTarget(ExportTarget):
             return
         if args.deepstream_batch < 1:
             raise ValueError(f"--deepstream-batch must be >= 1, got {args.deepstream_batch}")
+        if any(i < 0 for i in args.deepstream_class_id or []):
+            raise ValueError(f"--deepstream-class-id must be >= 0, got {args.deepstream_class_id}")
         prepare_folder(args.deepstream, "--deepstream", args.overwrite, check_only=True)
 
     def write(self, job: ExportJob) -> int:
         args, spec = job.args, job.meta.spec
         require_bilinear(spec, "--deepstream", "DeepStream scales object crops bilinearly")
         folder = prepare_folder(args.deepstream, "--deepstream", args.overwrite)
-        if not job.export_verified(folder / ONNX_NAME, "fp32", CONVENTION):
+        onnx_path = folder / ONNX_NAME
+        if not job.export_verified(onnx_path, "fp32", CONVENTION):
             return 1
+        parser = PARSERS[DEEPSTREAM_TENSORRT[args.deepstream_version]]
+        if not parser.reduce_axes_input:
+            convert_for_attribute_axes(onnx_path, job.images)
+        require_tensorrt_compatible(onnx_path, parser)
+        opset = next(o.version for o in onnx.load(onnx_path).opset_import if o.domain in ("", "ai.onnx"))
         precision, batch = args.deepstream_precision, args.deepstream_batch
         (folder / TRACKER_CONFIG).write_text(tracker_config(spec, args.deepstream_reid_type, batch, precision))
-        (folder / NVINFER_CONFIG).write_text(nvinfer_config(spec, batch, precision))
-        (folder / "README.txt").write_text(readme(spec))
+        (folder / NVINFER_CONFIG).write_text(nvinfer_config(spec, batch, precision, args.deepstream_class_id or [0]))
+        (folder / "README.txt").write_text(readme(spec, args.deepstream_version, opset))
         job.written["deepstream"] = folder
         log.info(f"{folder}: {ONNX_NAME}, {TRACKER_CONFIG}, {NVINFER_CONFIG}, README.txt")
         return 0
+
+
+def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:
+    """Replace the opset-18 graph at ``path`` by its opset-17 form (:func:`export.graph.with_attribute_axes`)
+    once onnxruntime gives both the same embeddings on ``images`` (uint8 N x 3 x H x W)."""
+    import onnxruntime as ort
+
+    original = onnx.load(path)
+    converted = with_attribute_axes(original)
+    batch = {INPUT_NAME: CONVENTION.encode(images)}
+    outputs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], batch)[0]
+               for m in (original, converted)]
+    error = float(np.abs(outputs[0] - outputs[1]).max()) / max(float(np.abs(outputs[0]).max()), 1e-12)
+    if error > CONVERSION_TOLERANCE:
+        raise ExportError(f"{path}: the opset-17 graph differs from the opset-18 one by {error:.2e} (relative); "
+                          "refusing to write it")
+    atomic_write(path, lambda tmp: onnx.save(converted, tmp))

@@ -46,7 +46,7 @@ class TensorRTTarget(ExportTarget):
 
     def write(self, job: ExportJob) -> int:
         from export.tensorrt_build import BatchProfile, build_engine
-        from export.tensorrt_lint import require_tensorrt_compatible
+        from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
         from san.artifact import read_contract
         from san.spec import ContractError
         from san.tensorrt_target import TargetEnvironment
@@ -56,14 +56,14 @@ class TensorRTTarget(ExportTarget):
         if args.int8 and read_contract(args.int8) != job.meta.spec:
             raise ContractError(f"--int8 {args.int8}: its input contract differs from the checkpoint's ({args.ckpt})")
         if not args.fp16:
-            require_tensorrt_compatible(args.int8 or job.onnx)  # before looking for a GPU: this machine may have none
+            require_tensorrt_compatible(args.int8 or job.onnx, installed_parser())  # before looking for a GPU
         environment = TargetEnvironment.detect()  # fails early, before any FP16 export
         source = args.int8 or job.onnx
         if args.fp16:
             source = job.onnx.with_suffix(".fp16.onnx")
             if not job.export_verified(source, "fp16"):
                 return 1
-            require_tensorrt_compatible(source)
+            require_tensorrt_compatible(source, installed_parser())
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
                                timing_cache=args.timing_cache, environment=environment, tf32=args.tf32, log=job.log)

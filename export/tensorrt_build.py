@@ -25,6 +25,7 @@ from san.artifact import (
     SIDECAR_FORMAT,
     SIDECAR_VERSION,
     read_contract,
+    read_input_convention,
     read_metadata,
     sidecar_path,
 )
@@ -98,14 +99,15 @@ def build_engine(
     config = builder.create_builder_config()
     configure_builder(trt, config, tf32=tf32, workspace_mb=workspace_mb)
     optimization = builder.create_optimization_profile()
-    shape = (3, spec.height, spec.width)
+    shape = read_input_convention(onnx_path).dims(spec)  # (3, H, W), or (H, W, 3) for an NHWC graph
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
     config.add_optimization_profile(optimization)
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    if not config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False):
-        log(f"--timing-cache {cache_path}: made by another GPU or TensorRT version; building without it, "
-            "and it will be replaced by this build's")
+    cache = config.create_timing_cache(cached)  # None for bytes it cannot read
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log(f"--timing-cache {cache_path}: made by another GPU or TensorRT version, or not a timing cache; "
+            "building without it, and it will be replaced by this build's")
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -20,7 +20,14 @@ The rules come from the parser's documentation and importers (onnx-tensorrt, Ten
   antialiasing.
 
 Clip's ``min``/``max`` may be tensors (the parser switches to element-wise max/min), so
-they are not flagged. This module imports neither torch nor tensorrt.
+they are not flagged.
+
+Rules that differ between TensorRT releases live in :data:`PARSERS`, one row per supported
+release: the highest ONNX opset its parser imports, and whether its Reduce importers read the
+``axes`` *input* of the opset-18 form. TensorRT 8.6 and 9.x do not (onnx-tensorrt 8.6-GA calls
+``reduceTensor`` without axes; 10.0-GA is the first to pass them): they reduce over every axis,
+which for SAN makes Eq. 3's per-channel min/max batch-wide without any error. This module
+imports neither torch nor tensorrt.
 """
 
 from __future__ import annotations
@@ -86,6 +93,57 @@ CONSTANT_INPUTS: dict[str, tuple[int, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class ParserVersion:
+    """What one TensorRT release's ONNX parser takes, where releases differ."""
+
+    name: str
+    max_opset: int  # highest default-domain opset it imports
+    reduce_axes_input: bool  # ReduceMax/Min/Mean/L2/... read ``axes`` given as an input (opset 18)
+
+
+#: The supported TensorRT releases (``--tensorrt``): 8.6 (DeepStream 6.4 and 7.0; 9.x behaves
+#: alike), 10 (10.0 GA and later 10.x) and 11. Opset limits from each release's support matrix.
+PARSERS = {
+    "8.6": ParserVersion("8.6", 17, reduce_axes_input=False),
+    "10": ParserVersion("10", 20, reduce_axes_input=True),
+    "11": ParserVersion("11", 25, reduce_axes_input=True),
+}
+#: The release checked against without an installed TensorRT.
+DEFAULT_PARSER = "10"
+#: Reduce ops whose ``axes`` became an input at opset 18 (ReduceSum's did at 13, which 8.6 reads).
+_REDUCE_AXES_18 = frozenset(
+    "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSumSquare".split()
+)
+
+
+def parser_of(version: str) -> ParserVersion:
+    """The :data:`PARSERS` row of a TensorRT version string: "8.6.1" and "9.2" -> 8.6, "10.13" -> 10."""
+    parts = version.split(".")
+    try:
+        release = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+    except ValueError:
+        release = None
+    if release is not None and (8, 6) <= release < (10, 0):
+        return PARSERS["8.6"]
+    if release is not None and str(release[0]) in PARSERS and release[0] >= 10:
+        return PARSERS[str(release[0])]
+    raise ValueError(f"TensorRT {version!r} is not a supported release (supported: 8.6 and 9.x, 10.x, 11.x)")
+
+
+def installed_parser() -> ParserVersion:
+    """The parser of the TensorRT installed here (its package metadata, without importing it),
+    else :data:`DEFAULT_PARSER`."""
+    from importlib import metadata
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_cu12", "tensorrt_cu13"):
+        try:
+            return parser_of(metadata.version(dist))
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return PARSERS[DEFAULT_PARSER]
+
+
 class TensorRTIncompatible(ValueError):
     """A graph TensorRT's ONNX parser would refuse; the message lists each violation."""
 
@@ -130,22 +188,35 @@ class _Graph:
         return None if code == TensorProto.UNDEFINED else TensorProto.DataType.Name(code)
 
 
-def lint_tensorrt(model: onnx.ModelProto) -> list[Violation]:
-    """Every violation of TensorRT's ONNX parser rules in ``model`` (empty: compatible)."""
+def lint_tensorrt(model: onnx.ModelProto, parser: ParserVersion = PARSERS[DEFAULT_PARSER]) -> list[Violation]:
+    """Every violation of ``parser``'s ONNX import rules in ``model`` (empty: compatible)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError:  # e.g. a custom domain: lint with the declared types
         inferred = model
     g = _Graph(inferred)
-    found: list[Violation] = []
+    found = [Violation("(model)", "opset", rule) for rule in _opset_rules(model, parser)]
     for node in inferred.graph.node:
         name = node.name or (node.output[0] if node.output else node.op_type)
-        found += [Violation(name, node.op_type, rule) for rule in _node_rules(node, g)]
+        found += [Violation(name, node.op_type, rule) for rule in (*_node_rules(node, g), *_version_rules(node, parser))]
     found += [Violation(name, "input", rule) for name, rule in _input_rules(g)]
     return found
 
 
-def lint_tensorrt_file(path: str | Path) -> list[Violation]:
+def _opset_rules(model: onnx.ModelProto, parser: ParserVersion) -> Iterator[str]:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset > parser.max_opset:
+        yield f"ONNX opset {opset}: TensorRT {parser.name}'s parser imports opsets up to {parser.max_opset}"
+
+
+def _version_rules(node: onnx.NodeProto, parser: ParserVersion) -> Iterator[str]:
+    if (not parser.reduce_axes_input and node.op_type in _REDUCE_AXES_18 and len(node.input) > 1
+            and node.input[1]):
+        yield (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
+               "reduces over every axis, batch included; give axes as an attribute (opset 17)")
+
+
+def lint_tensorrt_file(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT_PARSER]) -> list[Violation]:
     """:func:`lint_tensorrt` of an ONNX file; ``ValueError`` naming the file when it cannot be read."""
     path = Path(path)
     if not path.is_file():
@@ -154,17 +225,17 @@ def lint_tensorrt_file(path: str | Path) -> list[Violation]:
         model = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
         raise ValueError(f"{path}: not a readable ONNX file ({exc})") from exc
-    return lint_tensorrt(model)
+    return lint_tensorrt(model, parser)
 
 
-def require_tensorrt_compatible(path: str | Path, shown: int = 10) -> None:
+def require_tensorrt_compatible(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT_PARSER], shown: int = 10) -> None:
     """Raise :class:`TensorRTIncompatible` listing the first ``shown`` violations of ``path``."""
-    violations = lint_tensorrt_file(path)
+    violations = lint_tensorrt_file(path, parser)
     if violations:
         listed = "; ".join(map(str, violations[:shown])) + (f"; and {len(violations) - shown} more" if len(violations) > shown else "")
         raise TensorRTIncompatible(
-            f"{path}: TensorRT's ONNX parser would refuse it ({len(violations)} violation(s), all listed by "
-            f"`san-export --check-tensorrt {path}`): {listed}"
+            f"{path}: TensorRT {parser.name}'s ONNX parser would refuse it ({len(violations)} violation(s), all "
+            f"listed by `san-export --check-tensorrt {path} --tensorrt {parser.name}`): {listed}"
         )
 
 

@@ -5,7 +5,7 @@ Per block (keyed by stage): the mean mask M and mean pi, the shares of M below 0
 the training-mode mask is from the one deployment will use) and the block's TV (Eq. 6, per
 element, as in the loss). Per batch: the share of active triplets (loss > 0) and the mean
 hardest d_ap and d_an. Everything is computed from tensors the training step already has,
-without gradient; :class:`HealthTotals` averages it over an epoch's steps.
+without gradient; :class:`HealthTotals` sums it over an epoch's steps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from san.losses import HardestPairs
 
-#: Mask values at or below LOW / at or above HIGH count as near 0 / near 1 (Fig. 2(b)'s reading).
+#: Mask values below LOW / above HIGH count as near 0 / near 1 (the reading of Fig. 2(b)).
 LOW, HIGH = 0.1, 0.9
 
 

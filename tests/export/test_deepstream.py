@@ -8,6 +8,7 @@ import configparser
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -110,3 +111,84 @@ def test_a_contract_deepstream_cannot_reproduce_is_refused(tmp_path: Path, capsy
     assert san_export(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scales object crops bilinearly" in err[0]
+
+
+@pytest.fixture(scope="module")
+def deepstream_64(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files for DeepStream 6.4 (TensorRT 8.6), for NvDeepSORT, on classes 0 and 2."""
+    folder = tmp_path_factory.mktemp("ds64") / "deepstream"
+    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(folder.parent / "model.onnx"), "--verify-count", "2",
+            "--deepstream", str(folder), "--deepstream-version", "6.4", "--deepstream-reid-type", "deepsort",
+            "--deepstream-class-id", "0", "--deepstream-class-id", "2"]
+    assert san_export(argv) == 0
+    return folder
+
+
+def reduce_ops(path: Path) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(path).graph.node if n.op_type.startswith("Reduce")]
+
+
+def as_tensorrt_86_imports_it(path: Path) -> bytes:
+    """The graph as TensorRT 8.6's parser builds it: a Reduce op's ``axes`` *input* is ignored and
+    it reduces over every axis (onnx-tensorrt 8.6-GA); attribute axes are read."""
+    model = onnx.load(path)
+    del model.graph.value_info[:]  # shapes inferred for the graph as written no longer hold
+    for node in model.graph.node:
+        if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum" and len(node.input) > 1:
+            del node.input[1:]
+    return model.SerializeToString()
+
+
+def batch_dependence(model: bytes | str, crops: np.ndarray) -> float:
+    """The largest change of a crop's embedding between running it alone and beside other crops."""
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = crops.astype(np.float32)
+    together = session.run(None, {session.get_inputs()[0].name: x})[0]
+    alone = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i : i + 1]})[0] for i in range(len(x))])
+    return float(np.abs(together - alone).max() / np.abs(alone).max())
+
+
+def test_deepstream_64_gets_attribute_axes_that_tensorrt_86_reads_and_the_default_graph_fails_that_check(
+    deepstream: Path, deepstream_64: Path, crops: np.ndarray, reference: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = deepstream_64 / "san_reid.onnx"
+    assert {o.version for o in onnx.load(old).opset_import if o.domain in ("", "ai.onnx")} == {17}
+    assert reduce_ops(old) and all(len(n.input) == 1 for n in reduce_ops(old))  # no axes input anywhere
+    assert paired_cosine(run(old, crops.astype(np.float32)), reference).min() >= 0.9999
+    assert read_contract(old) == read_contract(deepstream / "san_reid.onnx")  # the contract survives
+    assert san_export(["--check-tensorrt", str(old), "--tensorrt", "8.6"]) == 0
+    assert "compatible with TensorRT 8.6's ONNX parser rules" in capsys.readouterr().out
+    new = deepstream / "san_reid.onnx"
+    assert san_export(["--check-tensorrt", str(new), "--tensorrt", "8.6"]) == 1
+    out = capsys.readouterr().out
+    first = next(n for n in reduce_ops(new) if len(n.input) > 1)
+    assert f"{first.name} ({first.op_type}): axes given as an input" in out and "ONNX opset 18" in out
+
+
+def test_each_crops_embedding_does_not_depend_on_its_batch_mates_as_tensorrt_86_imports_the_graph(
+    deepstream: Path, deepstream_64: Path, crops: np.ndarray
+) -> None:
+    """onnxruntime reads both graphs right. Imported as TensorRT 8.6 does, the 6.4 graph is
+    unchanged, while the opset-18 graph's reductions span the batch: Eq. 3's min/max and the
+    pooling no longer describe one crop, and the graph cannot give per-crop embeddings."""
+    for folder in (deepstream, deepstream_64):
+        assert batch_dependence(str(folder / "san_reid.onnx"), crops) < 1e-5
+    assert batch_dependence(as_tensorrt_86_imports_it(deepstream_64 / "san_reid.onnx"), crops) < 1e-5
+    try:
+        broken = batch_dependence(as_tensorrt_86_imports_it(deepstream / "san_reid.onnx"), crops)
+    except ort.capi.onnxruntime_pybind11_state.Fail:  # the pooled map no longer has one row per crop
+        broken = float("inf")
+    assert broken > 1e-2
+
+
+def test_configs_name_their_release_reassociation_deepsort_and_classes(deepstream: Path, deepstream_64: Path) -> None:
+    reassoc = yaml.safe_load((deepstream / "config_tracker_reid.yml").read_text())
+    assert reassoc["ReID"]["reidType"] == 2 and reassoc["TrajectoryManagement"]["enableReAssoc"] == 1
+    deepsort = yaml.safe_load((deepstream_64 / "config_tracker_reid.yml").read_text())
+    assert deepsort["ReID"]["reidType"] == 1 and "TrajectoryManagement" not in deepsort
+    for folder, classes in ((deepstream, "0"), (deepstream_64, "0;2")):
+        parser = configparser.ConfigParser()
+        parser.read(folder / "config_infer_secondary_reid.txt")
+        assert parser["property"]["operate-on-class-ids"] == classes
+    assert "DeepStream 8.0 (TensorRT 10): ONNX opset 18" in (deepstream / "README.txt").read_text()
+    assert "DeepStream 6.4 (TensorRT 8.6): ONNX opset 17" in (deepstream_64 / "README.txt").read_text()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -23,6 +24,7 @@ from san.tensorrt_target import (
 from export.verify import synthetic_images
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
+from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.model.network import build_model
 from san.spec import METADATA_KEY, InputSpec
@@ -183,6 +185,28 @@ def test_a_refused_timing_cache_is_replaced_and_said(fake_trt, small_onnx: Path,
     assert attempts == [("set_timing_cache", b"from another GPU", False), ("set_timing_cache", b"", True)]
     assert len(said) == 1 and "another GPU or TensorRT version" in said[0]
     assert cache.read_bytes() == b"fake timing cache" and (tmp_path / "m.engine").read_bytes() == b"fake engine"
+
+
+def test_a_timing_cache_tensorrt_cannot_read_is_replaced_not_a_type_error(fake_trt, small_onnx: Path,
+                                                                          tmp_path: Path) -> None:
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b"not a timing cache")
+    fake_trt.cache_unreadable = True  # create_timing_cache returns None
+    said: list[str] = []
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache, log=said.append)
+    assert [c for c in fake_trt.calls if c[0] == "set_timing_cache"] == [("set_timing_cache", b"", True)]
+    assert len(said) == 1 and "not a timing cache" in said[0] and cache.read_bytes() == b"fake timing cache"
+
+
+@pytest.mark.parametrize(("layout", "dims"), [("NCHW", (3, 64, 32)), ("NHWC", (64, 32, 3))])
+def test_the_profile_follows_the_graph_inputs_layout(fake_trt, layout: str, dims: tuple, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    onnx_path = export_onnx(build_model(CFG).eval(), tmp_path / f"{layout}.onnx",
+                            convention=InputConvention("uint8", layout=layout))
+    assert tuple(onnx.load(onnx_path).graph.input[0].type.tensor_type.shape.dim[i].dim_value for i in (1, 2, 3)) == dims
+    build_engine(onnx_path, tmp_path / "m.engine", environment=HERE, profile=BatchProfile(1, 4, 8))
+    (shapes,) = [c[1] for c in fake_trt.calls if c[0] == "add_optimization_profile"]
+    assert shapes == {INPUT_NAME: ((1, *dims), (4, *dims), (8, *dims))}
 
 
 def test_a_cache_that_cannot_be_saved_keeps_the_engine(fake_trt, small_onnx: Path, tmp_path: Path) -> None:

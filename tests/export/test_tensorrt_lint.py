@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from support.looks_trained import looks_trained
@@ -17,7 +18,8 @@ from calibration.quantize import QuantizeOptions, quantize_onnx
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
-from export.tensorrt_lint import lint_tensorrt
+from export.graph import with_attribute_axes
+from export.tensorrt_lint import PARSERS, lint_tensorrt, parser_of
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
 from san.data.synth import ensure_synthetic
@@ -134,7 +136,7 @@ def test_the_model_has_folded_biases_as_real_checkpoints_do(san_graphs: dict[str
 @pytest.mark.parametrize("kind", ["fp32", "fp16", "int8 tensorrt"])
 def test_exported_and_tensorrt_int8_graphs_pass(kind: str, san_graphs: dict[str, Path], capsys) -> None:
     assert san_export(["--check-tensorrt", str(san_graphs[kind])]) == 0, capsys.readouterr().out
-    assert "compatible with TensorRT's ONNX parser rules" in capsys.readouterr().out
+    assert "compatible with TensorRT 10's ONNX parser rules" in capsys.readouterr().out
 
 
 def test_the_onnxruntime_int8_graph_fails_on_uint8_and_int32_biases(san_graphs: dict[str, Path], capsys) -> None:
@@ -143,7 +145,7 @@ def test_the_onnxruntime_int8_graph_fails_on_uint8_and_int32_biases(san_graphs: 
     lines = capsys.readouterr().out.splitlines()
     biases = [line for line in lines if "dequantizes INT32 (a quantized bias)" in line]
     uint8 = [line for line in lines if "is UINT8; TensorRT quantizes to INT8" in line]
-    assert biases and uint8 and lines[-1].endswith("violation(s) of TensorRT's ONNX parser rules")
+    assert biases and uint8 and lines[-1].endswith("violation(s) of TensorRT 10's ONNX parser rules")
     assert all(line.startswith(f"{path}: ") for line in lines)
 
 
@@ -161,7 +163,7 @@ def test_trt_refuses_an_incompatible_int8_file_before_looking_for_a_gpu(
     argv = ["--ckpt", str(san_graphs["checkpoint"]), "--out", str(out), "--verify-count", "2", "--trt"]
     assert san_export([*argv, "--int8", str(san_graphs["int8 onnxruntime"])]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "TensorRT's ONNX parser would refuse it" in err and "INT32" in err
+    assert len(err.splitlines()) == 1 and "TensorRT 10's ONNX parser would refuse it" in err and "INT32" in err
     # A compatible file passes the check; then the build needs TensorRT and a GPU (exit 3 without them).
     try:
         TargetEnvironment.detect()
@@ -169,5 +171,50 @@ def test_trt_refuses_an_incompatible_int8_file_before_looking_for_a_gpu(
     except TensorRTUnavailable:
         expected = 3
     status, err = san_export([*argv, "--int8", str(san_graphs["int8 tensorrt"])]), capsys.readouterr().err
-    assert status == expected and "TensorRT's ONNX parser would refuse" not in err, err
+    assert status == expected and "ONNX parser would refuse" not in err, err
     assert expected == 0 or err.startswith("san-export: error: --trt: "), err
+
+
+def _reduce_max(opset: int, axes_as_input: bool) -> onnx.ModelProto:
+    """x [2, 3, 4] -> ReduceMax over axis 2, its axes as an input (opset 18) or an attribute (17)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    if axes_as_input:
+        node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax")
+        inits = [numpy_helper.from_array(np.array([2], np.int64), "axes")]
+    else:
+        node, inits = helper.make_node("ReduceMax", ["x"], ["y"], name="rmax", axes=[2]), []
+    model = _model([node], [x], inits)
+    model.opset_import[0].version = opset
+    return model
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("8.6.1.6", "8.6"), ("8.6", "8.6"), ("9.3.0", "8.6"), ("10.0.1", "10"), ("10.13.3.9", "10"), ("11.1.0", "11")])
+def test_a_tensorrt_version_maps_to_its_parsers_row(version: str, expected: str) -> None:
+    assert parser_of(version) is PARSERS[expected]
+
+
+@pytest.mark.parametrize("version", ["8.5.3", "7.2", "12.0", "x"])
+def test_an_unsupported_tensorrt_version_is_refused(version: str) -> None:
+    with pytest.raises(ValueError, match="supported"):
+        parser_of(version)
+
+
+def test_reduce_axes_as_an_input_fail_only_before_tensorrt_10_and_opsets_are_capped_per_release() -> None:
+    opset18 = _reduce_max(18, axes_as_input=True)
+    assert [str(v) for v in lint_tensorrt(opset18, PARSERS["10"])] == []
+    found = [str(v) for v in lint_tensorrt(opset18, PARSERS["8.6"])]
+    assert found == ["(model) (opset): ONNX opset 18: TensorRT 8.6's parser imports opsets up to 17",
+                     "rmax (ReduceMax): axes given as an input (the opset-18 form): TensorRT 8.6's parser ignores it "
+                     "and reduces over every axis, batch included; give axes as an attribute (opset 17)"]
+    assert lint_tensorrt(_reduce_max(17, axes_as_input=False), PARSERS["8.6"]) == []
+    converted = with_attribute_axes(opset18)  # what --deepstream-version 6.4 writes
+    assert lint_tensorrt(converted, PARSERS["8.6"]) == []
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (opset18, converted)]
+    assert np.array_equal(run[0], run[1]) and np.array_equal(run[0], x.max(2, keepdims=True))
+    opset21 = _reduce_max(21, axes_as_input=True)
+    assert [str(v) for v in lint_tensorrt(opset21, PARSERS["10"])] == [
+        "(model) (opset): ONNX opset 21: TensorRT 10's parser imports opsets up to 20"]
+    assert lint_tensorrt(opset21, PARSERS["11"]) == []

@@ -28,10 +28,11 @@ class NetworkDefinitionCreationFlag(enum.IntEnum):
 
 @dataclass
 class Behaviour:
-    """What the fake does: refuse CUDA, refuse the timing cache, fail to serialize it."""
+    """What the fake does: refuse CUDA, refuse or fail to read the timing cache, fail to serialize it."""
 
     cuda_fails: bool = False
     cache_mismatch: bool = False
+    cache_unreadable: bool = False  # create_timing_cache returns None for data it cannot read
     cache_serialize_fails: bool = False
     calls: list[tuple] = field(default_factory=list)
 
@@ -61,10 +62,17 @@ class _Config:
     def clear_flag(self, flag: BuilderFlag) -> None:
         self.flags.discard(flag)
 
-    def create_timing_cache(self, data: bytes) -> _Cache:
+    def create_timing_cache(self, data: bytes) -> _Cache | None:
+        if data and self.behaviour.cache_unreadable:
+            return None
         return _Cache(data, self.behaviour)
 
     def set_timing_cache(self, cache: _Cache, ignore_mismatch: bool) -> bool:
+        if cache is None:  # what the bindings do with None
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        return self._set_timing_cache(cache, ignore_mismatch)
+
+    def _set_timing_cache(self, cache: _Cache, ignore_mismatch: bool) -> bool:
         refused = bool(cache.data) and self.behaviour.cache_mismatch
         self.behaviour.calls.append(("set_timing_cache", cache.data, not refused))
         if not refused:
