@@ -1,8 +1,12 @@
 """The ``triton`` export target (``--triton REPO``): a Triton Inference Server model repository.
 
 ``REPO/<name>/config.pbtxt`` plus ``REPO/<name>/1/model.onnx`` (platform
-``onnxruntime_onnx``); with ``--trt`` also ``REPO/<name>_trt/1/model.plan`` (platform
-``tensorrt_plan``, its compute capability in ``cc_model_filenames``). Every field is
+``onnxruntime_onnx``); with ``--trt`` also ``REPO/<name>_trt/1/model_cc<major><minor>.plan``
+(platform ``tensorrt_plan``), named for the one compute capability it was built for in
+``cc_model_filenames`` and with no ``default_model_filename`` fallback: an engine runs only on
+its GPU architecture and with the TensorRT version that built it, so Triton refuses to load it
+elsewhere instead of running it. ``REPO/<name>_trt/README.txt`` names that TensorRT version,
+which the Triton release that serves it must ship. Every field is
 derived from the artifact: input name, dtype and dims (without the batch: ``max_batch_size``
 > 0) from its contract and input convention, the output's width from the embedding
 dimension, and ``max_batch_size`` is refused above the engine's profile.
@@ -73,15 +77,21 @@ def model_config(name: str, platform: str, spec: InputSpec, convention: InputCon
         "version_policy { latest { num_versions: 1 } }",
     ]
     if platform == "tensorrt_plan":
-        lines.append('default_model_filename: "model.plan"')
-        if cc_model:
-            lines.append(f'cc_model_filenames [ {{ key: "{cc_model}" value: "model.plan" }} ]')
+        lines.append(f'cc_model_filenames [ {{ key: "{cc_model}" value: "{plan_name(cc_model)}" }} ]')
     elif options.ort_tensorrt != "off":
         lines.append(
             "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
             f'parameters {{ key: "precision_mode" value: "{options.ort_tensorrt.upper()}" }} }} ] }} }}'
         )
     return "\n".join(lines) + "\n"
+
+
+def plan_name(compute_capability: str | None) -> str:
+    """The plan's file name for its compute capability ("9.0" -> ``model_cc90.plan``)."""
+    if not compute_capability or not all(part.isdigit() for part in compute_capability.split(".")):
+        raise ValueError(f"the engine's sidecar names no compute capability ({compute_capability!r}); "
+                         "build the engine again with san-export --trt on its GPU")
+    return f"model_cc{compute_capability.replace('.', '')}.plan"
 
 
 def require_within_profile(max_batch: int, profile_max: int) -> None:
@@ -108,12 +118,20 @@ def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     require_within_profile(options.max_batch, int(sidecar["profile"]["max"]))
     spec = InputSpec.from_dict(sidecar[METADATA_KEY])
     name = f"{options.name}_trt"
+    capability = sidecar.get("compute_capability")
+    plan = plan_name(capability)
     folder = repo / name
     (folder / "1").mkdir(parents=True)
-    shutil.copy2(engine, folder / "1" / "model.plan")
-    config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options,
-                          sidecar.get("compute_capability"))
+    shutil.copy2(engine, folder / "1" / plan)
+    config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options, capability)
     (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    (folder / "README.txt").write_text(f"""\
+1/{plan}: a TensorRT engine built by TensorRT {sidecar.get('tensorrt_version')} for compute capability {capability}
+({sidecar.get('gpu_name')}). Serve it with a Triton release whose TensorRT is {sidecar.get('tensorrt_version')}
+(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
+architecture Triton finds no plan for it in cc_model_filenames and refuses to load the model.
+Build again with san-export --trt on the serving machine for another GPU or TensorRT.
+""", encoding="utf-8")
     return folder
 
 

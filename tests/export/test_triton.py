@@ -71,8 +71,12 @@ def test_plan_model_names_its_engine_and_compute_capability(fake_trt, tiny: Path
     folder = write_plan_model(tmp_path / "repo", engine, TritonOptions(max_batch=32))
     config = parse(folder / "config.pbtxt")
     assert config.name == folder.name == "san_trt" and config.platform == "tensorrt_plan"
-    assert config.default_model_filename == "model.plan" and dict(config.cc_model_filenames) == {"9.0": "model.plan"}
-    assert (folder / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert dict(config.cc_model_filenames) == {"9.0": "model_cc90.plan"}
+    assert config.default_model_filename == ""  # no fallback: another GPU finds no plan rather than a wrong one
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["model_cc90.plan"]
+    assert (folder / "1" / "model_cc90.plan").read_bytes() == engine.read_bytes()
+    readme = (folder / "README.txt").read_text()
+    assert "TensorRT 10.13.0 for compute capability 9.0" in readme and "Triton release whose TensorRT is 10.13.0" in readme
     assert config.max_batch_size == 32
     spec = read_contract(tiny / "model.onnx")
     assert list(config.input[0].dims) == [3, spec.height, spec.width] and list(config.output[0].dims) == [128]
