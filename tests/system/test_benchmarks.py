@@ -77,42 +77,6 @@ def test_search_benchmark_smoke() -> None:
     assert all(0 < float(row[-1]) <= 1 and row[4].endswith("x") for row in rows.values())
 
 
-@pytest.mark.slow
-def test_ablation_smoke_resumes_without_retraining(tmp_path: Path) -> None:
-    lines = run_script("ablation.py", "--smoke", "--work", str(tmp_path))
-    rows = {row[0]: row for row in table_rows(lines, "| variant ")}
-    assert list(rows) == ["ResNet baseline", "SAN (full)"]
-    assert rows["SAN (full)"][-2] == "70.1 / 85.9"  # the paper's row, for orientation
-    assert rows["SAN (full)"][3] == "ResNet baseline"  # what its differences are measured against
-    assert rows["SAN (full)"][4] == "(one seed)" and rows["SAN (full)"][6].count("[") == 1  # paired over queries
-    masks = {row[0]: float(row[1].rstrip(" %")) for row in table_rows(lines, "| masks ")}
-    assert masks["SAN (full): deployed (threshold)"] == 100.0  # hard masks are exactly 0 or 1
-    assert 0 <= masks["SAN (full): sampled (training mode)"] <= 100
-    budget = tmp_path / "48ids-64x32-1ep"
-    assert (budget / "mask-sharpness.png").stat().st_size > 0
-    stamps = {p: p.stat().st_mtime_ns for p in budget.glob("*/seed0/model.pt")}
-    assert len(stamps) == 2
-    again = run_script("ablation.py", "--smoke", "--work", str(tmp_path))
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs are not trained again
-    assert table_rows(again, "| variant ") == table_rows(lines, "| variant ")
-    data = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-48ids-64x32").rglob("*.jpg")}
-    lines = run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds",
-                       "1", "--variants", "baseline-pretrained", "--work", str(tmp_path))
-    assert [row[0] for row in table_rows(lines, "| variant ")] == [
-        "ResNet baseline", "ResNet baseline, backbone pretrained (same cameras)"]
-    runs = tmp_path / "48ids-64x32-2ep"
-    assert json.loads((runs / "baseline" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
-    assert data and {p: p.stat().st_mtime_ns for p in data} == data  # another budget trains anew on the same data
-    pretrain = json.loads((runs / "pretrain-same-cameras" / "metrics.jsonl").read_text().splitlines()[-1])
-    made = json.loads((tmp_path / "pretraining-same-cameras-48ids-64x32" / "synth.json").read_text())["params"]
-    assert pretrain["epoch"] == 2 and made["first_pid"] == 48 + 40 + 1  # after the test set's and its twin's people
-    backbone = torch.load(runs / "pretrain-same-cameras" / "backbone.pth", weights_only=True)
-    torchvision.models.resnet18(num_classes=1).load_state_dict(  # torchvision's own layout, all but fc
-        {**backbone, "fc.weight": torch.zeros(1, 512), "fc.bias": torch.zeros(1)})
-    started = torch.load(runs / "baseline-pretrained" / "seed0" / "model.pt", weights_only=True)
-    assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain-same-cameras" / "backbone.pth")
-
-
 def ablation_module():
     """benchmarks/ablation.py as a module (it imports its sibling ``common``)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -140,20 +104,20 @@ def test_paired_analysis_over_seeds_matches_a_hand_computation() -> None:
 
 
 @pytest.mark.slow
-def test_ablation_selects_on_the_twin_split_then_decides_on_the_test_split(tmp_path: Path) -> None:
-    work = ["--smoke", "--seeds", "2", "--work", str(tmp_path)]
-    lines = run_script("ablation.py", "--select", "--variants", "baseline", "san", "san-nearest-warmup", *work)
+def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_retrains(tmp_path: Path) -> None:
+    work = ["--smoke", "--work", str(tmp_path)]
+    lines = run_script("ablation.py", "--select", "--seeds", "2", "--variants", "baseline", "san",
+                       "san-nearest-warmup", *work)
     runs = tmp_path / "48ids-64x32-1ep"
     assert not list(runs.rglob("scores.npz"))  # the test split is not scored while choosing
     chosen = json.loads((runs / "selection.json").read_text())["chosen"]
     assert chosen in ("san", "san-nearest-warmup") and any(line.startswith("selection on the held-out") for line in lines)
     record = json.loads((runs / "san-nearest-warmup" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["validation"]) == {"mAP", "rank1"} and set(record["masks"]) == {"1", "2", "3", "4"}
-    health = table_rows(lines, "| epoch ")
-    assert [row[1] for row in health] == ["san", "san-nearest-warmup"]
+    assert [row[1] for row in table_rows(lines, "| epoch ")] == ["san", "san-nearest-warmup"]
     assert (runs / "mask-health.png").stat().st_size > 0
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/model.pt")}
-    lines = run_script("ablation.py", "--decide", *work)
+    lines = run_script("ablation.py", "--decide", "--seeds", "2", *work)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the chosen runs are reused, not retrained
     decision = {row[0]: row for row in table_rows(lines, "| metric ")}
     assert list(decision) == ["mAP", "rank-1"] and decision["mAP"][6] == "+2.2"
@@ -162,9 +126,40 @@ def test_ablation_selects_on_the_twin_split_then_decides_on_the_test_split(tmp_p
     maps = [[100 * r["mAP"] for r in per_seed[name]] for name in ("baseline", chosen)]
     expected = ablation_module().paired_over_seeds(*maps)
     assert decision["mAP"][3] == f"{expected.delta:+.2f} [{expected.low:+.2f}, {expected.high:+.2f}]"
-    deployment = [row[0] for row in table_rows(lines, "| deployment ")]
-    assert deployment == ["sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
-                          "deployed 0.5, BatchNorm re-estimated"]
+    assert [row[0] for row in table_rows(lines, "| deployment ")] == [
+        "sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold", "deployed 0.5, BatchNorm re-estimated"]
+
+    lines = run_script("ablation.py", *work)  # the plain smoke: baseline and SAN, seed 0, already trained
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    rows = {row[0]: row for row in table_rows(lines, "| variant ")}
+    assert list(rows) == ["ResNet baseline", "SAN (full)"]
+    assert rows["SAN (full)"][-2] == "70.1 / 85.9"  # the paper's row, for orientation
+    assert rows["SAN (full)"][3] == "ResNet baseline"  # what its differences are measured against
+    assert rows["SAN (full)"][4] == "(one seed)" and rows["SAN (full)"][6].count("[") == 1  # paired over queries
+    masks = {row[0]: float(row[1].rstrip(" %")) for row in table_rows(lines, "| masks ")}
+    assert masks["SAN (full): deployed (threshold)"] == 100.0  # hard masks are exactly 0 or 1
+    assert 0 <= masks["SAN (full): sampled (training mode)"] <= 100
+    assert (runs / "mask-sharpness.png").stat().st_size > 0
+    again = run_script("ablation.py", *work)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs are not trained again
+    assert table_rows(again, "| variant ") == table_rows(lines, "| variant ")
+
+    data = {p: p.stat().st_mtime_ns for p in (tmp_path / "synthetic-48ids-64x32").rglob("*.jpg")}
+    lines = run_script("ablation.py", "--ids", "48", "--height", "64", "--width", "32", "--epochs", "2", "--seeds",
+                       "1", "--variants", "baseline-pretrained", "--work", str(tmp_path))
+    assert [row[0] for row in table_rows(lines, "| variant ")] == [
+        "ResNet baseline", "ResNet baseline, backbone pretrained (same cameras)"]
+    runs = tmp_path / "48ids-64x32-2ep"
+    assert json.loads((runs / "baseline" / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
+    assert data and {p: p.stat().st_mtime_ns for p in data} == data  # another budget trains anew on the same data
+    pretrain = json.loads((runs / "pretrain-same-cameras" / "metrics.jsonl").read_text().splitlines()[-1])
+    made = json.loads((tmp_path / "pretraining-same-cameras-48ids-64x32" / "synth.json").read_text())["params"]
+    assert pretrain["epoch"] == 2 and made["first_pid"] == 48 + 40 + 1  # after the test set's and its twin's people
+    backbone = torch.load(runs / "pretrain-same-cameras" / "backbone.pth", weights_only=True)
+    torchvision.models.resnet18(num_classes=1).load_state_dict(  # torchvision's own layout, all but fc
+        {**backbone, "fc.weight": torch.zeros(1, 512), "fc.bias": torch.zeros(1)})
+    started = torch.load(runs / "baseline-pretrained" / "seed0" / "model.pt", weights_only=True)
+    assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain-same-cameras" / "backbone.pth")
 
 
 @pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
