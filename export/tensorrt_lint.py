@@ -11,8 +11,10 @@ The rules come from the parser's documentation and importers (onnx-tensorrt, Ten
 - QuantizeLinear/DequantizeLinear: an int8, fp8 or int4 zero point that is a constant of
   zeros (TensorRT quantizes symmetrically only; a uint8 zero point is read as int8, which
   wraps every value above 127), a constant scale whose coefficients are all positive, and
-  for a per-axis scale a valid axis whose dimension equals the scale's length (axis 0 for
-  weights: per output channel of a Conv kernel);
+  for a per-axis scale a valid axis whose dimension equals the scale's length, on constant
+  weights only (any axis: NVIDIA's own quantizer puts ConvTranspose weights on axis 1;
+  activations are quantized per tensor). A missing zero point is not refused: the parser
+  then quantizes to INT8 with zero point 0;
 - UINT8 only as a network input (or output), and an input only feeds a Cast;
 - inputs the parser reads at build time are constants: ``axes`` of the Reduce ops, Slice,
   Squeeze, Unsqueeze and Pad, ``axis`` of CumSum, ``depth`` of OneHot;
@@ -181,7 +183,8 @@ class _Graph:
         for node in graph.node:  # constants passed through Identity, as the parser follows them
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
-        self.consumers = GraphIndex(graph).consumers
+        index = GraphIndex(graph)
+        self.consumers, self.producer = index.consumers, index.producer
 
     def type_name(self, tensor: str) -> str | None:
         code = self.types.get(tensor, TensorProto.UNDEFINED)
@@ -278,11 +281,7 @@ def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
     elif not (np.asarray(scale, dtype=np.float64) > 0).all():
         yield f"scale {node.input[1]!r} has coefficients <= 0; TensorRT needs every scale positive"
     zero_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    output_dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
-    if zero_name is None:
-        if quantize and output_dtype in (0, TensorProto.UINT8):
-            yield "no zero point: ONNX quantizes to UINT8 by default; TensorRT quantizes to INT8 (give an int8 zero point of 0)"
-    else:
+    if zero_name is not None:  # without one the parser quantizes to INT8 with zero point 0
         zero_type = g.type_name(zero_name)
         if zero_type not in _QUANTIZED:
             yield (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or INT4 only "
@@ -310,9 +309,12 @@ def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[st
         return
     if shape[axis] not in (None, scale_size):
         yield f"per-axis scale of {scale_size} values, but dimension {axis} of the input has {shape[axis]}"
-    if node.op_type == "DequantizeLinear" and node.input[0] in g.constants and axis % rank != 0:
-        yield (f"weights quantized per channel on axis {axis}: TensorRT takes per-channel weight scales on "
-               "axis 0 (the output channels of a Conv kernel)")
+    source = g.producer.get(node.input[0])
+    weights = node.input[0] in g.constants or (
+        source is not None and source.op_type == "QuantizeLinear" and source.input[0] in g.constants)
+    if not weights:
+        yield (f"activations quantized per channel (a scale of {scale_size} values on axis {axis}): TensorRT "
+               "quantizes activations per tensor only")
 
 
 def _input_rules(g: _Graph) -> Iterator[tuple[str, str]]:

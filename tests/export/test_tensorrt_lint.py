@@ -55,6 +55,16 @@ def _rules(model: onnx.ModelProto) -> list[str]:
 def test_symmetric_int8_qdq_passes() -> None:
     assert _rules(_qdq(np.array(0, np.int8), np.array(0.1, np.float32))) == []
     assert _rules(_qdq(np.zeros(3, np.int8), np.full(3, 0.1, np.float32), axis=0, weights=True)) == []
+    # Weights per channel on axis 1 (NVIDIA's quantizer does so for ConvTranspose): the size matches, so it passes.
+    assert _rules(_qdq(np.zeros(2, np.int8), np.full(2, 0.1, np.float32), axis=1, weights=True)) == []
+
+
+def test_a_missing_zero_point_is_not_a_refusal() -> None:
+    """The parser quantizes to INT8 with zero point 0 when none is given."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="dq")]
+    assert _rules(_model(nodes, [x], [numpy_helper.from_array(np.array(0.1, np.float32), "s")])) == []
 
 
 @pytest.mark.parametrize(("case", "expected"), [
@@ -62,7 +72,7 @@ def test_symmetric_int8_qdq_passes() -> None:
     ("non-zero zero point", "q (QuantizeLinear): zero point 'z' is not 0"),
     ("negative scale", "q (QuantizeLinear): scale 's' has coefficients <= 0"),
     ("int32 bias", "dq (DequantizeLinear): dequantizes INT32"),
-    ("weights on axis 1", "dq (DequantizeLinear): weights quantized per channel on axis 1"),
+    ("activations per channel", "q (QuantizeLinear): activations quantized per channel (a scale of 3 values on axis 1)"),
     ("axis outside the rank", "dq (DequantizeLinear): axis 4 is outside the input's rank 4"),
     ("scale length", "dq (DequantizeLinear): per-axis scale of 5 values, but dimension 0 of the input has 3"),
 ])
@@ -75,7 +85,7 @@ def test_each_qdq_rule_names_the_node(case: str, expected: str) -> None:
             [helper.make_node("DequantizeLinear", ["b", "s"], ["y"], name="dq", axis=0)], [],
             [numpy_helper.from_array(np.arange(3, dtype=np.int32), "b"),
              numpy_helper.from_array(np.full(3, 0.01, np.float32), "s")]),
-        "weights on axis 1": lambda: _qdq(np.zeros(2, np.int8), np.full(2, 0.1, np.float32), axis=1, weights=True),
+        "activations per channel": lambda: _qdq(np.zeros(3, np.int8), np.full(3, 0.1, np.float32), axis=1),
         "axis outside the rank": lambda: _qdq(np.zeros(3, np.int8), np.full(3, 0.1, np.float32), axis=4, weights=True),
         "scale length": lambda: _qdq(np.zeros(5, np.int8), np.full(5, 0.1, np.float32), axis=0, weights=True),
     }[case]()
