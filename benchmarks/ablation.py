@@ -4,10 +4,23 @@ Every variant trains under one budget (the ``cpu-demo`` preset: ResNet-18 at 128
 K=4, Adam, the same synthetic data, augmentation and epochs) with several seeds, and is
 scored on the same test split with deterministic masks::
 
-    python benchmarks/ablation.py --quick     # 3 variants x 3 seeds x 12 epochs: the README table
+    python benchmarks/ablation.py --select    # choose SAN's configuration on the held-out twin split
+    python benchmarks/ablation.py --decide    # then the pre-registered test: 8 seed pairs, test split once
+    python benchmarks/ablation.py --quick     # 3 variants x 3 seeds x 12 epochs
     python benchmarks/ablation.py             # 9 variants x 5 seeds x 30 epochs (a GPU: --device cuda)
     python benchmarks/ablation.py --smoke     # a tiny pair, one epoch: it runs
     python benchmarks/ablation.py --variants san-pretrained san-block-1 --seeds 3 --epochs 12  # candidates
+
+The decision is pre-registered. ``--select`` trains the candidates (the baseline, SAN with the
+sparse and the nearest context-unit upsampling, and nearest with a mask warm-up; 2 seeds) and
+scores only the held-out twin split (other people, the same cameras), every ``--val-every``
+epochs: the validation curves, mask health over epochs, whether the baseline's curve has
+flattened, and the choice (the highest mean validation mAP) in ``selection.json``. ``--decide``
+then trains the baseline and the chosen configuration on 8 seeds each (the selection's seeds
+are reused: same seed, same data order, augmentation and initialisation), scores the test split
+once, and reports the paired differences over seeds with their 95 % t-intervals, the smallest
+effect the design detects with 80 % power, and the verdict against the paper's +2.2 mAP:
+supported (lower bound > 0), contradicted (upper bound < 2.2) or unresolved.
 
 The candidates ask why SAN may trail the baseline at this budget; they are documented options,
 never the defaults, each compared with full SAN. ``*-pretrained`` variants start their backbone
@@ -16,14 +29,15 @@ ImageNet; SAN's is compared with the baseline pretrained the same way. The set i
 same cameras (``same-cameras``), or by other ones (``other-cameras``: the generator's next seed).
 
 Per variant: mAP and rank-1 as mean and 95 % t-interval over seeds; the difference to the row
-it is measured against (the baseline, unless said otherwise) as a Welch interval over seeds
-(the verdict: distinguishable from seed noise when it excludes 0) and paired over queries, as
-``san-parity`` pairs them, on each query's AP and rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the
-first seed's sharp and soft models, sampled and deployed, and what the deterministic masks
-cost: the sampled masks (mean of 3 draws) against the deployed ones at 0.5 and at the
-threshold ``san-calibrate threshold`` picks on the test split, measured on a held-out twin
-split (other people, the same cameras). Runs resume: a finished variant/seed of the same
-budget (ids, image size, epochs) is never trained or scored again.
+it is measured against (the baseline, unless said otherwise) paired over seeds (runs of one
+seed share data order, augmentation and initialisation), with the smallest effect that many
+pairs detect, and paired over queries, as ``san-parity`` pairs them, on each query's AP and
+rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the first
+seed's sharp and soft models, sampled and deployed, and what the deterministic masks cost on
+the test split: the sampled masks (mean of 3 draws) against the deployed ones at 0.5, at the
+threshold ``san-calibrate threshold`` picks on the twin split, and at 0.5 after ``san-calibrate
+bn`` re-estimates BatchNorm under them. Runs resume: a finished variant/seed of the same budget
+(ids, image size, epochs) is never trained or scored again.
 """
 
 from __future__ import annotations
@@ -672,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
+    for option in ("val_every", "mask_seeds", "bn_images", "seeds", "epochs"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     plan = SELECT if args.select else DECIDE if args.decide else QUICK if args.quick else SMOKE if args.smoke else FULL
     args.variants = args.variants or plan["variants"]
     args.seeds = args.seeds or plan["seeds"]
