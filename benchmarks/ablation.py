@@ -693,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = args.variants or plan["variants"]
     args.seeds = args.seeds or plan["seeds"]
     args.epochs = args.epochs or plan["epochs"]
+    if args.decide and args.seeds < 2:
+        parser.error(f"--decide pairs runs over seeds: --seeds must be at least 2, got {args.seeds}")
     layout = Layout.of(args)
     chosen = chosen_variant(layout) if args.decide else None
     args.variants = ["baseline", chosen] if chosen else with_baselines(args.variants)
