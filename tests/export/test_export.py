@@ -396,35 +396,37 @@ def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
     np.testing.assert_allclose(onnx_out, at_060, atol=1e-4)
 
 
-def test_nearest_context_units_export_as_one_conv_transpose_verify_pass_the_lint_and_quantize(tmp_path: Path) -> None:
-    """cu_upsample nearest: each context unit's upsampling is one ConvTranspose (2x2 kernel, stride 2,
-    the 1x1 weight in all four taps), the file verifies block by block against PyTorch, TensorRT's
-    parser rules hold for fp32 and the TensorRT INT8 file, and onnxruntime runs that INT8 file."""
+@pytest.mark.parametrize(("upsample", "kernel"), [("sparse", 1), ("nearest", 2)])
+def test_both_context_unit_upsamplings_export_verify_pass_the_lint_and_quantize(upsample: str, kernel: int,
+                                                                               tmp_path: Path) -> None:
+    """Each context unit's upsampling is one ConvTranspose of stride 2: sparse with the 1x1 weight,
+    nearest with a 2x2 kernel whose four taps are the 1x1 weight. The fp32 and fp16 files verify
+    block by block against PyTorch, an input convention computes the same embeddings, TensorRT's
+    parser rules hold for fp32, fp16 and the TensorRT INT8 file, and onnxruntime runs that INT8 file."""
     from calibration.quantize import QuantizeOptions, quantize_onnx
     from export.tensorrt_lint import lint_tensorrt_file
 
     torch.manual_seed(0)
-    model = _trained(build_model(replace(CFG, cu_upsample="nearest")))
-    path = export_onnx(model, tmp_path / "nearest.onnx")
+    model = _trained(build_model(replace(CFG, cu_upsample=upsample)))
+    path = export_onnx(model, tmp_path / f"{upsample}.onnx")
     graph = onnx.load(path).graph
     ups = [n for n in graph.node if n.op_type == "ConvTranspose"]
-    assert len(ups) == 3
-    for node in ups:
-        attrs = {a.name: list(a.ints) for a in node.attribute if a.ints}
-        assert attrs.get("strides") == [2, 2] and attrs.get("kernel_shape", [2, 2]) == [2, 2], attrs
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    assert len(ups) == 3
     for node, block in zip(ups, ("1", "2", "3")):
+        attrs = {a.name: list(a.ints) for a in node.attribute if a.ints}
+        assert attrs.get("strides") == [2, 2], attrs
         w = weights[node.input[1]]
         one = model.attention[block].context.up.weight.detach().numpy()
-        assert w.shape == (*one.shape[:2], 2, 2) and np.array_equal(w, np.broadcast_to(one, w.shape))
+        assert w.shape == (*one.shape[:2], kernel, kernel) and np.array_equal(w, np.broadcast_to(one, w.shape))
     images = synthetic_images(model.spec, 5, seed=2)
     report = verify_onnx(model, path, images)
     assert report.passed and [b.stage for b in report.blocks] == list(STAGES), report.render()
     assert lint_tensorrt_file(path) == []
-    half = export_onnx(model, tmp_path / "nearest.fp16.onnx", precision="fp16")
+    half = export_onnx(model, tmp_path / f"{upsample}.fp16.onnx", precision="fp16")
     assert verify_onnx(model, half, images, kind="fp16").passed and lint_tensorrt_file(half) == []
     convention = InputConvention("float32", "BGR", "NHWC")  # as a deployment target may take it
-    adapted = export_onnx(model, tmp_path / "nearest.bgr.onnx", convention=convention)
+    adapted = export_onnx(model, tmp_path / f"{upsample}.bgr.onnx", convention=convention)
     session = ort.InferenceSession(str(adapted), providers=["CPUExecutionProvider"])
     bgr = np.ascontiguousarray(images[:, ::-1].transpose(0, 2, 3, 1)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {INPUT_NAME: bgr})[0], model(torch.from_numpy(images)).detach().numpy(),
@@ -433,7 +435,7 @@ def test_nearest_context_units_export_as_one_conv_transpose_verify_pass_the_lint
     images.mkdir()
     for i, array in enumerate(synthetic_images(model.spec, 8, seed=7)):
         Image.fromarray(array.transpose(1, 2, 0)).save(images / f"{i}.png")
-    int8 = quantize_onnx(path, sorted(images.iterdir()), tmp_path / "nearest.trt.int8.onnx",
+    int8 = quantize_onnx(path, sorted(images.iterdir()), tmp_path / f"{upsample}.trt.int8.onnx",
                          options=QuantizeOptions(target="tensorrt", batch_size=4, progress=False)).out
     assert lint_tensorrt_file(int8) == []
     batch = synthetic_images(model.spec, 6, seed=9)[2:]  # structured ones: a constant image has no mask to speak of
