@@ -123,6 +123,7 @@ def check_tensorrt(path: Path, release: str | None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, then write every requested target in order; the exit status."""
     from san.checkpoint import load_checkpoint
+    from san.output_guard import refuse_overwriting_inputs
     from san.rules import RULES, override_rules
 
     from export.target_onnx import convention
@@ -135,12 +136,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
     for cls in target_classes():
         cls.check_arguments(args)
+    inputs = {name: path for name, path in (("--ckpt", args.ckpt), ("--int8", args.int8),
+                                            ("--verify-images", args.verify_images)) if path is not None}
+    onnx_out = args.out or args.ckpt.with_suffix(".onnx")
+    for option, output in (("--out", onnx_out), ("--engine", args.engine), ("--deepstream", args.deepstream),
+                           ("--triton", args.triton), ("--boxmot", args.boxmot)):
+        if output is not None:  # a folder target with --overwrite would delete what it holds
+            refuse_overwriting_inputs(output, inputs, option)
     model, meta = load_checkpoint(args.ckpt)
     if args.verify_images:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
         images = synthetic_images(meta.spec, args.verify_count)
-    job = ExportJob(args, model, meta, images, rules, args.out or args.ckpt.with_suffix(".onnx"), convention(args),
+    job = ExportJob(args, model, meta, images, rules, onnx_out, convention(args),
                     log=lambda message: print(f"san-export: note: {message}", file=sys.stderr))
     for target in targets:
         status = target.write(job)

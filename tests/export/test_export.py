@@ -443,3 +443,29 @@ def test_both_context_unit_upsamplings_export_verify_pass_the_lint_and_quantize(
     reference = model(torch.from_numpy(batch)).detach().numpy()
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9, cosine
+
+
+@pytest.mark.parametrize("case", ["--out is the checkpoint", "folder target holds the checkpoint",
+                                  "folder target is the verification images"])
+def test_no_output_replaces_or_deletes_an_input(case: str, random_model: SAN, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "model.pt", random_model)
+    (run / "notes.txt").write_text("mine")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(synthetic_images(random_model.spec, 1)[0].transpose(1, 2, 0)).save(images / "a.png")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    base = ["--ckpt", str(run / "model.pt"), "--verify-images", str(images)]
+    argv, named = {
+        "--out is the checkpoint": ([*base, "--out", str(run / ".." / "run" / "model.pt")], "--out"),
+        "folder target holds the checkpoint": ([*base, "--out", str(tmp_path / "m.onnx"), "--deepstream", str(run),
+                                                "--overwrite"], "--deepstream"),
+        "folder target is the verification images": ([*base, "--out", str(tmp_path / "m.onnx"), "--triton",
+                                                      str(images), "--overwrite"], "--triton"),
+    }[case]
+    assert san_export(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {named} " in err[0] and "choose another output path" in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
