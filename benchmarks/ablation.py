@@ -398,7 +398,8 @@ def validation_curve(out: Path) -> dict[int, float]:
 
 def selection(args: argparse.Namespace, layout: Layout, names: list[str]) -> tuple[str, str]:
     """Choose SAN's configuration on the held-out twin split (the test split is never scored):
-    the SAN candidate with the highest mean validation mAP at the last epoch. Also whether the
+    the SAN candidate with the highest mean validation mAP at the last epoch (mask health: the
+    last epoch, mean over seeds). Also whether the
     baseline's validation mAP has flattened at this budget: its change over the last quarter of
     the epochs is below its seed noise (SD over seeds at the last epoch). The report and the choice."""
     seeds = range(args.seeds)
@@ -406,15 +407,16 @@ def selection(args: argparse.Namespace, layout: Layout, names: list[str]) -> tup
     rows = []
     for name in names:
         (m, h) = t_interval(final[name])
-        last = read_metrics(layout.runs / name / "seed0")[-1]
-        masks = last.get("masks", {})
+        last = [read_metrics(layout.runs / name / f"seed{k}")[-1] for k in seeds]
+        health = _mean_health(last) if "masks" in last[0] else {"masks": {}}
+        masks = health["masks"].values()
+        active = float(np.mean([r["triplets"]["active"] for r in last]))
         against = "san" if name != "san" and VARIANTS[name].model.get("attention") != "none" else None
         delta = _seed_cell(paired_over_seeds(final[against], final[name])) if against and args.seeds > 1 else ""
         rows.append([VARIANTS[name].label, f"{m:.2f} ± {fmt(h, 2)}", delta,
-                     " / ".join(f"{f['mean_m']:.2f}" for f in masks.values()),
-                     " / ".join(f"{100 * (f['m_below_0.1'] + f['m_above_0.9']):.0f}" for f in masks.values()),
-                     " / ".join(f"{f['gap_to_deployed']:.2f}" for f in masks.values() if "gap_to_deployed" in f),
-                     f"{100 * last['triplets']['active']:.0f}"])
+                     " / ".join(f"{f['mean_m']:.2f}" for f in masks),
+                     " / ".join(f"{100 * f['sharp']:.0f}" for f in masks),
+                     " / ".join(f"{f['gap_to_deployed']:.2f}" for f in masks), f"{100 * active:.0f}"])
     candidates = [n for n in names if VARIANTS[n].model.get("attention") != "none"]
     chosen = max(candidates, key=lambda n: float(np.mean(final[n])))
     text = [f"selection on the held-out twin split ({args.seeds} seeds, epoch {args.epochs}); the test split is "
