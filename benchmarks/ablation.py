@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -53,15 +52,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from common import fmt, load_average, markdown_table, parse_args
+from seed_stats import SeedPaired, paired_over_seeds, t_interval
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
 
 if TYPE_CHECKING:
     from san.data.synth import SynthParams
-
-#: Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: the normal's 1.96).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 @dataclass(frozen=True)
@@ -116,6 +112,8 @@ FULL = {"variants": PAPER_VARIANTS, "seeds": 5, "epochs": 30}
 SELECT = {"variants": ["baseline", "san", "san-nearest", "san-nearest-warmup"], "seeds": 2, "epochs": 12}
 DECIDE = {"variants": [], "seeds": 8, "epochs": 12}
 SMOKE = {"variants": ["baseline", "san"], "seeds": 1, "epochs": 1}
+#: SAN's gain over the ResNet baseline in the paper (Table I, Market-1501), in points.
+PAPER_GAIN = {"mAP": 70.1 - 67.9, "rank-1": 85.9 - 84.0}
 #: --smoke's budget, with any plan: one epoch on 48 ids at 64x32.
 TINY = {"epochs": 1, "ids": 48, "height": 64, "width": 32}
 
@@ -140,66 +138,6 @@ class Layout:
     def pretraining(self, kind: str) -> Path:
         """The ``kind`` pretraining set, ``same-cameras`` or ``other-cameras`` (:func:`pretrained_backbone`)."""
         return self.test.parent / f"pretraining-{kind}-{self.data}"
-
-
-#: One-sided 80 % Student t quantiles by degrees of freedom (df > 30: the normal's 0.842), the
-#: power term of the smallest detectable effect.
-T80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879,
-       12: 0.873, 15: 0.866, 20: 0.860, 30: 0.854}
-#: SAN's gain over the ResNet baseline in the paper (Table I, Market-1501), in points.
-PAPER_GAIN = {"mAP": 70.1 - 67.9, "rank-1": 85.9 - 84.0}
-
-
-def _quantile(table: dict[int, float], df: float, beyond: float) -> float:
-    """``table`` at ``df`` rounded down to a listed df (the conservative side); ``beyond`` above 30."""
-    return table[max(k for k in table if k <= max(1, int(df)))] if df <= 30 else beyond
-
-
-def t975(df: float) -> float:
-    """The 95 % two-sided Student t quantile for ``df`` degrees of freedom."""
-    return _quantile(T975, df, 1.96)
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and 95 % half-width of ``values`` (Student t; NaN for a single value)."""
-    n, mean = len(values), float(np.mean(values))
-    if n < 2:
-        return mean, float("nan")
-    return mean, t975(n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
-
-
-@dataclass(frozen=True)
-class SeedPaired:
-    """``b - a`` over seeds run in pairs (the same seed: data order, augmentation, initialisation):
-    the mean difference, its 95 % t-interval, the SD of the differences, and the smallest true
-    difference a two-sided 5 % paired t-test of this many pairs detects with 80 % power."""
-
-    delta: float
-    low: float
-    high: float
-    sd: float
-    pairs: int
-    detectable: float
-
-    def verdict(self, claimed: float) -> str:
-        """``supported`` (lower bound > 0), ``contradicted at +claimed`` (upper bound below it) or
-        ``unresolved``."""
-        if self.low > 0:
-            return "supported"
-        if self.high < claimed:
-            return f"contradicted at {claimed:+.1f}"
-        return "unresolved"
-
-
-def paired_over_seeds(a: list[float], b: list[float]) -> SeedPaired:
-    """:class:`SeedPaired` of ``b[i] - a[i]`` (one pair per seed; at least two pairs)."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"a paired interval over seeds needs two or more pairs, got {len(a)} and {len(b)} runs")
-    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    n, sd = len(d), float(np.std(d, ddof=1))
-    mean, scale = float(d.mean()), sd / math.sqrt(len(d))
-    half = t975(n - 1) * scale
-    return SeedPaired(mean, mean - half, mean + half, sd, n, (t975(n - 1) + _quantile(T80, n - 1, 0.842)) * scale)
 
 
 # -- one run ------------------------------------------------------------------------------------

@@ -77,30 +77,30 @@ def test_search_benchmark_smoke() -> None:
     assert all(0 < float(row[-1]) <= 1 and row[4].endswith("x") for row in rows.values())
 
 
-def ablation_module():
-    """benchmarks/ablation.py as a module (it imports its sibling ``common``)."""
+def stats_module():
+    """benchmarks/seed_stats.py, the ablation's statistics."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import ablation
+        import seed_stats
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return ablation
+    return seed_stats
 
 
 def test_paired_analysis_over_seeds_matches_a_hand_computation() -> None:
     """Three seed pairs with differences 1, 2, 3: mean 2, SD 1, t(0.975, 2) = 4.303, t(0.80, 2) =
     1.061, so the interval is 2 -+ 4.303 / sqrt 3 = [-0.484, 4.484] and the smallest effect
     detected with 80 % power is (4.303 + 1.061) / sqrt 3 = 3.097."""
-    ablation = ablation_module()
-    d = ablation.paired_over_seeds([10.0, 20.0, 30.0], [11.0, 22.0, 33.0])
+    stats = stats_module()
+    d = stats.paired_over_seeds([10.0, 20.0, 30.0], [11.0, 22.0, 33.0])
     assert (d.delta, d.sd, d.pairs) == (pytest.approx(2.0), pytest.approx(1.0), 3)
     assert d.low == pytest.approx(2 - 4.303 / 3**0.5) and d.high == pytest.approx(2 + 4.303 / 3**0.5)
     assert d.detectable == pytest.approx((4.303 + 1.061) / 3**0.5)
     assert d.verdict(2.2) == "unresolved"
-    assert ablation.paired_over_seeds([0.0] * 8, [3.0, 4, 5, 3, 4, 5, 3, 4]).verdict(2.2) == "supported"
-    assert ablation.paired_over_seeds([0.0] * 8, [-1.0, 0, 1, 0, -1, 1, 0, 0]).verdict(2.2) == "contradicted at +2.2"
+    assert stats.paired_over_seeds([0.0] * 8, [3.0, 4, 5, 3, 4, 5, 3, 4]).verdict(2.2) == "supported"
+    assert stats.paired_over_seeds([0.0] * 8, [-1.0, 0, 1, 0, -1, 1, 0, 0]).verdict(2.2) == "contradicted at +2.2"
     with pytest.raises(ValueError, match="two or more pairs"):
-        ablation.paired_over_seeds([1.0], [2.0])
+        stats.paired_over_seeds([1.0], [2.0])
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_
     assert decision["mAP"][7] in ("supported", "unresolved", "contradicted at +2.2")
     per_seed = json.loads((runs / "ablation.json").read_text())
     maps = [[100 * r["mAP"] for r in per_seed[name]] for name in ("baseline", chosen)]
-    expected = ablation_module().paired_over_seeds(*maps)
+    expected = stats_module().paired_over_seeds(*maps)
     assert decision["mAP"][3] == f"{expected.delta:+.2f} [{expected.low:+.2f}, {expected.high:+.2f}]"
     assert [row[0] for row in table_rows(lines, "| deployment ")] == [
         "sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold", "deployed 0.5, BatchNorm re-estimated"]
