@@ -35,8 +35,8 @@ pairs detect, and paired over queries, as ``san-parity`` pairs them, on each que
 rank-1 hit averaged over the seeds. Then the mask-sharpness histogram (Fig. 2(b)) of the first
 seed's sharp and soft models, sampled and deployed, and what the deterministic masks cost on
 the test split: the sampled masks (mean of 3 draws) against the deployed ones at 0.5, at the
-threshold ``san-calibrate threshold`` picks on the twin split, and at 0.5 after ``san-calibrate
-bn`` re-estimates BatchNorm under them. Runs resume: a finished variant/seed of the same budget
+threshold ``san-calibrate threshold`` picks on the twin split, and at 0.5 after BatchNorm is
+re-estimated under them (``calibration.batchnorm``). Runs resume: a finished variant/seed of the same budget
 (ids, image size, epochs) is never trained or scored again.
 """
 
@@ -454,7 +454,7 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
     """What the deterministic masks cost, on the test split, for the first ``--mask-seeds`` seeds of
     ``name``: the sampled masks (mean of 3 draws), the deployed ones at 0.5, at the threshold
     ``san-calibrate threshold`` picks on the held-out twin split, and at 0.5 after re-estimating
-    BatchNorm with them on ``--bn-images`` training images (``san-calibrate bn``). Differences to
+    BatchNorm with them on ``--bn-images`` training images. Differences to
     the deployed masks at 0.5, paired over seeds and over queries (AP averaged over the seeds)."""
     import torch
 

@@ -9,21 +9,20 @@ threshold and the contract are untouched. The running statistics are the plain a
 all batches (momentum None), as ``torch.optim.swa_utils.update_bn`` computes them; that helper
 is not used because it puts the whole model in training mode, which would sample the masks.
 
-:func:`recalibrate_checkpoint` does it for a checkpoint and writes a new one whose ``extra``
-says so (``bn_reestimation``: the images, how they were drawn, the source's sha256).
+It is a measurement (``benchmarks/ablation.py``'s deployed-mask comparison), not a command:
+at the ``cpu-demo`` budget it recovers none of the gap between sampled and deployed masks
+(docs/ablation.md, "What the deterministic masks cost").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from san.checkpoint import load_checkpoint, save_checkpoint
 from san.model.network import SAN
 from san.preprocess import load_image
 
@@ -56,14 +55,3 @@ def reestimate_batchnorm(model: SAN, images: Sequence[str | Path], batch_size: i
         model.eval()
     return len(images)
 
-
-def recalibrate_checkpoint(ckpt: str | Path, images: Sequence[Path], out: str | Path,
-                           sampling: dict[str, Any]) -> int:
-    """:func:`reestimate_batchnorm` on the checkpoint ``ckpt``, written to ``out`` with its training
-    state and contract unchanged and ``extra["bn_reestimation"]`` (``sampling``, the source's sha256)."""
-    model, meta = load_checkpoint(ckpt)
-    seen = reestimate_batchnorm(model, images)
-    provenance = {**sampling, "source_sha256": meta.sha256, "masks": "deployed",
-                  "mask_threshold": model.spec.mask_threshold}
-    save_checkpoint(out, model, training=meta.training, extra={**meta.extra, "bn_reestimation": provenance})
-    return seen

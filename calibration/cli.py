@@ -1,4 +1,4 @@
-"""``san-calibrate``: INT8 Q/DQ quantization of an exported SAN, mask-threshold calibration and BatchNorm re-estimation."""
+"""``san-calibrate``: INT8 Q/DQ quantization of an exported SAN, and mask-threshold calibration."""
 
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ Make an exported SAN run in INT8, without calibrating on the test set.
 
   san-calibrate --onnx model.onnx --images DIR [...]      (the default command: quantize)
   san-calibrate threshold --ckpt model.pt --dataset ...  (pick the deterministic mask threshold)
-  san-calibrate bn --ckpt model.pt --images DIR ...       (BatchNorm statistics under the deployed masks)
 
 Typical order: train -> `san-calibrate threshold` (optional; writes model.thr.pt) ->
 `san-export --ckpt model.thr.pt` -> `san-calibrate --onnx model.onnx ...` ->
 `san-export --ckpt model.thr.pt --trt --int8 model.trt.int8.onnx` on a GPU box (quantized
 with --target tensorrt).
-Run `san-calibrate COMMAND --help` (quantize, threshold, bn) for the options.
+Run `san-calibrate COMMAND --help` (quantize, threshold) for the options.
 """
 
 QUANTIZE_DESCRIPTION = """\
@@ -91,32 +90,14 @@ Example:
       --out runs/demo/model.thr.pt
 """
 
-BN_DESCRIPTION = """\
-SAN collects its BatchNorm statistics in training, under sampled masks; deployment feeds
-the hard masks 1[pi > threshold], whose mean differs, so every layer after the first
-attention block normalises another distribution than the one it sees. This re-estimates
-every running mean and variance with the deployed masks, from --num unlabelled training
-images (no gradient; weights, threshold and contract unchanged), and writes a new
-checkpoint whose extra["bn_reestimation"] records the sample and the source's sha256.
-Export, INT8 and parity then work on it unchanged.
-
-The images must not be evaluation images: the whole --images folder is checked against
---exclude folders and the query/gallery of --eval-dataset, as `san-calibrate` does.
-What it recovers at the cpu-demo budget: docs/ablation.md, "Deployed masks".
-
-Example:
-  san-calibrate bn --ckpt runs/demo/model.pt --images runs/demo/synthetic/bounding_box_train \\
-      --eval-dataset synthetic --eval-root runs/demo/synthetic --out runs/demo/model.bn.pt
-"""
-
-COMMANDS = ("quantize", "threshold", "bn")
+COMMANDS = ("quantize", "threshold")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``san-calibrate`` and its three commands."""
+    """Arguments of ``san-calibrate`` and its two commands."""
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="san-calibrate", description=DESCRIPTION, formatter_class=raw)
-    commands = parser.add_subparsers(dest="command", metavar="{quantize,threshold,bn}")
+    commands = parser.add_subparsers(dest="command", metavar="{quantize,threshold}")
 
     q = commands.add_parser("quantize", help="INT8 Q/DQ ONNX (the default)", description=QUANTIZE_DESCRIPTION, formatter_class=raw)
     q.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="fp32 ONNX written by san-export")
@@ -158,17 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=128, metavar="N", help="evaluation batch (default %(default)s)")
     t.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers (default %(default)s)")
 
-    b = commands.add_parser("bn", help="re-estimate BatchNorm under the deployed masks (new checkpoint)",
-                            description=BN_DESCRIPTION, formatter_class=raw)
-    b.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="trained checkpoint")
-    b.add_argument("--images", required=True, type=Path, metavar="DIR", help="training images, searched recursively (no labels needed)")
-    b.add_argument("--out", required=True, type=Path, metavar="PATH", help="checkpoint to write")
-    b.add_argument("--num", type=int, default=512, metavar="N", help="images to sample (default %(default)s)")
-    b.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default %(default)s)")
-    b_hygiene = b.add_argument_group("evaluation split (never used here)")
-    b_hygiene.add_argument("--exclude", type=Path, action="append", default=[], metavar="DIR", help="evaluation image folder (repeatable)")
-    b_hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help="data set whose query/gallery are evaluation images")
-    b_hygiene.add_argument("--eval-root", type=Path, metavar="DIR", help="that data set's folder")
     return parser
 
 
@@ -211,23 +181,7 @@ def _threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batchnorm(args: argparse.Namespace) -> int:
-    from calibration.batchnorm import recalibrate_checkpoint  # runs the torch model
-
-    if (args.eval_dataset is None) != (args.eval_root is None):
-        raise ValueError("--eval-dataset and --eval-root go together (the data set's name and its folder)")
-    if args.num < 1:
-        raise ValueError(f"--num must be at least 1, got {args.num}")
-    refuse_overwriting_inputs(args.out, {"--ckpt": args.ckpt})
-    dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
-    sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
-    print(sample.render())
-    seen = recalibrate_checkpoint(args.ckpt, sample.images, args.out, sample.sampling())
-    print(f"wrote {args.out} (BatchNorm statistics re-estimated under the deployed masks on {seen} images)")
-    return 0
-
-
-RUNNERS = {"quantize": _quantize, "threshold": _threshold, "bn": _batchnorm}
+RUNNERS = {"quantize": _quantize, "threshold": _threshold}
 
 
 @command("san-calibrate")

@@ -1,4 +1,4 @@
-"""BatchNorm re-estimation under the deployed masks, and ``san-calibrate bn``."""
+"""BatchNorm re-estimation under the deployed masks."""
 
 from __future__ import annotations
 
@@ -6,17 +6,11 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from calibration.batchnorm import reestimate_batchnorm
-from calibration.cli import main as san_calibrate
 from calibration.hygiene import folder_images
-from export.onnx_export import export_onnx
-from export.verify import verify_onnx
-from san.checkpoint import load_checkpoint, save_checkpoint
-from san.hashing import file_sha256
 from san.model.network import SAN, SANOutput
 from san.preprocess import load_image
 
@@ -68,40 +62,3 @@ def test_statistics_average_over_batches_whatever_their_split(fp32_model: SAN, s
     reestimate_batchnorm(split, images, batch_size=6)
     a, b, both = (m.stem[1].running_mean for m in (*halves, split))
     torch.testing.assert_close(both, (a + b) / 2)
-
-
-def test_cli_writes_a_checkpoint_that_says_so_and_exports_unchanged(
-    fp32_model: SAN, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    ckpt = tmp_path / "model.pt"
-    save_checkpoint(ckpt, fp32_model, training={"epoch": 3})
-    out = tmp_path / "model.bn.pt"
-    argv = ["bn", "--ckpt", str(ckpt), "--images", str(synth / "bounding_box_train"), "--num", "16",
-            "--eval-dataset", "synthetic", "--eval-root", str(synth), "--out", str(out)]
-    assert san_calibrate(argv) == 0
-    assert "BatchNorm statistics re-estimated under the deployed masks on 16 images" in capsys.readouterr().out
-    model, meta = load_checkpoint(out)
-    provenance = meta.extra["bn_reestimation"]
-    assert provenance["num_images"] == 16 and provenance["source_sha256"] == file_sha256(ckpt)
-    assert provenance["masks"] == "deployed" and meta.training == {"epoch": 3}
-    assert not torch.equal(model.stem[1].running_mean, fp32_model.stem[1].running_mean)
-    batch = np.stack([load_image(p, model.spec) for p in folder_images(synth / "query", "--images")[:4]])
-    assert verify_onnx(model, export_onnx(model, tmp_path / "model.bn.onnx"), batch).passed
-
-
-def test_cli_refuses_evaluation_images_and_its_own_input_as_output(
-    fp32_model: SAN, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    ckpt = tmp_path / "model.pt"
-    save_checkpoint(ckpt, fp32_model)
-    before = ckpt.read_bytes()
-    common = ["bn", "--ckpt", str(ckpt), "--num", "4"]
-    assert san_calibrate([*common, "--images", str(synth / "query"), "--eval-dataset", "synthetic",
-                          "--eval-root", str(synth), "--out", str(tmp_path / "x.pt")]) == 2
-    assert "calibration images are also evaluation (query/gallery) images" in capsys.readouterr().err
-    assert not (tmp_path / "x.pt").exists()
-    assert san_calibrate([*common, "--images", str(synth / "bounding_box_train"),
-                          "--out", str(tmp_path / "." / "model.pt")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("san-calibrate bn: error: --out") and "is the --ckpt input" in err and "\n" not in err
-    assert ckpt.read_bytes() == before
