@@ -188,15 +188,17 @@ def _relative(key: str, value: Any, epochs: int) -> Any:
 
 def validation_hook(args: argparse.Namespace, layout: Layout) -> Any:
     """The trainer's ``after_epoch``: mAP and rank-1 (%) on the held-out twin split (other
-    people, the same cameras) every ``--val-every`` epochs and at the last epoch."""
-    from san.data.registry import load_dataset
+    people, the same cameras) every ``--val-every`` epochs and at the last epoch. The split is
+    read on the first epoch scored, so a finished run, which scores none, never reads it."""
     from san.evaluate import evaluate_model
 
-    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin_params(args)))
+    validation = None
 
     def score_validation(model: Any, record: dict[str, Any]) -> dict[str, Any]:
+        nonlocal validation
         if record["epoch"] % args.val_every and record["epoch"] != args.epochs:
             return {}
+        validation = validation or validation_set(args, layout)
         report = evaluate_model(model, validation, workers=0)
         return {"validation": {"mAP": 100 * report.mAP, "rank1": 100 * report.ranks[1]}}
 
@@ -468,7 +470,7 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
     from san.retrieval import embed_split, score
 
     test = load_dataset("synthetic", layout.test, verbose=False)
-    validation = load_dataset("synthetic", layout.validation, verbose=False, **vars(twin_params(args)))
+    validation = validation_set(args, layout)
     modes = ("sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
              "deployed 0.5, BatchNorm re-estimated")
     per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {mode: [] for mode in modes}
@@ -588,6 +590,13 @@ def test_params(args: argparse.Namespace) -> SynthParams:
     from san.presets import PRESETS
 
     return SynthParams(**{**PRESETS["cpu-demo"].synthetic, **synthetic_options(args)})
+
+
+def validation_set(args: argparse.Namespace, layout: Layout) -> Any:
+    """The held-out twin split every setting is chosen on (generated once)."""
+    from san.data.registry import load_dataset
+
+    return load_dataset("synthetic", layout.validation, verbose=False, **vars(twin_params(args)))
 
 
 def twin_params(args: argparse.Namespace) -> SynthParams:

@@ -54,4 +54,3 @@ def reestimate_batchnorm(model: SAN, images: Sequence[str | Path], batch_size: i
             norm.momentum = momentum
         model.eval()
     return len(images)
-

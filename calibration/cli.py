@@ -27,7 +27,7 @@ Typical order: train -> `san-calibrate threshold` (optional; writes model.thr.pt
 `san-export --ckpt model.thr.pt` -> `san-calibrate --onnx model.onnx ...` ->
 `san-export --ckpt model.thr.pt --trt --int8 model.trt.int8.onnx` on a GPU box (quantized
 with --target tensorrt).
-Run `san-calibrate COMMAND --help` (quantize, threshold) for the options.
+Run `san-calibrate quantize --help` or `san-calibrate threshold --help` for the options.
 """
 
 QUANTIZE_DESCRIPTION = """\
@@ -138,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the first draw (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=128, metavar="N", help="evaluation batch (default %(default)s)")
     t.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers (default %(default)s)")
-
     return parser
 
 
@@ -181,9 +180,6 @@ def _threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-RUNNERS = {"quantize": _quantize, "threshold": _threshold}
-
-
 @command("san-calibrate")
 def main(argv: list[str] | None = None) -> int:
     """Parse, run one command; 0 on success, 1 when the INT8 report breaches its rule, 2 on bad
@@ -197,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return RUNNERS[args.command](args)
+        return _quantize(args) if args.command == "quantize" else _threshold(args)
     except (CalibrationOverlapError, QuantizeError, ContractError, FileNotFoundError, ValueError) as error:
         print(f"san-calibrate {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def check_tensorrt(path: Path, release: str | None) -> int:
     """Print every violation of ``path`` against the parser of TensorRT ``release`` (None: the
     installed one, else 10); 0 when there is none, else 1."""
-    from export.tensorrt_lint import PARSERS, installed_parser, lint_tensorrt_file
+    from export.tensorrt_lint import installed_parser, lint_tensorrt_file
 
     parser = PARSERS[release] if release else installed_parser()
     violations = lint_tensorrt_file(path, parser)

@@ -93,6 +93,10 @@ def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.Infere
 
 #: The opset whose Reduce ops take ``axes`` as an attribute: what TensorRT 8.6's parser reads.
 ATTRIBUTE_AXES_OPSET = 17
+#: Reduce ops whose ``axes`` became an input at opset 18 (ReduceSum's did at 13).
+REDUCE_AXES_INPUT_AT_18 = frozenset(
+    "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSumSquare".split()
+)
 
 
 def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -104,7 +108,7 @@ def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
     for node in converted.graph.node:
-        if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum":
+        if node.op_type in REDUCE_AXES_INPUT_AT_18:
             kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]
             del node.attribute[:]
             node.attribute.extend(kept)

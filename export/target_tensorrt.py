@@ -55,15 +55,16 @@ class TensorRTTarget(ExportTarget):
         profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
         if args.int8 and read_contract(args.int8) != job.meta.spec:
             raise ContractError(f"--int8 {args.int8}: its input contract differs from the checkpoint's ({args.ckpt})")
+        parser = installed_parser()
         if not args.fp16:
-            require_tensorrt_compatible(args.int8 or job.onnx, installed_parser())  # before looking for a GPU
+            require_tensorrt_compatible(args.int8 or job.onnx, parser)  # before looking for a GPU
         environment = TargetEnvironment.detect()  # fails early, before any FP16 export
         source = args.int8 or job.onnx
         if args.fp16:
             source = job.onnx.with_suffix(".fp16.onnx")
             if not job.export_verified(source, "fp16"):
                 return 1
-            require_tensorrt_compatible(source, installed_parser())
+            require_tensorrt_compatible(source, parser)
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
                                timing_cache=args.timing_cache, environment=environment, tf32=args.tf32, log=job.log)

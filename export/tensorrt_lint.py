@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from export.graph import GraphIndex
+from export.graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
 _NUMBERS = _FLOATS | {"INT32", "INT64"}
@@ -113,10 +113,6 @@ PARSERS = {
 }
 #: The release checked against without an installed TensorRT.
 DEFAULT_PARSER = "10"
-#: Reduce ops whose ``axes`` became an input at opset 18 (ReduceSum's did at 13, which 8.6 reads).
-_REDUCE_AXES_18 = frozenset(
-    "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSumSquare".split()
-)
 
 
 def parser_of(version: str) -> ParserVersion:
@@ -213,7 +209,7 @@ def _opset_rules(model: onnx.ModelProto, parser: ParserVersion) -> Iterator[str]
 
 
 def _version_rules(node: onnx.NodeProto, parser: ParserVersion) -> Iterator[str]:
-    if (not parser.reduce_axes_input and node.op_type in _REDUCE_AXES_18 and len(node.input) > 1
+    if (not parser.reduce_axes_input and node.op_type in REDUCE_AXES_INPUT_AT_18 and len(node.input) > 1
             and node.input[1]):
         yield (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
                "reduces over every axis, batch included; give axes as an attribute (opset 17)")

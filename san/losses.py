@@ -56,24 +56,25 @@ def batch_hard_triplet(embeddings: Tensor, pids: Tensor, margin: float = 0.5, so
     Anchors without a positive or a negative in the batch are left out; a batch with none
     left gives 0 (still attached to the graph).
     """
-    return _triplet_mean(batch_hard_pairs(embeddings, pids), embeddings, margin, soft)
+    return _mean_or_zero(triplet_terms(batch_hard_pairs(embeddings, pids), margin, soft), embeddings)
 
 
-def _triplet_mean(pairs: HardestPairs, embeddings: Tensor, margin: float, soft: bool) -> Tensor:
-    """The mean of :func:`triplet_terms`; 0 attached to ``embeddings``' graph without anchors."""
-    if pairs.d_ap.numel() == 0:
-        return embeddings.sum() * 0.0
-    return triplet_terms(pairs, margin, soft).mean()
+def _mean_or_zero(per_anchor: Tensor, embeddings: Tensor) -> Tensor:
+    """The mean over anchors; 0 attached to ``embeddings``' graph without anchors."""
+    return per_anchor.mean() if per_anchor.numel() else embeddings.sum() * 0.0
 
 
 @dataclass
 class LossParts:
-    """The total loss, its two terms (Eq. 8), and the mined pairs behind the triplet term."""
+    """The total loss, its two terms (Eq. 8), and what they were computed from: the mined pairs,
+    each anchor's triplet loss and each block's TV."""
 
     total: Tensor
     triplet: Tensor
     tv: Tensor
     pairs: HardestPairs
+    per_anchor: Tensor
+    tv_terms: list[Tensor]
 
 
 def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = False, mu: float = 0.1,
@@ -94,6 +95,8 @@ def san_loss(output: SANOutput, pids: Tensor, margin: float = 0.5, soft: bool = 
         output = replace(output, embeddings=output.embeddings.float(), attended=[a.float() for a in output.attended])
     embeddings = gather(output.embeddings) if gather else output.embeddings
     pairs = batch_hard_pairs(embeddings, gather(pids) if gather else pids)
-    triplet = _triplet_mean(pairs, embeddings, margin, soft)
-    tv = output.tv_penalty()
-    return LossParts(triplet + mu * tv, triplet, tv, pairs)
+    per_anchor = triplet_terms(pairs, margin, soft)
+    triplet = _mean_or_zero(per_anchor, embeddings)
+    tv_terms = output.tv_terms()
+    tv = output.tv_penalty(tv_terms)
+    return LossParts(triplet + mu * tv, triplet, tv, pairs, per_anchor, tv_terms)

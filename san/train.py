@@ -38,7 +38,7 @@ from san.data.torch_dataset import ReidImageDataset
 from san.distributed import DistContext, gather_rows, globalise_batchnorm, init_distributed
 from san.evaluate import EvalReport, evaluate_model
 from san.failpoints import failpoint
-from san.losses import LossParts, san_loss, triplet_terms
+from san.losses import LossParts, san_loss
 from san.mask_health import HealthTotals, block_health, health_line, triplet_health
 from san.model.network import SAN, SANOutput, build_model
 from san.preprocess import printable_path
@@ -406,10 +406,9 @@ class _Trainer:
 
     def _health(self, output: SANOutput, parts: LossParts) -> dict[str, dict[str, float]]:
         """This step's mask health, from the tensors it already has (no extra forward pass)."""
-        recipe = self.cfg.recipe
-        health = {"triplets": triplet_health(parts.pairs, triplet_terms(parts.pairs, recipe.margin, recipe.soft_margin))}
+        health = {"triplets": triplet_health(parts.pairs, parts.per_anchor)}
         generators = self.raw.generators()
-        for stage, m, pi, tv in zip(generators, output.masks, output.probs, output.tv_terms()):
+        for stage, m, pi, tv in zip(generators, output.masks, output.probs, parts.tv_terms):
             health[str(stage)] = block_health(m, pi, tv, generators[stage].hard_threshold)
         return health
 

@@ -58,7 +58,6 @@ class NearestUpsample(nn.Module):
         # N, C, H, 1, W, 1 -> N, C, H, 2, W, 2 (each value repeated) -> N, C, 2H, 2W
         return y.reshape(n, c, h, 1, w, 1).expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
-
     def as_conv_transpose(self) -> nn.ConvTranspose2d:
         """The same map as a transposed convolution with a 2x2 kernel and stride 2 whose four taps
         are the 1x1 weight: exactly the same sums, exported as one ``ConvTranspose`` node with its

@@ -35,11 +35,10 @@ class SANOutput:
         """
         return [total_variation(a).mean() / (a[0].numel() if per_element else 1) for a in self.attended]
 
-    def tv_penalty(self, per_element: bool = True) -> Tensor:
-        """sum_i TV(A_i) of Eq. 8 (:meth:`tv_terms`), 0 without attention."""
-        if not self.attended:
-            return self.embeddings.new_zeros(())
-        return torch.stack(self.tv_terms(per_element)).sum()
+    def tv_penalty(self, terms: list[Tensor] | None = None) -> Tensor:
+        """sum_i TV(A_i) of Eq. 8, 0 without attention; ``terms``: :meth:`tv_terms` when already computed."""
+        terms = self.tv_terms() if terms is None else terms
+        return torch.stack(terms).sum() if terms else self.embeddings.new_zeros(())
 
 
 class SAN(nn.Module):
