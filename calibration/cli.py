@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from calibration.quantize import DEFAULT_OPTIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
+from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
 from san.data.registry import DATASETS, load_dataset
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         "without a GPU runs there); tensorrt: int8 symmetric, float biases, for san-export --trt --int8",
     )
     q.add_argument(
+        "--float-precision", choices=FLOAT_PRECISIONS, default=DEFAULT_OPTIONS.float_precision,
+        help="what the parts kept in float run in: fp32 (default) or fp16 (--target tensorrt: an INT8 engine whose "
+        "float parts use fp16 tensor cores; the L2 normalisation stays fp32; TensorRT 10 or later)",
+    )
+    q.add_argument(
         "--float-blocks", type=int, default=DEFAULT_OPTIONS.float_blocks, metavar="N",
         help="keep the stem and the first N stages (with their attention blocks) in fp32 (default %(default)s; 0: quantize all)",
     )
@@ -151,7 +156,7 @@ def _quantize(args: argparse.Namespace) -> int:
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
     print(sample.render())
     options = QuantizeOptions(
-        method=args.method, target=args.target, float_blocks=args.float_blocks,
+        method=args.method, target=args.target, float_precision=args.float_precision, float_blocks=args.float_blocks,
         reduce_range=args.reduce_range, batch_size=args.batch_size, progress=not args.no_progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())

@@ -56,7 +56,8 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from export.graph import COMPARE_OPS, GraphIndex
+from calibration.half_floats import with_half_float_parts
+from export.graph import COMPARE_OPS, GraphIndex, drop_unread
 from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, read_contract
 from san.input_convention import InputConvention
 from san.atomic import atomic_write
@@ -221,20 +222,8 @@ def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> 
             if origin is not None and origin.name in members:
                 node.input[index] = q.input[0]
                 rewired += 1
-    _drop_orphans(model)
+    drop_unread(model, _QUANT_OPS)
     return rewired
-
-
-def _drop_orphans(model: onnx.ModelProto) -> None:
-    """Remove Q/DQ nodes whose outputs nobody reads (repeat until none is left)."""
-    outputs = {o.name for o in model.graph.output}
-    while True:
-        used = {name for n in model.graph.node for name in n.input} | outputs
-        orphans = [n for n in model.graph.node if n.op_type in _QUANT_OPS and not used & set(n.output)]
-        if not orphans:
-            return
-        for node in orphans:
-            model.graph.node.remove(node)
 
 
 def quant_nodes_on_path(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
@@ -338,6 +327,8 @@ TARGETS = {
     "onnxruntime": Target(QuantType.QUInt8, symmetric=False, quantize_bias=True),
     "tensorrt": Target(QuantType.QInt8, symmetric=True, quantize_bias=False),
 }
+#: What the parts left in float run in.
+FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -346,6 +337,8 @@ class QuantizeOptions:
 
     ``float_blocks``: the stem and the first N stages with their attention blocks stay
     fp32. ``float_head``: so do pooling and the embedding head (:func:`float_head`).
+    ``float_precision``: ``fp16`` writes those float parts, the mask paths included, in
+    float16 for a TensorRT engine (:mod:`calibration.half_floats`; ``--target tensorrt`` only).
     ``reduce_range``: 7-bit weights, against the int16 pair-sum saturation of the
     AVX2 ``vpmaddubsw`` u8 x s8 kernels on CPUs without VNNI. The defaults were chosen on
     a validation split with ``benchmarks/calibration_sweep.py``: percentile ranges kept
@@ -355,6 +348,7 @@ class QuantizeOptions:
 
     method: str = "percentile"
     target: str = "onnxruntime"
+    float_precision: str = "fp32"
     float_blocks: int = 1
     float_head: bool = True
     per_channel: bool = True
@@ -367,6 +361,11 @@ class QuantizeOptions:
             raise QuantizeError(f"--method must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.target not in TARGETS:
             raise QuantizeError(f"--target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        if self.float_precision not in FLOAT_PRECISIONS:
+            raise QuantizeError(f"--float-precision must be one of {list(FLOAT_PRECISIONS)}, got {self.float_precision!r}")
+        if self.float_precision == "fp16" and self.target != "tensorrt":
+            raise QuantizeError("--float-precision fp16 is for --target tensorrt (a strongly typed engine takes each "
+                                "layer's precision from the graph); onnxruntime's CPU kernels have no fp16 convolutions")
         if self.float_blocks < 0:
             raise QuantizeError(f"--float-blocks must be >= 0, got {self.float_blocks}")
         if self.batch_size < 1:
@@ -401,7 +400,7 @@ class QuantizeResult:
             f"  ranges: {'reused from' if self.cache_hit else 'computed and cached in'} {self.cache}",
             f"  kept in float: the mask path of {len(self.mask_paths)} blocks"
             + (f", the stem and the first {c['float_blocks']} stage(s)" if c["float_blocks"] else "")
-            + f" ({c['float_nodes']} nodes)",
+            + f" ({c['float_nodes']} nodes)" + (", in float16" if c.get("float_precision") == "fp16" else ""),
         ]
         return "\n".join(lines)
 
@@ -477,6 +476,8 @@ def quantize_onnx(
     leaks = quant_nodes_on_path(model, paths)
     if leaks:
         raise QuantizeError(f"{onnx_path}: Q/DQ left on the float mask path: {leaks[:5]}")
+    if options.float_precision == "fp16":
+        model = with_half_float_parts(model)
     calibration = {
         "method": options.method,
         "num_images": len(images),
@@ -488,6 +489,7 @@ def quantize_onnx(
         "weights": f"int8 symmetric {'per-channel' if options.per_channel else 'per-tensor'}"
         + (" 7-bit (reduce_range)" if options.reduce_range else ""),
         "biases": "int32" if target.quantize_bias else "float",
+        "float_precision": options.float_precision,
         "float_blocks": options.float_blocks,
         "float_head": options.float_head,
         "float_mask_path_nodes": mask_nodes,

@@ -71,6 +71,19 @@ class GraphIndex:
         return tuple(n.name for n in sorted(nodes, key=lambda n: self.order[id(n)]))
 
 
+def drop_unread(model: onnx.ModelProto, op_types: Iterable[str]) -> None:
+    """Remove nodes of ``op_types`` whose outputs nothing reads (repeat until none is left)."""
+    kinds = frozenset(op_types)
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {name for n in model.graph.node for name in n.input} | outputs
+        orphans = [n for n in model.graph.node if n.op_type in kinds and not used & set(n.output)]
+        if not orphans:
+            return
+        for node in orphans:
+            model.graph.node.remove(node)
+
+
 def unused_tensors(proto: onnx.ModelProto, names: Sequence[str], output: str) -> set[str]:
     """Those of ``names`` that the graph output ``output`` does not depend on."""
     needed = {out for node in GraphIndex(proto.graph).ancestors(output) for out in node.output}

@@ -32,6 +32,9 @@ class TensorRTTarget(ExportTarget):
         trt.add_argument("--max-batch", type=int, default=128, metavar="N", help="largest batch it takes (default 128)")
         trt.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace limit (MiB)")
         trt.add_argument("--timing-cache", type=Path, metavar="PATH", help="reusable timing cache file (read and updated)")
+        trt.add_argument("--trt-version-compatible", action="store_true",
+                         help="build a version-compatible engine (TensorRT 8.6 and later): later TensorRT releases of "
+                         "the same major version can run it")
         trt.add_argument("--tf32", action="store_true",
                          help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
                          "the sidecar then says precision tf32, judged like fp16 by san-parity)")
@@ -67,7 +70,8 @@ class TensorRTTarget(ExportTarget):
             require_tensorrt_compatible(source, parser)
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
-                               timing_cache=args.timing_cache, environment=environment, tf32=args.tf32, log=job.log)
+                               timing_cache=args.timing_cache, environment=environment, tf32=args.tf32,
+                               version_compatible=args.trt_version_compatible, log=job.log)
         job.written["engine"] = engine
         log.info(
             f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "

@@ -125,10 +125,14 @@ def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     shutil.copy2(engine, folder / "1" / plan)
     config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options, capability)
     (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    version = sidecar.get("tensorrt_version")
+    serve = (f"""Serve it with a Triton release whose TensorRT is {version}, or a later {str(version).split('.')[0]}.x: it
+was built version-compatible, so start tritonserver with --backend-config=tensorrt,version-compatible=true
+""" if sidecar.get("version_compatible") else f"""Serve it with a Triton release whose TensorRT is {version}
+""")
     (folder / "README.txt").write_text(f"""\
-1/{plan}: a TensorRT engine built by TensorRT {sidecar.get('tensorrt_version')} for compute capability {capability}
-({sidecar.get('gpu_name')}). Serve it with a Triton release whose TensorRT is {sidecar.get('tensorrt_version')}
-(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
+1/{plan}: a TensorRT engine built by TensorRT {version} for compute capability {capability}
+({sidecar.get('gpu_name')}). {serve}(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
 architecture Triton finds no plan for it in cc_model_filenames and refuses to load the model.
 Build again with san-export --trt on the serving machine for another GPU or TensorRT.
 """, encoding="utf-8")
@@ -151,6 +155,10 @@ class TritonTarget(ExportTarget):
                            help="dynamic batching max_queue_delay_microseconds (default 100)")
         group.add_argument("--triton-instances", type=int, default=1, metavar="N", help="instances (default 1)")
         group.add_argument("--triton-kind", default="auto", help="instance kind: auto (default), cpu or gpu")
+        group.add_argument("--triton-trt-version-compatible", dest="trt_version_compatible", action="store_true",
+                           help="with --trt: a version-compatible plan (as --trt-version-compatible), which Triton "
+                           "releases with a later TensorRT of the same major version load when started with "
+                           "--backend-config=tensorrt,version-compatible=true")
         group.add_argument("--triton-ort-tensorrt", default="off",
                            help="onnxruntime's TensorRT accelerator for the ONNX model: off (default), fp32, fp16")
 
@@ -161,6 +169,8 @@ class TritonTarget(ExportTarget):
             prepare_folder(args.triton, "--triton", args.overwrite, check_only=True)
         if args.triton is not None and args.trt:
             require_within_profile(options.max_batch, args.max_batch)
+        if args.triton is not None and args.trt_version_compatible and not args.trt:
+            raise ValueError("--triton-trt-version-compatible builds the plan: it needs --trt")
 
     @staticmethod
     def options(args: argparse.Namespace) -> TritonOptions:

@@ -63,6 +63,7 @@ def build_engine(
     timing_cache: str | Path | None = None,
     environment: TargetEnvironment | None = None,
     tf32: bool = False,
+    version_compatible: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path`` and write its sidecar; return the sidecar.
@@ -73,6 +74,8 @@ def build_engine(
     sidecar then says ``tf32``). ``timing_cache`` is read if it exists and rewritten after
     the engine is written, so later builds on the same GPU and TensorRT version are faster;
     a cache from another GPU or version is set aside (``log`` says so) and replaced.
+    ``version_compatible`` sets TensorRT's version-compatible flag (8.6 and later): the engine
+    embeds its lean runtime and later releases of the same major version can run it.
     """
     import tensorrt as trt
 
@@ -98,6 +101,12 @@ def build_engine(
         raise EngineBuildError(f"{onnx_path}: TensorRT cannot parse the ONNX file: {errors}")
     config = builder.create_builder_config()
     configure_builder(trt, config, tf32=tf32, workspace_mb=workspace_mb)
+    if version_compatible:
+        flag = getattr(trt.BuilderFlag, "VERSION_COMPATIBLE", None)
+        if flag is None:
+            raise EngineBuildError(f"TensorRT {trt.__version__} cannot build version-compatible engines "
+                                   "(TensorRT 8.6 and later can)")
+        config.set_flag(flag)
     optimization = builder.create_optimization_profile()
     shape = read_input_convention(onnx_path).dims(spec)  # (3, H, W), or (H, W, 3) for an NHWC graph
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
@@ -124,6 +133,7 @@ def build_engine(
         METADATA_KEY: spec.to_dict(),
         "precision": "tf32" if precision == "fp32" and tf32 else precision,
         "tf32": tf32,
+        "version_compatible": version_compatible,
         "profile": asdict(profile),
         **asdict(environment),
         "onnx_sha256": file_sha256(onnx_path),

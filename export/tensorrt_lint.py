@@ -1,7 +1,7 @@
 """Will TensorRT's ONNX parser take this graph? A check that needs neither a GPU nor TensorRT.
 
-The rules come from the parser's documentation and importers (onnx-tensorrt, TensorRT 10:
-``docs/operators.md`` and the Q/DQ importer), checked node by node:
+The rules come from the parser's documentation and importers (onnx-tensorrt 10.15 and
+8.6-GA: ``docs/operators.md`` and the Q/DQ importer), checked node by node:
 
 - the op type is one the parser imports (default ONNX domain only; custom domains such as
   onnxruntime's ``com.microsoft`` are not), and its data input has a type the op supports;
@@ -16,8 +16,11 @@ The rules come from the parser's documentation and importers (onnx-tensorrt, Ten
   activations are quantized per tensor). A missing zero point is not refused: the parser
   then quantizes to INT8 with zero point 0;
 - UINT8 only as a network input (or output), and an input only feeds a Cast;
-- inputs the parser reads at build time are constants: ``axes`` of the Reduce ops, Slice,
-  Squeeze, Unsqueeze and Pad, ``axis`` of CumSum, ``depth`` of OneHot;
+- inputs the parser reads at build time are known then (:attr:`ParserVersion.build_time`):
+  ``axes`` of the Reduce ops are initializers; from TensorRT 10 on, ``axes`` of Squeeze and
+  Unsqueeze, ``axis`` of CumSum and ``depth`` of OneHot need only resolve to a constant
+  (folded from constants and static shapes), and Slice and Pad take any ``axes``; TensorRT
+  8.6 wants initializers for Slice, Squeeze, Unsqueeze and CumSum;
 - MaxPool without its ``Indices`` output and with unit dilations; Resize without
   antialiasing.
 
@@ -25,8 +28,8 @@ Clip's ``min``/``max`` may be tensors (the parser switches to element-wise max/m
 they are not flagged.
 
 Rules that differ between TensorRT releases live in :data:`PARSERS`, one row per supported
-release: the highest ONNX opset its parser imports, and whether its Reduce importers read the
-``axes`` *input* of the opset-18 form. TensorRT 8.6 and 9.x do not (onnx-tensorrt 8.6-GA calls
+release: the highest ONNX opset its parser imports, which inputs it reads at build time, and
+whether its Reduce importers read the ``axes`` *input* of the opset-18 form. TensorRT 8.6 and 9.x do not (onnx-tensorrt 8.6-GA calls
 ``reduceTensor`` without axes; 10.0-GA is the first to pass them): they reduce over every axis,
 which for SAN makes Eq. 3's per-channel min/max batch-wide without any error. This module
 imports neither torch nor tensorrt.
@@ -47,23 +50,25 @@ from export.graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
 _NUMBERS = _FLOATS | {"INT32", "INT64"}
 _ANY = _NUMBERS | {"BOOL"}
-_QUANTIZED = frozenset({"INT8", "FLOAT8E4M3FN", "INT4"})
+_QUANTIZED = frozenset({"INT8", "FLOAT8E4M3FN", "INT4", "FLOAT4E2M1"})
 
-#: Op type -> types its data input may have (the parser's operator matrix, TensorRT 10).
+#: Op type -> types its data input may have (the parser's operator matrix, TensorRT 10.15; ops
+#: of later opsets than a release imports are refused by its opset limit).
 SUPPORTED: dict[str, frozenset[str]] = {
     **dict.fromkeys(
         "Acos Acosh Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Conv ConvTranspose Cos "
         "Cosh CumSum Dropout Einsum Elu Erf Exp Floor GRU Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool "
         "GroupNormalization HardSigmoid HardSwish Hardmax ImageScaler InstanceNormalization IsInf LRN LSTM "
         "LayerNormalization LeakyRelu Log LogSoftmax LpNormalization LpPool MatMul MaxPool "
-        "MeanVarianceNormalization PRelu ParametricSoftplus Pow QuantizeLinear RNN RandomNormal "
+        "MeanVarianceNormalization PRelu ParametricSoftplus QuantizeLinear RNN RandomNormal "
         "RandomNormalLike RandomUniform RandomUniformLike Reciprocal Resize Round ScaledTanh Scan Selu Sigmoid "
-        "Sin Sinh Softmax Softplus Softsign Sqrt Tan Tanh ThresholdedRelu Upsample".split(),
+        "Sin Sinh Softmax Softplus Softsign Sqrt Tan Tanh ThresholdedRelu Upsample Attention RMSNormalization "
+        "RotaryEmbedding".split(),
         _FLOATS,
     ),
     **dict.fromkeys(
         "Abs Add ArgMax ArgMin DepthToSpace Div Equal Greater GreaterOrEqual IsNaN Less LessOrEqual Max Min Mod "
-        "Mul Neg Pad Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin "
+        "Mul Neg Pad Pow Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin "
         "ReduceProd ReduceSum ReduceSumSquare Relu Scatter ScatterElements ScatterND Shrink Sign SpaceToDepth "
         "Sub Sum TopK Mean Gelu".split(),
         _NUMBERS,
@@ -74,24 +79,42 @@ SUPPORTED: dict[str, frozenset[str]] = {
         "Where".split(),
         _ANY,
     ),
-    **dict.fromkeys("DeformConv GridSample Mish NonMaxSuppression NonZero RoiAlign".split(), frozenset({"FLOAT", "FLOAT16"})),
+    **dict.fromkeys("DeformConv GridSample Mish NonMaxSuppression NonZero RoiAlign BlackmanWindow HammingWindow "
+                    "HannWindow".split(), frozenset({"FLOAT", "FLOAT16"})),
+    "STFT": frozenset({"FLOAT"}),
+    "TensorScatter": _FLOATS | {"INT32"},
     **dict.fromkeys("And Not Or Xor".split(), frozenset({"BOOL"})),
     "Cast": _ANY | {"UINT8"},
     "CastLike": _ANY | {"UINT8"},
     "DequantizeLinear": _QUANTIZED,
 }
 
-#: Op type -> (input index, name) of inputs the parser needs as build-time constants.
-CONSTANT_INPUTS: dict[str, tuple[int, str]] = {
-    **dict.fromkeys(
-        "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum "
-        "ReduceSumSquare Squeeze Unsqueeze".split(),
-        (1, "axes"),
-    ),
-    "Slice": (3, "axes"),
-    "Pad": (3, "axes"),
-    "CumSum": (1, "axis"),
-    "OneHot": (1, "depth"),
+_REDUCE_OPS = ("ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum "
+               "ReduceSumSquare").split()
+
+
+@dataclass(frozen=True)
+class BuildTimeInput:
+    """An input the parser reads while building: an initializer, or (``folded``) anything that
+    resolves to a constant from constants and static shapes."""
+
+    index: int
+    name: str
+    folded: bool = False
+
+
+#: Build-time inputs of TensorRT 10's parser (10.15 matrix; 11 keeps them).
+_BUILD_TIME_10 = {
+    **dict.fromkeys(_REDUCE_OPS, BuildTimeInput(1, "axes")),
+    **dict.fromkeys(("Squeeze", "Unsqueeze"), BuildTimeInput(1, "axes", folded=True)),
+    "CumSum": BuildTimeInput(1, "axis", folded=True),
+    "OneHot": BuildTimeInput(1, "depth", folded=True),
+}
+#: Build-time inputs of TensorRT 8.6's parser (8.6-GA matrix; its Reduce ops take attribute axes).
+_BUILD_TIME_8_6 = {
+    **dict.fromkeys(("Slice",), BuildTimeInput(3, "axes")),
+    **dict.fromkeys(("Squeeze", "Unsqueeze", "CumSum"), BuildTimeInput(1, "axes")),
+    "OneHot": BuildTimeInput(1, "depth", folded=True),
 }
 
 
@@ -102,14 +125,16 @@ class ParserVersion:
     name: str
     max_opset: int  # highest default-domain opset it imports
     reduce_axes_input: bool  # ReduceMax/Min/Mean/L2/... read ``axes`` given as an input (opset 18)
+    build_time: dict[str, BuildTimeInput]  # op type -> the input it reads while building
 
 
 #: The supported TensorRT releases (``--tensorrt``): 8.6 (DeepStream 6.4 and 7.0; 9.x behaves
 #: alike), 10 (10.0 GA and later 10.x) and 11. Opset limits from each release's support matrix.
+#: "10" holds for every 10.x: its opset limit is 10.0's (later 10.x import up to opset 24).
 PARSERS = {
-    "8.6": ParserVersion("8.6", 17, reduce_axes_input=False),
-    "10": ParserVersion("10", 20, reduce_axes_input=True),
-    "11": ParserVersion("11", 25, reduce_axes_input=True),
+    "8.6": ParserVersion("8.6", 17, reduce_axes_input=False, build_time=_BUILD_TIME_8_6),
+    "10": ParserVersion("10", 20, reduce_axes_input=True, build_time=_BUILD_TIME_10),
+    "11": ParserVersion("11", 25, reduce_axes_input=True, build_time=_BUILD_TIME_10),
 }
 #: The release checked against without an installed TensorRT.
 DEFAULT_PARSER = "10"
@@ -181,6 +206,21 @@ class _Graph:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
         index = GraphIndex(graph)
         self.consumers, self.producer = index.consumers, index.producer
+        self._folded: dict[str, bool] = {}
+
+    def folded(self, tensor: str) -> bool:
+        """Whether ``tensor`` resolves to a constant at build time: a constant, the Shape of a
+        static tensor, or an op on such tensors only."""
+        if tensor in self.constants:
+            return True
+        if tensor not in self._folded:
+            self._folded[tensor] = False  # a cycle never folds
+            node = self.producer.get(tensor)
+            if node is not None and node.op_type == "Shape":
+                self._folded[tensor] = None not in self.shapes.get(node.input[0], (None,))
+            elif node is not None:
+                self._folded[tensor] = all(self.folded(i) for i in node.input if i)
+        return self._folded[tensor]
 
     def type_name(self, tensor: str) -> str | None:
         code = self.types.get(tensor, TensorProto.UNDEFINED)
@@ -197,7 +237,7 @@ def lint_tensorrt(model: onnx.ModelProto, parser: ParserVersion = PARSERS[DEFAUL
     found = [Violation("(model)", "opset", rule) for rule in _opset_rules(model, parser)]
     for node in inferred.graph.node:
         name = node.name or (node.output[0] if node.output else node.op_type)
-        found += [Violation(name, node.op_type, rule) for rule in (*_node_rules(node, g), *_version_rules(node, parser))]
+        found += [Violation(name, node.op_type, rule) for rule in (*_node_rules(node, g), *_version_rules(node, g, parser))]
     found += [Violation(name, "input", rule) for name, rule in _input_rules(g)]
     return found
 
@@ -208,7 +248,13 @@ def _opset_rules(model: onnx.ModelProto, parser: ParserVersion) -> Iterator[str]
         yield f"ONNX opset {opset}: TensorRT {parser.name}'s parser imports opsets up to {parser.max_opset}"
 
 
-def _version_rules(node: onnx.NodeProto, parser: ParserVersion) -> Iterator[str]:
+def _version_rules(node: onnx.NodeProto, g: _Graph, parser: ParserVersion) -> Iterator[str]:
+    wanted = parser.build_time.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if wanted is not None and len(node.input) > wanted.index and node.input[wanted.index]:
+        tensor = node.input[wanted.index]
+        if not (g.folded(tensor) if wanted.folded else tensor in g.constants):
+            kind = "resolve to a constant at build time" if wanted.folded else "be a constant (initializer)"
+            yield f"input {wanted.name} ({tensor!r}) must {kind} for TensorRT {parser.name}'s parser"
     if (not parser.reduce_axes_input and node.op_type in REDUCE_AXES_INPUT_AT_18 and len(node.input) > 1
             and node.input[1]):
         yield (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
@@ -255,10 +301,6 @@ def _node_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
         yield f"input {node.input[0]!r} is UINT8 inside the graph; TensorRT takes UINT8 only as a network input or output"
     if any(g.type_name(o) in _QUANTIZED for o in node.output):
         yield "produces a quantized tensor outside QuantizeLinear; TensorRT quantizes only through Q/DQ"
-    if node.op_type in CONSTANT_INPUTS:
-        index, what = CONSTANT_INPUTS[node.op_type]
-        if len(node.input) > index and node.input[index] and node.input[index] not in g.constants:
-            yield f"input {what} ({node.input[index]!r}) must be a constant (initializer) for TensorRT's parser"
     if node.op_type == "MaxPool":
         if len(node.output) > 1 and node.output[1]:
             yield "the Indices output is not supported"

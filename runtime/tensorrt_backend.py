@@ -70,7 +70,7 @@ class TensorRTBackend(Backend):
                                "with `nvidia-smi` and the device index") from exc
         self._cuda_context.push()
         try:
-            self._load_engine(spec)
+            self._load_engine(spec, bool(sidecar.get("version_compatible")))
         except BaseException:
             self._cuda_context.pop()
             self._cuda_context.detach()
@@ -78,12 +78,15 @@ class TensorRTBackend(Backend):
         self._cuda_context.pop()
         return spec
 
-    def _load_engine(self, spec: InputSpec) -> None:
+    def _load_engine(self, spec: InputSpec, version_compatible: bool) -> None:
         try:
             self._runtime = trt.Runtime(self._logger)
         except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
             raise BackendError(f"TensorRT {trt.__version__} could not initialise CUDA ({exc}); check the driver "
                                "with `nvidia-smi`") from exc
+        # A version-compatible engine carries its lean runtime as host code, which TensorRT
+        # runs only when allowed.
+        self._runtime.engine_host_code_allowed = version_compatible
         self._engine = self._runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise BackendError(f"{self.artifact}: TensorRT {trt.__version__} cannot deserialize this engine; "

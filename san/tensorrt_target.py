@@ -62,7 +62,8 @@ def _cuda_device(device: int) -> tuple[str, str]:
 
 
 def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment | None = None) -> None:
-    """Refuse an engine built for another GPU (name or compute capability) or TensorRT version.
+    """Refuse an engine built for another GPU (name or compute capability) or TensorRT version
+    (a version-compatible engine: an earlier release of this machine's major version).
 
     ``current`` defaults to :meth:`TargetEnvironment.detect`. Raises
     :class:`EngineCompatibilityError` saying what differs and how to rebuild.
@@ -76,6 +77,8 @@ def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment 
             ("compute_capability", "compute capability"),
         )
         if sidecar.get(key) != getattr(current, key)
+        and not (key == "tensorrt_version" and sidecar.get("version_compatible")
+                 and _runs_later(str(sidecar.get(key)), current.tensorrt_version))
     ]
     if mismatches:
         raise EngineCompatibilityError(
@@ -84,3 +87,14 @@ def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment 
             + "). Engines are tied to the GPU and TensorRT version that built them: rebuild it on "
             "this machine with `san-export --ckpt MODEL.pt --trt` (add --fp16 / --int8 QDQ.onnx as before)"
         )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _runs_later(built: str, here: str) -> bool:
+    """Whether a version-compatible engine built by TensorRT ``built`` runs on ``here``: the same
+    major version, and not an earlier release."""
+    b, h = _release(built), _release(here)
+    return bool(b) and bool(h) and b[0] == h[0] and h >= b

@@ -4,7 +4,7 @@
 # in under 8 minutes, and prints one summary table:
 #   1. which of torch CUDA, onnxruntime-gpu (CUDA provider), TensorRT and pycuda are present;
 #   2. the `gpu` and `tensorrt` tests;
-#   3. one san-parity per available GPU backend on a small synthetic split (a ResNet-18 SAN at
+#   3. one san-parity per available GPU backend (TensorRT: fp32, fp16, INT8, INT8 with fp16 float parts) on a small synthetic split (a ResNet-18 SAN at
 #      128x64 with random weights: torch on CUDA is the reference);
 #   4. the GPU rows of benchmarks/embed.py.
 # Exit status 0 when nothing that ran failed (skipped rows do not count), else 1.
@@ -76,7 +76,7 @@ EOF
     if [ -n "$ORT_CUDA" ]; then parity "onnxruntime CUDA" --onnx "$WORK/model.onnx" --providers cuda,cpu
     else row "parity: onnxruntime CUDA" "skip" "onnxruntime has no CUDA provider"; fi
     if [ "$HAVE_TRT" = 1 ]; then
-        for precision in fp32 fp16 int8; do
+        for precision in fp32 fp16 int8 int8-fp16; do
             engine="$WORK/model.$precision.engine"
             case $precision in
                 fp32) built=(--trt --engine "$engine") ;;
@@ -84,6 +84,9 @@ EOF
                 int8) run "$PY" -m calibration.cli --onnx "$WORK/model.onnx" --images "$DATA/bounding_box_train" \
                           --target tensorrt --num 64 --out "$WORK/model.trt.int8.onnx" --no-progress
                       built=(--trt --int8 "$WORK/model.trt.int8.onnx" --engine "$engine") ;;
+                int8-fp16) run "$PY" -m calibration.cli --onnx "$WORK/model.onnx" --images "$DATA/bounding_box_train" \
+                          --target tensorrt --float-precision fp16 --num 64 --out "$WORK/model.trt-fp16.int8.onnx" --no-progress
+                      built=(--trt --int8 "$WORK/model.trt-fp16.int8.onnx" --engine "$engine") ;;
             esac
             if run timeout 300 "$PY" -m export.cli --ckpt "$WORK/model.pt" --out "$WORK/model.onnx" "${built[@]}" \
                     --max-batch 64 --opt-batch 32; then

@@ -64,6 +64,21 @@ def test_engine_for_another_machine_is_refused_with_rebuild_advice(built_on: Tar
     assert what in message and "san-export --ckpt" in message and "--trt" in message
 
 
+@pytest.mark.parametrize(("here", "runs"), [("10.13.0.35", True), ("10.15.1.29", True), ("10.9.0.34", False),
+                                           ("11.1.0.2", False)])
+def test_a_version_compatible_engine_runs_on_later_releases_of_its_major_version(here: str, runs: bool) -> None:
+    built = {**_sidecar(HERE), "version_compatible": True}
+    machine = TargetEnvironment(here, HERE.gpu_name, HERE.compute_capability)
+    if runs:
+        check_engine_compatible(built, machine)
+    else:
+        with pytest.raises(EngineCompatibilityError, match="TensorRT version"):
+            check_engine_compatible(built, machine)
+    with pytest.raises(EngineCompatibilityError, match="TensorRT version"):  # without the flag: its own release only
+        check_engine_compatible({**built, "version_compatible": False}, TargetEnvironment("10.15.1.29", HERE.gpu_name,
+                                                                                          HERE.compute_capability))
+
+
 def test_sidecar_without_environment_is_refused() -> None:
     with pytest.raises(EngineCompatibilityError, match="TensorRT version: engine None"):
         check_engine_compatible({}, HERE)
@@ -173,6 +188,22 @@ def test_fp32_engines_are_built_without_tf32_unless_asked(fake_trt, small_onnx: 
     assert (fake_trt_flag("TF32") in flags) == tf32  # TensorRT enables TF32 by default: cleared here
     assert sidecar["precision"] == ("tf32" if tf32 else "fp32") and sidecar["tf32"] is tf32
     assert read_sidecar(tmp_path / "m.engine")["precision"] == sidecar["precision"]
+
+
+def test_version_compatible_engines_set_the_flag_where_tensorrt_has_it(fake_trt, small_onnx: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from export.tensorrt_build import EngineBuildError
+    from support.fake_tensorrt import module
+
+    sidecar = build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, version_compatible=True)
+    (flags,) = [call[1] for call in fake_trt.calls if call[0] == "build"]
+    assert fake_trt_flag("VERSION_COMPATIBLE") in flags and sidecar["version_compatible"] is True
+    assert build_engine(small_onnx, tmp_path / "p.engine", environment=HERE)["version_compatible"] is False
+    monkeypatch.setitem(sys.modules, "tensorrt", module(fake_trt, version="8.5.3.1"))
+    with pytest.raises(EngineBuildError, match="TensorRT 8.5.3.1 cannot build version-compatible engines"):
+        build_engine(small_onnx, tmp_path / "q.engine", environment=HERE, version_compatible=True)
 
 
 def test_a_refused_timing_cache_is_replaced_and_said(fake_trt, small_onnx: Path, tmp_path: Path) -> None:

@@ -92,12 +92,35 @@ def test_each_qdq_rule_names_the_node(case: str, expected: str) -> None:
     assert any(rule.startswith(expected) for rule in _rules(model)), _rules(model)
 
 
+def test_build_time_inputs_follow_each_release() -> None:
+    """10.15's matrix: Slice takes any axes, Unsqueeze's need only resolve to a constant (here
+    from a static Shape); 8.6-GA wants initializers for both."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    ints = lambda name, *v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    computed = _model([helper.make_node("Slice", ["x", "s", "e", "k"], ["y"], name="slice")], [x, k],
+                      [ints("s", 0), ints("e", 1)])
+    assert lint_tensorrt(computed, PARSERS["10"]) == []
+    assert [v.rule for v in lint_tensorrt(computed, PARSERS["8.6"]) if v.op_type != "opset"] == [
+        "input axes ('k') must be a constant (initializer) for TensorRT 8.6's parser"]
+    shape_of = lambda dims: _model([  # noqa: E731
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["first"], name="first"),
+        helper.make_node("Sub", ["first", "two"], ["axis"], name="axis"),  # 2 - 2 = 0, known only by folding
+        helper.make_node("Unsqueeze", ["x", "axis"], ["y"], name="unsqueeze")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [ints("zero", 0), ints("two", 2)])
+    assert lint_tensorrt(shape_of([2, 3]), PARSERS["10"]) == []
+    assert [v.node for v in lint_tensorrt(shape_of([2, 3]), PARSERS["8.6"]) if v.op_type != "opset"] == ["unsqueeze"]
+    assert [v.rule for v in lint_tensorrt(shape_of([None, 3]), PARSERS["10"])] == [
+        "input axes ('axis') must resolve to a constant at build time for TensorRT 10's parser"]
+
+
 def test_graph_rules_name_the_node() -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
     dynamic_axes = _model([helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax")], [x, axes], [])
     assert _rules(dynamic_axes) == ["rmax (ReduceMax): input axes ('axes') must be a constant (initializer) for "
-                                    "TensorRT's parser"]
+                                    "TensorRT 10's parser"]
     constant_axes = _model([helper.make_node("ReduceMax", ["x", "a"], ["y"], name="rmax")], [x],
                            [numpy_helper.from_array(np.array([1], np.int64), "a")])
     assert _rules(constant_axes) == []

@@ -82,12 +82,19 @@ def test_plan_model_names_its_engine_and_compute_capability(fake_trt, tiny: Path
     assert list(config.input[0].dims) == [3, spec.height, spec.width] and list(config.output[0].dims) == [128]
     with pytest.raises(ValueError, match="exceeds the engine's profile"):
         write_plan_model(tmp_path / "other", engine, TritonOptions(max_batch=64))
+    assert "version-compatible" not in readme
+    build_engine(tiny / "model.onnx", engine, profile=BatchProfile(1, 8, 32), environment=environment,
+                 version_compatible=True)
+    compatible = write_plan_model(tmp_path / "compatible", engine, TritonOptions(max_batch=32))
+    readme = (compatible / "README.txt").read_text()
+    assert "TensorRT is 10.13.0, or a later 10.x" in readme and "--backend-config=tensorrt,version-compatible=true" in readme
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--trt", "--max-batch", "32", "--triton-max-batch", "64"], "exceeds the engine's profile"),
     (["--triton-kind", "tpu"], "--triton-kind must be one of"),
     (["--triton-name", "a b"], "one folder name"),
+    (["--triton-trt-version-compatible"], "it needs --trt"),
 ])
 def test_bad_triton_options_are_refused_in_one_line(argv: list[str], message: str, tiny: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:

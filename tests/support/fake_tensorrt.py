@@ -16,6 +16,13 @@ class BuilderFlag(enum.IntEnum):
     FP16 = 0
     INT8 = 2
     TF32 = 6
+    VERSION_COMPATIBLE = 13
+
+
+class BuilderFlagBefore86(enum.IntEnum):  # TensorRT before 8.6 had no version compatibility
+    FP16 = 0
+    INT8 = 2
+    TF32 = 6
 
 
 class MemoryPoolType(enum.IntEnum):
@@ -98,7 +105,9 @@ def module(behaviour: Behaviour, version: str = "10.13.0.35") -> types.ModuleTyp
     """A fake ``tensorrt`` module acting as ``behaviour`` says."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
-    trt.BuilderFlag, trt.MemoryPoolType = BuilderFlag, MemoryPoolType
+    release = tuple(int(p) for p in version.split(".")[:2])
+    trt.BuilderFlag = BuilderFlag if release >= (8, 6) else BuilderFlagBefore86
+    trt.MemoryPoolType = MemoryPoolType
     trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
 
     class Logger:
