@@ -25,7 +25,8 @@ class TensorRTTarget(ExportTarget):
         trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
         precision = trt.add_mutually_exclusive_group()
         precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
-        precision.add_argument("--int8", type=Path, metavar="QDQ.onnx", help="INT8 engine from calibration's Q/DQ ONNX")
+        precision.add_argument("--int8", type=Path, metavar="QDQ.onnx",
+                               help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
         trt.add_argument("--engine", type=Path, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
         trt.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine takes (default 1)")
         trt.add_argument("--opt-batch", type=int, default=32, metavar="N", help="batch it is tuned for (default 32)")
@@ -46,6 +47,8 @@ class TensorRTTarget(ExportTarget):
         BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
         if args.int8 is not None and not args.int8.is_file():
             raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
+        if args.int8 is not None and not (args.trt or args.openvino):
+            raise ValueError(f"--int8 {args.int8}: it is built by --trt or converted by --openvino; give one of them")
 
     def write(self, job: ExportJob) -> int:
         from export.tensorrt_build import BatchProfile, build_engine

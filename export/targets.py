@@ -128,6 +128,7 @@ TARGETS: dict[str, TargetEntry] = {
     "triton": TargetEntry("export.target_triton", "TritonTarget"),
     "deepstream": TargetEntry("export.target_deepstream", "DeepStreamTarget"),
     "boxmot": TargetEntry("export.target_boxmot", "BoxMOTTarget"),
+    "openvino": TargetEntry("export.target_openvino", "OpenVINOTarget"),
 }
 
 

@@ -33,23 +33,24 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Device:
-    """Where a backend runs: ``cpu``, or CUDA device ``index`` (``cuda`` means ``cuda:0``)."""
+    """Where a backend runs: ``cpu``, CUDA device ``index`` (``cuda`` means ``cuda:0``), or
+    OpenVINO's ``gpu[:N]`` (an Intel GPU) and ``npu``."""
 
     kind: str
     index: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Device:
-        """``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``ValueError`` naming ``--device`` otherwise."""
+        """``"cpu"``, ``"cuda[:N]"``, ``"gpu[:N]"`` or ``"npu"``; ``ValueError`` naming ``--device`` otherwise."""
         kind, colon, index = text.strip().lower().partition(":")
-        if kind == "cpu" and not colon:
-            return cls("cpu")
-        if kind == "cuda" and (not colon or index.isdigit()):
-            return cls("cuda", int(index or 0))
-        raise ValueError(f"--device {text!r}: expected cpu, cuda or cuda:N")
+        if kind in ("cpu", "npu") and not colon:
+            return cls(kind)
+        if kind in ("cuda", "gpu") and (not colon or index.isdigit()):
+            return cls(kind, int(index or 0))
+        raise ValueError(f"--device {text!r}: expected cpu, cuda, cuda:N, or (OpenVINO) gpu, gpu:N, npu")
 
     def __str__(self) -> str:
-        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+        return self.kind if self.kind in ("cpu", "npu") else f"{self.kind}:{self.index}"
 
 
 class Backend(ABC):
@@ -59,6 +60,8 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Where it runs when no device is asked for.
     default_device: ClassVar[str] = "cpu"
+    #: The :class:`Device` kinds it can run on.
+    device_kinds: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
 
     def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None) -> None:
@@ -68,6 +71,9 @@ class Backend(ABC):
         own settings; one it cannot honour goes into :attr:`notes`, one line each."""
         self.artifact = Path(artifact)
         self.device = Device.parse(device or self.default_device)
+        if self.device.kind not in self.device_kinds:
+            raise ValueError(f"--device {self.device}: the {self.name} backend runs on "
+                             f"{', '.join(sorted(self.device_kinds))}")
         if threads is not None and threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         self.threads = threads or physical_cores()

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", type=Path, help="fp32 (or fp16) ONNX export of --ckpt")
     parser.add_argument("--int8", type=Path, help="INT8 Q/DQ ONNX made by san-calibrate")
     parser.add_argument("--engine", type=Path, help="TensorRT engine (+ .json sidecar) made by san-export --trt")
+    parser.add_argument("--ir", type=Path, metavar="XML", help="OpenVINO IR made by san-export --openvino")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also run --onnx and --int8 on OpenVINO (rows openvino-onnx, openvino-int8), at "
+                        "--precision (f32 unless given; bf16 and fp16 are judged by the fp16 rule)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one the checkpoint was trained on")
     parser.add_argument("--root", type=Path, metavar="DIR", help="data set folder (default: see below)")
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -88,12 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)
-    artifacts = [Artifact(name, path, "int8" if name == "int8" else None)
-                 for name, path in (("onnx", args.onnx), ("int8", args.int8), ("engine", args.engine)) if path]
+    options = backend_options(args)
+    precision = options.pop("precision", None)  # OpenVINO's alone: the torch reference computes in fp32
+    given = [(name, path) for name, path in (("onnx", args.onnx), ("int8", args.int8), ("engine", args.engine),
+                                              ("ir", args.ir)) if path]
+    openvino = (("precision", precision),) if precision else ()
+    judged = precision if precision in ("bf16", "fp16") else None
+    artifacts = [Artifact(name, path, "int8" if name == "int8" else None, options=openvino if name == "ir" else (),
+                          judged_as=judged if name == "ir" else None) for name, path in given]
+    if args.openvino:
+        artifacts += [Artifact(f"openvino-{name}", path, "int8" if name == "int8" else None, "openvino", openvino,
+                               judged) for name, path in given if name in ("onnx", "int8")]
     log = (lambda message: None) if args.quiet else (lambda message: print(f"san-parity: {message}", file=sys.stderr))
     try:
         if not artifacts:
-            raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine")
+            raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine, --ir")
+        if precision and not (args.openvino or args.ir):
+            raise ValueError(f"--precision {precision} is OpenVINO's: give --openvino or --ir")
+        if args.openvino and not (args.onnx or args.int8):
+            raise ValueError("--openvino runs the --onnx and --int8 files on OpenVINO: give at least one of them")
         for artifact in artifacts:
             if not artifact.path.is_file():
                 raise FileNotFoundError(f"--{artifact.name} {artifact.path}: file not found")
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(name, root, verbose=not args.quiet, **options)
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            options=backend_options(args), workers=args.workers, rerank=rerank_params(args), log=log,
+            options=options, workers=args.workers, rerank=rerank_params(args), log=log,
         )
     except (ContractError, BackendError, ValueError, OSError, ImportError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ INT8 demo model on 609 queries: +-2.3 points, 51 queries changed their rank-1 ve
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +232,16 @@ def _significance(r: BackendResult, rule: Rule | None) -> list[str]:
 class Artifact:
     """An exported model to compare: the flag it came from, its path, and what the flag promises."""
 
-    name: str  # onnx, int8, engine
+    name: str  # onnx, int8, engine, ir, openvino-onnx, openvino-int8
     path: Path
     expected_precision: str | None = None
+    backend: str | None = None  # None: by the file's suffix
+    options: tuple[tuple[str, Any], ...] = ()  # backend options of this artifact alone (OpenVINO's precision)
+    judged_as: str | None = None  # the rule when the runtime computes below the file's precision (bf16)
+
+    def precision(self, facts_precision: str) -> str:
+        """The rule this artifact is judged by: the file's precision, or what its runtime lowers it to."""
+        return self.judged_as if self.judged_as and facts_precision not in ("int8",) else facts_precision
 
 
 def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,
@@ -290,6 +297,7 @@ def run_parity(
         if artifact.expected_precision and facts.precision != artifact.expected_precision:
             raise ValueError(f"--{artifact.name} {artifact.path}: the file says its precision is {facts.precision!r}, "
                              f"not {artifact.expected_precision!r}; pass it with the matching flag")
+        facts = replace(facts, precision=artifact.precision(facts.precision))
         if facts.precision not in rules:
             raise ValueError(f"--{artifact.name} {artifact.path}: no thresholds for precision {facts.precision!r}; "
                              f"known: {sorted(rules)} (add some with --threshold {facts.precision}.FIELD=VALUE)")
@@ -307,7 +315,7 @@ def run_parity(
     for artifact in artifacts:
         facts = provenance[artifact]
         log(f"{artifact.name}: {artifact.path}")
-        with open_backend(artifact.path, **options) as backend:
+        with open_backend(artifact.path, artifact.backend, **options, **dict(artifact.options)) as backend:
             if backend.spec != spec:
                 raise ContractError(f"--{artifact.name} {artifact.path}: its input contract differs from the "
                                     f"checkpoint's ({backend.spec} vs {spec}); compare exports of this checkpoint")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import Backend
-from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
+from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, IR_SUFFIXES, ONNX_SUFFIXES
 from san.extras import missing_extra
 
 
@@ -34,6 +34,7 @@ BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry("runtime.torch_backend", "TorchBackend", CHECKPOINT_SUFFIXES),
     "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ONNX_SUFFIXES),
     "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ENGINE_SUFFIXES),
+    "openvino": BackendEntry("runtime.openvino_backend", "OpenVINOBackend", IR_SUFFIXES),
 }
 
 

@@ -6,7 +6,9 @@ Three artifact kinds carry a model and its input contract (:class:`san.spec.Inpu
   (:mod:`san.checkpoint`; :func:`read_checkpoint_header` reads all but the weights);
 - an ONNX file: the contract and provenance in ``metadata_props`` under the keys below,
   input ``images`` (uint8 RGB NCHW), output ``embeddings``;
-- a TensorRT engine: the same facts in a JSON sidecar ``<engine>.json``.
+- a TensorRT engine: the same facts in a JSON sidecar ``<engine>.json``;
+- an OpenVINO IR (``.xml`` + ``.bin``): the ONNX file's ``metadata_props`` in the model's
+  runtime info, section ``san`` (read from the XML, without OpenVINO).
 
 Every consumer (runtime backends, calibration, parity, export checks) reads artifacts
 through this module, so none depends on the code that wrote them.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import xml.etree.ElementTree as ElementTree
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,9 @@ INPUT_CONVENTION_KEY = "san.input_convention"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
+IR_SUFFIXES = (".xml",)
+#: The runtime-info section of an OpenVINO IR that holds the ONNX file's ``metadata_props``.
+IR_SECTION = "san"
 
 SIDECAR_FORMAT = "san-tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -70,9 +76,30 @@ def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def read_metadata(onnx_path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict."""
-    return metadata_of(load_onnx(onnx_path))
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (or of the ONNX file an OpenVINO IR came from) as a dict."""
+    if Path(path).suffix.lower() in IR_SUFFIXES:
+        return _read_ir(path)[0]
+    return metadata_of(load_onnx(path))
+
+
+def _read_ir(path: str | Path) -> tuple[dict[str, str], list[int | None]]:
+    """An OpenVINO IR's ``san`` runtime info and the dims of its ``images`` input (-1: None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: OpenVINO IR file not found")
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise ContractError(f"{path}: not a readable OpenVINO IR ({exc})") from exc
+    section = root.find(f"rt_info/{IR_SECTION}")
+    if root.tag != "net" or section is None:
+        raise ContractError(f"{path}: not an OpenVINO IR written by `san-export --openvino` (no rt_info section "
+                            f"{IR_SECTION!r})")
+    metadata = {child.tag: child.get("value", "") for child in section}
+    layer = next((la for la in root.iter("layer") if la.get("type") == "Parameter" and la.get("name") == INPUT_NAME), None)
+    dims = [] if layer is None else [None if int(d.text or -1) < 0 else int(d.text) for d in layer.iter("dim")]
+    return metadata, dims
 
 
 def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
@@ -106,7 +133,11 @@ def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
 
 def convention_of(proto: onnx.ModelProto, where: str | Path) -> InputConvention:
     """How a loaded model's ``images`` input is encoded (uint8 RGB NCHW unless recorded)."""
-    text = metadata_of(proto).get(INPUT_CONVENTION_KEY)
+    return _convention(metadata_of(proto), where)
+
+
+def _convention(metadata: dict[str, str], where: str | Path) -> InputConvention:
+    text = metadata.get(INPUT_CONVENTION_KEY)
     if text is None:
         return InputConvention()
     try:
@@ -115,9 +146,36 @@ def convention_of(proto: onnx.ModelProto, where: str | Path) -> InputConvention:
         raise ContractError(f"{where}: {exc}") from exc
 
 
-def read_contract(onnx_path: str | Path) -> InputSpec:
-    """The input contract stored in an ONNX file by ``san-export`` (see :func:`contract_of`)."""
-    return contract_of(load_onnx(onnx_path), onnx_path)
+def read_contract(path: str | Path) -> InputSpec:
+    """The input contract stored by ``san-export`` in an ONNX file (see :func:`contract_of`) or
+    an OpenVINO IR, checked against the ``images`` input."""
+    if Path(path).suffix.lower() not in IR_SUFFIXES:
+        return contract_of(load_onnx(path), path)
+    metadata, dims = _read_ir(path)
+    if METADATA_KEY not in metadata:
+        raise ContractError(f"{path}: no input contract in its runtime info; export it with `san-export --openvino`")
+    try:
+        spec = InputSpec.from_json(metadata[METADATA_KEY])
+        expected = _convention(metadata, path).dims(spec)
+    except ContractError as exc:
+        raise ContractError(f"{path}: {exc}") from exc
+    if dims[1:] != expected:
+        raise ContractError(f"{path}: input {INPUT_NAME!r} has shape {dims}, but the contract says "
+                            f"N x {' x '.join(map(str, expected))}")
+    return spec
+
+
+def read_model_contract(path: str | Path) -> tuple[InputSpec, InputConvention]:
+    """A model file's input contract and input convention, one call for any exported kind
+    (ONNX, OpenVINO IR, TensorRT engine)."""
+    path = Path(path)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        sidecar = read_sidecar(path)
+        try:
+            return InputSpec.from_dict(sidecar[METADATA_KEY]), read_input_convention(path)
+        except (KeyError, TypeError) as exc:
+            raise ContractError(f"{sidecar_path(path)}: no valid input contract under {METADATA_KEY!r} ({exc})") from exc
+    return read_contract(path), read_input_convention(path)
 
 
 def hard_mask_stages(proto: onnx.ModelProto, where: str | Path) -> tuple[int, ...]:
@@ -154,8 +212,11 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
 
 
 def read_input_convention(path: str | Path) -> InputConvention:
-    """The input convention of an ONNX file (metadata) or an engine (sidecar provenance)."""
+    """The input convention of an ONNX file (metadata), an OpenVINO IR (runtime info) or an engine
+    (sidecar provenance)."""
     path = Path(path)
+    if path.suffix.lower() in IR_SUFFIXES:
+        return _convention(read_metadata(path), path)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         text = read_sidecar(path).get("provenance", {}).get(INPUT_CONVENTION_KEY)
         try:
@@ -175,7 +236,7 @@ class Provenance:
 
 
 def read_provenance(path: str | Path) -> Provenance:
-    """The :class:`Provenance` of an ONNX file (metadata) or an engine (sidecar)."""
+    """The :class:`Provenance` of an ONNX file or OpenVINO IR (metadata) or an engine (sidecar)."""
     path = Path(path)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         sidecar = read_sidecar(path)

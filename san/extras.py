@@ -18,6 +18,7 @@ EXTRAS = {
     "faiss": "search",
     "matplotlib": "search",
     "ray": "cluster",
+    "openvino": "openvino",
 }
 
 

@@ -83,6 +83,9 @@ RULES: dict[str, Rule] = {
 }
 #: TF32 (an fp32 engine built with ``--tf32``) rounds products to a 10-bit mantissa, as fp16 does.
 RULES["tf32"] = RULES["fp16"]
+#: BF16 (OpenVINO's bf16 inference precision, opt-in) rounds to an 8-bit mantissa: coarser than
+#: fp16, judged by the same rule, which it may well breach (a SAN's hard masks amplify rounding).
+RULES["bf16"] = RULES["fp16"]
 
 RULE_FIELDS = tuple(f.name for f in fields(Rule))
 

@@ -18,7 +18,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     # Pinned pair: installs from local disk on the project's CI machines; a torch without
     # its matching torchvision fails at import.
     "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,train,triton,search,cluster,dev]"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[cpu,train,triton,search,cluster,openvino,dev]"
     # BoxMOT gets an environment of its own: its ONNX ReID backend installs onnxruntime==1.24.3
     # whenever another version is present, and the toolkit needs a newer one. It sees this
     # environment's packages (torch, the toolkit) after its own, and holds BoxMOT and its pin.

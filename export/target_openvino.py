@@ -1,0 +1,75 @@
+"""The ``openvino`` export target (``--openvino DIR``): OpenVINO IR of the verified ONNX, and of
+calibration's INT8 Q/DQ file with ``--int8``, for Intel CPUs, GPUs and NPUs.
+
+``DIR/model.xml`` + ``model.bin`` come from OpenVINO's ONNX converter; the ONNX file's
+``metadata_props`` (contract, input convention, precision, provenance) go into the model's
+runtime info, section ``san``, where :mod:`san.artifact` reads them. Weights stay f32 unless
+``--openvino-fp16-weights``. The INT8 file converts with its Q/DQ pairs (``model.int8.xml``):
+OpenVINO runs the quantized layers in INT8 and keeps in float what calibration kept in float.
+Each IR is run by the ``openvino`` backend (precision f32) and verified against PyTorch under
+its rule (fp32; int8 for the INT8 file), like every export; a failing IR is renamed
+``*.rejected.xml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from export.targets import ExportJob, ExportTarget, prepare_folder
+from san.artifact import IR_SECTION, read_metadata
+
+log = logging.getLogger(__name__)
+
+
+def write_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> Path:
+    """Convert ``onnx_path`` to OpenVINO IR at ``xml_path`` (+ ``.bin``), its metadata in the runtime info."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    for key, value in read_metadata(onnx_path).items():
+        model.set_rt_info(value, [IR_SECTION, key])
+    ov.save_model(model, str(xml_path), compress_to_fp16=fp16_weights)
+    return xml_path
+
+
+class OpenVINOTarget(ExportTarget):
+    """``--openvino DIR``: ``model.xml``/``.bin`` (and ``model.int8.xml``/``.bin`` with ``--int8``)."""
+
+    flag = "openvino"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("OpenVINO IR (Intel CPU, GPU, NPU; `pip install '.[openvino]'`)")
+        group.add_argument("--openvino", type=Path, metavar="DIR",
+                           help="write OpenVINO IR here (with --int8 QDQ.onnx, the INT8 file too)")
+        group.add_argument("--openvino-fp16-weights", action="store_true",
+                           help="store weights in fp16 (half the size; computation still follows --precision at run time)")
+
+    @classmethod
+    def check_arguments(cls, args: argparse.Namespace) -> None:
+        if args.openvino is not None:
+            prepare_folder(args.openvino, "--openvino", args.overwrite, check_only=True)
+
+    def write(self, job: ExportJob) -> int:
+        from export.verify import verify_embeddings
+        from runtime.registry import open_backend
+
+        folder = prepare_folder(job.args.openvino, "--openvino", job.args.overwrite)
+        sources = [(job.onnx, folder / "model.xml", "fp32")]
+        if job.args.int8 is not None:
+            sources.append((job.args.int8, folder / "model.int8.xml", "int8"))
+        status = 0
+        for onnx_path, xml_path, kind in sources:
+            write_ir(onnx_path, xml_path, job.args.openvino_fp16_weights)
+            with open_backend(xml_path, "openvino") as backend:
+                report = verify_embeddings(job.model, job.images, backend.infer, kind=kind, rule=job.rules[kind])
+            log.info(f"{xml_path}: {report.render()}")
+            if not report.passed:
+                for path in (xml_path, xml_path.with_suffix(".bin")):
+                    path.replace(path.with_name(f"{path.stem}.rejected{path.suffix}"))
+                status = 1
+            else:
+                job.written[f"openvino-{kind}"] = xml_path
+        return status

@@ -1,0 +1,110 @@
+"""OpenVINO backend: ``.onnx`` files (fp32, fp16 or the toolkit's INT8 Q/DQ) and OpenVINO IR
+(``.xml`` + ``.bin`` from ``san-export --openvino``), on Intel CPUs, GPUs and NPUs.
+
+The contract and input convention come from :func:`san.artifact.read_model_contract`, like
+every backend's. Precision is explicit: OpenVINO's default on CPUs with BF16 runs float parts
+in bf16, so ``precision`` (``f32`` unless asked) pins the inference precision hint; ``bf16``
+and ``fp16`` are opt-in and judged by the fp16 rule. Small batches run on a model compiled
+for LATENCY; larger ones are split over the asynchronous requests of a model compiled for
+THROUGHPUT (CPU streams), which measured faster from :data:`THROUGHPUT_FROM` images on
+(``benchmarks/embed.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from runtime.base import Backend, BackendError, as_model_dtype
+from san.artifact import OUTPUT_NAME, read_model_contract
+from san.spec import ContractError, InputSpec
+
+#: ``--precision`` -> OpenVINO's inference precision hint.
+PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "fp16": ov.Type.f16}
+#: Batches of at least this many images run on the THROUGHPUT-compiled model.
+THROUGHPUT_FROM = 8
+_DTYPES = {ov.Type.u8: np.uint8, ov.Type.f32: np.float32}
+
+
+class OpenVINOBackend(Backend):
+    """Run an ONNX file or OpenVINO IR with OpenVINO.
+
+    ``device``: ``cpu`` (default), ``gpu[:N]`` or ``npu`` (OpenVINO's CPU, GPU.N, NPU).
+    ``threads``: the CPU's inference threads. ``precision``: ``f32`` (default), ``bf16`` or
+    ``fp16`` (the inference precision hint; INT8 layers of a Q/DQ file stay INT8).
+    """
+
+    name = "openvino"
+    device_kinds = frozenset({"cpu", "gpu", "npu"})
+
+    def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None, precision: str | None = None) -> None:
+        super().__init__(artifact, device, threads)
+        if providers:
+            self._note_ignored("--providers", ",".join(providers), "execution providers are onnxruntime's")
+        self.precision = precision or "f32"
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision!r}: OpenVINO takes {', '.join(PRECISIONS)}")
+        self._target = {"cpu": "CPU", "npu": "NPU"}.get(self.device.kind, f"GPU.{self.device.index}")
+        self._compiled: dict[str, Any] = {}
+
+    def _activate(self) -> InputSpec:
+        spec, self.convention = read_model_contract(self.artifact)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.artifact))
+        except RuntimeError as exc:
+            raise BackendError(f"{self.artifact}: OpenVINO cannot read this model: {str(exc).splitlines()[0]}") from exc
+        if len(model.inputs) != 1 or model.input(0).get_element_type() not in _DTYPES:
+            raise ContractError(f"{self.artifact}: expected one uint8 or float input, got "
+                                f"{[(i.get_any_name(), str(i.get_element_type())) for i in model.inputs]}")
+        output = next((o for o in model.outputs if OUTPUT_NAME in o.get_names()), model.output(0))
+        if output.get_partial_shape().rank.get_length() != 2:
+            raise ContractError(f"{self.artifact}: the output {output.get_any_name()!r} is not N x D")
+        self._dtype = _DTYPES[model.input(0).get_element_type()]
+        self._output = output.get_any_name()
+        config = {hints.inference_precision: PRECISIONS[self.precision]}
+        if self.device.kind == "cpu":
+            config[props.inference_num_threads] = self.threads
+        try:
+            for mode in ("LATENCY", "THROUGHPUT"):
+                self._compiled[mode] = core.compile_model(
+                    model, self._target, {**config, hints.performance_mode: getattr(hints.PerformanceMode, mode)})
+        except RuntimeError as exc:
+            raise BackendError(f"{self.artifact}: OpenVINO cannot compile it for {self._target}: "
+                               f"{str(exc).splitlines()[0]}") from exc
+        self._request = self._compiled["LATENCY"].create_infer_request()
+        jobs = self._compiled["THROUGHPUT"].get_property(props.optimal_number_of_infer_requests)
+        self._queue = ov.AsyncInferQueue(self._compiled["THROUGHPUT"], max(1, int(jobs)))
+        return spec
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = as_model_dtype(batch, self._dtype, self.artifact)
+        if len(batch) < THROUGHPUT_FROM or len(self._queue) == 1:
+            return self._request.infer({0: batch})[self._output].copy()
+        chunks = np.array_split(batch, min(len(self._queue), len(batch) // (THROUGHPUT_FROM // 2)))
+        results: list[np.ndarray | None] = [None] * len(chunks)
+
+        def done(request: ov.InferRequest, index: int) -> None:
+            results[index] = request.get_tensor(self._output).data.copy()
+
+        self._queue.set_callback(done)
+        for index, chunk in enumerate(chunks):
+            self._queue.start_async({0: np.ascontiguousarray(chunk)}, index)
+        self._queue.wait_all()
+        return np.concatenate(results)
+
+    def _deactivate(self) -> None:
+        self._compiled, self._request, self._queue = {}, None, None
+
+    def describe(self) -> dict[str, Any]:
+        described = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}
+        if "LATENCY" in self._compiled:  # what OpenVINO actually runs (a CPU without bf16 falls back to f32)
+            described["inference_precision"] = str(self._compiled["LATENCY"].get_property(hints.inference_precision))
+        return described
