@@ -187,7 +187,7 @@ def cpu_flags() -> str:
     except OSError:
         return "unknown"
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
     return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni"
 
 

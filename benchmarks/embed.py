@@ -19,8 +19,18 @@ the high-water mark left by another, and the ORT children never import torch):
 - ``san-embed --ray`` with onnxruntime fp32 on a local Ray started for the run (decode in Ray
   tasks, the model in one actor; start-up and shutdown of the local Ray included); skipped
   without the ``cluster`` extra.
+- ``san-embed --backend openvino`` on the same ONNX files: fp32 at f32, fp32 at bf16 (CPUs
+  with AVX-512 BF16 or AMX), INT8 Q/DQ with f32 and with bf16 float parts; skipped without
+  the ``openvino`` extra.
 - With a CUDA GPU: the reference loop on CUDA, under ``torch.compile``, onnxruntime CUDA,
   TensorRT FP16 and INT8 (rows say why they are skipped otherwise).
+
+``--sweep 1,8,32`` adds a second table: onnxruntime fp32 and INT8 and the OpenVINO rows
+model-only at each of those batch sizes (tracker-sized batches: a tracker embeds the crops of
+one frame), with images/s, p50/p99 per call, RSS, the ratio to onnxruntime fp32 at the same
+batch, the cosine to onnxruntime fp32 judged by the row's rule, and the OpenVINO goals; plus
+OpenVINO INT8 with every batch on its LATENCY model, which shows where the backend's switch
+to THROUGHPUT requests pays.
 
 Columns: end-to-end img/s (files to embeddings); model-only img/s (the same backend on
 pre-decoded batches: the library's uint8 from :func:`san.preprocess.load_image`, the
@@ -70,6 +80,9 @@ from san.metrics import paired_cosine
 
 #: Speed targets (ratios to the reference loop; decode share of model time).
 ORT_FP32_TARGET, ORT_INT8_TARGET, DECODE_SHARE_TARGET = 1.8, 2.2, 0.10
+#: OpenVINO goals on a VNNI CPU: INT8 over onnxruntime fp32 at batch 32; batch-8 cost per image
+#: over batch-32's.
+OV_INT8_TARGET, OV_BATCH8_COST_TARGET = 2.5, 1.3
 REFERENCE = "reference: torch eager loop"
 SMOKE = {"images": 8, "batch_size": 4, "height": 64, "width": 32, "backbone": "resnet18", "calib_images": 4}
 
@@ -230,6 +243,100 @@ def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any
     return Measurement(len(files), e2e, model_s, decode_s, latencies, rss, tree.peak_mib, embeddings)
 
 
+@dataclass
+class Sweep:
+    """One competitor's model-only numbers per batch size."""
+
+    seconds: dict[int, list[float]]  # batch -> per-call seconds
+    rss_mib: float
+    embeddings: np.ndarray = field(repr=False)  # at the largest batch
+
+    def ips(self, batch: int) -> float:
+        return batch * len(self.seconds[batch]) / sum(self.seconds[batch])
+
+
+def model_sweep(setup: Setup, artifact: Path, backend: str, options: dict[str, Any], batches: tuple[int, ...],
+                latency_only: bool = False) -> Sweep:
+    """The backend on pre-decoded images at each batch size (a warm-up call first); with
+    ``latency_only``, OpenVINO runs every batch on its LATENCY-compiled model."""
+    from runtime import open_backend
+    from san.preprocess import load_image
+
+    if latency_only:
+        import runtime.openvino_backend
+
+        runtime.openvino_backend.THROUGHPUT_FROM = 1 << 30
+    seconds, rows = {}, []
+    with open_backend(artifact, backend, **options) as model:
+        decoded = np.stack([load_image(f, model.spec) for f in setup.files()])
+        for batch in batches:
+            calls = [decoded[i : i + batch] for i in range(0, len(decoded) - batch + 1, batch)]
+            model.infer(calls[0])  # warm-up at this shape
+            seconds[batch], rows = [], []
+            for chunk in calls:
+                tic = time.perf_counter()
+                rows.append(model.infer(chunk))
+                seconds[batch].append(time.perf_counter() - tic)
+    return Sweep(seconds, peak_rss_mib(), np.concatenate(rows))
+
+
+def sweep_plan(setup: Setup, art: Artifacts, batches: tuple[int, ...]) -> list[Competitor]:
+    """onnxruntime fp32 and INT8, the OpenVINO rows, and OpenVINO INT8 on LATENCY alone."""
+    ort = {"threads": setup.threads, "providers": ["cpu"]}
+    int8_skip = art.int8 if isinstance(art.int8, str) else None
+    rows = [Competitor("ort", "onnxruntime fp32", model_sweep, (setup, art.onnx, "onnxruntime", ort, batches)),
+            Competitor("int8", "onnxruntime INT8 Q/DQ", model_sweep, (setup, art.int8, "onnxruntime", ort, batches),
+                       int8_skip)]
+    for row in openvino_rows(setup, art):
+        rows.append(Competitor(row.key, row.name.removeprefix("san-embed "), model_sweep, (*row.args, batches), row.skip))
+    ov = {"threads": setup.threads, "precision": "f32"}
+    rows.append(Competitor("ov-int8-latency", "OpenVINO INT8 Q/DQ at f32, LATENCY model only", model_sweep,
+                           (setup, art.int8, "openvino", ov, batches, True), int8_skip or openvino_skip()))
+    return rows
+
+
+def sweep_report(rows: list[Competitor], results: dict[str, Sweep], batches: tuple[int, ...]) -> str:
+    """Per row and batch: img/s, p50/p99, RSS, ratio to onnxruntime fp32, cosine and its rule; the goals."""
+    from san.rules import RULES
+
+    base = results.get("onnxruntime fp32")
+    headers = ["competitor", "batch", "img/s", "p50 ms", "p99 ms", "RSS MiB", "x ORT fp32", "cos mean vs ORT fp32",
+               "rule"]
+    table = []
+    for c in rows:
+        m = results.get(c.name)
+        if m is None:
+            table.append([c.name, "", c.skip or "not run", *[""] * (len(headers) - 3)])
+            continue
+        kind = "int8" if "INT8" in c.name else "bf16" if "bf16" in c.name else "fp32"
+        cos = paired_cosine(m.embeddings, base.embeddings) if base else None
+        verdict_text = ""
+        if cos is not None and c.name != base_name(base, results):
+            breaches = RULES[kind].breaches(kind, {"min_cosine_mean": float(cos.mean())})
+            verdict_text = f"{kind}: {'pass' if not breaches else 'FAIL'}"
+        for batch in batches:
+            table.append([c.name, str(batch), fmt(m.ips(batch)), fmt(percentile_ms(m.seconds[batch], 50)),
+                          fmt(percentile_ms(m.seconds[batch], 99)), fmt(m.rss_mib, 0),
+                          fmt(m.ips(batch) / base.ips(batch), 2, "x") if base else "",
+                          fmt(float(cos.mean()), 4) if cos is not None else "", verdict_text])
+    ov = results.get("OpenVINO INT8 Q/DQ at f32")
+    largest, eight = max(batches), 8 if 8 in batches else None
+    speedup = ov.ips(largest) / base.ips(largest) if ov and base else None
+    cost = ov.ips(largest) / ov.ips(eight) if ov and eight else None  # per-image time at 8 over at the largest
+    goals = markdown_table(["goal", "measured", "target", "verdict"], [
+        [f"OpenVINO INT8 / onnxruntime fp32 at batch {largest}", fmt(speedup, 2, "x"), f">= {OV_INT8_TARGET}x",
+         verdict(speedup, OV_INT8_TARGET)],
+        [f"OpenVINO INT8 cost per image, batch 8 / batch {largest}", fmt(cost, 2, "x"),
+         f"<= {OV_BATCH8_COST_TARGET}x", verdict(cost, OV_BATCH8_COST_TARGET, at_most=True)],
+    ])
+    return f"{markdown_table(headers, table)}\n\n{goals}"
+
+
+def base_name(base: Sweep | None, results: dict[str, Sweep]) -> str:
+    """The name of the row every other is compared with."""
+    return next((name for name, m in results.items() if m is base), "")
+
+
 # -- preparation (parent side) --------------------------------------------------------------
 def prepare_images(work: Path, n: int, height: int, width: int, source_scale: float) -> tuple[Path, Path]:
     """A folder of ``n`` synthetic test-split JPEGs to embed, and the training split (calibration pool)."""
@@ -362,6 +469,30 @@ def tensorrt_engine(onnx: Path, batch_size: int, fp16_from: Path | None = None) 
     return engine
 
 
+def openvino_skip(precision: str = "f32") -> str | None:
+    """Why an OpenVINO row cannot run here (None when it can)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "skipped: OpenVINO is not installed (pip install -e '.[openvino]')"
+    if precision == "bf16" and not any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16")):
+        return "skipped: this CPU has no bf16 (AVX-512 BF16 or AMX)"
+    return None
+
+
+def openvino_rows(setup: Setup, art: Artifacts) -> list[Competitor]:
+    """The OpenVINO rows: fp32 and INT8 files, each at f32 and at bf16 float parts."""
+    rows = []
+    for key, label, artifact in (("ov-fp32", "fp32", art.onnx), ("ov-int8", "INT8 Q/DQ", art.int8)):
+        for precision in ("f32", "bf16"):
+            skip = (artifact if isinstance(artifact, str) else None) or openvino_skip(precision)
+            options = {"threads": setup.threads, "precision": precision}
+            rows.append(Competitor(key + ("-bf16" if precision == "bf16" else ""),
+                                   f"san-embed OpenVINO {label} at {precision}", san_embed,
+                                   (setup, artifact, "openvino", options), skip))
+    return rows
+
+
 def plan(args: argparse.Namespace, setup: Setup, art: Artifacts) -> list[Competitor]:
     """Every row, in order; GPU rows carry their skip reason on a machine without one."""
     cpu = {"threads": setup.threads}
@@ -375,6 +506,7 @@ def plan(args: argparse.Namespace, setup: Setup, art: Artifacts) -> list[Competi
                    (setup, art.int8, "onnxruntime", ort_cpu), int8_skip),
         Competitor("ray", "san-embed --ray onnxruntime fp32 (local Ray)", san_embed,
                    (setup, art.onnx, "onnxruntime", ort_cpu, True), ray_skip()),
+        *openvino_rows(setup, art),
     ]
     cuda, ort_cuda, trt = gpu_skip(), gpu_skip("onnxruntime-cuda"), gpu_skip("tensorrt")
     rows += [
@@ -442,7 +574,8 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python benchmarks/embed.py``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Competitors: reference, torch, ort, "
-                                "int8, ray, cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
+                                "int8, ray, ov-fp32, ov-fp32-bf16, ov-int8, ov-int8-bf16, ov-int8-latency (sweep "
+                                "only), cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
     p.add_argument("--images", type=int, default=512, help="images to embed (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per model call, all competitors (default %(default)s)")
@@ -457,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=64, help="INT8 calibration sample (default %(default)s)")
     p.add_argument("--quant", action="append", default=[], metavar="KEY=VALUE",
                    help="calibration.quantize.QuantizeOptions override, repeatable (e.g. target=tensorrt)")
+    p.add_argument("--sweep", type=lambda s: tuple(int(b) for b in s.split(",")), metavar="B,B",
+                   help="also the model-only batch sweep at these batch sizes (e.g. 1,8,32)")
     p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B",
                    help="run only these competitors (the reference always runs)")
     p.add_argument("--work", type=Path, default=Path("runs/bench"), help="data and models (default %(default)s)")
@@ -492,6 +627,16 @@ def main(argv: list[str] | None = None) -> int:
             results[c.name] = run_in_child(c.run, *c.args)
     print(f"load average after: {load_average()}\n")
     print(report(rows, results, art.flops, peak))
+    if args.sweep:
+        sweep_rows = [c for c in sweep_plan(setup, art, args.sweep) if not args.only or c.key in args.only]
+        swept: dict[str, Sweep] = {}
+        for c in sweep_rows:
+            if c.skip is None:
+                print(f"sweeping {c.name} ...", flush=True)
+                swept[c.name] = run_in_child(c.run, *c.args)
+        print(f"\nmodel-only, batch sizes {', '.join(map(str, args.sweep))} ({len(setup.paths)} images each); load "
+              f"average after: {load_average()}\n")
+        print(sweep_report(sweep_rows, swept, args.sweep))
     return 0
 
 

@@ -106,5 +106,5 @@ class OpenVINOBackend(Backend):
     def describe(self) -> dict[str, Any]:
         described = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}
         if "LATENCY" in self._compiled:  # what OpenVINO actually runs (a CPU without bf16 falls back to f32)
-            described["inference_precision"] = str(self._compiled["LATENCY"].get_property(hints.inference_precision))
+            described["inference_precision"] = self._compiled["LATENCY"].get_property(hints.inference_precision).get_type_name()
         return described

@@ -54,9 +54,9 @@ MAX_RANK = 20  # CMC length kept in the JSON report
 class BackendResult:
     """One backend's retrieval, and (except for the reference) its comparison and verdict."""
 
-    name: str  # torch, onnx, int8, engine
+    name: str  # torch, onnx, int8, engine, ir, openvino-onnx, openvino-int8
     artifact: str
-    kind: str  # reference, fp32, fp16, int8
+    kind: str  # reference, or the precision it is judged by: fp32, fp16, tf32, bf16, int8
     backend: dict[str, Any]
     retrieval: Retrieval
     seconds: float

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from support.tampering import tampered_block
 import torch
 from PIL import Image
 
@@ -23,7 +24,6 @@ from export.cli import main as san_export
 from export.onnx_export import check_graph, export_onnx, random_ops
 from export.targets import ExportError
 from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
-from export.graph import mask_tensors
 from export.verify import export_and_verify, synthetic_images, verify_onnx
 from san.checkpoint import load_checkpoint, save_checkpoint
 from san.hashing import file_sha256
@@ -221,41 +221,12 @@ def test_verify_catches_masks_that_disagree(random_model: SAN, random_onnx: Path
     assert not report.passed and any("unexplained mask flips" in p for p in report.problems), report.render()
 
 
-def _tampered(source: Path, out: Path, stage: int, how: str) -> Path:
-    """A copy of ``source`` whose block after ``stage`` is altered: its threshold constant
-    set to 0.6 (``threshold``), its F = (1 + M) T replaced by T (``bypassed``), or that and
-    every node left dead removed (``removed``)."""
-    model = onnx.load(source)
-    graph = model.graph
-    mask = mask_tensors(model, [stage])[stage]
-    compare = next(n for n in graph.node if mask in n.output)
-    if how == "threshold":
-        name = f"tampered_threshold_{stage}"
-        graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.6, dtype=np.float32), name))
-        compare.input[1] = name  # this block only: exporters share equal constants between blocks
-    else:
-        cast = next(n for n in graph.node if mask in n.input)
-        mul = next(n for n in graph.node if cast.output[0] in n.input)
-        add = next(n for n in graph.node if mul.output[0] in n.input)  # F = T + M * T
-        feature = next(i for i in add.input if i != mul.output[0])
-        add.op_type, add.input[:] = "Identity", [feature]
-        if how == "removed":
-            del graph.output[1:]  # pi_<stage> outputs would keep the dead path alive
-            while dead := [n for n in graph.node if not any(o in {i for m in graph.node for i in m.input}
-                                                            or o == OUTPUT_NAME for o in n.output)]:
-                for n in dead:
-                    graph.node.remove(n)
-    onnx.checker.check_model(model)
-    onnx.save(model, out)
-    return out
-
-
 @pytest.mark.parametrize("how", ["threshold", "bypassed", "removed"])
 def test_verify_refuses_a_tampered_block_and_names_it(
     how: str, trained_model: SAN, trained_onnx: Path, tmp_path: Path
 ) -> None:
     stage = 2
-    tampered = _tampered(trained_onnx, tmp_path / f"{how}.onnx", stage, how)
+    tampered = tampered_block(trained_onnx, tmp_path / f"{how}.onnx", stage, how)
     report = verify_onnx(trained_model, tampered, synthetic_images(trained_model.spec, 8))
     assert not report.passed, report.render()
     expected = {"threshold": "unexplained mask flips", "bypassed": "does not reach", "removed": "has no mask"}[how]

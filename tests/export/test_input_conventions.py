@@ -18,6 +18,7 @@ from san.checkpoint import load_checkpoint
 from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.preprocess import load_image
+from san.rules import RULES
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CONVENTIONS = {
@@ -77,6 +78,15 @@ def test_backends_feed_each_convention_from_decoded_images(name: str, exports: d
     with open_backend(tiny / "model.onnx") as plain, open_backend(exports[name]) as adapted:
         assert adapted.convention == CONVENTIONS[name] and adapted.spec == plain.spec
         assert paired_cosine(plain.infer(images), adapted.infer(images)).min() >= 0.9999
+
+
+@pytest.mark.parametrize("name", CONVENTIONS)
+def test_openvino_runs_each_convention_as_onnxruntime_does_under_the_fp32_rule(name: str, exports: dict[str, Path],
+                                                                              images: np.ndarray) -> None:
+    with open_backend(exports[name]) as reference, open_backend(exports[name], "openvino") as openvino:
+        assert openvino.convention == CONVENTIONS[name] and openvino.spec == reference.spec
+        cos = paired_cosine(reference.infer(images), openvino.infer(images))
+    assert RULES["fp32"].breaches("fp32", {"min_cosine_min": cos.min(), "min_cosine_mean": cos.mean()}) == []
 
 
 @pytest.mark.parametrize("name", CONVENTIONS)

@@ -1,0 +1,109 @@
+"""The OpenVINO backend, IR export and parity rows, with the real OpenVINO runtime."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.cli import main as san_export
+from export.target_openvino import write_ir
+from runtime import discover_images, open_backend
+from runtime.cli_embed import main as san_embed
+from runtime.parity import Artifact, run_parity
+from san.artifact import read_contract, read_input_convention, read_metadata, read_provenance
+from san.data.registry import load_dataset
+from san.metrics import paired_cosine
+from san.preprocess import load_image
+from san.rules import RULES
+from support.tampering import tampered_block
+
+SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
+
+
+@pytest.fixture(scope="module")
+def images(tiny: Path) -> np.ndarray:
+    spec = read_contract(tiny / "model.onnx")
+    return np.stack([load_image(tiny / "images" / p, spec) for p in discover_images(tiny / "images")])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``san-export --openvino``'s folder for the tiny model, with a TensorRT-style INT8 file."""
+    from calibration.quantize import QuantizeOptions, quantize_onnx
+
+    work = tmp_path_factory.mktemp("openvino")
+    images = [tiny / "images" / p for p in discover_images(tiny / "images")]
+    int8 = quantize_onnx(tiny / "model.onnx", images, work / "model.int8.onnx",
+                         options=QuantizeOptions(batch_size=4, progress=False)).out
+    assert san_export(["--ckpt", str(tiny / "model.pt"), "--out", str(work / "model.onnx"),
+                       "--openvino", str(work / "ir"), "--int8", str(int8)]) == 0
+    return work
+
+
+def _judged(reference: np.ndarray, got: np.ndarray, kind: str) -> list[str]:
+    cos = paired_cosine(reference, got)
+    return RULES[kind].breaches(kind, {"min_cosine_min": float(cos.min()), "min_cosine_mean": float(cos.mean())})
+
+
+@pytest.mark.parametrize("batch", [4, 12])  # below and above the THROUGHPUT split
+def test_the_backend_matches_onnxruntime_under_the_fp32_rule(tiny: Path, images: np.ndarray, batch: int) -> None:
+    with open_backend(tiny / "model.onnx") as ort_backend, open_backend(tiny / "model.onnx", "openvino") as ov_backend:
+        assert ov_backend.spec == ort_backend.spec and ov_backend.describe()["inference_precision"] == "f32"
+        assert _judged(ort_backend.infer(images[:batch]), ov_backend.infer(images[:batch]), "fp32") == []
+
+
+def test_the_ir_round_trips_the_contract_and_runs_within_the_fp32_rule(tiny: Path, exported: Path,
+                                                                       images: np.ndarray) -> None:
+    xml = exported / "ir" / "model.xml"
+    assert sorted(p.name for p in (exported / "ir").iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
+                                                                  "model.xml"]
+    assert read_contract(xml) == read_contract(tiny / "model.onnx")
+    assert read_input_convention(xml) == read_input_convention(tiny / "model.onnx")
+    assert read_metadata(xml) == read_metadata(exported / "model.onnx") and read_provenance(xml).precision == "fp32"
+    assert read_provenance(exported / "ir" / "model.int8.xml").precision == "int8"
+    with open_backend(tiny / "model.onnx") as reference, open_backend(xml) as ir:
+        assert ir.name == "openvino" and _judged(reference.infer(images), ir.infer(images), "fp32") == []
+
+
+def test_the_int8_file_runs_on_openvino_as_on_onnxruntime(exported: Path, images: np.ndarray) -> None:
+    for path in (exported / "model.int8.onnx", exported / "ir" / "model.int8.xml"):
+        with open_backend(exported / "model.int8.onnx") as ort_backend, open_backend(path, "openvino") as ov_backend:
+            cos = paired_cosine(ort_backend.infer(images), ov_backend.infer(images))
+        assert cos.min() >= 0.99, (path, cos)
+
+
+def test_bf16_is_judged_by_its_own_rule_and_a_tampered_ir_fails_parity(tiny: Path, tmp_path: Path) -> None:
+    root = tmp_path / "synth"
+    dataset = load_dataset("synthetic", root, verbose=False, **SYNTH)
+    tampered = write_ir(tampered_block(tiny / "model.onnx", tmp_path / "tampered.onnx", 2, "threshold"),
+                        tmp_path / "tampered.xml")
+    report = run_parity(tiny / "model.pt", dataset, [
+        Artifact("openvino-onnx", tiny / "model.onnx", backend="openvino", options=(("precision", "bf16"),),
+                 judged_as="bf16"),
+        Artifact("ir", tampered),
+    ], draws=0, options={"threads": 1})
+    bf16, broken = report.results[1:]
+    assert bf16.kind == "bf16" and "bf16" in report.rules and bf16.backend["precision"] == "bf16"
+    assert bf16.breaches == RULES["bf16"].breaches("bf16", bf16.comparison.measured())
+    assert broken.kind == "fp32" and any(b.startswith("fp32.min_cosine") for b in broken.breaches), broken.breaches
+
+
+def test_san_embed_on_openvino_writes_the_index_onnxruntime_writes(exported: Path, tiny: Path, tmp_path: Path) -> None:
+    model = exported / "model.int8.onnx"
+    for backend in ("onnxruntime", "openvino"):
+        assert san_embed([str(tiny / "images"), "--model", str(model), "--backend", backend,
+                          "--out", str(tmp_path / backend), "--threads", "1"]) == 0
+    index = {b: (tmp_path / b / "index.csv").read_text() for b in ("onnxruntime", "openvino")}
+    assert index["openvino"] == index["onnxruntime"] and len(list(csv.reader(index["openvino"].splitlines()))) > 1
+    rows = {b: np.concatenate([np.load(p) for p in sorted((tmp_path / b).glob("*.npy"))]) for b in index}
+    assert _judged(rows["onnxruntime"], rows["openvino"], "int8") == []
+
+
+def test_openvino_refuses_devices_and_precisions_it_does_not_have(tiny: Path) -> None:
+    with pytest.raises(ValueError, match="--precision 'int4'"):
+        open_backend(tiny / "model.onnx", "openvino", precision="int4")
+    with pytest.raises(ValueError, match="the onnxruntime backend runs on cpu, cuda"):
+        open_backend(tiny / "model.onnx", "onnxruntime", device="npu")
