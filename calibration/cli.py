@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
+from san.arguments import CommandParser, count, existing_folder, finite, model_file, output_file, output_folder
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
@@ -96,16 +97,16 @@ COMMANDS = ("quantize", "threshold")
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-calibrate`` and its two commands."""
     raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="san-calibrate", description=DESCRIPTION, formatter_class=raw)
+    parser = CommandParser(prog="san-calibrate", description=DESCRIPTION, formatter_class=raw)
     commands = parser.add_subparsers(dest="command", metavar="{quantize,threshold}")
 
     q = commands.add_parser("quantize", help="INT8 Q/DQ ONNX (the default)", description=QUANTIZE_DESCRIPTION, formatter_class=raw)
-    q.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="fp32 ONNX written by san-export")
-    q.add_argument("--images", required=True, type=Path, metavar="DIR", help="calibration images (e.g. the training split), searched recursively")
-    q.add_argument("--out", type=Path, metavar="PATH", help="INT8 ONNX (default: MODEL.int8.onnx beside --onnx)")
+    q.add_argument("--onnx", required=True, type=model_file("onnx"), metavar="PATH", help="fp32 ONNX written by san-export")
+    q.add_argument("--images", required=True, type=existing_folder, metavar="DIR", help="calibration images (e.g. the training split), searched recursively")
+    q.add_argument("--out", type=output_file, metavar="PATH", help="INT8 ONNX (default: MODEL.int8.onnx beside --onnx)")
     q.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_OPTIONS.method, help="range calibration (default %(default)s)")
-    q.add_argument("--num", type=int, default=256, metavar="N", help="images to sample (default %(default)s)")
-    q.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default %(default)s)")
+    q.add_argument("--num", type=count(1), default=256, metavar="N", help="images to sample (default %(default)s)")
+    q.add_argument("--seed", type=count(0), default=0, metavar="S", help="sampling seed (default %(default)s)")
     q.add_argument(
         "--target", choices=sorted(TARGETS), default=DEFAULT_OPTIONS.target,
         help="onnxruntime: uint8 activations, INT32 biases, fastest on the CPU (default: a file made "
@@ -117,32 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
         "float parts use fp16 tensor cores; the L2 normalisation stays fp32; TensorRT 10 or later)",
     )
     q.add_argument(
-        "--float-blocks", type=int, default=DEFAULT_OPTIONS.float_blocks, metavar="N",
+        "--float-blocks", type=count(0), default=DEFAULT_OPTIONS.float_blocks, metavar="N",
         help="keep the stem and the first N stages (with their attention blocks) in fp32 (default %(default)s; 0: quantize all)",
     )
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (AVX2 CPUs without VNNI can saturate u8 x s8 sums)")
-    q.add_argument("--cache-dir", type=Path, metavar="DIR", help="range cache folder (default: .calibration-cache beside --out)")
-    q.add_argument("--batch-size", type=int, default=DEFAULT_OPTIONS.batch_size, metavar="N", help="calibration batch (default %(default)s)")
+    q.add_argument("--cache-dir", type=output_folder, metavar="DIR", help="range cache folder (default: .calibration-cache beside --out)")
+    q.add_argument("--batch-size", type=count(1), default=DEFAULT_OPTIONS.batch_size, metavar="N", help="calibration batch (default %(default)s)")
     hygiene = q.add_argument_group("evaluation split (never calibrated on; also the report's held-out split)")
-    hygiene.add_argument("--exclude", type=Path, action="append", default=[], metavar="DIR", help="evaluation image folder (repeatable)")
+    hygiene.add_argument("--exclude", type=existing_folder, action="append", default=[], metavar="DIR", help="evaluation image folder (repeatable)")
     hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
-    hygiene.add_argument("--eval-root", type=Path, metavar="DIR", help="that data set's folder")
-    hygiene.add_argument("--report", type=Path, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
+    hygiene.add_argument("--eval-root", type=existing_folder, metavar="DIR", help="that data set's folder")
+    hygiene.add_argument("--report", type=output_file, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
     hygiene.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
                          help="change one limit of the int8 rule the report applies, repeatable (as san-parity: "
                          "int8.max_delta_map=2)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
-    t.add_argument("--ckpt", required=True, type=Path, metavar="PATH", help="trained checkpoint")
+    t.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH", help="trained checkpoint")
     t.add_argument("--dataset", required=True, choices=sorted(DATASETS), metavar="NAME", help=f"validation data set: {', '.join(sorted(DATASETS))}")
-    t.add_argument("--root", required=True, type=Path, metavar="DIR", help="its folder (synthetic: generated there if absent)")
-    t.add_argument("--out", required=True, type=Path, metavar="PATH", help="checkpoint to write")
-    t.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T", help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
-    t.add_argument("--draws", type=int, default=3, metavar="K", help="seeded draws of the stochastic reference (default %(default)s)")
-    t.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the first draw (default %(default)s)")
-    t.add_argument("--batch-size", type=int, default=128, metavar="N", help="evaluation batch (default %(default)s)")
-    t.add_argument("--workers", type=int, default=2, metavar="N", help="decoding workers (default %(default)s)")
+    t.add_argument("--root", required=True, type=existing_folder, metavar="DIR", help="its folder (san-synth makes a synthetic one)")
+    t.add_argument("--out", required=True, type=output_file, metavar="PATH", help="checkpoint to write")
+    t.add_argument("--thresholds", type=finite, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T", help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
+    t.add_argument("--draws", type=count(1), default=3, metavar="K", help="seeded draws of the stochastic reference (default %(default)s)")
+    t.add_argument("--seed", type=count(0), default=0, metavar="S", help="seed of the first draw (default %(default)s)")
+    t.add_argument("--batch-size", type=count(1), default=128, metavar="N", help="evaluation batch (default %(default)s)")
+    t.add_argument("--workers", type=count(0), default=2, metavar="N", help="decoding workers (default %(default)s)")
     return parser
 
 

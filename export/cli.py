@@ -8,7 +8,9 @@ from pathlib import Path
 
 from export.targets import target_classes
 from export.tensorrt_lint import PARSERS
+from san.arguments import CommandParser, count, existing_folder, model_file
 from san.command import command
+from san.input_convention import InputConvention
 
 EPILOG = """\
 what it writes:
@@ -52,7 +54,7 @@ exit status: 0 ok, 1 verification failed (or --check-tensorrt: not compatible), 
 def build_parser() -> argparse.ArgumentParser:
     from san.rules import RULES, describe_rules
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-export",
         description="Export a SAN checkpoint to ONNX with deterministic masks and its input "
         "contract, check it against PyTorch, and optionally build a TensorRT engine.",
@@ -60,15 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", type=Path, metavar="PATH", help="checkpoint written by san-train (model.pt)")
-    source.add_argument("--check-tensorrt", type=Path, metavar="ONNX",
+    source.add_argument("--ckpt", type=model_file("checkpoint"), metavar="PATH",
+                        help="checkpoint written by san-train (model.pt)")
+    source.add_argument("--check-tensorrt", type=model_file("onnx"), metavar="ONNX",
                         help="only check an ONNX file against TensorRT's parser rules (no GPU needed)")
     parser.add_argument("--tensorrt", choices=list(PARSERS), metavar="VERSION",
                         help=f"the TensorRT release whose parser --check-tensorrt models: {', '.join(PARSERS)} "
                         "(default: the installed TensorRT, else 10)")
     verify = parser.add_argument_group("verification")
-    verify.add_argument("--verify-images", type=Path, metavar="DIR", help="verify on these images (default: synthetic)")
-    verify.add_argument("--verify-count", type=int, default=16, metavar="N", help="images to verify on (default 16)")
+    verify.add_argument("--verify-images", type=existing_folder, metavar="DIR",
+                        help="verify on these images (default: synthetic)")
+    verify.add_argument("--verify-count", type=count(1), default=16, metavar="N", help="images to verify on (default 16)")
     verify.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
                         help="change one limit of the rule table, repeatable (as san-parity: fp32.min_cosine_min=0.995)")
     for target in target_classes():
@@ -132,18 +136,17 @@ def run(args: argparse.Namespace) -> int:
 
     targets = requested_targets(args)
     rules = override_rules(RULES, args.threshold)
-    if args.verify_count < 1:
-        raise ValueError(f"--verify-count must be >= 1, got {args.verify_count}")
     for cls in target_classes():
         cls.check_arguments(args)
     inputs = {name: path for name, path in (("--ckpt", args.ckpt), ("--int8", args.int8),
                                             ("--verify-images", args.verify_images)) if path is not None}
     onnx_out = args.out or args.ckpt.with_suffix(".onnx")
     for option, output in (("--out", onnx_out), ("--engine", args.engine), ("--deepstream", args.deepstream),
-                           ("--triton", args.triton), ("--boxmot", args.boxmot)):
+                           ("--triton", args.triton), ("--boxmot", args.boxmot), ("--openvino", args.openvino)):
         if output is not None:  # a folder target with --overwrite would delete what it holds
             refuse_overwriting_inputs(output, inputs, option)
     model, meta = load_checkpoint(args.ckpt)
+    refuse_replacing_another_export(onnx_out, meta.sha256, convention(args), args.overwrite)
     if args.verify_images:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
@@ -155,6 +158,25 @@ def run(args: argparse.Namespace) -> int:
         if status:
             return status
     return 0
+
+
+def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: InputConvention,
+                                    overwrite: bool) -> None:
+    """Refuse to replace an existing ``onnx`` that is not this checkpoint's export with this input
+    convention (another checkpoint, another convention, or not a SAN export), unless ``overwrite``."""
+    from san.artifact import CHECKPOINT_SHA_KEY, read_input_convention, read_metadata
+    from san.spec import ContractError
+
+    if overwrite or not onnx.exists():
+        return
+    try:
+        same = (read_metadata(onnx).get(CHECKPOINT_SHA_KEY) == checkpoint_sha256
+                and read_input_convention(onnx) == wanted)
+    except ContractError:
+        same = False
+    if not same:
+        raise ValueError(f"--out {onnx} exists and is not this checkpoint's export with this input convention "
+                         "(other files may have been made from it); give another --out, or --overwrite to replace it")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
+from san.arguments import output_folder
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -43,7 +44,7 @@ class BoxMOTTarget(ExportTarget):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("BoxMOT trackers (BotSort, DeepOcSort, StrongSort, ...)")
-        group.add_argument("--boxmot", type=Path, metavar="DIR", help="write the BoxMOT ReID model here")
+        group.add_argument("--boxmot", type=output_folder, metavar="DIR", help="write the BoxMOT ReID model here")
 
     @classmethod
     def check_arguments(cls, args: argparse.Namespace) -> None:

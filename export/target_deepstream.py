@@ -32,6 +32,7 @@ import onnx
 
 from export.graph import with_attribute_axes
 from export.targets import ExportError, ExportJob, ExportTarget, prepare_folder, require_bilinear
+from san.arguments import count, output_folder
 from export.tensorrt_lint import PARSERS, require_tensorrt_compatible
 from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.atomic import atomic_write
@@ -153,17 +154,17 @@ class DeepStreamTarget(ExportTarget):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("DeepStream (tracker ReID or nvinfer secondary GIE)")
-        group.add_argument("--deepstream", type=Path, metavar="DIR", help="write the DeepStream files here")
+        group.add_argument("--deepstream", type=output_folder, metavar="DIR", help="write the DeepStream files here")
         group.add_argument("--deepstream-reid-type", default="reassoc", choices=sorted(REID_TYPES),
                            help="what the tracker uses the features for (default reassoc)")
-        group.add_argument("--deepstream-batch", type=int, default=16, metavar="N",
+        group.add_argument("--deepstream-batch", type=count(1), default=16, metavar="N",
                            help="objects per ReID batch (default 16)")
         group.add_argument("--deepstream-precision", default="fp16", choices=sorted(TRACKER_MODES),
                            help="engine precision DeepStream builds (default fp16)")
         group.add_argument("--deepstream-version", default=LATEST_DEEPSTREAM, choices=list(DEEPSTREAM_TENSORRT),
                            help="the DeepStream release, and so the TensorRT parser, the files are for "
                            f"(default {LATEST_DEEPSTREAM}; 6.4 and 7.0 get an opset-17 graph)")
-        group.add_argument("--deepstream-class-id", type=int, action="append", metavar="ID",
+        group.add_argument("--deepstream-class-id", type=count(0), action="append", metavar="ID",
                            help="detector class the nvinfer ReID runs on, repeatable (default 0: persons)")
 
     @classmethod

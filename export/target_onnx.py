@@ -7,17 +7,8 @@ import argparse
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget
+from san.arguments import count, finite_list, output_file
 from san.input_convention import KINDS, InputConvention
-
-
-def _triple(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def convention(args: argparse.Namespace) -> InputConvention:
@@ -31,16 +22,16 @@ class OnnxTarget(ExportTarget):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", type=Path, metavar="PATH",
+        parser.add_argument("--out", type=output_file, metavar="PATH",
                             help="ONNX path (default: the checkpoint's path with .onnx)")
-        parser.add_argument("--opset", type=int, default=17, metavar="N",
+        parser.add_argument("--opset", type=count(17), default=17, metavar="N",
                             help="lowest opset (>= 17; the exporter writes >= 18)")
         group = parser.add_argument_group("input convention of the ONNX file (the model inside is unchanged)")
         group.add_argument("--input", default="uint8", metavar="KIND",
                            help=f"{' | '.join(KINDS)}: uint8 pixels (default), float32 pixels 0..255, or float32 "
                            "(pixel / 255 - mean) / std")
-        group.add_argument("--input-mean", type=_triple, metavar="R,G,B", help="with --input normalized")
-        group.add_argument("--input-std", type=_triple, metavar="R,G,B", help="with --input normalized")
+        group.add_argument("--input-mean", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
+        group.add_argument("--input-std", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
         group.add_argument("--bgr", action="store_true", help="channels in BGR order (mean/std in that order too)")
         group.add_argument("--nhwc", action="store_true", help="N x H x W x 3 instead of N x 3 x H x W")
         parser.add_argument("--overwrite", action="store_true",

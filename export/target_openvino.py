@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget, prepare_folder
+from san.arguments import output_folder
 from san.artifact import IR_SECTION, read_metadata
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class OpenVINOTarget(ExportTarget):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("OpenVINO IR (Intel CPU, GPU, NPU; `pip install '.[openvino]'`)")
-        group.add_argument("--openvino", type=Path, metavar="DIR",
+        group.add_argument("--openvino", type=output_folder, metavar="DIR",
                            help="write OpenVINO IR here (with --int8 QDQ.onnx, the INT8 file too)")
         group.add_argument("--openvino-fp16-weights", action="store_true",
                            help="store weights in fp16 (half the size; computation still follows --precision at run time)")

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget
+from san.arguments import count, model_file, output_file
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,14 @@ class TensorRTTarget(ExportTarget):
         trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
         precision = trt.add_mutually_exclusive_group()
         precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
-        precision.add_argument("--int8", type=Path, metavar="QDQ.onnx",
+        precision.add_argument("--int8", type=model_file("onnx"), metavar="QDQ.onnx",
                                help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
-        trt.add_argument("--engine", type=Path, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
-        trt.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine takes (default 1)")
-        trt.add_argument("--opt-batch", type=int, default=32, metavar="N", help="batch it is tuned for (default 32)")
-        trt.add_argument("--max-batch", type=int, default=128, metavar="N", help="largest batch it takes (default 128)")
-        trt.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace limit (MiB)")
-        trt.add_argument("--timing-cache", type=Path, metavar="PATH", help="reusable timing cache file (read and updated)")
+        trt.add_argument("--engine", type=output_file, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
+        trt.add_argument("--min-batch", type=count(1), default=1, metavar="N", help="smallest batch the engine takes (default 1)")
+        trt.add_argument("--opt-batch", type=count(1), default=32, metavar="N", help="batch it is tuned for (default 32)")
+        trt.add_argument("--max-batch", type=count(1), default=128, metavar="N", help="largest batch it takes (default 128)")
+        trt.add_argument("--workspace-mb", type=count(16), default=4096, help="builder workspace limit (MiB)")
+        trt.add_argument("--timing-cache", type=output_file, metavar="PATH", help="reusable timing cache file (read and updated)")
         trt.add_argument("--trt-version-compatible", action="store_true",
                          help="build a version-compatible engine (TensorRT 8.6 and later): later TensorRT releases of "
                          "the same major version can run it")
@@ -45,8 +46,6 @@ class TensorRTTarget(ExportTarget):
         from export.tensorrt_build import BatchProfile
 
         BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-        if args.int8 is not None and not args.int8.is_file():
-            raise FileNotFoundError(f"--int8 {args.int8}: Q/DQ ONNX file not found")
         if args.int8 is not None and not (args.trt or args.openvino):
             raise ValueError(f"--int8 {args.int8}: it is built by --trt or converted by --openvino; give one of them")
 

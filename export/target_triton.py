@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget, prepare_folder
+from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, InputSpec
@@ -147,13 +148,13 @@ class TritonTarget(ExportTarget):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("Triton model repository")
-        group.add_argument("--triton", type=Path, metavar="REPO", help="write a Triton model repository here")
+        group.add_argument("--triton", type=output_folder, metavar="REPO", help="write a Triton model repository here")
         group.add_argument("--triton-name", default="san", help="model name (default san; the plan is NAME_trt)")
-        group.add_argument("--triton-max-batch", type=int, default=64, metavar="N",
+        group.add_argument("--triton-max-batch", type=count(1), default=64, metavar="N",
                            help="max_batch_size (default 64; at most the engine's --max-batch)")
-        group.add_argument("--triton-delay-us", type=int, default=100, metavar="US",
+        group.add_argument("--triton-delay-us", type=count(0), default=100, metavar="US",
                            help="dynamic batching max_queue_delay_microseconds (default 100)")
-        group.add_argument("--triton-instances", type=int, default=1, metavar="N", help="instances (default 1)")
+        group.add_argument("--triton-instances", type=count(1), default=1, metavar="N", help="instances (default 1)")
         group.add_argument("--triton-kind", default="auto", help="instance kind: auto (default), cpu or gpu")
         group.add_argument("--triton-trt-version-compatible", dest="trt_version_compatible", action="store_true",
                            help="with --trt: a version-compatible plan (as --trt-version-compatible), which Triton "

@@ -11,6 +11,8 @@ from runtime.embed import (TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Loc
                            merge_shards)
 from runtime.options import add_backend_arguments, backend_options
 from runtime.registry import BACKENDS, backend_for, open_backend
+from san.arguments import CommandParser, count, existing_folder, model_file, output_folder
+from san.output_guard import refuse_overwriting_inputs
 from san.spec import ContractError
 from san.command import command
 
@@ -38,7 +40,7 @@ model or output folder).
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-embed IMAGES --model MODEL``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-embed",
         description="Embed every jpg/jpeg/png/bmp/webp under a folder (recursive, sorted by path; hidden\n"
         "files skipped) with a SAN checkpoint (.pt), ONNX export (.onnx) or TensorRT engine (.engine).\n"
@@ -46,15 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", type=Path, help="folder of images (searched recursively)")
-    parser.add_argument("--model", type=Path, required=True, help="model.pt, model.onnx or model.engine")
-    parser.add_argument("--out", type=Path, help="output folder (default: <images>_embeddings)")
+    parser.add_argument("images", type=existing_folder, help="folder of images (searched recursively)")
+    parser.add_argument("--model", type=model_file("checkpoint", "onnx", "engine", "openvino"), required=True,
+                        help="model.pt, model.onnx, model.engine or OpenVINO model.xml")
+    parser.add_argument("--out", type=output_folder, help="output folder (default: <images>_embeddings)")
     parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
-    parser.add_argument("--batch-size", type=int, default=EmbedOptions.batch_size,
+    parser.add_argument("--batch-size", type=count(1), default=EmbedOptions.batch_size,
                         help="images per model call (default %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=EmbedOptions.chunk_size,
+    parser.add_argument("--chunk-size", type=count(1), default=EmbedOptions.chunk_size,
                         help="files per committed chunk: the unit of --resume and --shard (default %(default)s)")
-    parser.add_argument("--workers", type=int,
+    parser.add_argument("--workers", type=count(0),
                         help="decode processes (default: half the CPUs, 1..8; 0 = decode inline)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="flip: average with the mirrored image's embedding")
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="decode in Ray tasks and embed in Ray actors: on the cluster at ADDRESS (HOST:PORT, "
                      "ray://HOST:PORT or auto; every node must see the images and the model at the same paths), "
                      "or on a local Ray started for the run when no address is given")
-    ray.add_argument("--ray-actors", type=int, default=1, metavar="N",
+    ray.add_argument("--ray-actors", type=count(1), default=1, metavar="N",
                      help="model replicas (default %(default)s); each takes one GPU with --device cuda")
     parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
@@ -76,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_merge_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-embed merge SHARD... --out DIR``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-embed merge",
         description="Merge the outputs of --shard 1/N .. N/N into the output of one unsharded run.",
         epilog="example:\n  san-embed merge s1/ s2/ s3/ --out emb/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("parts", type=Path, nargs="+", help="finished shard output folders (any order)")
-    parser.add_argument("--out", type=Path, required=True, help="merged output folder")
+    parser.add_argument("parts", type=existing_folder, nargs="+", help="finished shard output folders (any order)")
+    parser.add_argument("--out", type=output_folder, required=True, help="merged output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
     return parser
 
@@ -142,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["merge"]:
             args = build_merge_parser().parse_args(argv[1:])
+            refuse_overwriting_inputs(args.out, {f"shard {i}": part for i, part in enumerate(args.parts, 1)})
             return report(merge_shards(args.parts, args.out, overwrite=args.overwrite), "merged")
         args = build_parser().parse_args(argv)
         options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
         out = args.out or default_out(args.images, args.shard)
+        refuse_overwriting_inputs(out, {"images": args.images, "--model": args.model})
         runner = make_runner(args)
         with open_backend(args.model, args.backend, **backend_options(args)) as backend:
             for note in backend.notes:
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
                                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
         return report(result, "embedded")
-    except (EmbedError, ContractError, BackendError, ValueError, OSError, ImportError) as exc:
+    except (EmbedError, ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-embed: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
+from san.arguments import CommandParser, count, existing_folder, model_file, output_file
 from san.atomic import atomic_write_text
+from san.output_guard import refuse_overwriting_inputs
 from san.report import write_json
 from san.rerank import add_rerank_arguments, rerank_params
 from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
@@ -55,35 +57,37 @@ e.g. "fp32.min_cosine_min: 0.71 < 0.99"); 2 nothing compared (bad arguments, fil
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-parity``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-parity",
         description="Check that exported SAN models (ONNX, INT8 ONNX, TensorRT engine) retrieve like the\n"
         "PyTorch checkpoint they came from, on a re-ID data set's query and gallery.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", type=Path, required=True, help="the PyTorch checkpoint (the reference)")
-    parser.add_argument("--onnx", type=Path, help="fp32 (or fp16) ONNX export of --ckpt")
-    parser.add_argument("--int8", type=Path, help="INT8 Q/DQ ONNX made by san-calibrate")
-    parser.add_argument("--engine", type=Path, help="TensorRT engine (+ .json sidecar) made by san-export --trt")
-    parser.add_argument("--ir", type=Path, metavar="XML", help="OpenVINO IR made by san-export --openvino")
+    parser.add_argument("--ckpt", type=model_file("checkpoint"), required=True,
+                        help="the PyTorch checkpoint (the reference)")
+    parser.add_argument("--onnx", type=model_file("onnx"), help="fp32 (or fp16) ONNX export of --ckpt")
+    parser.add_argument("--int8", type=model_file("onnx"), help="INT8 Q/DQ ONNX made by san-calibrate")
+    parser.add_argument("--engine", type=model_file("engine"),
+                        help="TensorRT engine (+ .json sidecar) made by san-export --trt")
+    parser.add_argument("--ir", type=model_file("openvino"), metavar="XML", help="OpenVINO IR made by san-export --openvino")
     parser.add_argument("--openvino", action="store_true",
                         help="also run --onnx and --int8 on OpenVINO (rows openvino-onnx, openvino-int8), at "
                         "--precision (f32 unless given; bf16 and fp16 are judged by the fp16 rule)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one the checkpoint was trained on")
-    parser.add_argument("--root", type=Path, metavar="DIR", help="data set folder (default: see below)")
+    parser.add_argument("--root", type=existing_folder, metavar="DIR", help="data set folder (default: see below)")
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="loader option, repeatable (e.g. variant=detected; synthetic: ids=50)")
     parser.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
                         help="change one threshold, repeatable (e.g. int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0)")
-    parser.add_argument("--draws", type=int, default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
+    parser.add_argument("--draws", type=count(0), default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--batch-size", type=count(1), default=32, help="images per model call (default 32)")
     add_backend_arguments(parser)
-    parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
+    parser.add_argument("--workers", type=count(0), help="decode threads (default: half the CPUs, 1..8)")
     add_rerank_arguments(parser)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON")
-    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown")
+    parser.add_argument("--json", type=output_file, metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--markdown", type=output_file, metavar="PATH", help="also write the report as Markdown")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -111,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--precision {precision} is OpenVINO's: give --openvino or --ir")
         if args.openvino and not (args.onnx or args.int8):
             raise ValueError("--openvino runs the --onnx and --int8 files on OpenVINO: give at least one of them")
-        for artifact in artifacts:
-            if not artifact.path.is_file():
-                raise FileNotFoundError(f"--{artifact.name} {artifact.path}: file not found")
+        inputs = {"--ckpt": args.ckpt, **{f"--{name}": path for name, path in given}}
+        for option in ("--json", "--markdown"):
+            if getattr(args, option[2:]):
+                refuse_overwriting_inputs(getattr(args, option[2:]), inputs, option)
         rules = override_rules(RULES, args.threshold)
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
         name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, options)
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
             options=options, workers=args.workers, rerank=rerank_params(args), log=log,
         )
-    except (ContractError, BackendError, ValueError, OSError, ImportError) as exc:
+    except (ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)
         return 2
     print(report.render())

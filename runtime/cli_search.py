@@ -15,6 +15,7 @@ from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_lis
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
                             embed_query_images, faiss_module, reranked_search)
+from san.arguments import DEVICE_HELP, CommandParser, count, existing_file, existing_folder, model_file, output_file, output_folder
 from san.rerank import add_rerank_arguments, rerank_params
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
@@ -82,53 +83,55 @@ example:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-search`` and its three commands."""
-    parser = argparse.ArgumentParser(prog="san-search", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="san-search", description=DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
 
     build = commands.add_parser("build", help="save a search index over an embeddings folder",
                                 epilog=BUILD_EPILOG, formatter_class=raw)
-    build.add_argument("folder", type=Path, metavar="EMB_DIR", help="output folder of san-embed")
+    build.add_argument("folder", type=existing_folder, metavar="EMB_DIR", help="output folder of san-embed")
     build.add_argument("--index", metavar="KIND", help="numpy, flat, ivf, hnsw or a FAISS factory string "
                        "(default: flat when FAISS is installed, else numpy)")
     build.add_argument("--metric", choices=METRICS, default="l2", help="default l2")
-    build.add_argument("--nlist", type=int, help="inverted lists of ivf (default: about 4 sqrt(N))")
-    build.add_argument("--nprobe", type=int, default=IndexSpec.nprobe, help="lists searched (default %(default)s)")
-    build.add_argument("--ef-search", type=int, default=IndexSpec.ef_search,
+    build.add_argument("--nlist", type=count(1), help="inverted lists of ivf (default: about 4 sqrt(N))")
+    build.add_argument("--nprobe", type=count(1), default=IndexSpec.nprobe, help="lists searched (default %(default)s)")
+    build.add_argument("--ef-search", type=count(1), default=IndexSpec.ef_search,
                        help="HNSW search breadth (default %(default)s)")
-    build.add_argument("--recall-queries", type=int, default=1000, metavar="N",
+    build.add_argument("--recall-queries", type=count(0), default=1000, metavar="N",
                        help="held-out rows recall@10 is measured on (default %(default)s)")
 
     query = commands.add_parser("query", help="top k of query images or stored rows",
                                 epilog=QUERY_EPILOG, formatter_class=raw)
-    query.add_argument("folder", type=Path, metavar="EMB_DIR", help="output folder of san-embed")
+    query.add_argument("folder", type=existing_folder, metavar="EMB_DIR", help="output folder of san-embed")
     source = query.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, nargs="+", metavar="IMAGE", help="query image files (needs --model)")
-    source.add_argument("--rows", type=int, nargs="+", metavar="ROW", help="rows of embeddings.npy to query with")
-    query.add_argument("--model", type=Path, help="model.pt / model.onnx / model.engine that made EMB_DIR")
+    source.add_argument("--images", type=existing_file, nargs="+", metavar="IMAGE",
+                        help="query image files (needs --model)")
+    source.add_argument("--rows", type=count(0), nargs="+", metavar="ROW", help="rows of embeddings.npy to query with")
+    query.add_argument("--model", type=model_file("checkpoint", "onnx", "engine", "openvino"),
+                       help="model.pt / model.onnx / model.engine / model.xml that made EMB_DIR")
     query.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
-    query.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    query.add_argument("-k", type=count(1), default=10, help="results per query (default 10)")
     query.add_argument("--engine", choices=ENGINES,
                        help="numpy: exact, ignoring a built index; faiss: the built index, else exact flat "
                        "(default: the built index's, else faiss when installed)")
     query.add_argument("--metric", choices=METRICS, help="default: the built index's, else l2")
-    query.add_argument("--nprobe", type=int, help="override the built index's nprobe")
-    query.add_argument("--ef-search", type=int, help="override the built index's efSearch")
+    query.add_argument("--nprobe", type=count(1), help="override the built index's nprobe")
+    query.add_argument("--ef-search", type=count(1), help="override the built index's efSearch")
     add_rerank_arguments(query)
-    query.add_argument("--candidates", type=int, default=100, metavar="N",
+    query.add_argument("--candidates", type=count(1), default=100, metavar="N",
                        help="with --rerank: re-rank each query's top N from the index (default %(default)s)")
-    query.add_argument("--png", type=Path, metavar="PATH", help="also draw each ranked list as a PNG")
-    query.add_argument("--image-root", type=Path, metavar="DIR",
+    query.add_argument("--png", type=output_file, metavar="PATH", help="also draw each ranked list as a PNG")
+    query.add_argument("--image-root", type=existing_folder, metavar="DIR",
                        help="where the folder's images are now (default: recorded by san-embed)")
     add_backend_arguments(query)
 
     masks = commands.add_parser("masks", help="attention-mask overlays per block (paper Fig. 6)",
                                 epilog=MASKS_EPILOG, formatter_class=raw)
-    masks.add_argument("--ckpt", type=Path, required=True, help="SAN checkpoint (.pt)")
-    masks.add_argument("--images", type=Path, nargs="+", required=True, metavar="IMAGE", help="image files")
-    masks.add_argument("--out", type=Path, required=True, help="folder for the PNGs (created)")
-    masks.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    masks.add_argument("--ckpt", type=model_file("checkpoint"), required=True, help="SAN checkpoint (.pt)")
+    masks.add_argument("--images", type=existing_file, nargs="+", required=True, metavar="IMAGE", help="image files")
+    masks.add_argument("--out", type=output_folder, required=True, help="folder for the PNGs (created)")
+    masks.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
     return parser
 
 
@@ -208,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in attention_overlay_pngs(args.ckpt, args.images, args.out, args.device):
             print(path)
         return 0
-    except (SearchError, EmbedError, ContractError, BackendError, ImageDecodeError, ValueError, OSError,
-            ImportError) as exc:
+    except (SearchError, EmbedError, ContractError, BackendError, ImageDecodeError, ValueError, OSError) as exc:
         print(f"san-search {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -69,23 +69,29 @@ class OpenVINOBackend(Backend):
             raise ContractError(f"{self.artifact}: the output {output.get_any_name()!r} is not N x D")
         self._dtype = _DTYPES[model.input(0).get_element_type()]
         self._output = output.get_any_name()
-        config = {hints.inference_precision: PRECISIONS[self.precision]}
+        self._core, self._model = core, model
+        self._request = self._compile("LATENCY").create_infer_request()
+        self._queue: ov.AsyncInferQueue | None = None  # compiled on the first large batch
+        return spec
+
+    def _compile(self, mode: str) -> ov.CompiledModel:
+        config = {hints.inference_precision: PRECISIONS[self.precision],
+                  hints.performance_mode: getattr(hints.PerformanceMode, mode)}
         if self.device.kind == "cpu":
             config[props.inference_num_threads] = self.threads
         try:
-            for mode in ("LATENCY", "THROUGHPUT"):
-                self._compiled[mode] = core.compile_model(
-                    model, self._target, {**config, hints.performance_mode: getattr(hints.PerformanceMode, mode)})
+            self._compiled[mode] = self._core.compile_model(self._model, self._target, config)
         except RuntimeError as exc:
             raise BackendError(f"{self.artifact}: OpenVINO cannot compile it for {self._target}: "
                                f"{str(exc).splitlines()[0]}") from exc
-        self._request = self._compiled["LATENCY"].create_infer_request()
-        jobs = self._compiled["THROUGHPUT"].get_property(props.optimal_number_of_infer_requests)
-        self._queue = ov.AsyncInferQueue(self._compiled["THROUGHPUT"], max(1, int(jobs)))
-        return spec
+        return self._compiled[mode]
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         batch = as_model_dtype(batch, self._dtype, self.artifact)
+        if len(batch) >= THROUGHPUT_FROM and self._queue is None:
+            compiled = self._compile("THROUGHPUT")
+            jobs = int(compiled.get_property(props.optimal_number_of_infer_requests))
+            self._queue = ov.AsyncInferQueue(compiled, max(1, jobs))
         if len(batch) < THROUGHPUT_FROM or len(self._queue) == 1:
             return self._request.infer({0: batch})[self._output].copy()
         chunks = np.array_split(batch, min(len(self._queue), len(batch) // (THROUGHPUT_FROM // 2)))
@@ -101,7 +107,7 @@ class OpenVINOBackend(Backend):
         return np.concatenate(results)
 
     def _deactivate(self) -> None:
-        self._compiled, self._request, self._queue = {}, None, None
+        self._compiled, self._request, self._queue, self._model, self._core = {}, None, None, None, None
 
     def describe(self) -> dict[str, Any]:
         described = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}

@@ -300,7 +300,7 @@ def run_parity(
         facts = replace(facts, precision=artifact.precision(facts.precision))
         if facts.precision not in rules:
             raise ValueError(f"--{artifact.name} {artifact.path}: no thresholds for precision {facts.precision!r}; "
-                             f"known: {sorted(rules)} (add some with --threshold {facts.precision}.FIELD=VALUE)")
+                             f"known: {sorted(rules)}")
         provenance[artifact] = facts
     options = options or {}
     reference = open_backend(ckpt, "torch", **options)

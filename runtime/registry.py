@@ -12,7 +12,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from runtime.base import Backend
+from runtime.base import Backend, BackendError
 from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, IR_SUFFIXES, ONNX_SUFFIXES
 from san.extras import missing_extra
 
@@ -63,9 +63,14 @@ def open_backend(artifact: str | Path, backend: str | None = None, **options: An
     try:
         cls = BACKENDS[name].load()
     except ImportError as exc:
-        raise ImportError(f"backend {name!r} needs a package that is not installed: {missing_extra(exc) or exc}") from exc
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        raise BackendError(f"backend {name!r}: {message}") from exc
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "artifact")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"backend {name!r} does not take option(s) {unknown}; it takes {accepted}")
+        flags = ", ".join(f"--{option.replace('_', '-')}" for option in unknown)
+        raise ValueError(f"the {name} backend does not take option(s) {flags}; it takes "
+                         f"{', '.join(f'--{a}' for a in accepted)}")
     return cls(artifact, **options)

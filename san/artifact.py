@@ -226,6 +226,30 @@ def read_input_convention(path: str | Path) -> InputConvention:
     return convention_of(load_onnx(path), path)
 
 
+# -- what a file is -------------------------------------------------------------------------
+#: Protobuf tags of ModelProto's fields that follow ``ir_version`` (producer, domain, graph, ...).
+_ONNX_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x72, 0x7A})
+
+
+def sniff_model_kind(path: str | Path) -> str:
+    """What a model file is by its content: ``checkpoint`` (a torch zip, or a legacy pickle),
+    ``onnx``, ``openvino`` (IR XML), ``engine`` (by suffix: a TensorRT plan has no documented
+    magic), ``empty`` or ``unknown``. Cheap: reads the first bytes only."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "checkpoint"
+    if len(head) > 2 and head[0] == 0x08 and 1 <= head[1] <= 15 and head[2] in _ONNX_FIELD_TAGS:
+        return "onnx"
+    if head.lstrip().startswith((b"<?xml", b"<net")):
+        return "openvino"
+    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
+        return "engine"
+    return "unknown"
+
+
 # -- any exported artifact -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Provenance:

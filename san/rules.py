@@ -37,6 +37,7 @@ This module imports neither torch nor onnxruntime.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -98,10 +99,14 @@ def override_rules(rules: Mapping[str, Rule], settings: Sequence[str]) -> dict[s
         kind, dot, name = key.strip().partition(".")
         if not sep or not dot or name not in RULE_FIELDS:
             raise ValueError(f"--threshold expects KIND.FIELD=VALUE with FIELD one of {list(RULE_FIELDS)}, got {setting!r}")
+        if kind not in RULES:
+            raise ValueError(f"--threshold {setting!r}: {kind!r} is not a precision; KIND is one of {sorted(RULES)}")
         try:
             value = None if text.strip().lower() == "none" else float(text)
         except ValueError:
             raise ValueError(f"--threshold {setting!r}: {text!r} is not a number or 'none'") from None
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--threshold {setting!r}: a limit must be a finite number (or 'none')")
         rules[kind] = replace(rules.get(kind, Rule()), **{name: value})
     return rules
 

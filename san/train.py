@@ -244,6 +244,14 @@ def train(cfg: TrainConfig, after_epoch: EpochHook | None = None) -> TrainResult
             dist.destroy_process_group()
 
 
+def _refuse_training_over(out: Path) -> None:
+    """Raise when ``out`` already holds a training run: training anew would replace its files."""
+    held = [name for name in ("model.pt", "last.pt", "best.pt", "metrics.jsonl") if (out / name).exists()]
+    if held:
+        raise FileExistsError(f"--out {out} already holds a training run ({', '.join(held)}); --resume continues "
+                              "it, or give another --out")
+
+
 class _Trainer:
     """The state of one run: data, model, optimisation, logs; :meth:`run` drives it."""
 
@@ -252,6 +260,9 @@ class _Trainer:
         self.out = Path(cfg.run.out)
         self.device = _device(cfg, ctx)
         self.log = log.info if ctx.main else (lambda _msg: None)
+        if not cfg.run.resume:
+            _refuse_training_over(self.out)
+        self.raw, state = self._initial_model()  # --resume: its settings are checked before any data is made
         if ctx.main:
             self.data = load_training_data(cfg)
         ctx.barrier()  # rank 0 may have generated the synthetic set
@@ -261,7 +272,6 @@ class _Trainer:
         if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
             for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
                 remove_stale_temporaries(self.out / name)
-        self.raw, state = self._initial_model()
         self.start = int(state.get("epoch", 0))
         self.best_map = float(state.get("best_map", -1.0))
         self.amp_dtype = _amp_dtype(cfg.recipe.amp, self.device)

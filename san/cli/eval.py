@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from san.arguments import DEVICE_HELP, CommandParser, count, existing_folder, model_file, output_file
 from san.data.augment import TENCROP_ENLARGE, TTA_MODES
 from san.data.registry import parse_dataset_args
 from san.rerank import add_rerank_arguments, rerank_params
@@ -33,25 +34,27 @@ Unreadable images are skipped and listed with their reason at the end.
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-eval``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-eval",
         description="Evaluate a SAN checkpoint: CMC rank-1/5/10/20 and mAP.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="model.pt / best.pt / last.pt")
+    parser.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH",
+                        help="model.pt / best.pt / last.pt")
     parser.add_argument("--dataset", help="default: the data set the checkpoint was trained on")
-    parser.add_argument("--root", metavar="DIR", help="data set folder (default: the recorded one)")
+    parser.add_argument("--root", type=existing_folder, metavar="DIR",
+                        help="data set folder (default: the recorded one; san-synth makes a synthetic one)")
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="loader option, repeatable (e.g. variant=detected, protocol=new)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default none)")
     add_rerank_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
-    parser.add_argument("--workers", type=int, help="decode threads (default: half the CPUs, 1..8)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--chunk", type=int, default=1024, help="queries per distance block (default 1024)")
+    parser.add_argument("--batch-size", type=count(1), default=128, help="images per forward pass (default 128)")
+    parser.add_argument("--workers", type=count(0), help="decode threads (default: half the CPUs, 1..8)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP + " (default auto)")
+    parser.add_argument("--chunk", type=count(1), default=1024, help="queries per distance block (default 1024)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with the CMC curve) instead")
-    parser.add_argument("--cmc-png", metavar="PATH", help="also plot the CMC curve (needs matplotlib)")
+    parser.add_argument("--cmc-png", type=output_file, metavar="PATH", help="also plot the CMC curve (needs matplotlib)")
     return parser
 
 

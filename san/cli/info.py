@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 
+from san.arguments import CommandParser, count, model_file
 from san.config import ATTENTIONS, BACKBONES, ConfigError, ModelConfig
 from san.spec import InputSpec
 from san.command import command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-info",
         description="Describe a SAN: its configuration, input contract, parameters per "
         "component (the context units also in the paper's Table II count, convolution "
@@ -22,13 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  san-info --backbone resnet18 --height 128 --width 64 --attention soft",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", nargs="?", help="a model.pt written by san-train")
+    parser.add_argument("checkpoint", nargs="?", type=model_file("checkpoint"), help="a model.pt written by san-train")
     parser.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     parser.add_argument("--attention", choices=ATTENTIONS, default="sharp", help="mask generator variant")
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], help="stages with attention")
     parser.add_argument("--no-context-unit", action="store_true", help="generate masks from T directly")
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=count(16, 4096), default=256)
+    parser.add_argument("--width", type=count(16, 4096), default=128)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return parser
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
+from san.arguments import CommandParser, count, finite, output_folder
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthImage, SynthParams, ensure_synthetic
 from san.progress import progress_bar
 from san.command import command
@@ -30,39 +31,39 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-synth``."""
     defaults = SynthParams()
     low, high = defaults.images_per_camera
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-synth", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out", type=output_folder, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument(
-        "--ids", type=int, default=defaults.ids, help="identities in all (default %(default)s)"
+        "--ids", type=count(2), default=defaults.ids, help="identities in all (default %(default)s)"
     )
     parser.add_argument(
         "--test-fraction",
-        type=float,
+        type=finite,
         default=defaults.test_fraction,
         help="share of the identities in query/gallery, the rest train (default %(default)s); "
         "more test identities measure rank-1 more finely without lengthening training",
     )
     parser.add_argument(
         "--first-pid",
-        type=int,
+        type=count(1),
         default=defaults.first_pid,
         help="number the identities from here (default %(default)s). The same seed keeps the "
         "cameras and gives pid N the same person, so --first-pid past another set's ids makes "
         "a validation set of new people under that set's cameras",
     )
     parser.add_argument(
-        "--cameras", type=int, default=defaults.cameras, help="cameras, 2..9 (default %(default)s)"
+        "--cameras", type=count(2, 9), default=defaults.cameras, help="cameras, 2..9 (default %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     parser.add_argument(
-        "--height", type=int, default=defaults.height, help="image height (default %(default)s)"
+        "--height", type=count(16, 2048), default=defaults.height, help="image height (default %(default)s)"
     )
-    parser.add_argument("--width", type=int, default=defaults.width, help="image width (default %(default)s)")
+    parser.add_argument("--width", type=count(8, 1024), default=defaults.width, help="image width (default %(default)s)")
     parser.add_argument(
         "--images-per-camera",
-        type=int,
+        type=count(1),
         nargs=2,
         default=defaults.images_per_camera,
         metavar=("MIN", "MAX"),

@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from san.arguments import DEVICE_HELP, CommandParser, count, existing_file, finite, output_folder
 from san.config import CU_UPSAMPLES
 from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
@@ -35,7 +36,7 @@ exponential decay to 1e-3 x lr over the last third of the steps (Hermans et al.)
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-train``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="san-train",
         description="Train a Sharp Attention Network for person re-identification (paper IV-B).",
         epilog=EPILOG,
@@ -44,32 +45,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                         help="named configuration (default %(default)s): "
                         + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items()).replace("%", "%%"))
-    parser.add_argument("--out", required=True, metavar="DIR", help="run folder (created)")
+    parser.add_argument("--out", required=True, type=output_folder, metavar="DIR", help="run folder (created)")
     parser.add_argument("--dataset", default="synthetic",
                         help="synthetic (default), market1501, dukemtmcreid, cuhk03, msmt17 or folder")
-    parser.add_argument("--root", metavar="DIR", help="data set folder (synthetic: default OUT/synthetic)")
+    parser.add_argument("--root", type=output_folder, metavar="DIR",
+                        help="data set folder (synthetic: default OUT/synthetic, generated when absent)")
     parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="loader option, repeatable (cuhk03: variant=labeled|detected, "
                         "protocol=classic|new, split=0..19; synthetic: ids=, cameras=, seed=)")
-    parser.add_argument("--epochs", type=int, help="epochs (one epoch visits every training id once)")
-    parser.add_argument("--batch-p", type=int, help="identities per batch (paper 64)")
-    parser.add_argument("--batch-k", type=int, help="images per identity (paper 4)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (paper 2e-4)")
+    parser.add_argument("--epochs", type=count(1), help="epochs (one epoch visits every training id once)")
+    parser.add_argument("--batch-p", type=count(2), help="identities per batch (paper 64)")
+    parser.add_argument("--batch-k", type=count(2), help="images per identity (paper 4)")
+    parser.add_argument("--lr", type=finite, help="Adam learning rate (paper 2e-4)")
     parser.add_argument("--cu-upsample", choices=CU_UPSAMPLES,
                         help="context units' upsampling: sparse (1x1 transposed convolution, stride 2, read "
                         "literally: 3/4 of each CU mask sees no image) or nearest (nearest x2, then the same "
                         "1x1 weights); default the preset's")
-    parser.add_argument("--mask-warmup", type=int, metavar="E",
+    parser.add_argument("--mask-warmup", type=count(0), metavar="E",
                         help="ramp the masks in over the first E epochs: F = (1 + alpha M) T, alpha 0 -> 1 "
                         "(default 0: off)")
-    parser.add_argument("--mu", type=float, help="TV weight of Eq. 8 (paper 0.1)")
+    parser.add_argument("--mu", type=finite, help="TV weight of Eq. 8 (paper 0.1)")
     parser.add_argument("--soft-margin", action="store_true", default=None, help="softplus instead of a 0.5 hinge")
     parser.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
-    parser.add_argument("--workers", type=int, help="data-loader worker processes (default 2)")
-    parser.add_argument("--eval-every", type=int, help="evaluate every N epochs (and at epochs 0 and last; 0: never)")
-    parser.add_argument("--pretrained", metavar="PATH", help="torchvision ImageNet ResNet state dict for the backbone")
+    parser.add_argument("--workers", type=count(0), help="data-loader worker processes (default 2)")
+    parser.add_argument("--eval-every", type=count(0), help="evaluate every N epochs (and at epochs 0 and last; 0: never)")
+    parser.add_argument("--pretrained", type=existing_file, metavar="PATH",
+                        help="torchvision ImageNet ResNet state dict for the backbone")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA (default auto)")
-    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", help=DEVICE_HELP + " (default auto)")
     parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from last.pt")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     return parser
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for field, value in {
             "epochs": args.epochs, "batch_p": args.batch_p, "batch_k": args.batch_k, "lr": args.lr,
             "soft_margin": args.soft_margin, "seed": args.seed, "workers": args.workers,
-            "eval_every": args.eval_every, "pretrained": args.pretrained, "amp": args.amp,
+            "eval_every": args.eval_every, "pretrained": args.pretrained and str(args.pretrained), "amp": args.amp,
             "device": args.device, "resume": args.resume, "progress": args.progress,
             "mask_warmup": args.mask_warmup, "mu": args.mu,
         }.items()
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
-        cfg = preset.config(args.out, args.dataset, args.root, options, **overrides)
+        cfg = preset.config(str(args.out), args.dataset, args.root and str(args.root), options, **overrides)
         train(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"san-train: error: {exc}", file=sys.stderr)

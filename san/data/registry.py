@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from san.data.synth import MANIFEST, ensure_synthetic
 
 
 def synthetic(root: str | Path, verbose: bool = True, **params: Any) -> ReidDataset:
-    """The synthetic set at ``root``, generated first if absent or made with other ``params``
-    (keywords of :class:`san.data.synth.SynthParams`; none: reuse whatever set is there)."""
+    """The synthetic set at ``root``, generated first if absent (``params``: keywords of
+    :class:`san.data.synth.SynthParams`; none: reuse whatever set is there). A set made with
+    other ``params`` is refused, never replaced."""
     if params or not (Path(root) / MANIFEST).is_file():
         ensure_synthetic(Path(root), **params)
     return report(replace(market1501(root, verbose=False), name="synthetic"), verbose)
@@ -42,7 +44,38 @@ def load_dataset(name: str, root: str | Path, **kwargs: Any) -> ReidDataset:
         loader = DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+    _check_options(name, loader, kwargs)
     return loader(root, **kwargs)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` can stand where ``default`` does (an int for a float, a list for a tuple)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _check_options(name: str, loader: Callable[..., ReidDataset], options: dict[str, Any]) -> None:
+    """Refuse loader options the loader does not take, or of another type than its default."""
+    if name == "synthetic":
+        from san.data.synth import SynthParams
+
+        defaults = {f.name: f.default for f in fields(SynthParams)}
+    else:
+        defaults = {k: p.default for k, p in inspect.signature(loader).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+    defaults.setdefault("verbose", True)
+    for key, value in options.items():
+        if key not in defaults:
+            raise ValueError(f"--dataset-arg {key}: data set {name!r} takes {', '.join(sorted(defaults))}")
+        default = defaults[key]
+        if default is not None and not _same_kind(value, default):
+            raise ValueError(f"--dataset-arg {key}={value!r}: expected {type(default).__name__}, like the "
+                             f"default {default!r}")
 
 
 def parse_dataset_args(pairs: list[str]) -> dict[str, Any]:

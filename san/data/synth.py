@@ -682,9 +682,23 @@ def generate(out: Path, params: SynthParams, *, progress: Progress | None = None
 
 
 def ensure_synthetic(out: Path, *, progress: Progress | None = None, **params: Any) -> SynthSummary:
-    """Reuse a complete set at ``out`` made with the same parameters, else ``generate`` one."""
+    """Reuse a complete set at ``out`` made with the same parameters, else ``generate`` one where
+    there is none. A set made with other parameters is never replaced: ``FileExistsError``."""
     wanted = SynthParams(**params)
     existing = _existing_summary(Path(out), wanted)
     if existing is not None:
         return existing
+    _refuse_other_set(Path(out), wanted)
     return generate(Path(out), wanted, progress=progress)
+
+
+def _refuse_other_set(out: Path, wanted: SynthParams) -> None:
+    """Raise when ``out`` holds a synthetic set other than the one ``wanted`` describes."""
+    try:
+        made = read_params(out)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable manifest: nothing of ours to keep (a foreign folder is refused by generate)
+    differing = ", ".join(f"{k} {getattr(made, k)!r} (asked: {getattr(wanted, k)!r})"
+                          for k in asdict(wanted) if getattr(made, k) != getattr(wanted, k))
+    raise FileExistsError(f"{out} holds a synthetic set made with other parameters ({differing or 'another generator version'}); "
+                          "refusing to replace it: give another folder, or remove it first")

@@ -4,6 +4,7 @@ embed like san-embed embeds the same crops."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,37 @@ def test_botsort_tracks_every_person_and_keeps_their_identities(probed: tuple[np
     ids = probed[1]["ids"]
     assert (ids[-1] >= 0).all() and len(set(ids[-1])) == len(BOXES)
     assert (ids[-1] == ids[-2]).all()
+
+
+@pytest.fixture(scope="module")
+def probed_openvino(tiny: Path, people: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(the IR, what BoxMOT's OpenVINO backend computed from it): the IR target written with
+    BoxMOT's input convention, and BoxMOT's metadata sidecar beside the .xml for the crop size."""
+    from export.target_boxmot import IMAGENET_MEAN, IMAGENET_STD, sidecar
+    from san.artifact import read_contract
+
+    work = tmp_path_factory.mktemp("bm-openvino")
+    mean, std = (",".join(map(str, v)) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    assert san_export(["--ckpt", str(tiny / "model.pt"), "--out", str(work / "model.onnx"), "--verify-count", "2",
+                       "--input", "normalized", "--input-mean", mean, "--input-std", std,
+                       "--openvino", str(work / "san_reid_openvino_model")]) == 0
+    xml = work / "san_reid_openvino_model" / "model.xml"
+    xml.with_name("model.xml.metadata.json").write_text(json.dumps(sidecar(read_contract(xml))), encoding="utf-8")
+    np.save(work / "frame.npy", np.ascontiguousarray(synthetic_frame(people)[:, :, ::-1]))
+    np.save(work / "boxes.npy", BOXES)
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": os.devnull}  # BoxMOT may install nothing
+    done = subprocess.run([str(BOXMOT_PYTHON), str(PROBE), str(xml), str(work / "frame.npy"),
+                           str(work / "boxes.npy"), str(work / "out.npz")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(work / "out.npz") as out:
+        return xml, {key: out[key] for key in out.files}
+
+
+def test_boxmots_openvino_backend_runs_the_ir_target_as_the_model(probed_openvino: tuple[Path, dict],
+                                                                   tiny: Path) -> None:
+    _, out = probed_openvino
+    assert str(out["backend"]) == "OpenVinoBackend"
+    with open_backend(tiny / "model.onnx") as backend:
+        reference = backend.infer(out["crops"])
+    assert paired_cosine(out["features"], reference).min() >= 0.9999

@@ -80,15 +80,16 @@ def test_same_seed_gives_identical_bytes_and_other_seeds_differ(small: Path, tmp
     assert not set(file_bytes(tmp_path / "other").values()) & set(file_bytes(small).values())
 
 
-def test_reuse_does_not_rewrite_and_new_params_replace(tmp_path: Path) -> None:
+def test_reuse_does_not_rewrite_and_other_params_never_replace_a_set(tmp_path: Path) -> None:
     root = tmp_path / "set"
     first = ensure_synthetic(root, ids=4, cameras=2)
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     again = ensure_synthetic(root, ids=4, cameras=2)
     assert again.reused and not first.reused and again.images == first.images
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
-    changed = ensure_synthetic(root, ids=6, cameras=2)
-    assert not changed.reused and changed.train_ids + changed.test_ids == 6
+    with pytest.raises(FileExistsError, match=r"ids 4 \(asked: 6\)"):
+        ensure_synthetic(root, ids=6, cameras=2)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
     assert [p.name for p in tmp_path.iterdir()] == ["set"], "no staging folders left behind"
 
 

@@ -1,0 +1,221 @@
+"""Bad arguments to every command and subcommand, table-driven: each case ends with exit status 2
+and one line on stderr that names the argument or path, never a traceback, and leaves every file
+that existed before it byte-identical.
+
+Classes of case: numeric ranges, finiteness and counts; options that need or exclude each other;
+path kinds (a folder for a file, a missing file, an existing file for a folder, a read-only
+destination); files recognised by content (a checkpoint where an ONNX file is expected, an ONNX
+file, an empty file or text where a checkpoint is expected); outputs that are, or hold, one of the
+command's inputs; data a user made that a command would replace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from calibration.cli import main as san_calibrate
+from export.cli import main as san_export
+from runtime.cli_embed import main as san_embed
+from runtime.cli_parity import main as san_parity
+from runtime.cli_search import main as san_search
+from san.cli.eval import main as san_eval
+from san.cli.info import main as san_info
+from san.cli.synth import main as san_synth
+from san.cli.train import main as san_train
+from san.data.synth import ensure_synthetic
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "san-info": san_info, "san-synth": san_synth, "san-train": san_train, "san-eval": san_eval,
+    "san-export": san_export, "san-calibrate": san_calibrate, "san-embed": san_embed, "san-parity": san_parity,
+    "san-search": san_search,
+}
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """``command argv`` must fail in one line that contains ``names`` ({placeholders} filled in)."""
+
+    command: str
+    argv: tuple[str, ...]
+    names: str
+    read_only: bool = False  # needs a folder the test user cannot write (not as root)
+
+    @property
+    def id(self) -> str:
+        return f"{self.command} {' '.join(self.argv)}"
+
+
+def case(command: str, argv: str, names: str, read_only: bool = False) -> Case:
+    return Case(command, tuple(argv.split()), names, read_only)
+
+
+CASES = [
+    # san-info: what a checkpoint is, and sizes
+    case("san-info", "{dir}", "{dir} is a folder"),
+    case("san-info", "{onnx}", "is an ONNX model"),
+    case("san-info", "{empty}", "is empty"),
+    case("san-info", "{junk}", "{junk}"),
+    case("san-info", "--height 0", "--height"),
+    # san-synth: sizes, destinations, and a set someone made
+    case("san-synth", "--out {new} --height 100000", "--height"),
+    case("san-synth", "--out {new} --ids 0", "--ids"),
+    case("san-synth", "--out {new} --test-fraction nan", "--test-fraction"),
+    case("san-synth", "--out {text}", "{text} is a file"),
+    case("san-synth", "--out {data} --ids 9", "other parameters"),
+    case("san-synth", "--out {dir}", "{dir}"),
+    case("san-synth", "--out {ro}/set", "read-only", read_only=True),
+    # san-train
+    case("san-train", "--preset cpu-demo --out {new} --dataset-arg ids=abc", "--dataset-arg ids='abc'"),
+    case("san-train", "--preset cpu-demo --out {new} --dataset-arg idz=4", "--dataset-arg idz"),
+    case("san-train", "--preset cpu-demo --out {new} --epochs 0", "--epochs"),
+    case("san-train", "--preset cpu-demo --out {new} --lr inf", "--lr"),
+    case("san-train", "--preset cpu-demo --out {text}", "{text} is a file"),
+    case("san-train", "--preset cpu-demo --out {new} --pretrained {missing}", "--pretrained"),
+    case("san-train", "--preset cpu-demo --out {new} --root {data}", "other parameters"),
+    case("san-train", "--preset cpu-demo --out {ro}/run", "read-only", read_only=True),
+    # san-eval
+    case("san-eval", "--ckpt {dir}", "{dir} is a folder"),
+    case("san-eval", "--ckpt {onnx}", "is an ONNX model"),
+    case("san-eval", "--ckpt {junk} --dataset synthetic --root {data}", "{junk}"),
+    case("san-eval", "--ckpt {ckpt} --dataset synthetic --root {missing}", "{missing}: folder not found"),
+    case("san-eval", "--ckpt {ckpt} --batch-size 0", "--batch-size"),
+    case("san-eval", "--ckpt {ckpt} --chunk 0", "--chunk"),
+    case("san-eval", "--ckpt {ckpt} --cmc-png {dir}", "--cmc-png"),
+    # san-export
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --input normalized --input-mean 0.4,0.4,0.4", "--input-std"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --input normalized --input-mean nan,0.4,0.4 "
+         "--input-std 1,1,1", "--input-mean"),
+    case("san-export", "--ckpt {ckpt} --out {dir}", "{dir} is a folder"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --int8 {onnx}", "--int8"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --int8 {ckpt}", "is a PyTorch checkpoint"),
+    case("san-export", "--check-tensorrt {empty}", "is empty"),
+    case("san-export", "--check-tensorrt {text}", "not a model file"),
+    case("san-export", "--ckpt {onnx}", "is an ONNX model"),
+    case("san-export", "--ckpt {junk} --out {new}.onnx", "{junk}"),
+    case("san-export", "--ckpt {held}/model.pt --deepstream {held} --overwrite", "--deepstream"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --threshold int16.min_cosine_min=1", "--threshold"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --threshold fp32.min_cosine_min=nan", "--threshold"),
+    case("san-export", "--ckpt {ckpt} --out {onnx} --input float", "--out {onnx}"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {text}", "{text} is a file"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --opset 12", "--opset"),
+    case("san-export", "--ckpt {ckpt} --out {ro}/model.onnx", "read-only", read_only=True),
+    # san-calibrate quantize / threshold
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {onnx}", "--out"),
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx --report {dir}", "--report"),
+    case("san-calibrate", "--onnx {ckpt} --images {images}", "is a PyTorch checkpoint"),
+    case("san-calibrate", "--onnx {onnx} --images {images} --batch-size 0", "--batch-size"),
+    case("san-calibrate", "--onnx {onnx} --images {missing}", "--images"),
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx --float-precision fp16",
+         "--float-precision"),
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {ro}/m.onnx", "read-only", read_only=True),
+    case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt "
+         "--thresholds 0.5 nan", "--thresholds"),
+    case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {ckpt}", "--out"),
+    case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {missing} --out {new}.pt", "--root"),
+    # san-embed and san-embed merge
+    case("san-embed", "{images} --model {missing}.engine", "{missing}.engine: file not found"),
+    case("san-embed", "{images} --model {onnx} --batch-size 0", "--batch-size"),
+    case("san-embed", "{images} --model {onnx} --workers -1", "--workers"),
+    case("san-embed", "{images} --model {onnx} --chunk-size 0", "--chunk-size"),
+    case("san-embed", "{images} --model {text}", "not a model file"),
+    case("san-embed", "{images} --model {onnx} --out {images} --overwrite", "--out"),
+    case("san-embed", "{images} --model {onnx} --device npu", "--device npu"),
+    case("san-embed", "{images} --model {onnx} --precision bf16 --out {new}", "option(s) --precision"),
+    case("san-embed", "merge {emb} {emb2} --out {emb} --overwrite", "--out"),
+    case("san-embed", "merge {emb} {missing} --out {new}", "{missing}: folder not found"),
+    # san-parity
+    case("san-parity", "--ckpt {junk} --onnx {onnx}", "{junk}"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {dir}", "--json"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ckpt}", "--json"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --threshold fp32.min_cosine_min=nan", "--threshold"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --batch-size 0", "--batch-size"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --precision bf16", "--precision"),
+    case("san-parity", "--ckpt {ckpt} --onnx {ckpt}", "is a PyTorch checkpoint"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ro}/p.json", "read-only", read_only=True),
+    # san-search build / query / masks
+    case("san-search", "build {emb} --recall-queries -4", "--recall-queries"),
+    case("san-search", "build {emb} --nprobe 0", "--nprobe"),
+    case("san-search", "build {missing}", "{missing}: folder not found"),
+    case("san-search", "query {emb} --rows 0 --nprobe -1", "--nprobe"),
+    case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
+    case("san-search", "query {emb} --rows 0 -k 0", "-k"),
+    case("san-search", "query {emb} --images {missing}.jpg --model {onnx}", "{missing}.jpg: file not found"),
+    case("san-search", "masks --ckpt {onnx} --images {image} --out {new}", "is an ONNX model"),
+]
+
+
+@pytest.fixture(scope="module")
+def world(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Placeholder -> path of the files the cases point at (all made here, in one folder)."""
+    from runtime import LocalRunner, embed_folder, open_backend
+    from runtime.embed import EmbedOptions
+
+    root = tmp_path_factory.mktemp("bad-arguments")
+    shutil.copy(tiny / "model.pt", root / "model.pt")
+    shutil.copy(tiny / "model.onnx", root / "model.onnx")
+    shutil.copytree(tiny / "images", root / "images")
+    (root / "folder").mkdir()
+    (root / "folder" / "notes.txt").write_text("a user's notes\n")
+    held = root / "held"  # a folder holding a checkpoint and a user's file
+    held.mkdir()
+    shutil.copy(tiny / "model.pt", held / "model.pt")
+    (held / "notes.txt").write_text("keep me\n")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "notes.txt").write_text("not a model\n")
+    (root / "junk.pt").write_bytes(pickle.dumps(5))
+    ensure_synthetic(root / "data", ids=8, cameras=2, height=64, width=32)
+    with open_backend(root / "model.onnx") as backend:
+        embed_folder(root / "images", backend, root / "emb", EmbedOptions(), runner=LocalRunner(0), progress=False)
+    shutil.copytree(root / "emb", root / "emb2")
+    (root / "readonly").mkdir()
+    (root / "readonly").chmod(0o555)
+    image = next((root / "images").glob("*.png"))
+    return {"ckpt": str(root / "model.pt"), "onnx": str(root / "model.onnx"), "images": str(root / "images"),
+            "dir": str(root / "folder"), "held": str(held), "empty": str(root / "empty.pt"),
+            "text": str(root / "notes.txt"), "junk": str(root / "junk.pt"), "data": str(root / "data"),
+            "emb": str(root / "emb"), "emb2": str(root / "emb2"), "ro": str(root / "readonly"),
+            "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root)}
+
+
+def _files(root: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+def test_bad_arguments_end_in_one_line_and_change_nothing(bad: Case, world: dict[str, str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    if bad.read_only and AS_ROOT:
+        pytest.skip("root writes into read-only folders")
+    argv = [part.format(**world) for part in bad.argv]
+    before = _files(Path(world["root"]))
+    try:
+        status = COMMANDS[bad.command](argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, (status, out, err)
+    assert len(lines) == 1 and bad.names.format(**world) in lines[0], err
+    assert "Traceback" not in out + err
+    after = _files(Path(world["root"]))
+    assert {p: h for p, h in after.items() if p in before} == before, "a file that existed was changed or removed"
+    for path in set(after) - set(before):  # what a refused command may leave: nothing
+        raise AssertionError(f"{bad.id} wrote {path}")
+
+
+def test_the_table_covers_every_command_and_subcommand() -> None:
+    covered = {(c.command, c.argv[0] if c.argv[0] in ("merge", "threshold", "build", "query", "masks") else "")
+               for c in CASES}
+    assert covered >= {("san-info", ""), ("san-synth", ""), ("san-train", ""), ("san-eval", ""), ("san-export", ""),
+                       ("san-calibrate", ""), ("san-calibrate", "threshold"), ("san-embed", ""),
+                       ("san-embed", "merge"), ("san-parity", ""), ("san-search", "build"),
+                       ("san-search", "query"), ("san-search", "masks")}
