@@ -154,7 +154,6 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
     if scores.is_file():
         saved = np.load(scores)
         return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": training_seconds(out)}
-    variant = VARIANTS[name]
     train_variant(args, name, seed, layout)
     model, _ = load_checkpoint(out / "model.pt")
     dataset = load_dataset("synthetic", layout.test, verbose=False)
@@ -378,7 +377,7 @@ def flatness(args: argparse.Namespace, layout: Layout) -> str:
     change = mean[args.epochs] - mean[start]
     noise = float(np.std([c[args.epochs] for c in curves], ddof=1)) if len(curves) > 1 else float("nan")
     verdict = "flattened" if abs(change) < noise else "not flattened: train longer (--epochs)"
-    return (f"baseline validation mAP by epoch (mean over seeds): "
+    return ("baseline validation mAP by epoch (mean over seeds): "
             + ", ".join(f"{e}: {mean[e]:.2f}" for e in epochs)
             + f"; change over the last quarter (epoch {start} to {args.epochs}) {change:+.2f}, seed SD {noise:.2f}: {verdict}")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from san.arguments import CommandParser, count, existing_folder, finite, model_file, output_file, output_folder
+from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, count, existing_folder, finite,
+                           model_file, output_file, output_folder)
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
@@ -59,7 +59,8 @@ What happens:
 Methods: percentile (clip |x| at the 99.999th percentile; the default), minmax (the
 full observed range), entropy (KL-divergence optimal clipping). The defaults (percentile,
 --float-blocks 1, pooling and embedding head in float) were chosen on a validation split,
-never the test split: `python benchmarks/calibration_sweep.py` (README, "INT8").
+never the test split: `python benchmarks/calibration_sweep.py` (docs/benchmarks.md, "Training, parity
+and INT8 on the demo model").
 
 Targets: onnxruntime (the default, because a file made without a GPU at hand runs on the
 CPU: uint8 activations fold every ReLU and fuse every Conv, biases INT32) is the file
@@ -129,15 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
     hygiene.add_argument("--eval-root", type=existing_folder, metavar="DIR", help="that data set's folder")
     hygiene.add_argument("--report", type=output_file, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
-    hygiene.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                         help="change one limit of the int8 rule the report applies, repeatable (as san-parity: "
-                         "int8.max_delta_map=2)")
+    add_limit_argument(hygiene, "int8.max_delta_map=2, as san-parity")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
     t.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH", help="trained checkpoint")
-    t.add_argument("--dataset", required=True, choices=sorted(DATASETS), metavar="NAME", help=f"validation data set: {', '.join(sorted(DATASETS))}")
-    t.add_argument("--root", required=True, type=existing_folder, metavar="DIR", help="its folder (san-synth makes a synthetic one)")
+    add_dataset_arguments(t, default=None, required=True, root=existing_folder,
+                          root_help="the validation data set's folder (san-synth makes a synthetic one)")
     t.add_argument("--out", required=True, type=output_file, metavar="PATH", help="checkpoint to write")
     t.add_argument("--thresholds", type=finite, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T", help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
     t.add_argument("--draws", type=count(1), default=3, metavar="K", help="seeded draws of the stochastic reference (default %(default)s)")
@@ -150,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _quantize(args: argparse.Namespace) -> int:
     if (args.eval_dataset is None) != (args.eval_root is None):
         raise ValueError("--eval-dataset and --eval-root go together (the data set's name and its folder)")
-    rule = override_rules(RULES, args.threshold)["int8"]
+    rule = override_rules(RULES, args.limit)["int8"]
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     refuse_overwriting_inputs(out, {"--onnx": args.onnx})
     dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None

@@ -27,8 +27,8 @@ from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, convention_of, ha
 from san.data.records import ReidDataset
 from san.metrics import PairedDelta, Rank1Change
 from san.preprocess import printable_path
+from san.embedding import ANY_BATCH
 from san.retrieval import (
-    ANY_BATCH,
     SHOWN_RANKS,
     Comparison,
     Embedded,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from export.targets import target_classes
 from export.tensorrt_lint import PARSERS
-from san.arguments import CommandParser, count, existing_folder, model_file
+from san.arguments import CommandParser, add_limit_argument, count, existing_folder, model_file
 from san.command import command
 from san.input_convention import InputConvention
 
@@ -37,7 +37,7 @@ examples:
   san-export --ckpt model.pt --out deploy/san.onnx --verify-images data/market/query --verify-count 64
   san-export --ckpt model.pt --trt --fp16 --min-batch 1 --opt-batch 32 --max-batch 128
   san-export --ckpt model.pt --trt --int8 model.int8.onnx --timing-cache trt.cache
-  san-export --ckpt model.pt --threshold fp32.min_cosine_unflipped=0.99999
+  san-export --ckpt model.pt --limit fp32.min_cosine_unflipped=0.99999
   san-export --check-tensorrt model.trt.int8.onnx     # no GPU, no TensorRT needed
 
 --check-tensorrt FILE checks a graph against the rules of TensorRT's ONNX parser (op types and
@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--verify-images", type=existing_folder, metavar="DIR",
                         help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=count(1), default=16, metavar="N", help="images to verify on (default 16)")
-    verify.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                        help="change one limit of the rule table, repeatable (as san-parity: fp32.min_cosine_min=0.995)")
+    add_limit_argument(verify, "fp32.min_cosine_min=0.995")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what an output holds: a target folder that is not empty (--triton, ...), "
+                        "or an existing --out exported from another checkpoint or with another input convention")
     for target in target_classes():
         target.add_arguments(parser)
     return parser
@@ -87,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from san.preprocess import ImageDecodeError
     from san.spec import ContractError
 
-    from export.targets import ExportError
-    from export.tensorrt_build import EngineBuildError
-    from export.tensorrt_lint import TensorRTIncompatible
-    from san.tensorrt_target import TensorRTUnavailable
+    from export.errors import ExportError
 
     def fail(message: str, status: int) -> int:
         print(f"san-export: error: {message}", file=sys.stderr)
@@ -98,15 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return check_tensorrt(args.check_tensorrt, args.tensorrt) if args.check_tensorrt else run(args)
-    except TensorRTUnavailable as exc:
-        return fail(
-            f"--trt: {exc}. The ONNX file was written and verified; build the engine on the "
-            "target GPU machine with the same command.",
-            3,
-        )
-    except (ExportError, TensorRTIncompatible) as exc:
-        return fail(str(exc), 1)
-    except (ContractError, ImageDecodeError, FileNotFoundError, ValueError, EngineBuildError) as exc:
+    except ExportError as exc:  # TargetUnavailable (3), ExportInputError (2), a file that failed its check (1)
+        return fail(str(exc), exc.status)
+    except (ContractError, ImageDecodeError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc), 2)
 
 
@@ -135,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from export.verify import load_images, synthetic_images
 
     targets = requested_targets(args)
-    rules = override_rules(RULES, args.threshold)
+    rules = override_rules(RULES, args.limit)
     for cls in target_classes():
         cls.check_arguments(args)
     inputs = {name: path for name, path in (("--ckpt", args.ckpt), ("--int8", args.int8),
@@ -151,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
         images = synthetic_images(meta.spec, args.verify_count)
-    job = ExportJob(args, model, meta, images, rules, onnx_out, convention(args),
-                    log=lambda message: print(f"san-export: note: {message}", file=sys.stderr))
+    job = ExportJob(args, model, meta, images, rules, onnx_out, convention(args))
     for target in targets:
         status = target.write(job)
         if status:

@@ -42,7 +42,7 @@ from san.atomic import atomic_write
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY
 
-from export.targets import ExportError
+from export.errors import ExportError
 
 if TYPE_CHECKING:
     from san.model.network import SAN

@@ -12,10 +12,9 @@ model's pixels inside. BoxMOT reads the crop size from the graph's static H x W 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
+from san.atomic import atomic_write_json
 from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
 from san.arguments import output_folder
 from san.input_convention import InputConvention
@@ -59,7 +58,7 @@ class BoxMOTTarget(ExportTarget):
         if not job.export_verified(onnx_path, "fp32", CONVENTION):
             return 1
         meta = onnx_path.with_name(onnx_path.name + ".metadata.json")
-        meta.write_text(json.dumps(sidecar(spec), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_json(meta, sidecar(spec))
         job.written["boxmot"] = onnx_path
         log.info(f"{folder}: {ONNX_NAME} and {meta.name}; use BotSort(reid_weights=Path('{onnx_path}'), ...)")
         return 0

@@ -31,11 +31,12 @@ import numpy as np
 import onnx
 
 from export.graph import with_attribute_axes
-from export.targets import ExportError, ExportJob, ExportTarget, prepare_folder, require_bilinear
+from export.errors import ExportError
+from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
 from san.arguments import count, output_folder
 from export.tensorrt_lint import PARSERS, require_tensorrt_compatible
 from san.artifact import INPUT_NAME, OUTPUT_NAME
-from san.atomic import atomic_write
+from san.atomic import atomic_write, atomic_write_text
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -190,9 +191,9 @@ class DeepStreamTarget(ExportTarget):
         require_tensorrt_compatible(onnx_path, parser)
         opset = next(o.version for o in onnx.load(onnx_path).opset_import if o.domain in ("", "ai.onnx"))
         precision, batch = args.deepstream_precision, args.deepstream_batch
-        (folder / TRACKER_CONFIG).write_text(tracker_config(spec, args.deepstream_reid_type, batch, precision))
-        (folder / NVINFER_CONFIG).write_text(nvinfer_config(spec, batch, precision, args.deepstream_class_id or [0]))
-        (folder / "README.txt").write_text(readme(spec, args.deepstream_version, opset))
+        atomic_write_text(folder / TRACKER_CONFIG, tracker_config(spec, args.deepstream_reid_type, batch, precision))
+        atomic_write_text(folder / NVINFER_CONFIG, nvinfer_config(spec, batch, precision, args.deepstream_class_id or [0]))
+        atomic_write_text(folder / "README.txt", readme(spec, args.deepstream_version, opset))
         job.written["deepstream"] = folder
         log.info(f"{folder}: {ONNX_NAME}, {TRACKER_CONFIG}, {NVINFER_CONFIG}, README.txt")
         return 0

@@ -4,7 +4,6 @@ PyTorch (:mod:`export.verify`); every other target builds on it."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from export.targets import ExportJob, ExportTarget
 from san.arguments import count, finite_list, output_file
@@ -34,8 +33,6 @@ class OnnxTarget(ExportTarget):
         group.add_argument("--input-std", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
         group.add_argument("--bgr", action="store_true", help="channels in BGR order (mean/std in that order too)")
         group.add_argument("--nhwc", action="store_true", help="N x H x W x 3 instead of N x 3 x H x W")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace the contents of a target folder that is not empty (--triton, ...)")
 
     @classmethod
     def check_arguments(cls, args: argparse.Namespace) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
+from export.errors import TargetUnavailable
 from export.targets import ExportJob, ExportTarget
 from san.arguments import count, model_file, output_file
 
@@ -54,7 +54,7 @@ class TensorRTTarget(ExportTarget):
         from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
         from san.artifact import read_contract
         from san.spec import ContractError
-        from san.tensorrt_target import TargetEnvironment
+        from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
         args = job.args
         profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
@@ -63,7 +63,11 @@ class TensorRTTarget(ExportTarget):
         parser = installed_parser()
         if not args.fp16:
             require_tensorrt_compatible(args.int8 or job.onnx, parser)  # before looking for a GPU
-        environment = TargetEnvironment.detect()  # fails early, before any FP16 export
+        try:
+            environment = TargetEnvironment.detect()  # fails early, before any FP16 export
+        except TensorRTUnavailable as exc:
+            raise TargetUnavailable(f"--trt: {exc}. The ONNX file was written and verified; build the engine on "
+                                    "the target GPU machine with the same command.") from exc
         source = args.int8 or job.onnx
         if args.fp16:
             source = job.onnx.with_suffix(".fp16.onnx")
@@ -73,7 +77,7 @@ class TensorRTTarget(ExportTarget):
         engine = args.engine or job.onnx.with_suffix(".engine")
         sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
                                timing_cache=args.timing_cache, environment=environment, tf32=args.tf32,
-                               version_compatible=args.trt_version_compatible, log=job.log)
+                               version_compatible=args.trt_version_compatible)
         job.written["engine"] = engine
         log.info(
             f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "

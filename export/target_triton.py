@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from san.atomic import atomic_write_text
 from export.targets import ExportJob, ExportTarget, prepare_folder
 from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
@@ -109,7 +110,7 @@ def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Pat
     shutil.copy2(onnx_path, folder / "1" / "model.onnx")
     config = model_config(options.name, "onnxruntime_onnx", read_contract(onnx_path),
                           read_input_convention(onnx_path), options)
-    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    atomic_write_text(folder / "config.pbtxt", config)
     return folder
 
 
@@ -125,18 +126,18 @@ def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     (folder / "1").mkdir(parents=True)
     shutil.copy2(engine, folder / "1" / plan)
     config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options, capability)
-    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    atomic_write_text(folder / "config.pbtxt", config)
     version = sidecar.get("tensorrt_version")
     serve = (f"""Serve it with a Triton release whose TensorRT is {version}, or a later {str(version).split('.')[0]}.x: it
 was built version-compatible, so start tritonserver with --backend-config=tensorrt,version-compatible=true
 """ if sidecar.get("version_compatible") else f"""Serve it with a Triton release whose TensorRT is {version}
 """)
-    (folder / "README.txt").write_text(f"""\
+    atomic_write_text(folder / "README.txt", f"""\
 1/{plan}: a TensorRT engine built by TensorRT {version} for compute capability {capability}
 ({sidecar.get('gpu_name')}). {serve}(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
 architecture Triton finds no plan for it in cc_model_filenames and refuses to load the model.
 Build again with san-export --trt on the serving machine for another GPU or TensorRT.
-""", encoding="utf-8")
+""")
     return folder
 
 

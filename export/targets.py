@@ -13,7 +13,6 @@ import argparse
 import logging
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -33,10 +32,6 @@ if TYPE_CHECKING:
     from san.model.network import SAN
 
 
-class ExportError(RuntimeError):
-    """An export that produced a file we refuse to write."""
-
-
 @dataclass
 class ExportJob:
     """What every target reads: the parsed arguments, the model, its verified ONNX export."""
@@ -49,7 +44,6 @@ class ExportJob:
     onnx: Path  # the verified fp32 ONNX, once the onnx target has written it
     convention: InputConvention = InputConvention()  # what --input asks of the ONNX file
     written: dict[str, Path] = field(default_factory=dict)  # what targets wrote so far: "onnx", "engine", ...
-    log: Callable[[str], None] = field(default=lambda message: None)
 
     def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None) -> bool:
         """Export ``model`` to ``path`` at ``precision`` with ``convention`` (default: the one

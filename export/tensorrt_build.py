@@ -13,8 +13,7 @@ the sidecar this module writes (:func:`san.artifact.read_sidecar`).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,20 @@ from san.artifact import (
     read_metadata,
     sidecar_path,
 )
-from san.atomic import atomic_write, atomic_write_text
+from san.atomic import atomic_write, atomic_write_json
 from san.hashing import file_sha256
 from san.spec import METADATA_KEY
+from export.errors import ExportInputError, TargetUnavailable
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
+log = logging.getLogger(__name__)
 
-class EngineBuildError(RuntimeError):
+
+class CudaUnavailable(TargetUnavailable, TensorRTUnavailable):
+    """TensorRT is installed but cannot reach a GPU (exit 3, like any missing target runtime)."""
+
+
+class EngineBuildError(ExportInputError):
     """TensorRT could not parse the ONNX file or build an engine from it."""
 
 
@@ -64,7 +70,6 @@ def build_engine(
     environment: TargetEnvironment | None = None,
     tf32: bool = False,
     version_compatible: bool = False,
-    log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path`` and write its sidecar; return the sidecar.
 
@@ -73,7 +78,7 @@ def build_engine(
     default, and its 10-bit mantissa would make an "fp32" engine round like fp16 (the
     sidecar then says ``tf32``). ``timing_cache`` is read if it exists and rewritten after
     the engine is written, so later builds on the same GPU and TensorRT version are faster;
-    a cache from another GPU or version is set aside (``log`` says so) and replaced.
+    a cache from another GPU or version is set aside (a warning says so) and replaced.
     ``version_compatible`` sets TensorRT's version-compatible flag (8.6 and later): the engine
     embeds its lean runtime and later releases of the same major version can run it.
     """
@@ -88,7 +93,7 @@ def build_engine(
     try:
         builder = trt.Builder(logger)
     except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
-        raise TensorRTUnavailable(
+        raise CudaUnavailable(
             f"TensorRT {trt.__version__} could not initialise CUDA ({exc}); check the driver with `nvidia-smi` "
             "and that this TensorRT supports its CUDA version"
         ) from exc
@@ -115,7 +120,7 @@ def build_engine(
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     cache = config.create_timing_cache(cached)  # None for bytes it cannot read
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        log(f"--timing-cache {cache_path}: made by another GPU or TensorRT version, or not a timing cache; "
+        log.warning(f"--timing-cache {cache_path}: made by another GPU or TensorRT version, or not a timing cache; "
             "building without it, and it will be replaced by this build's")
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
@@ -126,7 +131,7 @@ def build_engine(
         try:
             atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
         except (OSError, RuntimeError) as exc:
-            log(f"--timing-cache {cache_path}: not updated ({exc}); the engine was written")
+            log.warning(f"--timing-cache {cache_path}: not updated ({exc}); the engine was written")
     sidecar = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
@@ -140,7 +145,7 @@ def build_engine(
         "engine_sha256": file_sha256(engine_path),
         "provenance": {k: v for k, v in metadata.items() if k != METADATA_KEY},
     }
-    atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(sidecar_path(engine_path), sidecar)
     return sidecar
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from export.errors import ExportError
 from export.graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
@@ -167,7 +168,7 @@ def installed_parser() -> ParserVersion:
     return PARSERS[DEFAULT_PARSER]
 
 
-class TensorRTIncompatible(ValueError):
+class TensorRTIncompatible(ExportError, ValueError):
     """A graph TensorRT's ONNX parser would refuse; the message lists each violation."""
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
-from san.retrieval import ANY_BATCH
+from san.embedding import ANY_BATCH
 from san.spec import ContractError, InputSpec
 
 
@@ -70,7 +70,8 @@ class Backend(ABC):
         and ``providers`` (onnxruntime execution providers). Each backend maps them to its
         own settings; one it cannot honour goes into :attr:`notes`, one line each."""
         self.artifact = Path(artifact)
-        self.device = Device.parse(device or self.default_device)
+        requested = device or self.default_device
+        self.device = Device.parse(self.auto_device() if requested == "auto" else requested)
         if self.device.kind not in self.device_kinds:
             raise ValueError(f"--device {self.device}: the {self.name} backend runs on "
                              f"{', '.join(sorted(self.device_kinds))}")
@@ -82,6 +83,10 @@ class Backend(ABC):
         self.convention = InputConvention()
         self._spec: InputSpec | None = None
         self._sha256: str | None = None
+
+    def auto_device(self) -> str:
+        """What ``--device auto`` means for this backend: a CUDA GPU when it can use one here."""
+        return self.default_device
 
     def _note_ignored(self, option: str, value: object, why: str) -> None:
         self.notes.append(f"{self.name} backend: {option} {value} ignored: {why}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.base import BackendError, Device
+from runtime.base import BackendError
 from runtime.embed import (TTA_MODES, EmbedError, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder,
                            merge_shards)
 from runtime.options import add_backend_arguments, backend_options
@@ -114,7 +114,7 @@ def make_runner(args: argparse.Namespace) -> Runner:
 
     options = backend_options(args)
     engine = (args.backend or backend_for(args.model)) == "tensorrt"
-    on_gpu = Device.parse(options.get("device") or ("cuda" if engine else "cpu")).kind == "cuda"
+    on_gpu = (options.get("device") or ("cuda" if engine else "cpu")).startswith("cuda")  # auto: each actor decides
     if on_gpu:
         options["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES per actor
     actor = ActorSpec(str(args.model.resolve()), args.backend, options)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from pathlib import Path
 
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
-from san.arguments import CommandParser, count, existing_folder, model_file, output_file
+from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_rerank_arguments, count,
+                           dataset_options, existing_folder, model_file, output_file, rerank_params)
 from san.atomic import atomic_write_text
 from san.output_guard import refuse_overwriting_inputs
 from san.report import write_json
-from san.rerank import add_rerank_arguments, rerank_params
-from san.data.registry import DATASETS, dataset_for_checkpoint, load_dataset, parse_dataset_args
+from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
 from san.command import command
@@ -45,7 +45,7 @@ examples:
   san-parity --ckpt model.pt --onnx model.onnx --int8 model.int8.onnx --json parity.json --markdown parity.md
   san-parity --ckpt model.pt --engine model.engine --device cuda       # on the GPU box
   san-parity --ckpt model.pt --onnx model.onnx --dataset market1501 --root data/Market-1501-v15.09.15
-  san-parity --ckpt model.pt --int8 model.int8.onnx --threshold int8.max_delta_map=2 --draws 0
+  san-parity --ckpt model.pt --int8 model.int8.onnx --limit int8.max_delta_map=2 --draws 0
 
 data set: default the one the checkpoint was trained on (with its recorded root and options);
 --dataset synthetic without --root uses <checkpoint folder>/synthetic (generated when absent).
@@ -74,12 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--openvino", action="store_true",
                         help="also run --onnx and --int8 on OpenVINO (rows openvino-onnx, openvino-int8), at "
                         "--precision (f32 unless given; bf16 and fp16 are judged by the fp16 rule)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), help="default: the one the checkpoint was trained on")
-    parser.add_argument("--root", type=existing_folder, metavar="DIR", help="data set folder (default: see below)")
-    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="loader option, repeatable (e.g. variant=detected; synthetic: ids=50)")
-    parser.add_argument("--threshold", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                        help="change one threshold, repeatable (e.g. int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0)")
+    add_dataset_arguments(parser, default=None, root=existing_folder, root_help="data set folder (default: see below)")
+    add_limit_argument(parser, "int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0")
     parser.add_argument("--draws", type=count(0), default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
     parser.add_argument("--batch-size", type=count(1), default=32, help="images per model call (default 32)")
@@ -88,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerank_arguments(parser)
     parser.add_argument("--json", type=output_file, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=output_file, metavar="PATH", help="also write the report as Markdown")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -96,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)
-    options = backend_options(args)
-    precision = options.pop("precision", None)  # OpenVINO's alone: the torch reference computes in fp32
+    backend = backend_options(args)
+    precision = backend.pop("precision", None)  # OpenVINO's alone: the torch reference computes in fp32
     given = [(name, path) for name, path in (("onnx", args.onnx), ("int8", args.int8), ("engine", args.engine),
                                               ("ir", args.ir)) if path]
     openvino = (("precision", precision),) if precision else ()
@@ -107,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.openvino:
         artifacts += [Artifact(f"openvino-{name}", path, "int8" if name == "int8" else None, "openvino", openvino,
                                judged) for name, path in given if name in ("onnx", "int8")]
-    log = (lambda message: None) if args.quiet else (lambda message: print(f"san-parity: {message}", file=sys.stderr))
+    logging.getLogger("runtime.parity").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         if not artifacts:
             raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine, --ir")
@@ -119,13 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         for option in ("--json", "--markdown"):
             if getattr(args, option[2:]):
                 refuse_overwriting_inputs(getattr(args, option[2:]), inputs, option)
-        rules = override_rules(RULES, args.threshold)
-        options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
-        name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, options)
+        rules = override_rules(RULES, args.limit)
+        name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, dataset_options(args))
         dataset = load_dataset(name, root, verbose=not args.quiet, **options)
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            options=options, workers=args.workers, rerank=rerank_params(args), log=log,
+            options=backend, workers=args.workers, rerank=rerank_params(args),
         )
     except (ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)

@@ -15,8 +15,8 @@ from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_lis
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
                             embed_query_images, faiss_module, reranked_search)
-from san.arguments import DEVICE_HELP, CommandParser, count, existing_file, existing_folder, model_file, output_file, output_folder
-from san.rerank import add_rerank_arguments, rerank_params
+from san.arguments import (CommandParser, add_device_argument, add_rerank_arguments, count, existing_file,
+                           existing_folder, model_file, output_file, output_folder, rerank_params)
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 from san.command import command
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--ckpt", type=model_file("checkpoint"), required=True, help="SAN checkpoint (.pt)")
     masks.add_argument("--images", type=existing_file, nargs="+", required=True, metavar="IMAGE", help="image files")
     masks.add_argument("--out", type=output_folder, required=True, help="folder for the PNGs (created)")
-    masks.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    add_device_argument(masks, "cpu")
     return parser
 
 

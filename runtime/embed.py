@@ -39,12 +39,13 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
-from san.atomic import atomic_path, atomic_write, atomic_write_text, remove_stale_temporaries
+from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries
 from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
 from san.progress import progress_bar
-from san.retrieval import default_workers, embed_views
+from san.embedding import TTA_MODES, embed_images
+from san.retrieval import default_workers
 from san.spec import InputSpec
 
 FORMAT, VERSION = "san-embeddings", 1
@@ -53,7 +54,9 @@ PARTIAL_EMBEDDINGS, PARTIAL_INDEX = "embeddings.partial.npy", "index.partial.csv
 OUTPUT_FILES = (EMBEDDINGS, INDEX, META, TIMING, PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX)
 INDEX_HEADER = ("row", "path", "status", "error")
 NON_FINITE = "non-finite embedding (NaN or Inf) from the backend; not written"
-TTA_MODES = ("none", "flip")
+#: Folder embedding decodes each image at the contract size, so it takes none or flip (tencrop
+#: needs the original image; san-eval has it).
+TTA_MODES = TTA_MODES[:2]
 TASK_SIZE = 8  # files per decode task: amortises IPC, keeps the prefetch window fine-grained
 
 #: What became of one file: its embedding row, or None and the reason it failed.
@@ -142,7 +145,7 @@ class Progress:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
     def write(self, path: Path) -> None:
-        _write_json(path, asdict(self))
+        atomic_write_json(path, asdict(self))
 
 
 class Runner(Protocol):
@@ -295,8 +298,8 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
         offset += len(source)
     _write_bytes(out / INDEX, _encode(buffer.getvalue()))
     counts = {k: sum(m["counts"][k] for m in metas) for k in metas[0]["counts"]}
-    _write_json(out / META, {**common[0], "shard": None, "counts": counts})
-    _write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p in shards],
+    atomic_write_json(out / META, {**common[0], "shard": None, "counts": counts})
+    atomic_write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p in shards],
                                "seconds": round(time.time() - started, 3)})
     return _result(out, seconds=time.time() - started)
 
@@ -384,8 +387,8 @@ def _finalize(out: Path, plan: dict[str, Any], state: Progress, timing: dict[str
         _write_bytes(out / INDEX, fh.read(state.index_bytes))
     entries = read_index(out / INDEX)
     counts = {"images": len(entries), "ok": state.rows, "failed": sum(e[2] != "ok" for e in entries)}
-    _write_json(out / META, {**plan, "counts": counts})
-    _write_json(out / TIMING, timing)
+    atomic_write_json(out / META, {**plan, "counts": counts})
+    atomic_write_json(out / TIMING, timing)
     _drop_leftovers(out)
 
 
@@ -501,14 +504,8 @@ def _chunk_output(paths: list[str], results: list[FileResult], first_row: int, d
 
 
 def embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> np.ndarray:
-    """Embeddings of one batch with the options' test-time augmentation and normalisation."""
-    views = np.stack([images, images[..., ::-1]], axis=1) if options.tta == "flip" else images[:, None]
-    embeddings = embed_views(backend, views, options.batch_size * views.shape[1])
-    if options.l2_normalize:
-        with np.errstate(invalid="ignore", over="ignore"):
-            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            embeddings = embeddings / np.maximum(norms, np.float32(1e-12))
-    return embeddings.astype(np.float32, copy=False)
+    """Embeddings of decoded images with the options' test-time augmentation and normalisation."""
+    return embed_images(backend, images, options.batch_size, options.tta, options.l2_normalize)
 
 
 # -- small file helpers -----------------------------------------------------------------
@@ -532,5 +529,3 @@ def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,7 @@ from runtime.base import Backend
 from runtime.embed import TASK_SIZE, EmbedError, EmbedOptions, FileResult, embed_decoded, load_task
 from runtime.registry import open_backend
 from san.spec import InputSpec
+from san.extras import missing_extra
 
 #: Seconds to wait for a cluster address to accept a connection before giving up.
 CONNECT_TIMEOUT = 5.0
@@ -40,9 +41,8 @@ def ray_module() -> Any:
     try:
         import ray
         import ray.data  # noqa: F401 - Ray Data comes with ray[data]
-    except ImportError:
-        raise EmbedError("--ray needs Ray Data, which is not installed: pip install '.[cluster]' "
-                         "(from the repository)") from None
+    except ImportError as exc:
+        raise EmbedError(f"--ray needs Ray Data: {missing_extra(exc) or exc}") from None
     return ray
 
 

@@ -48,6 +48,9 @@ class OnnxRuntimeBackend(Backend):
         self._session: ort.InferenceSession | None = None
         self._fixed_batch: int | None = None
 
+    def auto_device(self) -> str:
+        return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+
     def _resolve_providers(self, requested: Sequence[str]) -> list[str | tuple[str, dict[str, Any]]]:
         available = ort.get_available_providers()
         unknown = [p for p in requested if p not in PROVIDERS]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from san.arguments import add_device_argument
+
 
 def add_backend_arguments(parser: argparse.ArgumentParser | Any) -> None:
     """Add ``--device``, ``--threads`` and ``--providers`` to ``parser`` (or an argument group)."""
-    parser.add_argument("--device", metavar="DEVICE",
-                        help="cpu, cuda or cuda:N; gpu, gpu:N or npu for OpenVINO (default: cpu; cuda:0 for a "
-                        "TensorRT engine)")
+    add_device_argument(parser, None, "; OpenVINO also gpu, gpu:N, npu")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads of the torch/onnxruntime backend (default: physical cores)")
     parser.add_argument("--providers", metavar="LIST",

@@ -31,7 +31,8 @@ INT8 demo model on 609 queries: +-2.3 points, 51 queries changed their rank-1 ve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ from san.rules import RULES, Rule
 from san.spec import ContractError
 
 MAX_RANK = 20  # CMC length kept in the JSON report
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,7 +198,7 @@ class ParityReport:
             "Artifacts:", "",
             *(f"- `{r.name}`: `{r.artifact}` ({', '.join(f'{k}: {v}' for k, v in r.backend.items())}, "
               f"{r.seconds:.1f} s)" for r in self.results), "",
-            "Thresholds (`--threshold KIND.FIELD=VALUE`):", "",
+            "Limits (`--limit KIND.FIELD=VALUE`):", "",
             "| kind | " + " | ".join(f.name for f in fields(Rule)) + " |",
             "|---|" + "|".join("---" for _ in fields(Rule)) + "|",
             *(f"| {k} | " + " | ".join("–" if getattr(v, f.name) is None else f"{getattr(v, f.name):g}"
@@ -280,7 +283,6 @@ def run_parity(
     options: dict[str, Any] | None = None,
     workers: int | None = None,
     rerank: RerankParams | None = None,
-    log: Callable[[str], None] = lambda message: None,
 ) -> ParityReport:
     """Embed ``dataset``'s query and gallery with the checkpoint and every artifact; compare.
 
@@ -304,7 +306,7 @@ def run_parity(
         provenance[artifact] = facts
     options = options or {}
     reference = open_backend(ckpt, "torch", **options)
-    log(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
+    log.info(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
     with reference:
         spec, device = reference.spec, str(reference.device)
         ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers)
@@ -314,7 +316,7 @@ def run_parity(
     ckpt_sha = file_sha256(ckpt)
     for artifact in artifacts:
         facts = provenance[artifact]
-        log(f"{artifact.name}: {artifact.path}")
+        log.info(f"{artifact.name}: {artifact.path}")
         with open_backend(artifact.path, artifact.backend, **options, **dict(artifact.options)) as backend:
             if backend.spec != spec:
                 raise ContractError(f"--{artifact.name} {artifact.path}: its input contract differs from the "
@@ -334,7 +336,7 @@ def run_parity(
         notes.append(f"mAP and CMC ranked by k-reciprocal re-ranked distances (k1 {rerank.k1}, k2 {rerank.k2}, "
                      f"lambda {rerank.lam:g}); cosines, top-10 overlap and rank-1 flips compare the embeddings")
     if draws > 0:
-        log(f"torch, sampled masks: {draws} draws")
+        log.info(f"torch, sampled masks: {draws} draws")
         stochastic = sampled_retrieval(ckpt, dataset, ref_retrieval, draws, seed, batch_size, device, workers,
                                        rerank)
         if stochastic is None:

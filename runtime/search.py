@@ -28,12 +28,14 @@ import numpy as np
 
 from runtime.base import Backend
 from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, embed_batch, read_complete_meta, read_index
-from san.atomic import atomic_write, atomic_write_text
+from san.atomic import atomic_write, atomic_write_json
+from san.embedding import l2_normalize
 from san.hashing import file_sha256
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
 from san.rerank import RerankParams, SparseReranker
 from san.spec import ContractError, InputSpec
+from san.extras import missing_extra
 
 METRICS = ("l2", "cosine")
 SEARCH_META, FAISS_INDEX = "search.json", "faiss.index"
@@ -64,12 +66,6 @@ class Searcher(Protocol):
     def search(self, queries: np.ndarray, k: int) -> Hits: ...
 
 
-def _unit(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as ``dtype``."""
-    x = np.asarray(x, dtype)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), dtype(1e-12))
-
-
 def _check_k(k: int, size: int) -> int:
     if k < 1:
         raise SearchError(f"-k must be >= 1, got {k}")
@@ -89,12 +85,12 @@ class NumpySearcher:
         if metric not in METRICS:
             raise SearchError(f"unknown metric {metric!r}; choose from {METRICS}")
         self.metric, self.chunk = metric, chunk
-        self.vectors = _unit(vectors, np.float64) if metric == "cosine" else np.asarray(vectors, np.float64)
+        self.vectors = l2_normalize(np.asarray(vectors, np.float64)) if metric == "cosine" else np.asarray(vectors, np.float64)
 
     def distances(self, queries: np.ndarray) -> np.ndarray:
         """All distances (nq, N) under the metric."""
         if self.metric == "cosine":
-            return 1.0 - _unit(queries, np.float64) @ self.vectors.T
+            return 1.0 - l2_normalize(np.asarray(queries, np.float64)) @ self.vectors.T
         return euclidean_distance(np.asarray(queries, np.float64), self.vectors)
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
@@ -112,9 +108,8 @@ def faiss_module() -> Any:
     """The ``faiss`` module, or a :class:`SearchError` saying how to install it."""
     try:
         import faiss
-    except ImportError:
-        raise SearchError("FAISS indexes need faiss, which is not installed: pip install '.[search]' "
-                          "(from the repository); --index numpy needs nothing") from None
+    except ImportError as exc:
+        raise SearchError(f"FAISS indexes: {missing_extra(exc) or exc}; --index numpy needs nothing") from None
     return faiss
 
 
@@ -179,7 +174,7 @@ class FaissSearcher:
     def search(self, queries: np.ndarray, k: int) -> Hits:
         k = _check_k(k, self.index.ntotal)
         _check_dim(queries, self.index.d, "an index")
-        q = _unit(queries) if self.metric == "cosine" else np.ascontiguousarray(queries, np.float32)
+        q = l2_normalize(np.asarray(queries, np.float32)) if self.metric == "cosine" else np.ascontiguousarray(queries, np.float32)
         scores, rows = self.index.search(q, k)
         dist = 1.0 - scores if self.metric == "cosine" else np.sqrt(np.maximum(scores, 0))  # L2 index: squared
         return Hits(rows.astype(np.int64), dist.astype(np.float32))
@@ -208,7 +203,8 @@ def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = 
     except RuntimeError as exc:
         raise SearchError(f"--index {factory!r}: FAISS cannot make it ({str(exc).strip().splitlines()[-1]})") from None
     work = faiss.index_cpu_to_all_gpus(index) if gpu else index
-    prepare = _unit if metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
+    prepare = ((lambda x: l2_normalize(np.asarray(x, np.float32))) if metric == "cosine"
+               else (lambda x: np.ascontiguousarray(x, np.float32)))
     if train is not None and not work.is_trained:
         work.train(prepare(train))
     if vectors is not None:
@@ -372,7 +368,7 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
                       recall_at_10={"value": round(recall, 4), "queries": int(queries), "held_out": int(held_out)})
     record.update(build_seconds=round(time.perf_counter() - started, 3),
                   embeddings_sha256=file_sha256(folder.root / EMBEDDINGS))
-    atomic_write_text(folder.root / SEARCH_META, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(folder.root / SEARCH_META, record)
     return record
 
 
@@ -392,8 +388,7 @@ class _UnitRows:
         return len(self.vectors)
 
     def __getitem__(self, rows: int | slice) -> np.ndarray:
-        x = np.asarray(self.vectors[rows], np.float64)
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return l2_normalize(np.asarray(self.vectors[rows], np.float64))
 
 
 def reranked_search(searcher: Searcher, vectors: np.ndarray, queries: np.ndarray, k: int, candidates: int,
@@ -406,7 +401,7 @@ def reranked_search(searcher: Searcher, vectors: np.ndarray, queries: np.ndarray
     space = _UnitRows(vectors) if searcher.metric == "cosine" else vectors
     reranker = SparseReranker(space, lambda x, n: searcher.search(x, n).rows, params)
     shortlist = searcher.search(queries, candidates)
-    query_space = _unit(queries, np.float64) if searcher.metric == "cosine" else np.asarray(queries, np.float64)
+    query_space = l2_normalize(np.asarray(queries, np.float64)) if searcher.metric == "cosine" else np.asarray(queries, np.float64)
     rows, distances = [], []
     for query, found in zip(query_space, shortlist.rows):
         d = reranker.rerank(query, found)
@@ -416,18 +411,10 @@ def reranked_search(searcher: Searcher, vectors: np.ndarray, queries: np.ndarray
     return Hits(np.stack(rows).astype(np.int64), np.stack(distances).astype(np.float32))
 
 
-def embed_arrays(backend: Backend, images: np.ndarray, options: EmbedOptions = EmbedOptions()) -> np.ndarray:
-    """Embed decoded images (uint8 N x 3 x H x W) in batches, with ``options``' TTA and normalisation."""
-    low, high = backend.batch_limits()
-    size = max(low, min(options.batch_size, high))
-    parts = [embed_batch(backend, options, images[i : i + size]) for i in range(0, len(images), size)]
-    return np.concatenate(parts) if parts else np.zeros((0, backend.spec.embedding_dim), np.float32)
-
-
 def embed_query_images(folder: EmbeddingFolder, backend: Backend, paths: Sequence[str | Path]) -> np.ndarray:
     """Embed query image files exactly as ``folder`` was embedded (same contract and options)."""
     if backend.spec != folder.spec:
         raise ContractError(f"{backend.artifact}: its input contract differs from the one {folder.root} was "
                             f"embedded with ({folder.spec} vs {backend.spec}); query with the same model")
     images = np.stack([load_image(p, backend.spec) for p in paths])
-    return embed_arrays(backend, images, folder.options)
+    return embed_batch(backend, folder.options, images)

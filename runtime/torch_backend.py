@@ -14,6 +14,7 @@ import torch
 
 from runtime.base import Backend, BackendError
 from san.checkpoint import load_checkpoint
+from san.evaluate import ModelEmbedder, torch_device_name
 from san.spec import InputSpec
 
 
@@ -31,19 +32,20 @@ class TorchBackend(Backend):
         self.torch_device = torch.device(str(self.device))
         if self.device.kind == "cuda" and not torch.cuda.is_available():
             raise BackendError(f"--device {self.device}: torch sees no CUDA GPU (torch {torch.__version__})")
-        self._model: torch.nn.Module | None = None
+        self._model: ModelEmbedder | None = None  # the evaluation's embedder: one way to run a torch SAN
+
+    def auto_device(self) -> str:
+        return torch_device_name("auto")
 
     def _activate(self) -> InputSpec:
         if self.device.kind == "cpu":
             torch.set_num_threads(self.threads)
         model, meta = load_checkpoint(self.artifact, map_location=self.torch_device)
-        self._model, self._sha256 = model, meta.sha256
+        self._model, self._sha256 = ModelEmbedder(model), meta.sha256
         return meta.spec
 
-    @torch.inference_mode()
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        images = torch.from_numpy(batch).to(self.torch_device, non_blocking=True)
-        return self._model(images).float().cpu().numpy()
+        return self._model.infer(batch)
 
     def _deactivate(self) -> None:
         self._model = None

@@ -11,21 +11,65 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from san.artifact import sniff_model_kind
+from san.rerank import RerankParams
 
-#: Options that take a device, in every command: one vocabulary.
-DEVICE_HELP = "cpu, cuda, cuda:N or auto (a CUDA GPU when there is one)"
+#: The one device vocabulary of every command (OpenVINO adds its own gpu[:N] and npu).
+DEVICES = "cpu, cuda, cuda:N or auto (a CUDA GPU when there is one, else the CPU)"
+
+
+class BadArguments(SystemExit):
+    """Bad arguments, already reported in one line; the command's exit status is 2."""
 
 
 class CommandParser(argparse.ArgumentParser):
     """``argparse`` with one-line errors: ``prog: error: message`` (``--help`` shows the usage)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise BadArguments(2)
+
+
+def device_name(text: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N``, ``auto``, or OpenVINO's ``gpu``, ``gpu:N``, ``npu``."""
+    kind, colon, index = text.strip().lower().partition(":")
+    if (kind in ("cpu", "auto", "npu") and not colon) or (kind in ("cuda", "gpu") and (not colon or index.isdigit())):
+        return text.strip().lower()
+    raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICES}; OpenVINO also takes gpu, gpu:N, npu")
+
+
+def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None,
+                        note: str = "") -> None:
+    """The ``--device`` option, the same in every command (``default`` None: the backend's own)."""
+    shown = default or "cpu, or cuda for a TensorRT engine"
+    parser.add_argument("--device", type=device_name, default=default, metavar="DEVICE",
+                        help=f"{DEVICES}{note} (default {shown})")
+
+
+class _DeprecatedAlias(argparse._AppendAction):
+    """An old spelling of an appending option: works as the new one, and says so once, in one line."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if not getattr(namespace, "_warned_" + self.dest, False):
+            print(f"{parser.prog}: note: {option_string} is deprecated and will be removed in the next release; "
+                  f"use --{self.dest.replace('_', '-')}", file=sys.stderr)
+            setattr(namespace, "_warned_" + self.dest, True)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, example: str) -> None:
+    """``--limit KIND.FIELD=VALUE`` (repeatable): change one limit of the rule table for this run;
+    ``--threshold``, its former name, still works for one release."""
+    parser.add_argument("--limit", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                        help=f"change one limit of the rule table, repeatable (e.g. {example}; 'none' drops it)")
+    parser.add_argument("--threshold", action=_DeprecatedAlias, dest="limit", metavar="KIND.FIELD=VALUE",
+                        help=argparse.SUPPRESS)
 
 
 def count(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
@@ -132,3 +176,40 @@ def _require_writable(folder: Path) -> None:
         raise argparse.ArgumentTypeError(f"{existing} is a file, so nothing can be written under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{existing}: no permission to write there (read-only)")
+
+
+# -- argument groups that several commands share --------------------------------------------
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rerank`` and its ``--k1``, ``--k2``, ``--lambda`` for a command that scores a split."""
+    group = parser.add_argument_group("k-reciprocal re-ranking (Zhong et al., CVPR 2017)")
+    group.add_argument("--rerank", action="store_true", help="rank by re-ranked distances")
+    group.add_argument("--k1", type=count(1), default=RerankParams.k1, help="k1 (default %(default)s)")
+    group.add_argument("--k2", type=count(1), default=RerankParams.k2, help="k2 (default %(default)s)")
+    group.add_argument("--lambda", dest="lam", type=finite, default=RerankParams.lam,
+                       help="weight of the original distance (default %(default)s)")
+
+
+def rerank_params(args: argparse.Namespace) -> RerankParams | None:
+    """The re-ranking ``args`` ask for, or None."""
+    return RerankParams(args.k1, args.k2, args.lam) if args.rerank else None
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str | None,
+                          root: Callable[[str], Path], root_help: str, required: bool = False) -> None:
+    """``--dataset NAME``, ``--root DIR`` and ``--dataset-arg KEY=VALUE`` (repeatable)."""
+    from san.data.registry import DATASETS
+
+    names = ", ".join(sorted(DATASETS))
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=default, required=required, metavar="NAME",
+                        help=f"{names} (default {default or 'the one the checkpoint was trained on'})")
+    parser.add_argument("--root", type=root, required=required, metavar="DIR", help=root_help)
+    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="loader option, repeatable (cuhk03: variant=labeled|detected, protocol=classic|new, "
+                        "split=0..19; synthetic: ids=, cameras=, seed=)")
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The ``--dataset-arg`` options given, or None."""
+    from san.data.registry import parse_dataset_args
+
+    return parse_dataset_args(args.dataset_arg) if args.dataset_arg else None

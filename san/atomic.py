@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _TMP_SUFFIX = ".tmp"
 
@@ -62,6 +65,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically replace ``path`` with ``text`` (UTF-8)."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (sorted keys, a final newline) to ``path``, atomically: every
+    JSON file and config the toolkit writes goes through here or :func:`atomic_write_text`."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _fsync_dir(directory: Path) -> None:

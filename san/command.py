@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from san.arguments import BadArguments
 from san.extras import missing_extra
 
 #: The toolkit's top-level packages: their loggers are what a command shows.
@@ -42,13 +43,15 @@ def show_library_messages() -> None:
 
 def command(prog: str) -> Callable[[Main], Main]:
     """Decorate a command's ``main``: show library messages, and end with exit 2 and one line
-    on stderr when an optional dependency is missing."""
+    on stderr on bad arguments or when an optional dependency is missing."""
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
             show_library_messages()
             try:
                 return main(argv)
+            except BadArguments:  # the parser has said what was wrong, in one line
+                return 2
             except ImportError as exc:
                 message = missing_extra(exc)
                 if message is None:

@@ -1,6 +1,6 @@
 """Retrieval evaluation of a torch SAN on a re-ID data set's query/gallery (``san-eval``).
 
-The model is wrapped as an :class:`~san.retrieval.Embedder` and measured by the retrieval
+The model is wrapped as an :class:`~san.embedding.Embedder` and measured by the retrieval
 core (:mod:`san.retrieval`), as every exported artifact is: images decoded and resized by
 :mod:`san.preprocess`, embedded in eval mode (deterministic masks), compared by Euclidean
 distance (paper IV-A) and scored by :mod:`san.metrics` (Market-1501 protocol, or CUHK03
@@ -22,15 +22,25 @@ from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.preprocess import printable_path
 from san.rerank import RerankParams
-from san.retrieval import ANY_BATCH, Retrieval, embed_split, score
+from san.embedding import ANY_BATCH
+from san.extras import missing_extra
+from san.retrieval import Retrieval, embed_split, score
 from san.spec import InputSpec
 
 REPORTED_RANKS = (1, 5, 10, 20)
 
 
+def torch_device_name(device: str, local_rank: int = 0) -> str:
+    """``--device`` for torch: ``auto`` is this process's CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 class ModelEmbedder:
     """A torch model (a SAN, or a wrapper with its ``spec``) as an embedder: eval mode on its
-    own device, uint8 batches in, float32 embeddings out; the model's mode is restored."""
+    own device, uint8 batches in, float32 embeddings out; the model's mode is restored. The
+    runtime's torch backend runs checkpoints through it too."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -151,10 +161,7 @@ def save_cmc_png(report: EvalReport, path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError(
-            f"writing {path} needs matplotlib, which is not installed: pip install matplotlib "
-            "(or pip install -e '.[search]')"
-        ) from exc
+        raise RuntimeError(f"writing {path}: {missing_extra(exc) or exc}") from exc
     ranks = np.arange(1, len(report.cmc) + 1)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(ranks, 100 * report.cmc, marker=".")
@@ -187,8 +194,7 @@ def evaluate_checkpoint(
 ) -> EvalReport:
     """Evaluate a checkpoint on a data set's query/gallery (chosen by
     :func:`san.data.registry.dataset_for_checkpoint`)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device_name(device)
     name, root, options = dataset_for_checkpoint(ckpt, dataset, root, options)
     data = load_dataset(name, root, verbose=verbose, **options)
     model, _ = load_checkpoint(ckpt, map_location=device)

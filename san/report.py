@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from san.atomic import atomic_write_text
+from san.atomic import atomic_write_json
 
 
 class Report(Protocol):
@@ -24,5 +23,5 @@ class Report(Protocol):
 
 def write_json(report: Report, path: str | Path) -> Path:
     """Write ``report.to_dict()`` as indented JSON, atomically; returns the path."""
-    atomic_write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_json(path, report.to_dict())
     return Path(path)

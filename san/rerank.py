@@ -34,7 +34,6 @@ are that index's.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,21 +54,6 @@ class RerankParams:
     def __post_init__(self) -> None:
         if self.k1 < 1 or self.k2 < 1 or not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda <= 1, got {self}")
-
-
-def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--rerank`` and its ``--k1``, ``--k2``, ``--lambda`` for a command that scores a split."""
-    group = parser.add_argument_group("k-reciprocal re-ranking (Zhong et al., CVPR 2017)")
-    group.add_argument("--rerank", action="store_true", help="rank by re-ranked distances")
-    group.add_argument("--k1", type=int, default=RerankParams.k1, help="k1 (default %(default)s)")
-    group.add_argument("--k2", type=int, default=RerankParams.k2, help="k2 (default %(default)s)")
-    group.add_argument("--lambda", dest="lam", type=float, default=RerankParams.lam,
-                       help="weight of the original distance (default %(default)s)")
-
-
-def rerank_params(args: argparse.Namespace) -> RerankParams | None:
-    """The re-ranking ``args`` ask for, or None."""
-    return RerankParams(args.k1, args.k2, args.lam) if args.rerank else None
 
 
 def _reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:

@@ -5,8 +5,8 @@ go through here, so each measures the same way:
 
 - :func:`embed_records` decodes images (threads; :func:`san.preprocess.decode_image`, the
   one decoder) into their test-time views (:func:`san.data.augment.eval_views`), embeds
-  them through an :class:`Embedder` (a runtime backend, a torch model, an instrumented
-  session) and averages the views; unreadable images are left out with their reason;
+  them through an :class:`san.embedding.Embedder` (a runtime backend, a torch model, an
+  instrumented session) and averages the views (:func:`san.embedding.embed_views`); unreadable images are left out with their reason;
 - :func:`score` ranks a query/gallery split by Euclidean distance (paper IV-A) and keeps
   CMC, mAP and each query's scores (Market-1501 protocol, or CUHK03 classic single-shot);
 - :func:`compare` measures how a second run differs from a reference: deltas with their
@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from san.data.augment import eval_views
+from san.embedding import Embedder, embed_views
 from san.data.records import ImageRecord, ReidDataset
 from san.metrics import (
     PairedDelta,
@@ -53,40 +53,10 @@ from san.spec import InputSpec
 SHOWN_RANKS = (1, 5, 10)
 #: Gallery entries per query whose overlap :func:`compare` measures.
 TOP_K = 10
-#: Batch limits of an embedder that takes any batch size.
-ANY_BATCH = (1, 2**31 - 1)
-
-
-class Embedder(Protocol):
-    """Anything that embeds uint8 RGB NCHW batches at its contract's size: runtime backends,
-    a torch model (:class:`san.evaluate.ModelEmbedder`), an instrumented session."""
-
-    @property
-    def spec(self) -> InputSpec: ...
-
-    def batch_limits(self) -> tuple[int, int]: ...
-
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
-
-
 def default_workers() -> int:
     """Decode workers: half the CPUs this process may use (the model needs the rest), 1..8."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cpus // 2))
-
-
-def embed_views(embedder: Embedder, views: np.ndarray, batch_size: int) -> np.ndarray:
-    """Embeddings of N images given as uint8 N x V x 3 x H x W views: the mean over each
-    image's V views, ``batch_size`` views per call within the embedder's batch limits."""
-    n, v = views.shape[:2]
-    low, high = embedder.batch_limits()
-    per_call = max(1, max(low, min(batch_size, high)) // v)
-    parts = []
-    for start in range(0, n, per_call):
-        chunk = views[start : start + per_call]
-        flat = np.ascontiguousarray(chunk.reshape(-1, *views.shape[2:]))
-        parts.append(embedder.infer(flat).reshape(len(chunk), v, -1).mean(axis=1, dtype=np.float32))
-    return np.concatenate(parts) if parts else np.zeros((0, embedder.spec.embedding_dim), np.float32)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Every tool that judges an artifact reads :data:`RULES`: ``san-export``'s verification
 (per image, with the hard-mask flips it can see), ``san-calibrate``'s INT8 report and
 ``san-parity`` (per image and per retrieval split). No tool keeps a limit of its own;
-``--threshold KIND.FIELD=VALUE`` changes one for a run (:func:`override_rules`).
+``--limit KIND.FIELD=VALUE`` changes one for a run (:func:`override_rules`).
 
 Hard masks make one thing special. Where an image's normalised probability pi lies within
 rounding of the threshold, its mask element flips in one runtime and not the other, which
@@ -64,7 +64,7 @@ class Rule:
 
     def breaches(self, kind: str, measured: Mapping[str, float]) -> list[str]:
         """Every limit in ``measured`` (field name -> value) that is breached, named as
-        ``--threshold`` spells it (``int8.max_delta_map: 1.3 > 1``)."""
+        ``--limit`` spells it (``int8.max_delta_map: 1.3 > 1``)."""
         found = []
         for name, value in measured.items():
             limit = getattr(self, name)
@@ -98,15 +98,15 @@ def override_rules(rules: Mapping[str, Rule], settings: Sequence[str]) -> dict[s
         key, sep, text = setting.partition("=")
         kind, dot, name = key.strip().partition(".")
         if not sep or not dot or name not in RULE_FIELDS:
-            raise ValueError(f"--threshold expects KIND.FIELD=VALUE with FIELD one of {list(RULE_FIELDS)}, got {setting!r}")
+            raise ValueError(f"--limit expects KIND.FIELD=VALUE with FIELD one of {list(RULE_FIELDS)}, got {setting!r}")
         if kind not in RULES:
-            raise ValueError(f"--threshold {setting!r}: {kind!r} is not a precision; KIND is one of {sorted(RULES)}")
+            raise ValueError(f"--limit {setting!r}: {kind!r} is not a precision; KIND is one of {sorted(RULES)}")
         try:
             value = None if text.strip().lower() == "none" else float(text)
         except ValueError:
-            raise ValueError(f"--threshold {setting!r}: {text!r} is not a number or 'none'") from None
+            raise ValueError(f"--limit {setting!r}: {text!r} is not a number or 'none'") from None
         if value is not None and not math.isfinite(value):
-            raise ValueError(f"--threshold {setting!r}: a limit must be a finite number (or 'none')")
+            raise ValueError(f"--limit {setting!r}: a limit must be a finite number (or 'none')")
         rules[kind] = replace(rules.get(kind, Rule()), **{name: value})
     return rules
 

@@ -7,6 +7,8 @@ import ctypes
 from dataclasses import dataclass
 from typing import Any
 
+from san.extras import missing_extra
+
 #: CUDA driver attribute ids (cuda.h): compute capability major / minor.
 _CC_MAJOR, _CC_MINOR = 75, 76
 
@@ -36,10 +38,8 @@ class TargetEnvironment:
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise TensorRTUnavailable(
-                "TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU "
-                "run `pip install -e '.[gpu-cu12]'` or `'.[gpu-cu13]'` (the CUDA major version of its driver)"
-            ) from exc
+            raise TensorRTUnavailable(f"{missing_extra(exc) or exc}, on a machine with an NVIDIA GPU (the extra of "
+                                      "its driver's CUDA major version)") from exc
         name, capability = _cuda_device(device)
         return cls(trt.__version__, name, capability)
 

@@ -36,7 +36,7 @@ from san.data.registry import load_dataset
 from san.data.sampler import PKSampler
 from san.data.torch_dataset import ReidImageDataset
 from san.distributed import DistContext, gather_rows, globalise_batchnorm, init_distributed
-from san.evaluate import EvalReport, evaluate_model
+from san.evaluate import EvalReport, evaluate_model, torch_device_name
 from san.failpoints import failpoint
 from san.losses import LossParts, san_loss
 from san.mask_health import HealthTotals, block_health, health_line, triplet_health
@@ -137,9 +137,7 @@ class EpochTotals:
 
 
 def _device(cfg: TrainConfig, ctx: DistContext) -> torch.device:
-    if cfg.run.device == "auto":
-        return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.run.device)
+    return torch.device(torch_device_name(cfg.run.device, ctx.local_rank))
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -466,4 +464,6 @@ class _Trainer:
             self.log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
                      f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.recipe.epochs}): mAP "
                      f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
-        self.log(f"wrote {self.out / 'model.pt'}, {self.out / 'last.pt'}, {self.out / 'metrics.jsonl'}")
+        written = [self.out / name for name in ("model.pt", "last.pt", "best.pt", "metrics.jsonl")]
+        written += [p for p in (self.out / "tensorboard", data_root(cfg)) if p.exists() and self.out in p.parents]
+        self.log("wrote " + ", ".join(str(p) for p in written if p.exists()))

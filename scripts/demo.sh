@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end on the built-in synthetic data set (CPU; training is most of it:
-# 30 epochs, about 14 min on 2 cores with its evaluations; the whole script about 20 min):
+# The main job, end to end on the built-in synthetic data set (CPU; training, the cpu-demo
+# preset, is most of it; the README gives the whole script's time):
 #   synthetic data -> san-train (cpu-demo preset) -> san-export (ONNX, self-verified)
 #   -> san-calibrate (INT8 Q/DQ on the training split) -> san-embed (a folder)
 #   -> san-parity (CMC/mAP of PyTorch vs ONNX fp32 vs ONNX INT8; fails on a breach).

@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from san.arguments import DEVICE_HELP, CommandParser, count, existing_folder, model_file, output_file
-from san.data.augment import TENCROP_ENLARGE, TTA_MODES
-from san.data.registry import parse_dataset_args
-from san.rerank import add_rerank_arguments, rerank_params
+from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_rerank_arguments, count,
+                           dataset_options, existing_folder, model_file, output_file, rerank_params)
+from san.data.augment import TENCROP_ENLARGE
+from san.embedding import TTA_MODES
 from san.command import command
 
 EPILOG = f"""\
@@ -42,16 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH",
                         help="model.pt / best.pt / last.pt")
-    parser.add_argument("--dataset", help="default: the data set the checkpoint was trained on")
-    parser.add_argument("--root", type=existing_folder, metavar="DIR",
-                        help="data set folder (default: the recorded one; san-synth makes a synthetic one)")
-    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="loader option, repeatable (e.g. variant=detected, protocol=new)")
+    add_dataset_arguments(parser, default=None, root=existing_folder,
+                          root_help="data set folder (default: the recorded one; san-synth makes a synthetic one)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default none)")
     add_rerank_arguments(parser)
     parser.add_argument("--batch-size", type=count(1), default=128, help="images per forward pass (default 128)")
     parser.add_argument("--workers", type=count(0), help="decode threads (default: half the CPUs, 1..8)")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP + " (default auto)")
+    add_device_argument(parser, "auto")
     parser.add_argument("--chunk", type=count(1), default=1024, help="queries per distance block (default 1024)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with the CMC curve) instead")
     parser.add_argument("--cmc-png", type=output_file, metavar="PATH", help="also plot the CMC curve (needs matplotlib)")
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate_checkpoint(
             args.ckpt, args.dataset, args.root,
-            parse_dataset_args(args.dataset_arg) if args.dataset_arg else None,
+            dataset_options(args),
             tta=args.tta, batch_size=args.batch_size, workers=args.workers, device=args.device,
             chunk=args.chunk, verbose=not args.json, rerank=rerank_params(args),
         )

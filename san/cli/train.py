@@ -6,15 +6,15 @@ import argparse
 import sys
 from dataclasses import replace
 
-from san.arguments import DEVICE_HELP, CommandParser, count, existing_file, finite, output_folder
+from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, count, dataset_options,
+                           existing_file, finite, output_folder)
 from san.config import CU_UPSAMPLES
-from san.data.registry import parse_dataset_args
 from san.presets import PRESETS
 from san.command import command
 
 EPILOG = """\
 examples:
-  san-train --preset cpu-demo --out runs/demo            # synthetic set, ~12 min on 2 idle CPU cores
+  san-train --preset cpu-demo --out runs/demo            # synthetic set (time: see --preset above)
   san-train --dataset market1501 --root data/Market-1501-v15.09.15 --out runs/market \\
       --pretrained resnet50-0676ba61.pth                 # the paper's configuration
   san-train --dataset cuhk03 --root data/cuhk03 --dataset-arg variant=detected --out runs/c3d
@@ -46,13 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="named configuration (default %(default)s): "
                         + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items()).replace("%", "%%"))
     parser.add_argument("--out", required=True, type=output_folder, metavar="DIR", help="run folder (created)")
-    parser.add_argument("--dataset", default="synthetic",
-                        help="synthetic (default), market1501, dukemtmcreid, cuhk03, msmt17 or folder")
-    parser.add_argument("--root", type=output_folder, metavar="DIR",
-                        help="data set folder (synthetic: default OUT/synthetic, generated when absent)")
-    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="loader option, repeatable (cuhk03: variant=labeled|detected, "
-                        "protocol=classic|new, split=0..19; synthetic: ids=, cameras=, seed=)")
+    add_dataset_arguments(parser, default="synthetic", root=output_folder,
+                          root_help="data set folder (synthetic: default OUT/synthetic, generated when absent)")
     parser.add_argument("--epochs", type=count(1), help="epochs (one epoch visits every training id once)")
     parser.add_argument("--batch-p", type=count(2), help="identities per batch (paper 64)")
     parser.add_argument("--batch-k", type=count(2), help="images per identity (paper 4)")
@@ -72,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", type=existing_file, metavar="PATH",
                         help="torchvision ImageNet ResNet state dict for the backbone")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA (default auto)")
-    parser.add_argument("--device", help=DEVICE_HELP + " (default auto)")
+    add_device_argument(parser, "auto")
     parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from last.pt")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     return parser
@@ -99,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from san.train import train
 
     try:
-        options = parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
+        options = dataset_options(args)
         cfg = preset.config(str(args.out), args.dataset, args.root and str(args.root), options, **overrides)
         train(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from san.embedding import TTA_MODES, flip_views, mirrored
 from san.preprocess import resize_to_contract
 from san.spec import InputSpec
 
-TTA_MODES = ("none", "flip", "tencrop")
 #: 10-crop testing first resizes to this multiple of the contract size (256x128 -> 288x144).
 TENCROP_ENLARGE = 1.125
 
@@ -38,10 +38,6 @@ class AugmentParams:
 
     box: CropBox
     flip: bool
-
-
-def _hflip(chw: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(chw[..., ::-1])
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ class TrainAugment:
         """Crop, resize to the contract, maybe flip: uint8 array 3 x H x W."""
         b = params.box
         chw = resize_to_contract(img.crop((b.left, b.top, b.left + b.width, b.top + b.height)), spec)
-        return _hflip(chw) if params.flip else chw
+        return np.ascontiguousarray(mirrored(chw)) if params.flip else chw
 
     def __call__(self, img: Image.Image, spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
         return self.apply(img, self.draw(img.width, img.height, rng), spec)
@@ -95,10 +91,10 @@ def eval_views(img: Image.Image, spec: InputSpec, tta: str = "none") -> np.ndarr
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if tta != "tencrop":
         chw = resize_to_contract(img, spec)
-        return np.stack([chw, _hflip(chw)] if tta == "flip" else [chw])
+        return flip_views(chw[None])[0] if tta == "flip" else chw[None]
     h, w = spec.height, spec.width
     big_h, big_w = round(h * TENCROP_ENLARGE), round(w * TENCROP_ENLARGE)
     big = resize_to_contract(img, replace(spec, height=big_h, width=big_w))
     corners = [(0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w), ((big_h - h) // 2, (big_w - w) // 2)]
     crops = [big[:, t : t + h, l : l + w] for t, l in corners]
-    return np.ascontiguousarray(np.stack(crops + [_hflip(c) for c in crops]))
+    return np.ascontiguousarray(np.stack(crops + [mirrored(c) for c in crops]))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from san.data.augment import TTA_MODES, TrainAugment, eval_views
+from san.data.augment import TrainAugment, eval_views
+from san.embedding import TTA_MODES
 from san.data.records import ImageRecord
 from san.data.sampler import SampleKey
 from san.preprocess import ImageDecodeError, decode_image

@@ -32,7 +32,7 @@ def test_cli_quantizes_reports_and_refuses_evaluation_images(
 
     # Random weights and a few queries: the retrieval deltas are noise, so this run gates the
     # paired cosine only; the exit status follows the verdict in the report either way.
-    noise = ["--threshold", "int8.max_delta_map=none", "--threshold", "int8.max_delta_rank1=none"]
+    noise = ["--limit", "int8.max_delta_map=none", "--limit", "int8.max_delta_rank1=none"]
     status = san_calibrate(["--images", str(synth / "bounding_box_train"), *common, *noise])
     printed = capsys.readouterr().out
     assert "8 of" in printed and "seed 0" in printed and "reused" in printed and "delta mAP" in printed

@@ -22,7 +22,7 @@ from PIL import Image
 
 from export.cli import main as san_export
 from export.onnx_export import check_graph, export_onnx, random_ops
-from export.targets import ExportError
+from export.errors import ExportError
 from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from export.verify import export_and_verify, synthetic_images, verify_onnx
 from san.checkpoint import load_checkpoint, save_checkpoint

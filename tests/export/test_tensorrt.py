@@ -206,25 +206,26 @@ def test_version_compatible_engines_set_the_flag_where_tensorrt_has_it(fake_trt,
         build_engine(small_onnx, tmp_path / "q.engine", environment=HERE, version_compatible=True)
 
 
-def test_a_refused_timing_cache_is_replaced_and_said(fake_trt, small_onnx: Path, tmp_path: Path) -> None:
+def test_a_refused_timing_cache_is_replaced_and_said(fake_trt, small_onnx: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "trt.cache"
     cache.write_bytes(b"from another GPU")
     fake_trt.cache_mismatch = True
-    said: list[str] = []
-    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache, log=said.append)
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache)
+    said = capsys.readouterr().out.splitlines()
     attempts = [call for call in fake_trt.calls if call[0] == "set_timing_cache"]
     assert attempts == [("set_timing_cache", b"from another GPU", False), ("set_timing_cache", b"", True)]
     assert len(said) == 1 and "another GPU or TensorRT version" in said[0]
     assert cache.read_bytes() == b"fake timing cache" and (tmp_path / "m.engine").read_bytes() == b"fake engine"
 
 
-def test_a_timing_cache_tensorrt_cannot_read_is_replaced_not_a_type_error(fake_trt, small_onnx: Path,
-                                                                          tmp_path: Path) -> None:
+def test_a_timing_cache_tensorrt_cannot_read_is_replaced_not_a_type_error(fake_trt, small_onnx: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "trt.cache"
     cache.write_bytes(b"not a timing cache")
     fake_trt.cache_unreadable = True  # create_timing_cache returns None
-    said: list[str] = []
-    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache, log=said.append)
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=cache)
+    said = capsys.readouterr().out.splitlines()
     assert [c for c in fake_trt.calls if c[0] == "set_timing_cache"] == [("set_timing_cache", b"", True)]
     assert len(said) == 1 and "not a timing cache" in said[0] and cache.read_bytes() == b"fake timing cache"
 
@@ -240,10 +241,11 @@ def test_the_profile_follows_the_graph_inputs_layout(fake_trt, layout: str, dims
     assert shapes == {INPUT_NAME: ((1, *dims), (4, *dims), (8, *dims))}
 
 
-def test_a_cache_that_cannot_be_saved_keeps_the_engine(fake_trt, small_onnx: Path, tmp_path: Path) -> None:
+def test_a_cache_that_cannot_be_saved_keeps_the_engine(fake_trt, small_onnx: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     fake_trt.cache_serialize_fails = True
-    said: list[str] = []
-    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=tmp_path / "c", log=said.append)
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, timing_cache=tmp_path / "c")
+    said = capsys.readouterr().out.splitlines()
     assert (tmp_path / "m.engine").read_bytes() == b"fake engine" and sidecar_path(tmp_path / "m.engine").is_file()
     assert len(said) == 1 and "not updated" in said[0]
 

@@ -156,8 +156,8 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
     # Random weights and 10 queries: rank-1 and mAP are noise (one query moves rank-1 by 10 points)
     # and nothing learned makes the embeddings robust, so this run gates the paired cosine only,
     # at 0.93 (random weights measure ~0.96-0.99 depending on the quantization flavour).
-    relaxed = ["--threshold", "int8.min_cosine_mean=0.93", "--threshold", "int8.max_delta_map=none",
-               "--threshold", "int8.max_delta_rank1=none"]
+    relaxed = ["--limit", "int8.min_cosine_mean=0.93", "--limit", "int8.max_delta_map=none",
+               "--limit", "int8.max_delta_rank1=none"]
     assert main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--int8", str(int8), "--draws", "0",
                      "--json", str(tmp_path / "p.json"), *relaxed)) == 0, capsys.readouterr().out
     rows = json.loads((tmp_path / "p.json").read_text())["results"]
@@ -188,7 +188,7 @@ def test_rules_check_each_threshold_and_take_overrides() -> None:
     assert rules["int8"].max_delta_map == 2 and rules["int8"].min_cosine_mean == RULES["int8"].min_cosine_mean
     assert rules["fp32"].min_cosine_min is None and RULES["fp32"].min_cosine_min == 0.99  # defaults untouched
     for bad in ("int8.max_delta_map", "int8.colour=1", "max_delta_map=1", "int8.max_delta_map=lots"):
-        with pytest.raises(ValueError, match="--threshold"):
+        with pytest.raises(ValueError, match="--limit"):
             override_rules(RULES, [bad])
 
 
@@ -198,7 +198,7 @@ def test_cli_refuses_bad_arguments_with_exit_2(tiny: Path, synth: Path, tmp_path
     assert "give at least one of --onnx, --int8, --engine" in capsys.readouterr().err
     assert main(args(tiny, synth, "--onnx", str(tmp_path / "absent.onnx"))) == 2
     assert "--onnx" in capsys.readouterr().err
-    assert main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--threshold", "fp32.nope=1")) == 2
+    assert main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--limit", "fp32.nope=1")) == 2
     assert "KIND.FIELD=VALUE" in capsys.readouterr().err
     assert main(args(tiny, synth, "--onnx", str(tiny / "nocontract.onnx"), "--draws", "0")) == 2
     assert "no input contract" in capsys.readouterr().err

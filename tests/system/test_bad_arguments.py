@@ -102,8 +102,8 @@ CASES = [
     case("san-export", "--ckpt {onnx}", "is an ONNX model"),
     case("san-export", "--ckpt {junk} --out {new}.onnx", "{junk}"),
     case("san-export", "--ckpt {held}/model.pt --deepstream {held} --overwrite", "--deepstream"),
-    case("san-export", "--ckpt {ckpt} --out {new}.onnx --threshold int16.min_cosine_min=1", "--threshold"),
-    case("san-export", "--ckpt {ckpt} --out {new}.onnx --threshold fp32.min_cosine_min=nan", "--threshold"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --limit int16.min_cosine_min=1", "--limit"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --limit fp32.min_cosine_min=nan", "--limit"),
     case("san-export", "--ckpt {ckpt} --out {onnx} --input float", "--out {onnx}"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {text}", "{text} is a file"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --opset 12", "--opset"),
@@ -136,7 +136,7 @@ CASES = [
     case("san-parity", "--ckpt {junk} --onnx {onnx}", "{junk}"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {dir}", "--json"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ckpt}", "--json"),
-    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --threshold fp32.min_cosine_min=nan", "--threshold"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --limit fp32.min_cosine_min=nan", "--limit"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --batch-size 0", "--batch-size"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --precision bf16", "--precision"),
     case("san-parity", "--ckpt {ckpt} --onnx {ckpt}", "is a PyTorch checkpoint"),
@@ -219,3 +219,13 @@ def test_the_table_covers_every_command_and_subcommand() -> None:
                        ("san-calibrate", ""), ("san-calibrate", "threshold"), ("san-embed", ""),
                        ("san-embed", "merge"), ("san-parity", ""), ("san-search", "build"),
                        ("san-search", "query"), ("san-search", "masks")}
+
+
+def test_threshold_still_works_for_one_release_and_says_it_is_now_limit(tiny: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "m.onnx"), "--verify-count", "2"]
+    assert san_export([*argv, "--threshold", "fp32.min_cosine_min=0.5", "--threshold", "fp32.max_delta_map=1"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    assert notes == ["san-export: note: --threshold is deprecated and will be removed in the next release; use --limit"]
+    assert san_export([*argv, "--overwrite", "--threshold", "int16.min_cosine_min=1"]) == 2
+    assert "--limit 'int16.min_cosine_min=1'" in capsys.readouterr().err
