@@ -47,7 +47,7 @@ class Device:
             return cls(kind)
         if kind in ("cuda", "gpu") and (not colon or index.isdigit()):
             return cls(kind, int(index or 0))
-        raise ValueError(f"--device {text!r}: expected cpu, cuda, cuda:N, or (OpenVINO) gpu, gpu:N, npu")
+        raise ValueError(f"--device {text!r}: expected cpu, cuda or cuda:N (OpenVINO also: gpu, gpu:N, npu)")
 
     def __str__(self) -> str:
         return self.kind if self.kind in ("cpu", "npu") else f"{self.kind}:{self.index}"

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers on request.
 
-Torch-free and onnx-package-free: the contract is read from the ONNX file's
-``metadata_props`` through the session itself.
+The contract and input convention come from :func:`san.artifact.read_model_contract`, like
+every backend's; this module only opens the session and checks its tensors against them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import INPUT_CONVENTION_KEY
-from san.input_convention import InputConvention
-from san.spec import METADATA_KEY, ContractError, InputSpec
+from san.artifact import read_model_contract
+from san.spec import ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
 PROVIDERS = {
@@ -71,22 +70,11 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spec, convention = read_model_contract(self.artifact)
         try:
             session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {exc}") from exc
-        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if text is None:
-            raise ContractError(
-                f"{self.artifact}: refused: the ONNX file carries no input contract (metadata_props key "
-                f"{METADATA_KEY!r}); export it with `san-export` (export.onnx_export.export_onnx), which writes it"
-            )
-        metadata = session.get_modelmeta().custom_metadata_map
-        try:
-            spec = InputSpec.from_json(text)
-            convention = InputConvention.from_json(metadata.get(INPUT_CONVENTION_KEY, InputConvention().to_json()))
-        except ContractError as exc:
-            raise ContractError(f"{self.artifact}: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or inputs[0].type not in _ORT_DTYPES:
             raise ContractError(

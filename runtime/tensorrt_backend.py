@@ -21,8 +21,8 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import read_input_convention, read_sidecar, sidecar_path
-from san.spec import METADATA_KEY, ContractError, InputSpec
+from san.artifact import read_model_contract, read_sidecar
+from san.spec import ContractError, InputSpec
 from san.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
@@ -55,13 +55,7 @@ class TensorRTBackend(Backend):
             check_engine_compatible(sidecar, TargetEnvironment.detect(self.device.index))
         except (EngineCompatibilityError, TensorRTUnavailable, ValueError) as exc:
             raise BackendError(f"{self.artifact}: refused: {exc}") from exc
-        try:
-            spec = InputSpec.from_dict(sidecar[METADATA_KEY])
-            self.convention = read_input_convention(self.artifact)
-        except (KeyError, TypeError, ContractError) as exc:
-            raise ContractError(
-                f"{sidecar_path(self.artifact)}: no valid input contract under {METADATA_KEY!r} ({exc})"
-            ) from exc
+        spec, self.convention = read_model_contract(self.artifact)
         try:
             cuda.init()
             self._cuda_context = cuda.Device(self.device.index).retain_primary_context()

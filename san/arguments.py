@@ -114,21 +114,20 @@ def finite_list(size: int) -> Callable[[str], tuple[float, ...]]:
 
 def existing_file(text: str) -> Path:
     """A path that exists and is a file."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{path}: file not found")
-    return path
+    return _existing(Path(text), folder=False)
 
 
 def existing_folder(text: str) -> Path:
     """A path that exists and is a folder."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: folder not found")
+    return _existing(Path(text), folder=True)
+
+
+def _existing(path: Path, folder: bool) -> Path:
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{path} is a {other}, not a {kind}")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: {kind} not found")
     return path
 
 
@@ -139,12 +138,19 @@ _KINDS = {"checkpoint": "a PyTorch checkpoint", "onnx": "an ONNX model", "engine
 def model_file(*kinds: str) -> Callable[[str], Path]:
     """An existing file whose content is one of ``kinds`` (``checkpoint``, ``onnx``, ``engine``,
     ``openvino``): a file of another kind is named as what it is."""
+    label = {"checkpoint": "checkpoint", "onnx": "ONNX"}.get(kinds[0], "model") if len(kinds) == 1 else "model"
+
     def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{path}: {label} file not found")
         path = existing_file(text)
         kind = sniff_model_kind(path)
+        if kind == "unknown":
+            raise argparse.ArgumentTypeError(f"{path}: not a readable {label} file")
         if kind not in kinds:
-            what = _KINDS.get(kind, "empty" if kind == "empty" else "not a model file")
-            raise argparse.ArgumentTypeError(f"{path} is {what}; this option takes {' or '.join(_KINDS[k] for k in kinds)}")
+            raise argparse.ArgumentTypeError(f"{path} is {_KINDS.get(kind, kind)}; this option takes "
+                                             f"{' or '.join(_KINDS[k] for k in kinds)}")
         return path
 
     parse.__name__ = "model"

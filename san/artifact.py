@@ -111,8 +111,8 @@ def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
     metadata = metadata_of(proto)
     if METADATA_KEY not in metadata:
         raise ContractError(
-            f"{where}: no input contract (metadata_props[{METADATA_KEY!r}] is missing); "
-            "re-export the model with `san-export --ckpt MODEL.pt`"
+            f"{where}: refused: the file carries no input contract (metadata_props[{METADATA_KEY!r}] is missing); "
+            "re-export the model with `san-export --ckpt MODEL.pt`, which writes it"
         )
     try:
         spec = InputSpec.from_json(metadata[METADATA_KEY])

@@ -78,6 +78,23 @@ def test_onnxruntime_runs_it_within_the_int8_cosine_of_the_fp32_floats_file(half
     assert np.isfinite(b).all() and cosine.mean() >= 0.98 and cosine.min() >= 0.95, cosine
 
 
+def test_the_int8_rule_judges_it_as_any_int8_file(half_tensorrt, fp32_onnx: Path, synth: Path) -> None:
+    """The INT8 report runs it with onnxruntime against the fp32 file; its verdict is the int8
+    rule's on the cosine measured here independently."""
+    from calibration.report import build_report
+    from san.data.registry import load_dataset
+    from san.rules import RULES
+
+    dataset = load_dataset("synthetic", synth, verbose=False)
+    report = build_report(fp32_onnx, half_tensorrt.out, dataset, half_tensorrt.cache, progress=False)
+    spec = read_contract(fp32_onnx)
+    batch = np.stack([load_image(r.path, spec) for r in (*dataset.query, *dataset.gallery)])
+    a, b = embed_onnx(fp32_onnx, batch), embed_onnx(half_tensorrt.out, batch)
+    cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
+    assert report.images == len(batch) and report.cosine_mean == pytest.approx(cosine, abs=1e-5)
+    assert any(b.startswith("int8.min_cosine_mean") for b in report.breaches) == (cosine < RULES["int8"].min_cosine_mean)
+
+
 def test_fp16_float_parts_are_for_tensorrt_only() -> None:
     with pytest.raises(QuantizeError, match="--target tensorrt"):
         QuantizeOptions(float_precision="fp16")

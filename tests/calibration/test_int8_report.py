@@ -121,19 +121,3 @@ def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path
     mean, half_width, _ = _cosine_interval(fp32, broken, dataset)
     assert mean + half_width < RULES["int8"].min_cosine_mean  # the whole interval is below the floor
 
-
-@pytest.mark.slow
-def test_the_int8_rule_judges_a_tensorrt_file_with_fp16_float_parts(trained_int8, tmp_path: Path) -> None:
-    """What an INT8 engine with fp16 float parts computes, run by onnxruntime on the CPU and
-    judged like any INT8 file (measured on this model: mean cosine 0.927, a breach)."""
-    from calibration.quantize import QuantizeOptions
-    from calibration.report import build_report
-
-    fp32, result, dataset, images = trained_int8
-    options = QuantizeOptions(target="tensorrt", float_precision="fp16", progress=False)
-    half = quantize_onnx(fp32, images, tmp_path / "model.trt-fp16.int8.onnx", options=options,
-                         cache_dir=result.cache.parent)
-    report = build_report(fp32, half.out, dataset, half.cache, progress=False)
-    mean, _, images_seen = _cosine_interval(fp32, half.out, dataset)
-    assert half.cache_hit and report.images == images_seen and report.cosine_mean == pytest.approx(mean, abs=1e-5)
-    assert report.passed == (mean >= RULES["int8"].min_cosine_mean), report.render()

@@ -22,7 +22,7 @@ def test_device_texts(text: str, device: Device) -> None:
     assert Device.parse(text) == device and Device.parse(str(device)) == device
 
 
-@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:x", "cpu:0", "0", ""])
+@pytest.mark.parametrize("text", ["gpu:x", "cuda:", "cuda:x", "cpu:0", "0", ""])  # gpu[:N] is OpenVINO's
 def test_bad_device_texts_name_the_option(text: str) -> None:
     with pytest.raises(ValueError, match="--device .*expected cpu, cuda or cuda:N"):
         Device.parse(text)

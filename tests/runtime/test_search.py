@@ -145,10 +145,11 @@ def test_build_saves_an_index_that_query_uses_and_refuses_once_embeddings_change
 def test_query_errors_name_the_argument(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["query", str(folder), "--rows", "999"]) == 2
     assert "--rows [999]" in capsys.readouterr().err
-    assert main(["query", str(folder), "--images", "x.jpg"]) == 2
+    Image.new("RGB", (32, 64)).save(tmp_path / "x.jpg")
+    assert main(["query", str(folder), "--images", str(tmp_path / "x.jpg")]) == 2
     assert "--images needs --model" in capsys.readouterr().err
     assert main(["query", str(tmp_path / "nowhere"), "--rows", "0"]) == 2
-    assert "embeddings folder not found" in capsys.readouterr().err
+    assert "nowhere: folder not found" in capsys.readouterr().err
 
 
 def test_ranked_list_png_has_the_expected_size_and_frames(folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -49,6 +49,8 @@ def test_embed_benchmark_smoke(tmp_path: Path) -> None:
     assert ray[-3].endswith("x") or ray[1].startswith("skipped"), ray
     if ray[-3].endswith("x"):
         assert float(ray[12]) >= 0.9999  # the same embeddings as the reference, through Ray
+    for name in ("san-embed OpenVINO fp32 at f32", "san-embed OpenVINO INT8 Q/DQ at f32"):  # the openvino extra
+        assert rows[name][-3].endswith("x") and float(rows[name][12]) >= 0.99, rows[name]
     if subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"]).returncode:
         assert rows["GPU: torch eager loop"][1] == "skipped: no CUDA GPU"
     targets = table_rows(lines, TARGET_HEADER)

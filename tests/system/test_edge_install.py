@@ -101,7 +101,7 @@ def test_help_answers_without_torch(edge: Path, command: str) -> None:
     ["san-parity", "--ckpt", "{tiny}/model.pt", "--onnx", "{tiny}/model.onnx", "--dataset", "synthetic"],
     ["san-export", "--ckpt", "{tiny}/model.pt", "--out", "{tmp}/m.onnx"],
     ["san-embed", "{tiny}/images", "--model", "{tiny}/model.pt", "--out", "{tmp}/out"],
-    ["san-calibrate", "threshold", "--ckpt", "{tiny}/model.pt", "--dataset", "synthetic", "--root", "{tmp}/s",
+    ["san-calibrate", "threshold", "--ckpt", "{tiny}/model.pt", "--dataset", "synthetic", "--root", "{tmp}",
      "--out", "{tmp}/t.pt"],
 ])
 def test_commands_that_need_torch_say_which_extra_in_one_line(edge: Path, tiny: Path, tmp_path: Path,
@@ -114,7 +114,7 @@ def test_commands_that_need_torch_say_which_extra_in_one_line(edge: Path, tiny: 
 
 @pytest.mark.parametrize("argv, extra", [
     (["san-embed", "{tiny}/images", "--model", "{tiny}/model.onnx", "--out", "{tmp}/out", "--ray"], "cluster"),
-    (["san-search", "build", "{tmp}/none", "--index", "ivf"], "search"),
+    (["san-search", "build", "{tmp}", "--index", "ivf"], "search"),
 ])
 def test_options_that_need_an_extra_say_which_in_one_line(edge: Path, tiny: Path, tmp_path: Path,
                                                          argv: list[str], extra: str) -> None:

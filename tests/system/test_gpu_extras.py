@@ -32,7 +32,7 @@ def _resolve(requirements: list[str], tmp: Path, name: str, *, deps: bool) -> di
     """Package name -> the version pip would install for ``requirements`` on this Python."""
     report = tmp / f"{name}.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), *([] if deps else ["--no-deps"]), *requirements]
+               "--no-build-isolation", "--report", str(report), *([] if deps else ["--no-deps"]), *requirements]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         if any(s in done.stderr for s in ("NewConnectionError", "Could not find a version", "Network is unreachable")):

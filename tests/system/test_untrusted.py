@@ -121,7 +121,7 @@ def _with_contract(source: Path, target: Path, contract: str | None) -> Path:
         (None, "carries no input contract"),
         ("{not json", "input contract is not valid JSON"),
         ('{"height": 64}', "input contract keys do not match"),
-        (InputSpec(height=128, width=64).to_json(), "contradicts its own contract (N x 3 x 128 x 64)"),
+        (InputSpec(height=128, width=64).to_json(), "but the contract says N x 3 x 128 x 64"),
         (InputSpec(height=64, width=32, embedding_dim=256).to_json(), "contradicts its own contract (N x 256)"),
     ],
 )
@@ -138,12 +138,13 @@ def test_san_embed_refuses_onnx_without_or_against_its_contract(
 
 def test_san_embed_refuses_files_that_are_not_onnx(tiny: Path, tmp_path: Path, capsys) -> None:
     whole = (tiny / "model.onnx").read_bytes()
-    for name, content in (("garbage.onnx", b"\x00not a model" * 100), ("truncated.onnx", whole[: len(whole) // 2])):
+    for name, content, said in (("garbage.onnx", b"\x00not a model" * 100, "not a readable model file"),
+                                ("truncated.onnx", whole[: len(whole) // 2], "not a readable ONNX file")):
         (tmp_path / name).write_bytes(content)
         out = tmp_path / f"{name}.out"
         assert san_embed([str(tiny / "images"), "--model", str(tmp_path / name), "--out", str(out),
                           "--no-progress"]) == 2
-        assert "onnxruntime cannot load this file" in capsys.readouterr().err and not out.exists()
+        assert f"{name}: {said}" in capsys.readouterr().err and not out.exists()
 
 
 def _poisoned(source: Path, target: Path) -> Path:
