@@ -55,6 +55,7 @@ from common import fmt, load_average, markdown_table, parse_args
 from seed_stats import SeedPaired, paired_over_seeds, t_interval
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
+from san.arguments import add_device_argument
 
 if TYPE_CHECKING:
     from san.data.synth import SynthParams
@@ -631,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-images", type=int, default=256, help="test images the histogram is drawn from")
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_device_argument(parser, "cpu")
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
     for option in ("val_every", "mask_seeds", "bn_images", "seeds", "epochs"):
