@@ -83,32 +83,40 @@ def trained_int8(tmp_path_factory: pytest.TempPathFactory):
     return fp32, result, load_dataset("synthetic", root, verbose=False), images
 
 
-def _cosine_interval(fp32: Path, int8: Path, dataset) -> tuple[float, float, int]:
-    """Mean paired cosine of the two files' embeddings over every query and gallery image,
-    computed here with onnxruntime directly, with its 95 % half-width; and the image count."""
+@pytest.fixture(scope="module")
+def reference(trained_int8) -> tuple[np.ndarray, np.ndarray]:
+    """(every query and gallery image decoded, the fp32 file's embeddings of them), computed once."""
+    fp32, _, dataset, _ = trained_int8
     spec = read_contract(fp32)
     batch = np.stack([load_image(r.path, spec) for r in (*dataset.query, *dataset.gallery)])
-    a, b = embed_onnx(fp32, batch), embed_onnx(int8, batch)
+    return batch, embed_onnx(fp32, batch)
+
+
+def _cosine_interval(reference: tuple[np.ndarray, np.ndarray], int8: Path) -> tuple[float, float, int]:
+    """Mean paired cosine of the fp32 and ``int8`` files' embeddings over every query and gallery
+    image, computed here with onnxruntime directly, with its 95 % half-width; and the image count."""
+    batch, a = reference
+    b = embed_onnx(int8, batch)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(cos.mean()), float(1.96 * cos.std(ddof=1) / np.sqrt(len(cos))), len(cos)
 
 
 @pytest.mark.slow
-def test_the_default_int8_file_passes_the_int8_rule_with_power_to_spare(trained_int8) -> None:
+def test_the_default_int8_file_passes_the_int8_rule_with_power_to_spare(trained_int8, reference) -> None:
     from calibration.report import build_report
 
     fp32, result, dataset, _ = trained_int8
     report = build_report(fp32, result.out, dataset, result.cache, progress=False)
     assert report.passed, report.render()
     assert set(report.flip_rate) == {1, 2, 3, 4}
-    mean, half_width, images = _cosine_interval(fp32, result.out, dataset)
+    mean, half_width, images = _cosine_interval(reference, result.out)
     assert report.images == images >= 3000 and report.cosine_mean == pytest.approx(mean, abs=1e-5)
     assert mean - half_width > RULES["int8"].min_cosine_mean  # the whole interval clears the floor
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["mask path quantized", "activation ranges x10"])
-def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path: Path) -> None:
+def test_broken_int8_files_fail_the_int8_rule(trained_int8, reference, fault: str, tmp_path: Path) -> None:
     from calibration.report import build_report
 
     fp32, result, dataset, images = trained_int8
@@ -118,6 +126,6 @@ def test_broken_int8_files_fail_the_int8_rule(trained_int8, fault: str, tmp_path
         broken = scale_activation_ranges(result.out, tmp_path / "broken.onnx", 10.0)
     report = build_report(fp32, broken, dataset, progress=False)
     assert not report.passed and any(b.startswith("int8.min_cosine_mean") for b in report.breaches), report.render()
-    mean, half_width, _ = _cosine_interval(fp32, broken, dataset)
+    mean, half_width, _ = _cosine_interval(reference, broken)
     assert mean + half_width < RULES["int8"].min_cosine_mean  # the whole interval is below the floor
 

@@ -48,22 +48,32 @@ def synthetic_frame(people: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def probed(tiny: Path, people: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, dict]:
-    """(the RGB frame, what BoxMOT computed from the exported model)."""
+def exported(tiny: Path, people: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the BoxMOT target's files (``boxmot/``), a frame and its boxes."""
     work = tmp_path_factory.mktemp("bm")
     argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(work / "model.onnx"), "--verify-count", "2",
             "--boxmot", str(work / "boxmot")]
     assert san_export(argv) == 0
-    frame = synthetic_frame(people)
-    np.save(work / "frame.npy", np.ascontiguousarray(frame[:, :, ::-1]))  # BoxMOT takes BGR frames
+    np.save(work / "frame.npy", np.ascontiguousarray(synthetic_frame(people)[:, :, ::-1]))  # BoxMOT takes BGR
     np.save(work / "boxes.npy", BOXES)
+    return work
+
+
+def probe(work: Path, model: Path, name: str) -> dict:
+    """What BoxMOT computes from ``model`` on the folder's frame and boxes."""
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": os.devnull}  # BoxMOT may install nothing
-    done = subprocess.run([str(BOXMOT_PYTHON), str(PROBE), str(work / "boxmot" / "san_reid.onnx"),
-                           str(work / "frame.npy"), str(work / "boxes.npy"), str(work / "out.npz")],
+    done = subprocess.run([str(BOXMOT_PYTHON), str(PROBE), str(model), str(work / "frame.npy"),
+                           str(work / "boxes.npy"), str(work / f"{name}.npz")],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    with np.load(work / "out.npz") as out:
-        return frame, {key: out[key] for key in out.files}
+    with np.load(work / f"{name}.npz") as out:
+        return {key: out[key] for key in out.files}
+
+
+@pytest.fixture(scope="module")
+def probed(exported: Path, people: Path) -> tuple[np.ndarray, dict]:
+    """(the RGB frame, what BoxMOT computed from the exported model)."""
+    return synthetic_frame(people), probe(exported, exported / "boxmot" / "san_reid.onnx", "onnx")
 
 
 def test_boxmot_loads_the_file_with_its_onnx_backend(probed: tuple[np.ndarray, dict]) -> None:
@@ -101,33 +111,23 @@ def test_botsort_tracks_every_person_and_keeps_their_identities(probed: tuple[np
 
 
 @pytest.fixture(scope="module")
-def probed_openvino(tiny: Path, people: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """(the IR, what BoxMOT's OpenVINO backend computed from it): the IR target written with
-    BoxMOT's input convention, and BoxMOT's metadata sidecar beside the .xml for the crop size."""
-    from export.target_boxmot import IMAGENET_MEAN, IMAGENET_STD, sidecar
+def probed_openvino(exported: Path) -> dict:
+    """What BoxMOT's OpenVINO backend computes from the IR target's conversion of the BoxMOT
+    target's graph (BoxMOT's input convention), in a ``*_openvino_model/`` folder with BoxMOT's
+    metadata sidecar beside the .xml for the crop size."""
+    from export.target_boxmot import sidecar
+    from export.target_openvino import write_ir
     from san.artifact import read_contract
 
-    work = tmp_path_factory.mktemp("bm-openvino")
-    mean, std = (",".join(map(str, v)) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    assert san_export(["--ckpt", str(tiny / "model.pt"), "--out", str(work / "model.onnx"), "--verify-count", "2",
-                       "--input", "normalized", "--input-mean", mean, "--input-std", std,
-                       "--openvino", str(work / "san_reid_openvino_model")]) == 0
-    xml = work / "san_reid_openvino_model" / "model.xml"
+    folder = exported / "san_reid_openvino_model"
+    folder.mkdir()
+    xml = write_ir(exported / "boxmot" / "san_reid.onnx", folder / "model.xml")
     xml.with_name("model.xml.metadata.json").write_text(json.dumps(sidecar(read_contract(xml))), encoding="utf-8")
-    np.save(work / "frame.npy", np.ascontiguousarray(synthetic_frame(people)[:, :, ::-1]))
-    np.save(work / "boxes.npy", BOXES)
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": os.devnull}  # BoxMOT may install nothing
-    done = subprocess.run([str(BOXMOT_PYTHON), str(PROBE), str(xml), str(work / "frame.npy"),
-                           str(work / "boxes.npy"), str(work / "out.npz")],
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with np.load(work / "out.npz") as out:
-        return xml, {key: out[key] for key in out.files}
+    return probe(exported, xml, "openvino")
 
 
-def test_boxmots_openvino_backend_runs_the_ir_target_as_the_model(probed_openvino: tuple[Path, dict],
-                                                                   tiny: Path) -> None:
-    _, out = probed_openvino
+def test_boxmots_openvino_backend_runs_the_ir_target_as_the_model(probed_openvino: dict, tiny: Path) -> None:
+    out = probed_openvino
     assert str(out["backend"]) == "OpenVinoBackend"
     with open_backend(tiny / "model.onnx") as backend:
         reference = backend.infer(out["crops"])

@@ -223,9 +223,13 @@ def test_the_table_covers_every_command_and_subcommand() -> None:
 
 def test_threshold_still_works_for_one_release_and_says_it_is_now_limit(tiny: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "m.onnx"), "--verify-count", "2"]
-    assert san_export([*argv, "--threshold", "fp32.min_cosine_min=0.5", "--threshold", "fp32.max_delta_map=1"]) == 0
-    notes = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    from export.cli import build_parser
+
+    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "m.onnx")]
+    args = build_parser().parse_args([*argv, "--threshold", "fp32.min_cosine_min=0.5", "--limit", "fp32.max_delta_map=1",
+                                      "--threshold", "int8.max_delta_map=2"])
+    assert args.limit == ["fp32.min_cosine_min=0.5", "fp32.max_delta_map=1", "int8.max_delta_map=2"]
+    notes = capsys.readouterr().err.splitlines()
     assert notes == ["san-export: note: --threshold is deprecated and will be removed in the next release; use --limit"]
-    assert san_export([*argv, "--overwrite", "--threshold", "int16.min_cosine_min=1"]) == 2
-    assert "--limit 'int16.min_cosine_min=1'" in capsys.readouterr().err
+    assert san_export([*argv, "--threshold", "int16.min_cosine_min=1"]) == 2
+    assert "--limit 'int16.min_cosine_min=1'" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()

@@ -48,7 +48,9 @@ def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Ve
     tmp = tmp_path_factory.mktemp("resolve")
     runtime = {extra: [r for r in EXTRAS[extra] if Requirement(r).name.startswith("onnxruntime")]
                for extra in ("cpu", "gpu-cu12", "gpu-cu13")}
-    jobs = {extra: (EXTRAS[extra], False) for extra in runtime}
+    pycuda = sorted({r for extra in ("gpu-cu12", "gpu-cu13") for r in EXTRAS[extra] if Requirement(r).name == "pycuda"})
+    jobs = {extra: ([r for r in EXTRAS[extra] if Requirement(r).name != "pycuda"], False) for extra in runtime}
+    jobs["pycuda"] = (pycuda, False)  # the same floor in both GPU extras: its sdist's metadata is built once
     jobs |= {f"base+{extra}": ([*PROJECT["dependencies"], *reqs], True) for extra, reqs in runtime.items()}
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {name: pool.submit(_resolve, reqs, tmp, name, deps=deps) for name, (reqs, deps) in jobs.items()}
@@ -72,4 +74,6 @@ def test_gpu_extras_get_the_onnxruntime_gpu_and_tensorrt_of_their_cuda(resolved,
     assert (ort < Version("1.27")) if cuda_12 else (ort >= Version("1.27")), ort  # 1.27: the CUDA 13 switch
     tensorrt = picked["tensorrt-cu12" if cuda_12 else "tensorrt-cu13"]
     assert Version("10") <= tensorrt < Version("12")
-    assert picked["pycuda"] >= Version("2025.1.2")  # the first that builds against CUDA 13
+    floor = next(Requirement(r) for r in EXTRAS[extra] if Requirement(r).name == "pycuda")
+    assert Version("2025.1.2") in floor.specifier and Version("2025.1.1") not in floor.specifier
+    assert resolved["pycuda"]["pycuda"] >= Version("2025.1.2")  # the first that builds against CUDA 13
