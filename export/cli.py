@@ -156,14 +156,14 @@ def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: 
                                     overwrite: bool) -> None:
     """Refuse to replace an existing ``onnx`` that is not this checkpoint's export with this input
     convention (another checkpoint, another convention, or not a SAN export), unless ``overwrite``."""
-    from san.artifact import CHECKPOINT_SHA_KEY, read_input_convention, read_metadata
+    from san.artifact import CHECKPOINT_SHA_KEY, convention_of, load_onnx, metadata_of
     from san.spec import ContractError
 
     if overwrite or not onnx.exists():
         return
     try:
-        same = (read_metadata(onnx).get(CHECKPOINT_SHA_KEY) == checkpoint_sha256
-                and read_input_convention(onnx) == wanted)
+        proto = load_onnx(onnx)
+        same = metadata_of(proto).get(CHECKPOINT_SHA_KEY) == checkpoint_sha256 and convention_of(proto, onnx) == wanted
     except ContractError:
         same = False
     if not same:

@@ -23,6 +23,7 @@ import numpy as np
 
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
+from san.arguments import device_parts
 from san.embedding import ANY_BATCH
 from san.spec import ContractError, InputSpec
 
@@ -41,13 +42,15 @@ class Device:
 
     @classmethod
     def parse(cls, text: str) -> Device:
-        """``"cpu"``, ``"cuda[:N]"``, ``"gpu[:N]"`` or ``"npu"``; ``ValueError`` naming ``--device`` otherwise."""
-        kind, colon, index = text.strip().lower().partition(":")
-        if kind in ("cpu", "npu") and not colon:
-            return cls(kind)
-        if kind in ("cuda", "gpu") and (not colon or index.isdigit()):
-            return cls(kind, int(index or 0))
-        raise ValueError(f"--device {text!r}: expected cpu, cuda or cuda:N (OpenVINO also: gpu, gpu:N, npu)")
+        """``"cpu"``, ``"cuda[:N]"``, ``"gpu[:N]"`` or ``"npu"`` (:func:`san.arguments.device_parts`;
+        ``auto`` is resolved by the backend first); ``ValueError`` naming ``--device`` otherwise."""
+        try:
+            kind, index = device_parts(text)
+        except ValueError as exc:
+            raise ValueError(f"--device {exc}") from None
+        if kind == "auto":
+            raise ValueError("--device auto: each backend decides what it means (Backend.auto_device)")
+        return cls(kind, index)
 
     def __str__(self) -> str:
         return self.kind if self.kind in ("cpu", "npu") else f"{self.kind}:{self.index}"

@@ -44,7 +44,8 @@ from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
 from san.progress import progress_bar
-from san.embedding import TTA_MODES, embed_images
+from san.embedding import TTA_MODES as EVALUATION_TTA_MODES
+from san.embedding import embed_images
 from san.retrieval import default_workers
 from san.spec import InputSpec
 
@@ -56,7 +57,7 @@ INDEX_HEADER = ("row", "path", "status", "error")
 NON_FINITE = "non-finite embedding (NaN or Inf) from the backend; not written"
 #: Folder embedding decodes each image at the contract size, so it takes none or flip (tencrop
 #: needs the original image; san-eval has it).
-TTA_MODES = TTA_MODES[:2]
+TTA_MODES = EVALUATION_TTA_MODES[:2]
 TASK_SIZE = 8  # files per decode task: amortises IPC, keeps the prefetch window fine-grained
 
 #: What became of one file: its embedding row, or None and the reason it failed.
@@ -300,7 +301,7 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
     counts = {k: sum(m["counts"][k] for m in metas) for k in metas[0]["counts"]}
     atomic_write_json(out / META, {**common[0], "shard": None, "counts": counts})
     atomic_write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p in shards],
-                               "seconds": round(time.time() - started, 3)})
+                                     "seconds": round(time.time() - started, 3)})
     return _result(out, seconds=time.time() - started)
 
 

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers on request.
 
-The contract and input convention come from :func:`san.artifact.read_model_contract`, like
-every backend's; this module only opens the session and checks its tensors against them.
+The contract and input convention are read by :func:`san.artifact.contract_from`, like every
+backend's, from what the session already holds (its metadata and input shape), so the file is
+parsed once; this module opens the session and checks its output against them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import read_model_contract
+from san.artifact import contract_from
 from san.spec import ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
@@ -70,27 +71,19 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spec, convention = read_model_contract(self.artifact)
         try:
             session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
+        dims = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in inputs}
+        spec, self.convention = contract_from(session.get_modelmeta().custom_metadata_map, dims, self.artifact)
         if len(inputs) != 1 or inputs[0].type not in _ORT_DTYPES:
             raise ContractError(
                 f"{self.artifact}: expected one uint8 or float input, got "
                 f"{[(i.name, i.type) for i in inputs]}"
             )
-        shape = inputs[0].shape
-        static = [d if isinstance(d, int) else None for d in shape]
-        expected = convention.dims(spec)
-        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(static[1:], expected)):
-            raise ContractError(
-                f"{self.artifact}: the graph input {inputs[0].name!r} has shape {shape}, which contradicts "
-                f"its own contract (N x {' x '.join(map(str, expected))})"
-            )
-        self.convention = convention
-        self._fixed_batch = static[0]
+        self._fixed_batch = dims[inputs[0].name][0]
         self._input_name, self._input_dtype = inputs[0].name, _ORT_DTYPES[inputs[0].type]
         output = next((o for o in outputs if o.name == "embeddings"), outputs[0])
         if len(output.shape) != 2 or (isinstance(output.shape[1], int) and output.shape[1] != spec.embedding_dim):

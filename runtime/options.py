@@ -1,8 +1,9 @@
 """The backend options every command takes, added to a parser and read back one way.
 
-``--device`` (cpu, cuda, cuda:N; gpu, gpu:N, npu for OpenVINO), ``--threads``, ``--providers``
-and ``--precision`` go to every backend unchanged; each maps them to its own settings (:class:`runtime.base.Backend`) and notes,
-one line each, what it cannot honour.
+``--device`` (cpu, cuda, cuda:N, auto; gpu, gpu:N, npu for OpenVINO), ``--threads``,
+``--providers`` and ``--precision`` go to every backend unchanged; each maps them to its own
+settings (:class:`runtime.base.Backend`) and notes, one line each, what it cannot honour; a
+backend refuses an option it does not take.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class Artifact:
 
     def precision(self, facts_precision: str) -> str:
         """The rule this artifact is judged by: the file's precision, or what its runtime lowers it to."""
-        return self.judged_as if self.judged_as and facts_precision not in ("int8",) else facts_precision
+        return self.judged_as if self.judged_as and facts_precision != "int8" else facts_precision
 
 
 def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,

@@ -35,12 +35,24 @@ class CommandParser(argparse.ArgumentParser):
         raise BadArguments(2)
 
 
-def device_name(text: str) -> str:
-    """``cpu``, ``cuda``, ``cuda:N``, ``auto``, or OpenVINO's ``gpu``, ``gpu:N``, ``npu``."""
+def device_parts(text: str) -> tuple[str, int]:
+    """(kind, index) of a device: ``cpu``, ``cuda[:N]``, ``auto``, or OpenVINO's ``gpu[:N]`` and
+    ``npu``; ``ValueError`` saying what is expected otherwise. The one reading of the vocabulary."""
     kind, colon, index = text.strip().lower().partition(":")
-    if (kind in ("cpu", "auto", "npu") and not colon) or (kind in ("cuda", "gpu") and (not colon or index.isdigit())):
-        return text.strip().lower()
-    raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICES}; OpenVINO also takes gpu, gpu:N, npu")
+    if kind in ("cpu", "auto", "npu") and not colon:
+        return kind, 0
+    if kind in ("cuda", "gpu") and (not colon or index.isdigit()):
+        return kind, int(index or 0)
+    raise ValueError(f"{text!r}: expected cpu, cuda or cuda:N, or auto (OpenVINO also: gpu, gpu:N, npu)")
+
+
+def device_name(text: str) -> str:
+    """``--device``'s argument type (see :func:`device_parts`)."""
+    try:
+        device_parts(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None,

@@ -20,6 +20,7 @@ import json
 import pickle
 import xml.etree.ElementTree as ElementTree
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,33 +103,45 @@ def _read_ir(path: str | Path) -> tuple[dict[str, str], list[int | None]]:
     return metadata, dims
 
 
-def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
-    """The input contract of a loaded model, checked against its ``images`` input (N x 3 x H x W,
-    or as its input convention lays it out).
+def contract_from(metadata: Mapping[str, str], inputs: Mapping[str, Sequence[int | None]],
+                  where: str | Path) -> tuple[InputSpec, InputConvention]:
+    """The input contract and input convention a model's metadata records, checked against its
+    ``images`` input (``inputs``: input name -> dims, None for a dynamic one): N x 3 x H x W, or
+    as the convention lays it out. The one reading of a contract, whatever holds the metadata
+    (an ONNX file, an OpenVINO IR, a runtime's session).
 
     Raises :class:`ContractError` naming ``where`` when it is missing, invalid or disagrees.
     """
-    metadata = metadata_of(proto)
     if METADATA_KEY not in metadata:
         raise ContractError(
-            f"{where}: refused: the file carries no input contract (metadata_props[{METADATA_KEY!r}] is missing); "
-            "re-export the model with `san-export --ckpt MODEL.pt`, which writes it"
+            f"{where}: refused: the file carries no input contract ({METADATA_KEY!r} is missing from its "
+            "metadata); re-export the model with `san-export --ckpt MODEL.pt`, which writes it"
         )
     try:
         spec = InputSpec.from_json(metadata[METADATA_KEY])
     except ContractError as exc:
         raise ContractError(f"{where}: {exc}") from exc
-    inputs = {i.name: i for i in proto.graph.input}
     if INPUT_NAME not in inputs:
         raise ContractError(f"{where}: the graph has no input named {INPUT_NAME!r} (inputs: {sorted(inputs)})")
-    dims = [d.dim_value or None for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
-    expected = convention_of(proto, where).dims(spec)
+    dims = list(inputs[INPUT_NAME])
+    convention = _convention(metadata, where)
+    expected = convention.dims(spec)
     if dims[1:] != expected:
         raise ContractError(
             f"{where}: graph input {INPUT_NAME!r} has shape {dims}, but the contract says "
             f"N x {' x '.join(map(str, expected))}"
         )
-    return spec
+    return spec, convention
+
+
+def contract_of(proto: onnx.ModelProto, where: str | Path) -> InputSpec:
+    """The input contract of a loaded ONNX model (see :func:`contract_from`)."""
+    return _onnx_contract(proto, where)[0]
+
+
+def _onnx_contract(proto: onnx.ModelProto, where: str | Path) -> tuple[InputSpec, InputConvention]:
+    inputs = {i.name: [d.dim_value or None for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    return contract_from(metadata_of(proto), inputs, where)
 
 
 def convention_of(proto: onnx.ModelProto, where: str | Path) -> InputConvention:
@@ -147,27 +160,14 @@ def _convention(metadata: dict[str, str], where: str | Path) -> InputConvention:
 
 
 def read_contract(path: str | Path) -> InputSpec:
-    """The input contract stored by ``san-export`` in an ONNX file (see :func:`contract_of`) or
-    an OpenVINO IR, checked against the ``images`` input."""
-    if Path(path).suffix.lower() not in IR_SUFFIXES:
-        return contract_of(load_onnx(path), path)
-    metadata, dims = _read_ir(path)
-    if METADATA_KEY not in metadata:
-        raise ContractError(f"{path}: no input contract in its runtime info; export it with `san-export --openvino`")
-    try:
-        spec = InputSpec.from_json(metadata[METADATA_KEY])
-        expected = _convention(metadata, path).dims(spec)
-    except ContractError as exc:
-        raise ContractError(f"{path}: {exc}") from exc
-    if dims[1:] != expected:
-        raise ContractError(f"{path}: input {INPUT_NAME!r} has shape {dims}, but the contract says "
-                            f"N x {' x '.join(map(str, expected))}")
-    return spec
+    """The input contract stored by ``san-export`` in an ONNX file or an OpenVINO IR, checked
+    against the ``images`` input (see :func:`contract_from`)."""
+    return read_model_contract(path)[0]
 
 
 def read_model_contract(path: str | Path) -> tuple[InputSpec, InputConvention]:
     """A model file's input contract and input convention, one call for any exported kind
-    (ONNX, OpenVINO IR, TensorRT engine)."""
+    (ONNX, OpenVINO IR, TensorRT engine); the file is read once."""
     path = Path(path)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         sidecar = read_sidecar(path)
@@ -175,7 +175,10 @@ def read_model_contract(path: str | Path) -> tuple[InputSpec, InputConvention]:
             return InputSpec.from_dict(sidecar[METADATA_KEY]), read_input_convention(path)
         except (KeyError, TypeError) as exc:
             raise ContractError(f"{sidecar_path(path)}: no valid input contract under {METADATA_KEY!r} ({exc})") from exc
-    return read_contract(path), read_input_convention(path)
+    if path.suffix.lower() in IR_SUFFIXES:
+        metadata, dims = _read_ir(path)
+        return contract_from(metadata, {INPUT_NAME: dims} if dims else {}, path)
+    return _onnx_contract(load_onnx(path), path)
 
 
 def hard_mask_stages(proto: onnx.ModelProto, where: str | Path) -> tuple[int, ...]:
