@@ -57,11 +57,11 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.half_floats import with_half_float_parts
-from export.graph import COMPARE_OPS, GraphIndex, drop_unread
 from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, read_contract
-from san.input_convention import InputConvention
 from san.atomic import atomic_write
 from san.hashing import file_sha256
+from san.input_convention import InputConvention
+from san.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
 from san.preprocess import load_image
 from san.progress import progress_bar
 from san.spec import METADATA_KEY, InputSpec

@@ -3,7 +3,7 @@
 - ranges per layer: the calibrated (min, max) of every tensor, read from the range cache
   the quantization run wrote or reused;
 - mask-flip rate per attention block: each graph's own hard mask (the comparison that
-  consumes ``pi_<stage>``, :func:`export.graph.mask_tensors`; the mask path is float in
+  consumes ``pi_<stage>``, :func:`san.onnx_graph.mask_tensors`; the mask path is float in
   both, see :mod:`calibration.quantize`) is exposed and compared element by element;
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
   evaluation data set), the deltas with their 95 % intervals over queries and the McNemar
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization.calibrate import load_tensors_data
 
-from export.graph import mask_tensors, session_exposing
 from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, convention_of, hard_mask_stages, load_onnx
 from san.data.records import ReidDataset
-from san.metrics import PairedDelta, Rank1Change
-from san.preprocess import printable_path
 from san.embedding import ANY_BATCH
+from san.metrics import PairedDelta, Rank1Change
+from san.onnx_graph import mask_tensors, session_exposing
+from san.preprocess import printable_path
 from san.retrieval import (
     SHOWN_RANKS,
     Comparison,

@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.targets import target_classes
+from export.targets import SharedOptions, target_classes
 from export.tensorrt_lint import PARSERS
-from san.arguments import CommandParser, add_limit_argument, count, existing_folder, model_file
+from san.arguments import (CommandParser, add_limit_argument, count, existing_folder, finite_list, model_file,
+                           output_file)
 from san.command import command
-from san.input_convention import InputConvention
+from san.input_convention import KINDS, InputConvention
 
 EPILOG = """\
 what it writes:
@@ -74,12 +75,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=count(1), default=16, metavar="N", help="images to verify on (default 16)")
     add_limit_argument(verify, "fp32.min_cosine_min=0.995")
+    add_shared_arguments(parser)
+    for target in target_classes().values():
+        target.add_arguments(parser)
+    return parser
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every target may read (:class:`export.targets.SharedOptions`)."""
+    parser.add_argument("--out", type=output_file, metavar="PATH",
+                        help="ONNX path (default: the checkpoint's path with .onnx)")
+    parser.add_argument("--opset", type=count(17), default=17, metavar="N",
+                        help="lowest opset (>= 17; the exporter writes >= 18)")
+    parser.add_argument("--int8", type=model_file("onnx"), metavar="QDQ.onnx",
+                        help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace what an output holds: a target folder that is not empty (--triton, ...), "
                         "or an existing --out exported from another checkpoint or with another input convention")
-    for target in target_classes():
-        target.add_arguments(parser)
-    return parser
+    group = parser.add_argument_group("input convention of the ONNX file (the model inside is unchanged)")
+    group.add_argument("--input", default="uint8", metavar="KIND",
+                       help=f"{' | '.join(KINDS)}: uint8 pixels (default), float32 pixels 0..255, or float32 "
+                       "(pixel / 255 - mean) / std")
+    group.add_argument("--input-mean", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
+    group.add_argument("--input-std", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
+    group.add_argument("--bgr", action="store_true", help="channels in BGR order (mean/std in that order too)")
+    group.add_argument("--nhwc", action="store_true", help="N x H x W x 3 instead of N x 3 x H x W")
+
+
+def shared_options(args: argparse.Namespace) -> SharedOptions:
+    convention = InputConvention.named(args.input, mean=args.input_mean, std=args.input_std, bgr=args.bgr,
+                                       nhwc=args.nhwc)
+    return SharedOptions(args.out or args.ckpt.with_suffix(".onnx"), convention, args.opset, args.overwrite, args.int8)
 
 
 @command("san-export")
@@ -118,38 +144,36 @@ def check_tensorrt(path: Path, release: str | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the checkpoint, then write every requested target in order; the exit status."""
+    """Check every requested target's options, load the checkpoint, then write the targets;
+    the exit status."""
+    from export.targets import ExportJob, write_targets
+    from export.verify import load_images, synthetic_images
     from san.checkpoint import load_checkpoint
     from san.output_guard import refuse_overwriting_inputs
     from san.rules import RULES, override_rules
 
-    from export.target_onnx import convention
-    from export.targets import ExportJob, requested_targets
-    from export.verify import load_images, synthetic_images
-
-    targets = requested_targets(args)
     rules = override_rules(RULES, args.limit)
-    for cls in target_classes():
-        cls.check_arguments(args)
+    shared = shared_options(args)
+    classes = target_classes()
+    requested = {name: options for name, cls in classes.items() if (options := cls.options_from(args)) is not None}
+    if shared.int8 is not None and not any(classes[name].reads_int8 for name in requested):
+        readers = " or ".join(cls.option for cls in classes.values() if cls.reads_int8)
+        raise ValueError(f"--int8 {shared.int8}: only {readers} read it; give one of them")
     inputs = {name: path for name, path in (("--ckpt", args.ckpt), ("--int8", args.int8),
                                             ("--verify-images", args.verify_images)) if path is not None}
-    onnx_out = args.out or args.ckpt.with_suffix(".onnx")
-    for option, output in (("--out", onnx_out), ("--engine", args.engine), ("--deepstream", args.deepstream),
-                           ("--triton", args.triton), ("--boxmot", args.boxmot), ("--openvino", args.openvino)):
-        if output is not None:  # a folder target with --overwrite would delete what it holds
-            refuse_overwriting_inputs(output, inputs, option)
+    refuse_overwriting_inputs(shared.onnx, inputs, "--out")
+    for name, options in requested.items():
+        classes[name].check(options, shared, requested)
+        for option, output in classes[name].outputs(options).items():
+            refuse_overwriting_inputs(output, inputs, option)  # a folder emptied by --overwrite included
     model, meta = load_checkpoint(args.ckpt)
-    refuse_replacing_another_export(onnx_out, meta.sha256, convention(args), args.overwrite)
+    refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, args.overwrite)
     if args.verify_images:
         images = load_images(args.verify_images, meta.spec, args.verify_count)
     else:
         images = synthetic_images(meta.spec, args.verify_count)
-    job = ExportJob(args, model, meta, images, rules, onnx_out, convention(args))
-    for target in targets:
-        status = target.write(job)
-        if status:
-            return status
-    return 0
+    written = write_targets(ExportJob(model, meta, images, rules, shared), requested)
+    return 0 if all(w.passed for w in written) else 1
 
 
 def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: InputConvention,

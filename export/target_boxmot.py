@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
-from san.atomic import atomic_write_json
-from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
+from export.targets import ExportJob, FolderTarget, Written
 from san.arguments import output_folder
+from san.atomic import atomic_write_json
 from san.input_convention import InputConvention
 from san.spec import InputSpec
 
@@ -35,10 +37,18 @@ def sidecar(spec: InputSpec) -> dict[str, object]:
             "model_kwargs_schema_version": 1, "model_kwargs": {"img_size": size}}
 
 
-class BoxMOTTarget(ExportTarget):
+@dataclass(frozen=True)
+class BoxMOTOptions:
+    """Where the BoxMOT ReID model goes; its input convention is BoxMOT's own."""
+
+    folder: Path
+
+
+class BoxMOTTarget(FolderTarget[BoxMOTOptions]):
     """``--boxmot DIR``: ``san_reid.onnx`` and ``san_reid.onnx.metadata.json``."""
 
-    flag = "boxmot"
+    name = "boxmot"
+    option = "--boxmot"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -46,19 +56,15 @@ class BoxMOTTarget(ExportTarget):
         group.add_argument("--boxmot", type=output_folder, metavar="DIR", help="write the BoxMOT ReID model here")
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        if args.boxmot is not None:
-            prepare_folder(args.boxmot, "--boxmot", args.overwrite, check_only=True)
+    def options_from(cls, args: argparse.Namespace) -> BoxMOTOptions | None:
+        return BoxMOTOptions(args.boxmot) if args.boxmot is not None else None
 
-    def write(self, job: ExportJob) -> int:
-        spec = job.meta.spec
-        require_bilinear(spec, "--boxmot", "BoxMOT resizes crops linearly (cv2.INTER_LINEAR)")
-        folder = prepare_folder(job.args.boxmot, "--boxmot", job.args.overwrite)
-        onnx_path = folder / ONNX_NAME
-        if not job.export_verified(onnx_path, "fp32", CONVENTION):
-            return 1
+    def write(self, job: ExportJob, options: BoxMOTOptions) -> Written:
+        onnx_path = self.export_for_consumer(job, options, ONNX_NAME, CONVENTION,
+                                             "BoxMOT resizes crops linearly (cv2.INTER_LINEAR)")
+        if onnx_path is None:
+            return Written(self.name, options.folder / ONNX_NAME, passed=False)
         meta = onnx_path.with_name(onnx_path.name + ".metadata.json")
-        atomic_write_json(meta, sidecar(spec))
-        job.written["boxmot"] = onnx_path
-        log.info(f"{folder}: {ONNX_NAME} and {meta.name}; use BotSort(reid_weights=Path('{onnx_path}'), ...)")
-        return 0
+        atomic_write_json(meta, sidecar(job.meta.spec))
+        log.info(f"{options.folder}: {ONNX_NAME} and {meta.name}; use BotSort(reid_weights=Path('{onnx_path}'), ...)")
+        return Written(self.name, onnx_path, (onnx_path, meta))

@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from export.graph import with_attribute_axes
 from export.errors import ExportError
-from export.targets import ExportJob, ExportTarget, prepare_folder, require_bilinear
-from san.arguments import count, output_folder
+from export.targets import ExportJob, FolderTarget, Written
 from export.tensorrt_lint import PARSERS, require_tensorrt_compatible
+from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.atomic import atomic_write, atomic_write_text
 from san.input_convention import InputConvention
+from san.onnx_graph import with_attribute_axes
 from san.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,35 @@ Everything here was derived from the model's input contract; DeepStream itself w
 """
 
 
-class DeepStreamTarget(ExportTarget):
+@dataclass(frozen=True)
+class DeepStreamOptions:
+    """The DeepStream files' settings; the graph's input convention is DeepStream's own."""
+
+    folder: Path
+    reid_type: str = "reassoc"
+    batch: int = 16
+    precision: str = "fp16"
+    version: str = LATEST_DEEPSTREAM
+    class_ids: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if self.reid_type not in REID_TYPES:
+            raise ValueError(f"--deepstream-reid-type must be one of {sorted(REID_TYPES)}, got {self.reid_type!r}")
+        if self.precision not in TRACKER_MODES:
+            raise ValueError(f"--deepstream-precision must be one of {sorted(TRACKER_MODES)}, got {self.precision!r}")
+        if self.version not in DEEPSTREAM_TENSORRT:
+            raise ValueError(f"--deepstream-version must be one of {list(DEEPSTREAM_TENSORRT)}, got {self.version!r}")
+        if self.batch < 1:
+            raise ValueError(f"--deepstream-batch must be >= 1, got {self.batch}")
+        if not self.class_ids or any(i < 0 for i in self.class_ids):
+            raise ValueError(f"--deepstream-class-id must be >= 0, got {list(self.class_ids)}")
+
+
+class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
     """``--deepstream DIR``: the float-input ONNX and its tracker and nvinfer configs."""
 
-    flag = "deepstream"
+    name = "deepstream"
+    option = "--deepstream"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -169,38 +195,35 @@ class DeepStreamTarget(ExportTarget):
                            help="detector class the nvinfer ReID runs on, repeatable (default 0: persons)")
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
+    def options_from(cls, args: argparse.Namespace) -> DeepStreamOptions | None:
         if args.deepstream is None:
-            return
-        if args.deepstream_batch < 1:
-            raise ValueError(f"--deepstream-batch must be >= 1, got {args.deepstream_batch}")
-        if any(i < 0 for i in args.deepstream_class_id or []):
-            raise ValueError(f"--deepstream-class-id must be >= 0, got {args.deepstream_class_id}")
-        prepare_folder(args.deepstream, "--deepstream", args.overwrite, check_only=True)
+            return None
+        return DeepStreamOptions(args.deepstream, args.deepstream_reid_type, args.deepstream_batch,
+                                 args.deepstream_precision, args.deepstream_version,
+                                 tuple(args.deepstream_class_id or (0,)))
 
-    def write(self, job: ExportJob) -> int:
-        args, spec = job.args, job.meta.spec
-        require_bilinear(spec, "--deepstream", "DeepStream scales object crops bilinearly")
-        folder = prepare_folder(args.deepstream, "--deepstream", args.overwrite)
-        onnx_path = folder / ONNX_NAME
-        if not job.export_verified(onnx_path, "fp32", CONVENTION):
-            return 1
-        parser = PARSERS[DEEPSTREAM_TENSORRT[args.deepstream_version]]
+    def write(self, job: ExportJob, options: DeepStreamOptions) -> Written:
+        spec = job.meta.spec
+        onnx_path = self.export_for_consumer(job, options, ONNX_NAME, CONVENTION,
+                                             "DeepStream scales object crops bilinearly")
+        if onnx_path is None:
+            return Written(self.name, options.folder, passed=False)
+        parser = PARSERS[DEEPSTREAM_TENSORRT[options.version]]
         if not parser.reduce_axes_input:
             convert_for_attribute_axes(onnx_path, job.images)
         require_tensorrt_compatible(onnx_path, parser)
         opset = next(o.version for o in onnx.load(onnx_path).opset_import if o.domain in ("", "ai.onnx"))
-        precision, batch = args.deepstream_precision, args.deepstream_batch
-        atomic_write_text(folder / TRACKER_CONFIG, tracker_config(spec, args.deepstream_reid_type, batch, precision))
-        atomic_write_text(folder / NVINFER_CONFIG, nvinfer_config(spec, batch, precision, args.deepstream_class_id or [0]))
-        atomic_write_text(folder / "README.txt", readme(spec, args.deepstream_version, opset))
-        job.written["deepstream"] = folder
-        log.info(f"{folder}: {ONNX_NAME}, {TRACKER_CONFIG}, {NVINFER_CONFIG}, README.txt")
-        return 0
+        files = {TRACKER_CONFIG: tracker_config(spec, options.reid_type, options.batch, options.precision),
+                 NVINFER_CONFIG: nvinfer_config(spec, options.batch, options.precision, list(options.class_ids)),
+                 "README.txt": readme(spec, options.version, opset)}
+        for name, text in files.items():
+            atomic_write_text(options.folder / name, text)
+        log.info(f"{options.folder}: {ONNX_NAME}, {', '.join(files)}")
+        return Written(self.name, options.folder, (onnx_path, *(options.folder / name for name in files)))
 
 
 def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:
-    """Replace the opset-18 graph at ``path`` by its opset-17 form (:func:`export.graph.with_attribute_axes`)
+    """Replace the opset-18 graph at ``path`` by its opset-17 form (:func:`san.onnx_graph.with_attribute_axes`)
     once onnxruntime gives both the same embeddings on ``images`` (uint8 N x 3 x H x W)."""
     import onnxruntime as ort
 

@@ -1,45 +1,26 @@
 """The ``onnx`` export target: the fp32 graph with deterministic masks, verified against
-PyTorch (:mod:`export.verify`); every other target builds on it."""
+PyTorch (:mod:`export.verify`); every other target builds on it. Its path (``--out``) and input
+convention (``--input``) are shared options, defined by ``san-export``."""
 
 from __future__ import annotations
 
 import argparse
 
-from export.targets import ExportJob, ExportTarget
-from san.arguments import count, finite_list, output_file
-from san.input_convention import KINDS, InputConvention
+from export.targets import ExportJob, ExportTarget, NoOptions, Written
 
 
-def convention(args: argparse.Namespace) -> InputConvention:
-    """The input convention ``--input``, ``--input-mean/-std``, ``--bgr`` and ``--nhwc`` ask for."""
-    return InputConvention.named(args.input, mean=args.input_mean, std=args.input_std, bgr=args.bgr, nhwc=args.nhwc)
-
-
-class OnnxTarget(ExportTarget):
+class OnnxTarget(ExportTarget[NoOptions]):
     """``model.onnx`` (or ``--out``): always written, and refused (renamed ``*.rejected``) when
     verification fails."""
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", type=output_file, metavar="PATH",
-                            help="ONNX path (default: the checkpoint's path with .onnx)")
-        parser.add_argument("--opset", type=count(17), default=17, metavar="N",
-                            help="lowest opset (>= 17; the exporter writes >= 18)")
-        group = parser.add_argument_group("input convention of the ONNX file (the model inside is unchanged)")
-        group.add_argument("--input", default="uint8", metavar="KIND",
-                           help=f"{' | '.join(KINDS)}: uint8 pixels (default), float32 pixels 0..255, or float32 "
-                           "(pixel / 255 - mean) / std")
-        group.add_argument("--input-mean", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
-        group.add_argument("--input-std", type=finite_list(3), metavar="R,G,B", help="with --input normalized")
-        group.add_argument("--bgr", action="store_true", help="channels in BGR order (mean/std in that order too)")
-        group.add_argument("--nhwc", action="store_true", help="N x H x W x 3 instead of N x 3 x H x W")
+    name = "onnx"
+    option = "--out"
+    after = ()
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        convention(args)
+    def options_from(cls, args: argparse.Namespace) -> NoOptions:
+        return NoOptions()
 
-    def write(self, job: ExportJob) -> int:
-        if not job.export_verified(job.onnx, "fp32"):
-            return 1
-        job.written["onnx"] = job.onnx
-        return 0
+    def write(self, job: ExportJob, options: NoOptions) -> Written:
+        onnx = job.shared.onnx
+        return Written(self.name, onnx, (onnx,), passed=job.export_verified(onnx, "fp32"))

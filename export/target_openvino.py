@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from export.targets import ExportJob, ExportTarget, prepare_folder
+from export.targets import ExportJob, FolderTarget, Written
 from san.arguments import output_folder
 from san.artifact import IR_SECTION, OUTPUT_NAME, read_metadata, read_model_contract
 
@@ -50,10 +51,20 @@ def ir_embedder(xml_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: compiled({0: convention.encode(images)})[output]
 
 
-class OpenVINOTarget(ExportTarget):
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """Where the IR goes, and whether its weights are stored in fp16."""
+
+    folder: Path
+    fp16_weights: bool = False
+
+
+class OpenVINOTarget(FolderTarget[OpenVINOOptions]):
     """``--openvino DIR``: ``model.xml``/``.bin`` (and ``model.int8.xml``/``.bin`` with ``--int8``)."""
 
-    flag = "openvino"
+    name = "openvino"
+    option = "--openvino"
+    reads_int8 = True
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -64,26 +75,25 @@ class OpenVINOTarget(ExportTarget):
                            help="store weights in fp16 (half the size; computation still follows --precision at run time)")
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        if args.openvino is not None:
-            prepare_folder(args.openvino, "--openvino", args.overwrite, check_only=True)
+    def options_from(cls, args: argparse.Namespace) -> OpenVINOOptions | None:
+        return OpenVINOOptions(args.openvino, args.openvino_fp16_weights) if args.openvino is not None else None
 
-    def write(self, job: ExportJob) -> int:
+    def write(self, job: ExportJob, options: OpenVINOOptions) -> Written:
         from export.verify import verify_embeddings
 
-        folder = prepare_folder(job.args.openvino, "--openvino", job.args.overwrite)
-        sources = [(job.onnx, folder / "model.xml", "fp32")]
-        if job.args.int8 is not None:
-            sources.append((job.args.int8, folder / "model.int8.xml", "int8"))
-        status = 0
+        folder = self.prepare(job, options)
+        sources = [(job.shared.onnx, folder / "model.xml", "fp32")]
+        if job.shared.int8 is not None:
+            sources.append((job.shared.int8, folder / "model.int8.xml", "int8"))
+        files, passed = [], True
         for onnx_path, xml_path, kind in sources:
-            write_ir(onnx_path, xml_path, job.args.openvino_fp16_weights)
+            write_ir(onnx_path, xml_path, options.fp16_weights)
             report = verify_embeddings(job.model, job.images, ir_embedder(xml_path), kind=kind, rule=job.rules[kind])
             log.info(f"{xml_path}: {report.render()}")
-            if not report.passed:
+            if report.passed:
+                files += [xml_path, xml_path.with_suffix(".bin")]
+            else:
                 for path in (xml_path, xml_path.with_suffix(".bin")):
                     path.replace(path.with_name(f"{path.stem}.rejected{path.suffix}"))
-                status = 1
-            else:
-                job.written[f"openvino-{kind}"] = xml_path
-        return status
+                passed = False
+        return Written(self.name, folder, tuple(files), passed)

@@ -6,81 +6,111 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 from export.errors import TargetUnavailable
-from export.targets import ExportJob, ExportTarget
-from san.arguments import count, model_file, output_file
+from export.targets import ExportJob, ExportTarget, SharedOptions, Written
+from san.arguments import count, output_file
 
 log = logging.getLogger(__name__)
 
 
-class TensorRTTarget(ExportTarget):
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """How the engine is built; its source is the shared ONNX, or the shared ``--int8`` file."""
+
+    engine: Path | None = None  # default: the ONNX path with .engine
+    fp16: bool = False
+    min_batch: int = 1
+    opt_batch: int = 32
+    max_batch: int = 128
+    workspace_mb: int = 4096
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        from export.tensorrt_build import BatchProfile
+
+        BatchProfile(self.min_batch, self.opt_batch, self.max_batch)
+
+
+class TensorRTTarget(ExportTarget[TensorRTOptions]):
     """``model.engine`` + ``model.engine.json`` (or ``--engine``)."""
 
-    flag = "trt"
+    name = "tensorrt"
+    option = "--trt"
+    reads_int8 = True
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         trt = parser.add_argument_group(
             "TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu-cu12]'` or '.[gpu-cu13]')")
-        trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine")
-        precision = trt.add_mutually_exclusive_group()
-        precision.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
-        precision.add_argument("--int8", type=model_file("onnx"), metavar="QDQ.onnx",
-                               help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
+        trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine (INT8 with --int8)")
+        trt.add_argument("--fp16", action="store_true", help="FP16 engine from a half-precision export")
         trt.add_argument("--engine", type=output_file, metavar="PATH", help="engine path (default: the ONNX path with .engine)")
         trt.add_argument("--min-batch", type=count(1), default=1, metavar="N", help="smallest batch the engine takes (default 1)")
         trt.add_argument("--opt-batch", type=count(1), default=32, metavar="N", help="batch it is tuned for (default 32)")
         trt.add_argument("--max-batch", type=count(1), default=128, metavar="N", help="largest batch it takes (default 128)")
         trt.add_argument("--workspace-mb", type=count(16), default=4096, help="builder workspace limit (MiB)")
         trt.add_argument("--timing-cache", type=output_file, metavar="PATH", help="reusable timing cache file (read and updated)")
-        trt.add_argument("--trt-version-compatible", action="store_true",
+        trt.add_argument("--trt-version-compatible", "--triton-trt-version-compatible", dest="trt_version_compatible",
+                         action="store_true",
                          help="build a version-compatible engine (TensorRT 8.6 and later): later TensorRT releases of "
-                         "the same major version can run it")
+                         "the same major version can run it; as --triton-trt-version-compatible, the Triton plan is "
+                         "that engine (start tritonserver with --backend-config=tensorrt,version-compatible=true)")
         trt.add_argument("--tf32", action="store_true",
                          help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
                          "the sidecar then says precision tf32, judged like fp16 by san-parity)")
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        from export.tensorrt_build import BatchProfile
+    def options_from(cls, args: argparse.Namespace) -> TensorRTOptions | None:
+        # checked whether --trt is given or not: a bad profile is a mistake either way
+        if args.fp16 and args.int8 is not None:
+            raise ValueError(f"--fp16 and --int8 {args.int8}: an engine has one precision; give one of them")
+        options = TensorRTOptions(args.engine, args.fp16, args.min_batch, args.opt_batch, args.max_batch,
+                                  args.workspace_mb, args.timing_cache, args.trt_version_compatible, args.tf32)
+        if not args.trt and args.trt_version_compatible:
+            raise ValueError("--trt-version-compatible / --triton-trt-version-compatible builds the engine: "
+                             "it needs --trt")
+        return options if args.trt else None
 
-        BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-        if args.int8 is not None and not (args.trt or args.openvino):
-            raise ValueError(f"--int8 {args.int8}: it is built by --trt or converted by --openvino; give one of them")
+    @classmethod
+    def outputs(cls, options: TensorRTOptions) -> dict[str, Path]:
+        return {"--engine": options.engine} if options.engine else {}
 
-    def write(self, job: ExportJob) -> int:
+    def write(self, job: ExportJob, options: TensorRTOptions) -> Written:
         from export.tensorrt_build import BatchProfile, build_engine
         from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
-        from san.artifact import read_contract
+        from san.artifact import read_contract, sidecar_path
         from san.spec import ContractError
         from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
-        args = job.args
-        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-        if args.int8 and read_contract(args.int8) != job.meta.spec:
-            raise ContractError(f"--int8 {args.int8}: its input contract differs from the checkpoint's ({args.ckpt})")
+        shared: SharedOptions = job.shared
+        profile = BatchProfile(options.min_batch, options.opt_batch, options.max_batch)
+        if shared.int8 and read_contract(shared.int8) != job.meta.spec:
+            raise ContractError(f"--int8 {shared.int8}: its input contract differs from the checkpoint's")
         parser = installed_parser()
-        if not args.fp16:
-            require_tensorrt_compatible(args.int8 or job.onnx, parser)  # before looking for a GPU
+        if not options.fp16:
+            require_tensorrt_compatible(shared.int8 or shared.onnx, parser)  # before looking for a GPU
         try:
             environment = TargetEnvironment.detect()  # fails early, before any FP16 export
         except TensorRTUnavailable as exc:
             raise TargetUnavailable(f"--trt: {exc}. The ONNX file was written and verified; build the engine on "
                                     "the target GPU machine with the same command.") from exc
-        source = args.int8 or job.onnx
-        if args.fp16:
-            source = job.onnx.with_suffix(".fp16.onnx")
+        source = shared.int8 or shared.onnx
+        if options.fp16:
+            source = shared.onnx.with_suffix(".fp16.onnx")
             if not job.export_verified(source, "fp16"):
-                return 1
+                return Written(self.name, source, (source,), passed=False)
             require_tensorrt_compatible(source, parser)
-        engine = args.engine or job.onnx.with_suffix(".engine")
-        sidecar = build_engine(source, engine, profile=profile, workspace_mb=args.workspace_mb,
-                               timing_cache=args.timing_cache, environment=environment, tf32=args.tf32,
-                               version_compatible=args.trt_version_compatible)
-        job.written["engine"] = engine
+        engine = options.engine or shared.onnx.with_suffix(".engine")
+        sidecar = build_engine(source, engine, profile=profile, workspace_mb=options.workspace_mb,
+                               timing_cache=options.timing_cache, environment=environment, tf32=options.tf32,
+                               version_compatible=options.version_compatible)
         log.info(
             f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
             f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"
         )
-        return 0
+        return Written(self.name, engine, (engine, sidecar_path(engine)))

@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from san.atomic import atomic_write_text
-from export.targets import ExportJob, ExportTarget, prepare_folder
+from export.target_tensorrt import TensorRTOptions, TensorRTTarget
+from export.targets import ExportJob, FolderTarget, SharedOptions, Written
 from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
+from san.atomic import atomic_write_text
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, InputSpec
 
@@ -44,6 +46,7 @@ class TritonOptions:
     instances: int = 1
     kind: str = "auto"
     ort_tensorrt: str = "off"  # onnxruntime's TensorRT execution accelerator: off, fp32 or fp16
+    folder: Path = Path("model_repository")  # the model repository the target writes
 
     def __post_init__(self) -> None:
         problems = []
@@ -141,10 +144,13 @@ Build again with san-export --trt on the serving machine for another GPU or Tens
     return folder
 
 
-class TritonTarget(ExportTarget):
-    """A model repository in ``--triton REPO``."""
+class TritonTarget(FolderTarget[TritonOptions]):
+    """A model repository in ``--triton REPO``: the ONNX model, and the plan when the
+    ``tensorrt`` target builds an engine."""
 
-    flag = "triton"
+    name = "triton"
+    option = "--triton"
+    after = ("onnx", "tensorrt")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -157,34 +163,26 @@ class TritonTarget(ExportTarget):
                            help="dynamic batching max_queue_delay_microseconds (default 100)")
         group.add_argument("--triton-instances", type=count(1), default=1, metavar="N", help="instances (default 1)")
         group.add_argument("--triton-kind", default="auto", help="instance kind: auto (default), cpu or gpu")
-        group.add_argument("--triton-trt-version-compatible", dest="trt_version_compatible", action="store_true",
-                           help="with --trt: a version-compatible plan (as --trt-version-compatible), which Triton "
-                           "releases with a later TensorRT of the same major version load when started with "
-                           "--backend-config=tensorrt,version-compatible=true")
         group.add_argument("--triton-ort-tensorrt", default="off",
                            help="onnxruntime's TensorRT accelerator for the ONNX model: off (default), fp32, fp16")
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        options = cls.options(args)
-        if args.triton is not None:
-            prepare_folder(args.triton, "--triton", args.overwrite, check_only=True)
-        if args.triton is not None and args.trt:
-            require_within_profile(options.max_batch, args.max_batch)
-        if args.triton is not None and args.trt_version_compatible and not args.trt:
-            raise ValueError("--triton-trt-version-compatible builds the plan: it needs --trt")
+    def options_from(cls, args: argparse.Namespace) -> TritonOptions | None:
+        options = TritonOptions(args.triton_name, args.triton_max_batch, args.triton_delay_us, args.triton_instances,
+                                args.triton_kind, args.triton_ort_tensorrt, args.triton or TritonOptions.folder)
+        return options if args.triton is not None else None
 
-    @staticmethod
-    def options(args: argparse.Namespace) -> TritonOptions:
-        return TritonOptions(args.triton_name, args.triton_max_batch, args.triton_delay_us, args.triton_instances,
-                             args.triton_kind, args.triton_ort_tensorrt)
+    @classmethod
+    def check(cls, options: TritonOptions, shared: SharedOptions, requested: Mapping[str, object]) -> None:
+        super().check(options, shared, requested)
+        engine = requested.get(TensorRTTarget.name)
+        if isinstance(engine, TensorRTOptions):
+            require_within_profile(options.max_batch, engine.max_batch)
 
-    def write(self, job: ExportJob) -> int:
-        repo = prepare_folder(job.args.triton, "--triton", job.args.overwrite)
-        options = self.options(job.args)
-        folders = [write_onnx_model(repo, job.onnx, options)]
-        if "engine" in job.written:
-            folders.append(write_plan_model(repo, job.written["engine"], options))
+    def write(self, job: ExportJob, options: TritonOptions) -> Written:
+        repo = self.prepare(job, options)
+        folders = [write_onnx_model(repo, job.shared.onnx, options)]
+        if TensorRTTarget.name in job.written:
+            folders.append(write_plan_model(repo, job.written[TensorRTTarget.name].main, options))
         log.info(f"{repo}: Triton model repository with {', '.join(f.name for f in folders)}")
-        return 0
-
+        return Written(self.name, repo, tuple(folders))

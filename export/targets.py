@@ -1,10 +1,17 @@
-"""Export targets behind one registry: name -> the module and class that write it.
+"""Export targets: library calls with typed options, behind one registry.
 
-``san-export`` always writes the verified ONNX (the ``onnx`` target); every other target
-builds on that file and is asked for by its own flag (``--trt``). A target is one module
-with one :class:`ExportTarget` subclass; adding one is a new file plus one row in
-:data:`TARGETS`. Target modules import nothing heavy at module level, so ``--help`` and
+A target is one module with one :class:`ExportTarget` subclass, its options a small frozen
+dataclass, and ``write`` returns a :class:`Written` record. ``san-export`` always writes the
+verified ONNX (the ``onnx`` target); every other target builds on that file and is asked for by
+its own option (``--trt``). Adding a target is a new file plus one row in :data:`TARGETS`: the
+writing order comes from each target's ``after`` (the targets whose files it reads), not from
+the table's order. Target modules import nothing heavy at module level, so ``--help`` and
 ``--check-tensorrt`` stay fast and torch-free.
+
+From Python, without the command line::
+
+    job = ExportJob(model, meta, images, RULES, SharedOptions(onnx=Path("model.onnx")))
+    written = write_targets(job, {"triton": TritonOptions(folder=Path("repo"))})
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import argparse
 import logging
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from san.artifact import CHECKPOINT_SHA_KEY
 from san.input_convention import InputConvention
@@ -32,53 +41,130 @@ if TYPE_CHECKING:
     from san.model.network import SAN
 
 
+@dataclass(frozen=True)
+class SharedOptions:
+    """What every target may read; each defined once by ``san-export``."""
+
+    onnx: Path  # the verified fp32 ONNX (--out)
+    convention: InputConvention = InputConvention()  # what --input asks of the ONNX files
+    opset: int = 17
+    overwrite: bool = False  # replace what an output folder holds
+    int8: Path | None = None  # calibration's Q/DQ file (--int8): built by TensorRT, converted by OpenVINO
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a target that has none of its own."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one target wrote: ``main`` is the file later targets read (an engine, a folder)."""
+
+    target: str
+    main: Path
+    files: tuple[Path, ...] = ()
+    passed: bool = True  # False: a written file failed its check (renamed *.rejected)
+
+
 @dataclass
 class ExportJob:
-    """What every target reads: the parsed arguments, the model, its verified ONNX export."""
+    """What every target reads: the model, the images each written ONNX is verified on, the
+    rules, the shared options, and what earlier targets wrote."""
 
-    args: argparse.Namespace
     model: SAN
     meta: CheckpointMeta
-    images: np.ndarray  # uint8 N x 3 x H x W: what each written ONNX is verified on
-    rules: dict[str, Rule]
-    onnx: Path  # the verified fp32 ONNX, once the onnx target has written it
-    convention: InputConvention = InputConvention()  # what --input asks of the ONNX file
-    written: dict[str, Path] = field(default_factory=dict)  # what targets wrote so far: "onnx", "engine", ...
+    images: np.ndarray  # uint8 N x 3 x H x W
+    rules: Mapping[str, Rule]
+    shared: SharedOptions
+    written: dict[str, Written] = field(default_factory=dict)
 
     def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None) -> bool:
-        """Export ``model`` to ``path`` at ``precision`` with ``convention`` (default: the one
-        ``--input`` asks for) and verify it under its rule; log the report."""
+        """Export ``model`` to ``path`` at ``precision`` with ``convention`` (default: the shared
+        one) and verify it under its rule; log the report."""
         from export.verify import export_and_verify
 
-        report = export_and_verify(self.model, path, self.images, opset=self.args.opset,
+        report = export_and_verify(self.model, path, self.images, opset=self.shared.opset,
                                    provenance={CHECKPOINT_SHA_KEY: self.meta.sha256}, precision=precision,
-                                   rule=self.rules[precision], convention=convention or self.convention)
+                                   rule=self.rules[precision], convention=convention or self.shared.convention)
         log.info(f"{path}: {report.render()}")
         return report.passed
 
 
-class ExportTarget(ABC):
+Options = TypeVar("Options")
+
+
+class HasFolder(Protocol):
+    """Options of a target that writes into a folder of its own."""
+
+    @property
+    def folder(self) -> Path: ...
+
+
+FolderOptions = TypeVar("FolderOptions", bound=HasFolder)
+
+
+class ExportTarget(ABC, Generic[Options]):
     """One thing ``san-export`` can write."""
 
-    #: The ``args`` attribute that asks for this target; None: always written.
-    flag: ClassVar[str | None] = None
+    #: The registry name; ``Written.target`` and ``after`` use it.
+    name: ClassVar[str]
+    #: The option that asks for it on the command line (for messages).
+    option: ClassVar[str]
+    #: Targets whose files this one reads, when they are written too.
+    after: ClassVar[tuple[str, ...]] = ("onnx",)
+    #: Whether it reads the shared ``--int8`` file.
+    reads_int8: ClassVar[bool] = False
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add this target's options to ``san-export``'s parser."""
 
     @classmethod
-    def requested(cls, args: argparse.Namespace) -> bool:
-        return cls.flag is None or bool(getattr(args, cls.flag))
+    @abstractmethod
+    def options_from(cls, args: argparse.Namespace) -> Options | None:
+        """This target's options from parsed arguments; None when not asked for. Raises
+        ``ValueError`` for values that cannot be right."""
 
     @classmethod
-    def check_arguments(cls, args: argparse.Namespace) -> None:
-        """Refuse bad values of this target's options, asked for or not, before anything is
-        exported (raise ``ValueError``/``OSError``)."""
+    def outputs(cls, options: Options) -> dict[str, Path]:
+        """Option -> path of what it writes that a user named (checked against the inputs)."""
+        return {}
+
+    @classmethod
+    def check(cls, options: Options, shared: SharedOptions, requested: Mapping[str, object]) -> None:
+        """Refuse, before anything is exported, what would fail later (``ValueError``/``OSError``);
+        ``requested`` holds every requested target's options by name."""
 
     @abstractmethod
-    def write(self, job: ExportJob) -> int:
-        """Write this target's files; the exit status (0 ok, 1 a written file failed its check)."""
+    def write(self, job: ExportJob, options: Options) -> Written:
+        """Write this target's files."""
+
+
+class FolderTarget(ExportTarget[FolderOptions]):
+    """A target that writes into ``options.folder``: refused when it holds anything, unless
+    ``--overwrite`` (then emptied once everything before it succeeded)."""
+
+    @classmethod
+    def outputs(cls, options: FolderOptions) -> dict[str, Path]:
+        return {cls.option: options.folder}
+
+    @classmethod
+    def check(cls, options: FolderOptions, shared: SharedOptions, requested: Mapping[str, object]) -> None:
+        prepare_folder(options.folder, cls.option, shared.overwrite, check_only=True)
+
+    def prepare(self, job: ExportJob, options: FolderOptions) -> Path:
+        """The empty output folder."""
+        return prepare_folder(options.folder, self.option, job.shared.overwrite)
+
+    def export_for_consumer(self, job: ExportJob, options: FolderOptions, name: str, convention: InputConvention,
+                            resizes: str) -> Path | None:
+        """Into the prepared folder, the graph ``name`` taking ``convention``: the input of a
+        consumer that crops and resizes itself (``resizes`` says how, bilinearly) and feeds that
+        convention; None when it fails verification."""
+        require_bilinear(job.meta.spec, self.option, resizes)
+        path = self.prepare(job, options) / name
+        return path if job.export_verified(path, "fp32", convention) else None
 
 
 def require_bilinear(spec: InputSpec, option: str, consumer: str) -> None:
@@ -115,7 +201,6 @@ class TargetEntry:
         return getattr(import_module(self.module), self.cls)
 
 
-#: In the order they are written: later targets read what earlier ones wrote.
 TARGETS: dict[str, TargetEntry] = {
     "onnx": TargetEntry("export.target_onnx", "OnnxTarget"),
     "tensorrt": TargetEntry("export.target_tensorrt", "TensorRTTarget"),
@@ -126,11 +211,28 @@ TARGETS: dict[str, TargetEntry] = {
 }
 
 
-def target_classes() -> list[type[ExportTarget]]:
-    """Every registered target class, in writing order."""
-    return [entry.load() for entry in TARGETS.values()]
+def target_classes() -> dict[str, type[ExportTarget]]:
+    """Every registered target class by name."""
+    return {name: entry.load() for name, entry in TARGETS.items()}
 
 
-def requested_targets(args: argparse.Namespace) -> list[ExportTarget]:
-    """The targets ``args`` ask for, in writing order, each instantiated."""
-    return [cls() for cls in target_classes() if cls.requested(args)]
+def writing_order(names: set[str] | Mapping[str, object]) -> list[str]:
+    """``names`` ordered so that each target comes after the ones it reads (``after``)."""
+    classes = target_classes()
+    graph = {name: [n for n in classes[name].after if n in names] for name in TARGETS if name in names}
+    return list(TopologicalSorter(graph).static_order())
+
+
+def write_targets(job: ExportJob, requested: Mapping[str, object]) -> list[Written]:
+    """Write the ``onnx`` target and each requested one (name -> its options) in writing order;
+    stop after the first whose file fails its check. What each wrote is also in ``job.written``."""
+    classes = target_classes()
+    requested = {"onnx": NoOptions(), **requested}
+    done = []
+    for name in writing_order(requested):
+        written = classes[name]().write(job, requested[name])
+        job.written[name] = written
+        done.append(written)
+        if not written.passed:
+            break
+    return done

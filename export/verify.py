@@ -24,18 +24,18 @@ import numpy as np
 import onnx
 import torch
 
+from export.onnx_export import eval_mode, export_onnx
 from san.artifact import INPUT_NAME, OUTPUT_NAME, convention_of, pi_name
-from san.input_convention import InputConvention
 from san.discovery import IMAGE_SUFFIXES, discover_images
+from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.model.network import SAN
+from san.onnx_graph import mask_tensors, session_exposing, unused_tensors
 from san.preprocess import load_image
 from san.retrieval import MaskFlips
 from san.rules import RULES, Rule
 from san.spec import ContractError, InputSpec
 
-from export.graph import mask_tensors, session_exposing, unused_tensors
-from export.onnx_export import eval_mode, export_onnx
 
 @dataclass(frozen=True)
 class BlockFlips:

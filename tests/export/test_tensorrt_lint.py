@@ -18,7 +18,7 @@ from calibration.quantize import QuantizeOptions, quantize_onnx
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
-from export.graph import with_attribute_axes
+from san.onnx_graph import with_attribute_axes
 from export.tensorrt_lint import PARSERS, lint_tensorrt, parser_of
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import onnx
-import onnxruntime as ort
 
 from san.artifact import pi_name
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 #: Comparisons that turn pi into a hard mask (sharp: Greater; Table III thresholding: >=).
 COMPARE_OPS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
@@ -101,6 +104,8 @@ def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.Infere
             infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
             for name in hidden
         )
+    import onnxruntime as ort
+
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
