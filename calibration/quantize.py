@@ -447,6 +447,7 @@ def quantize_onnx(
     excluded = list(dict.fromkeys([*mask_nodes, *kept]))
     with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp, _quiet_quantizer():
         raw = Path(tmp) / "model.int8.onnx"
+        fresh_cache = Path(tmp) / cache.name  # onnxruntime writes it; moved into place after the model
         try:
             quantize_static(
                 onnx_path,
@@ -459,7 +460,7 @@ def quantize_onnx(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
                 calibrate_method=METHODS[options.method],
-                calibration_cache_path=cache,
+                calibration_cache_path=cache if cache_hit else fresh_cache,
                 extra_options={
                     "ActivationSymmetric": target.symmetric,
                     "WeightSymmetric": True,
@@ -472,6 +473,7 @@ def quantize_onnx(
             if reader is not None:
                 reader.close()
         model = onnx.load(raw)
+        ranges = None if cache_hit else fresh_cache.read_bytes()
     restore_float_inputs(model, excluded)
     leaks = quant_nodes_on_path(model, paths)
     if leaks:
@@ -498,6 +500,8 @@ def quantize_onnx(
     }
     _copy_metadata(source, model, {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(calibration, sort_keys=True)})
     atomic_write(out, lambda tmp: onnx.save_model(model, tmp))
+    if ranges is not None:
+        atomic_write(cache, lambda tmp: tmp.write_bytes(ranges))
     return QuantizeResult(out, cache, cache_hit, paths, calibration)
 
 

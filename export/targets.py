@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from san.artifact import CHECKPOINT_SHA_KEY
+from san.atomic import writing
 from san.input_convention import InputConvention
 from san.rules import Rule
 from san.spec import InputSpec
@@ -186,7 +187,8 @@ def prepare_folder(folder: Path, option: str, overwrite: bool, check_only: bool 
         if not check_only:
             shutil.rmtree(folder)
     if not check_only:
-        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
-from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries
+from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
 from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
 from san.preprocess import ImageDecodeError, load_image
@@ -251,11 +251,12 @@ def _commit_chunks(paths: list[str], todo: list[tuple[int, int]], results: Itera
             for start, end in todo:
                 chunk = [next(results) for _ in range(end - start)]
                 rows, lines = _chunk_output(paths[start:end], chunk, state.rows, embeddings.shape[1])
-                embeddings[state.rows : state.rows + len(rows)] = rows
-                embeddings.flush()
-                index.write(_encode(lines))
-                index.flush()
-                os.fsync(index.fileno())
+                with writing(out / PARTIAL_INDEX):
+                    embeddings[state.rows : state.rows + len(rows)] = rows
+                    embeddings.flush()
+                    index.write(_encode(lines))
+                    index.flush()
+                    os.fsync(index.fileno())
                 state = state.after_chunk(len(rows), index.tell())
                 state.write(out / PROGRESS)  # the commit point of this chunk
                 failpoint("embed.chunk_committed")
@@ -345,8 +346,8 @@ def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, res
         _drop_leftovers(out)  # of a run killed while it cleaned up
         return None
     _clear_output(out, overwrite or resume)  # resuming with nothing committed: start afresh
-    out.mkdir(parents=True, exist_ok=True)
-    np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="w+", dtype="<f4", shape=(n_files, dim)).flush()
+    with atomic_path(out / PARTIAL_EMBEDDINGS) as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(n_files, dim)).flush()
     header = io.StringIO()
     _index_writer(header).writerow(INDEX_HEADER)
     _write_bytes(out / PARTIAL_INDEX, _encode(header.getvalue()))

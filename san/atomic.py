@@ -1,10 +1,11 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes: a reader never sees a half-written file, and a destination that cannot
+take one (full, read-only, not permitted) is named in one line."""
 
 from __future__ import annotations
 
-import json
-
+import errno
 import glob
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,6 +14,31 @@ from pathlib import Path
 from typing import Any
 
 _TMP_SUFFIX = ".tmp"
+
+#: What a destination that cannot take a write reports: full, over quota, read-only, not permitted.
+_DESTINATION_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class DestinationError(OSError):
+    """``filename`` cannot be written (``strerror`` says why); raised where the write happens, so
+    what was written before it stays as it was."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write there: {self.strerror[:1].lower()}{self.strerror[1:]}"
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Report a full, read-only or forbidden destination met inside the block as a
+    :class:`DestinationError` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except DestinationError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _DESTINATION_ERRNOS:
+            raise
+        raise DestinationError(exc.errno, os.strerror(exc.errno), str(path)) from exc
 
 
 def _current_umask() -> int:
@@ -31,19 +57,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On error the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode of a new file
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode of a new file
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(path: str | Path) -> None:

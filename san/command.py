@@ -16,6 +16,7 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from san.arguments import BadArguments
+from san.atomic import DestinationError
 from san.extras import missing_extra
 
 #: The toolkit's top-level packages: their loggers are what a command shows.
@@ -43,7 +44,8 @@ def show_library_messages() -> None:
 
 def command(prog: str) -> Callable[[Main], Main]:
     """Decorate a command's ``main``: show library messages, and end with exit 2 and one line
-    on stderr on bad arguments or when an optional dependency is missing."""
+    on stderr on bad arguments, a destination that cannot be written (full, read-only), or when
+    an optional dependency is missing."""
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
@@ -51,6 +53,9 @@ def command(prog: str) -> Callable[[Main], Main]:
             try:
                 return main(argv)
             except BadArguments:  # the parser has said what was wrong, in one line
+                return 2
+            except DestinationError as exc:  # raised where the write failed; what was written before stays
+                print(f"{prog}: error: {exc}", file=sys.stderr)
                 return 2
             except ImportError as exc:
                 message = missing_extra(exc)

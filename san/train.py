@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from san.atomic import atomic_write_text, remove_stale_temporaries
+from san.atomic import atomic_write_text, remove_stale_temporaries, writing
 from san.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from san.data.augment import TrainAugment
 from san.data.records import ReidDataset
@@ -178,7 +178,7 @@ class _MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one line, durably: the epoch's checkpoint is written after it."""
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

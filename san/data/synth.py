@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from san.atomic import writing
+
 GENERATOR_VERSION = 1  # bump whenever rendering changes, so cached sets are regenerated
 MANIFEST = "synth.json"
 TRAIN, QUERY, GALLERY = "bounding_box_train", "query", "bounding_box_test"
@@ -669,15 +671,16 @@ def generate(out: Path, params: SynthParams, *, progress: Progress | None = None
     images = plan_images(params)
     counts = {split: sum(image.split == split for image in images) for split in SPLITS}
     summary = SynthSummary(out, params, params.ids - params.test_ids, params.test_ids, counts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(out, "tmp")
-    try:
-        _write_images(staging, params, progress(images) if progress else images)
-        (staging / MANIFEST).write_text(json.dumps(_manifest(summary), indent=2) + "\n")
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = _sibling(out, "tmp")
+        try:
+            _write_images(staging, params, progress(images) if progress else images)
+            (staging / MANIFEST).write_text(json.dumps(_manifest(summary), indent=2) + "\n")
+            _publish(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return summary
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from san import load_checkpoint
 from san.cli.train import main as train_main
 from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
+from san.atomic import DestinationError
 from san.data.torch_dataset import ReidImageDataset
 from san.preprocess import resize_to_contract
 from san.train import lr_factor, temperature, train
@@ -102,6 +105,30 @@ def test_resume_replays_the_uninterrupted_run_exactly(tmp_path: Path, monkeypatc
     cut, _ = load_checkpoint(tmp_path / "cut" / "model.pt")
     for (name, a), b in zip(full.state_dict().items(), cut.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_disk_that_fills_up_keeps_the_last_epoch_and_resume_finishes(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = san.train.save_checkpoint
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save_on_a_full_disk(path, *args, **kwargs):  # the disk is full when epoch 2 is checkpointed
+        if kwargs["training"]["epoch"] == 2:
+            monkeypatch.setattr(os, "fsync", no_space)
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(san.train, "save_checkpoint", save_on_a_full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(DestinationError) as full:
+        train(tiny_config(run))
+    monkeypatch.undo()
+    assert str(full.value) == f"{run / 'last.pt'}: cannot write there: no space left on device"
+    assert torch.load(run / "last.pt", weights_only=True)["training"]["epoch"] == 1  # epoch 1 kept, whole
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "metrics.jsonl"]  # no temporary left behind
+    train(tiny_config(run, resume=True))
+    assert [row[0] for row in losses(run)] == [1, 2] and (run / "model.pt").is_file()
 
 
 @pytest.mark.slow

@@ -4,13 +4,14 @@ that existed before it byte-identical.
 
 Classes of case: numeric ranges, finiteness and counts; options that need or exclude each other;
 path kinds (a folder for a file, a missing file, an existing file for a folder, a read-only
-destination); files recognised by content (a checkpoint where an ONNX file is expected, an ONNX
+destination, a full disk); files recognised by content (a checkpoint where an ONNX file is expected, an ONNX
 file, an empty file or text where a checkpoint is expected); outputs that are, or hold, one of the
 command's inputs; data a user made that a command would replace.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -48,14 +49,18 @@ class Case:
     argv: tuple[str, ...]
     names: str
     read_only: bool = False  # needs a folder the test user cannot write (not as root)
+    disk_full: bool = False  # every write fails with ENOSPC, as on a full disk
 
     @property
     def id(self) -> str:
         return f"{self.command} {' '.join(self.argv)}"
 
 
-def case(command: str, argv: str, names: str, read_only: bool = False) -> Case:
-    return Case(command, tuple(argv.split()), names, read_only)
+def case(command: str, argv: str, names: str, read_only: bool = False, disk_full: bool = False) -> Case:
+    return Case(command, tuple(argv.split()), names, read_only, disk_full)
+
+
+FULL = "cannot write there: no space left on device"
 
 
 CASES = [
@@ -73,6 +78,7 @@ CASES = [
     case("san-synth", "--out {data} --ids 9", "other parameters"),
     case("san-synth", "--out {dir}", "{dir}"),
     case("san-synth", "--out {ro}/set", "read-only", read_only=True),
+    case("san-synth", "--out {new} --ids 4", f"{{new}}: {FULL}", disk_full=True),
     # san-train
     case("san-train", "--preset cpu-demo --out {new} --dataset-arg ids=abc", "--dataset-arg ids='abc'"),
     case("san-train", "--preset cpu-demo --out {new} --dataset-arg idz=4", "--dataset-arg idz"),
@@ -108,6 +114,9 @@ CASES = [
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {text}", "{text} is a file"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --opset 12", "--opset"),
     case("san-export", "--ckpt {ckpt} --out {ro}/model.onnx", "read-only", read_only=True),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx", f"{{new}}.onnx: {FULL}", disk_full=True),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --boxmot {new}-boxmot", f"{{new}}.onnx: {FULL}",
+         disk_full=True),
     # san-calibrate quantize / threshold
     case("san-calibrate", "--onnx {onnx} --images {images} --out {onnx}", "--out"),
     case("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx --report {dir}", "--report"),
@@ -117,6 +126,7 @@ CASES = [
     case("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx --float-precision fp16",
          "--float-precision"),
     case("san-calibrate", "--onnx {onnx} --images {images} --out {ro}/m.onnx", "read-only", read_only=True),
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx", f"{{new}}.onnx: {FULL}", disk_full=True),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt "
          "--thresholds 0.5 nan", "--thresholds"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {ckpt}", "--out"),
@@ -132,6 +142,8 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --precision bf16 --out {new}", "option(s) --precision"),
     case("san-embed", "merge {emb} {emb2} --out {emb} --overwrite", "--out"),
     case("san-embed", "merge {emb} {missing} --out {new}", "{missing}: folder not found"),
+    case("san-embed", "{images} --model {onnx} --out {new} --workers 0", f"{{new}}/embeddings.partial.npy: {FULL}",
+         disk_full=True),
     # san-parity
     case("san-parity", "--ckpt {junk} --onnx {onnx}", "{junk}"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {dir}", "--json"),
@@ -141,10 +153,13 @@ CASES = [
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --precision bf16", "--precision"),
     case("san-parity", "--ckpt {ckpt} --onnx {ckpt}", "is a PyTorch checkpoint"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ro}/p.json", "read-only", read_only=True),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --dataset synthetic --root {data} --json {new}.json",
+         f"{{new}}.json: {FULL}", disk_full=True),
     # san-search build / query / masks
     case("san-search", "build {emb} --recall-queries -4", "--recall-queries"),
     case("san-search", "build {emb} --nprobe 0", "--nprobe"),
     case("san-search", "build {missing}", "{missing}: folder not found"),
+    case("san-search", "build {emb}", f"{{emb}}/faiss.index: {FULL}", disk_full=True),
     case("san-search", "query {emb} --rows 0 --nprobe -1", "--nprobe"),
     case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
     case("san-search", "query {emb} --rows 0 -k 0", "-k"),
@@ -186,21 +201,35 @@ def world(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root)}
 
 
+def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every commit of a write fail as on a full disk: ``os.fsync`` (each atomic write and
+    appended log line ends in one) and ``Path.write_bytes``/``write_text`` (bulk writes)."""
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for owner, name in ((os, "fsync"), (Path, "write_bytes"), (Path, "write_text")):
+        monkeypatch.setattr(owner, name, full)
+
+
 def _files(root: Path) -> dict[Path, str]:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_arguments_end_in_one_line_and_change_nothing(bad: Case, world: dict[str, str],
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     if bad.read_only and AS_ROOT:
         pytest.skip("root writes into read-only folders")
     argv = [part.format(**world) for part in bad.argv]
     before = _files(Path(world["root"]))
+    if bad.disk_full:
+        _fill_the_disk(monkeypatch)
     try:
         status = COMMANDS[bad.command](argv)
     except SystemExit as exit_:
         status = exit_.code
+    monkeypatch.undo()
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2, (status, out, err)

@@ -4,10 +4,13 @@ whatever a kill leaves on disk is consistent (never a half-written file).
 Two kinds of kill: a crash injected before every file-system step of an in-process run
 (``os.replace``, ``os.fsync``, ``os.unlink``: every window between two durable writes),
 and a real SIGKILL of the command-line program, after which no worker process may linger.
+A disk that fills up at each durable write ends the command in one line, and ``--resume``
+finishes the run once there is space again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -37,25 +40,35 @@ class _Crash(BaseException):
     """Stands for SIGKILL: a BaseException, so no ``except Exception`` in the code under test catches it."""
 
 
+def _killed(name: str, step: int) -> BaseException:
+    return _Crash(f"killed before {name} (step {step})")
+
+
+def _disk_full(name: str, step: int) -> BaseException:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 @contextmanager
-def crash_before_step(step: int) -> Iterator[list[str]]:
-    """Die instead of the ``step``-th (1-based) file-system step, and at every step after it
-    (a killed process cleans nothing up); yields the steps taken. Removing a file that is
-    already gone changes nothing on disk, so it is not a step."""
+def crash_before_step(step: int, points: tuple[str, ...] = CRASH_POINTS,
+                      error: Callable[[str, int], BaseException] = _killed) -> Iterator[list[str]]:
+    """Raise ``error`` instead of the ``step``-th (1-based) file-system step among ``points``, and
+    at every step after it (a killed process cleans nothing up, a full disk stays full); yields
+    the steps taken. Removing a file that is already gone changes nothing on disk, so it is not
+    a step."""
     taken: list[str] = []
-    originals = {name: getattr(os, name) for name in CRASH_POINTS}
+    originals = {name: getattr(os, name) for name in points}
 
     def hook(name: str) -> Callable[..., object]:
         def step_or_crash(*args: object, **kwargs: object) -> object:
             if name != "unlink" or os.path.lexists(args[0]):  # type: ignore[arg-type]
                 taken.append(name)
             if len(taken) >= step:
-                raise _Crash(f"killed before {name} (step {step})")
+                raise error(name, step)
             return originals[name](*args, **kwargs)
 
         return step_or_crash
 
-    for name in CRASH_POINTS:
+    for name in points:
         setattr(os, name, hook(name))
     try:
         yield taken
@@ -119,6 +132,37 @@ def test_embed_killed_before_any_file_system_step_resumes_to_identical_bytes(
                 continue
             assert len(taken) == step - 1 >= 10  # ran to the end: every step was a crash point
             break
+
+
+def test_san_embed_on_a_disk_that_fills_up_ends_in_one_line_and_resumes_to_identical_bytes(
+    tiny: Path, images: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk fills at each durable write in turn (every ``fsync``: chunk commits, progress,
+    the final files): one line naming a file in ``--out``, exit 2, what was committed kept."""
+    from runtime.cli_embed import main as san_embed
+
+    step = 0
+    while True:
+        step += 1
+        out = tmp_path / f"step{step:03d}"
+        argv = [str(images), "--model", str(tiny / "model.onnx"), "--out", str(out), "--workers", "0",
+                "--batch-size", str(OPTIONS.batch_size), "--chunk-size", str(OPTIONS.chunk_size), "--no-progress"]
+        with crash_before_step(step, ("fsync",), _disk_full) as taken:
+            status = san_embed(argv)
+        err = capsys.readouterr().err
+        if len(taken) < step:  # the run ended before the disk filled
+            assert step > 10
+            break
+        if status == 2:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and f"{out}/" in lines[0] and "no space left on device" in lines[0], (step, err)
+            assert_consistent(out, reference)
+            assert san_embed([*argv, "--resume"]) == 1, step  # 1: the two bad files are listed
+        else:  # only a folder's fsync, which is not needed for a file to be whole, found the disk full
+            assert status == 1, (step, err)
+        for name in ("embeddings.npy", "index.csv"):
+            assert (out / name).read_bytes() == (reference / name).read_bytes(), (step, name)
+        capsys.readouterr()
 
 
 def _chunks_done(out: Path) -> int:
