@@ -19,12 +19,19 @@ import the graph (:data:`DEEPSTREAM_TENSORRT`). DeepStream 6.4 and 7.0 ship Tens
 parser ignores the ``axes`` input of opset-18 Reduce ops and reduces over every axis: for them the
 graph is converted to opset 17 (axes as attributes) and checked to give the same embeddings as
 the opset-18 one. Every graph is checked against its TensorRT release's parser rules.
+
+With ``--deepstream-precision fp16`` (the default) DeepStream builds an FP16 engine from the
+float graph, and nothing there checks the mask path in half precision. The model is therefore
+also exported in half precision (fp32 L2 normalisation, as ``--trt --fp16`` builds from) and
+verified under the fp16 rule before the configs are written; that graph is only the check and
+is not kept. A model that fails it is refused, with ``--deepstream-precision fp32`` named.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +215,10 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
                                              "DeepStream scales object crops bilinearly")
         if onnx_path is None:
             return Written(self.name, options.folder, passed=False)
+        if options.precision == "fp16" and not holds_in_fp16(job):
+            log.error(f"{options.folder}: the model computed in fp16 fails the fp16 rule (report above), so "
+                      "DeepStream's FP16 engine would not reproduce it; give --deepstream-precision fp32")
+            return Written(self.name, options.folder, (onnx_path,), passed=False)
         parser = PARSERS[DEEPSTREAM_TENSORRT[options.version]]
         if not parser.reduce_axes_input:
             convert_for_attribute_axes(onnx_path, job.images)
@@ -220,6 +231,14 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
             atomic_write_text(options.folder / name, text)
         log.info(f"{options.folder}: {ONNX_NAME}, {', '.join(files)}")
         return Written(self.name, options.folder, (onnx_path, *(options.folder / name for name in files)))
+
+
+def holds_in_fp16(job: ExportJob) -> bool:
+    """Whether the model exported in half precision, in DeepStream's input convention, passes
+    the fp16 rule against PyTorch on the job's images (the graph itself is discarded)."""
+    log.info("DeepStream builds an FP16 engine from the float graph: checking the model in fp16")
+    with tempfile.TemporaryDirectory(prefix="san-deepstream-fp16-") as folder:
+        return job.export_verified(Path(folder) / "fp16-check.onnx", "fp16", CONVENTION)
 
 
 def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:

@@ -192,3 +192,26 @@ def test_configs_name_their_release_reassociation_deepsort_and_classes(deepstrea
         assert parser["property"]["operate-on-class-ids"] == classes
     assert "DeepStream 8.0 (TensorRT 10): ONNX opset 18" in (deepstream / "README.txt").read_text()
     assert "DeepStream 6.4 (TensorRT 8.6): ONNX opset 17" in (deepstream_64 / "README.txt").read_text()
+
+
+def test_fp16_deepstream_is_refused_for_a_model_that_does_not_hold_in_fp16(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A head whose weights exceed fp16's range (65504) computes infinities in half precision:
+    DeepStream's FP16 engine could not reproduce it, while fp32 can."""
+    import torch
+
+    from san import ModelConfig, build_model, save_checkpoint
+    from support.looks_trained import looks_trained
+
+    torch.manual_seed(0)
+    model = looks_trained(build_model(ModelConfig(backbone="resnet18").with_spec(height=64, width=32)))
+    with torch.no_grad():
+        model.head[-1].weight.mul_(1e7)  # the L2 normalisation makes fp32 blind to the scale
+    assert float(model.head[-1].weight.detach().abs().max()) > torch.finfo(torch.float16).max
+    save_checkpoint(tmp_path / "wide.pt", model)
+    argv = ["--ckpt", str(tmp_path / "wide.pt"), "--verify-count", "2"]
+    assert san_export([*argv, "--deepstream", str(tmp_path / "fp16")]) == 1
+    assert "--deepstream-precision fp32" in capsys.readouterr().out
+    assert not (tmp_path / "fp16" / "config_tracker_reid.yml").exists()
+    assert san_export([*argv, "--deepstream", str(tmp_path / "fp32"), "--deepstream-precision", "fp32"]) == 0
+    assert (tmp_path / "fp32" / "config_tracker_reid.yml").is_file()
