@@ -194,7 +194,7 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
         group.add_argument("--deepstream-batch", type=count(1), default=16, metavar="N",
                            help="objects per ReID batch (default 16)")
         group.add_argument("--deepstream-precision", default="fp16", choices=sorted(TRACKER_MODES),
-                           help="engine precision DeepStream builds (default fp16)")
+                           help="engine precision DeepStream builds (default fp16: the model is checked in half precision first)")
         group.add_argument("--deepstream-version", default=LATEST_DEEPSTREAM, choices=list(DEEPSTREAM_TENSORRT),
                            help="the DeepStream release, and so the TensorRT parser, the files are for "
                            f"(default {LATEST_DEEPSTREAM}; 6.4 and 7.0 get an opset-17 graph)")
