@@ -121,11 +121,14 @@ def make_runner(args: argparse.Namespace) -> Runner:
     return RayRunner(actor, args.ray or None, args.ray_actors, gpus_per_actor=1.0 if on_gpu else 0.0)
 
 
-def report(result: EmbedResult, what: str) -> int:
+def report(result: EmbedResult, what: str, shard: Shard | None = None) -> int:
     """Print the summary; the exit status."""
     speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
     print(f"{what} {result.ok}/{result.images} images in {result.seconds:.1f} s{speed} -> {result.out}")
-    if result.images == 0:
+    if result.images == 0 and shard is not None:
+        print(f"note: shard {shard.index}/{shard.count} holds no chunk of this folder (--chunk-size files each); "
+              "fewer shards or a smaller --chunk-size spread the files", file=sys.stderr)
+    elif result.images == 0:
         print("note: no images found (suffixes .jpg .jpeg .png .bmp .webp, any case; hidden files skipped)",
               file=sys.stderr)
     if not result.failures:
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"san-embed: note: {note}", file=sys.stderr)
             result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
                                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-        return report(result, "embedded")
+        return report(result, "embedded", args.shard)
     except (EmbedError, ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-embed: error: {exc}", file=sys.stderr)
         return 2

@@ -275,10 +275,15 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
     if any(c != common[0] for c in common[1:]):
         raise EmbedError(f"shard outputs {list(map(str, parts))} were made with different plans "
                          "(files, model, backend or options differ); embed all shards with the same command")
-    shards = sorted((m["shard"]["index"] if m["shard"] else 0, Path(p)) for m, p in zip(metas, parts))
-    count = metas[0]["shard"]["count"] if metas[0]["shard"] else 0
+    unsharded = [str(p) for m, p in zip(metas, parts) if not m["shard"]]
+    if unsharded:
+        raise EmbedError(f"{', '.join(unsharded)}: not a shard's output (embedded without --shard); merge takes "
+                         "the outputs of --shard 1/n .. n/n")
+    shards = sorted((m["shard"]["index"], Path(p)) for m, p in zip(metas, parts))
+    count = metas[0]["shard"]["count"]
+    got = sorted(f"{m['shard']['index']}/{m['shard']['count']}" for m in metas)
     if [i for i, _ in shards] != list(range(1, count + 1)) or any(m["shard"]["count"] != count for m in metas):
-        raise EmbedError(f"merge needs exactly the shards 1/n..n/n of one run, got {[i for i, _ in shards]} of {count}")
+        raise EmbedError(f"merge needs each of the shards 1/n .. n/n of one run once, got {', '.join(got)}")
     _clear_output(out, overwrite)
     dim = common[0]["contract"]["embedding_dim"]
     sources = [np.load(p / EMBEDDINGS, mmap_mode="r") for _, p in shards]

@@ -201,7 +201,9 @@ def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = 
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
     except RuntimeError as exc:
-        raise SearchError(f"--index {factory!r}: FAISS cannot make it ({str(exc).strip().splitlines()[-1]})") from None
+        reason = str(exc).strip().splitlines()[-1].rpartition(".cpp:")[2].partition(": ")[2] or str(exc).strip()
+        raise SearchError(f"--index {factory!r}: FAISS cannot make it ({reason}); give {', '.join(INDEX_KINDS)} "
+                          "or a faiss.index_factory string such as IVF1024,PQ32") from None
     work = faiss.index_cpu_to_all_gpus(index) if gpu else index
     prepare = ((lambda x: l2_normalize(np.asarray(x, np.float32))) if metric == "cosine"
                else (lambda x: np.ascontiguousarray(x, np.float32)))

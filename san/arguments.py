@@ -124,14 +124,21 @@ def finite_list(size: int) -> Callable[[str], tuple[float, ...]]:
     return parse
 
 
+def _path(text: str) -> Path:
+    """``text`` as a path; an empty one (``--out ""``, which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)
+
+
 def existing_file(text: str) -> Path:
     """A path that exists and is a file."""
-    return _existing(Path(text), folder=False)
+    return _existing(_path(text), folder=False)
 
 
 def existing_folder(text: str) -> Path:
     """A path that exists and is a folder."""
-    return _existing(Path(text), folder=True)
+    return _existing(_path(text), folder=True)
 
 
 def _existing(path: Path, folder: bool) -> Path:
@@ -153,7 +160,7 @@ def model_file(*kinds: str) -> Callable[[str], Path]:
     label = {"checkpoint": "checkpoint", "onnx": "ONNX"}.get(kinds[0], "model") if len(kinds) == 1 else "model"
 
     def parse(text: str) -> Path:
-        path = Path(text)
+        path = _path(text)
         if not path.exists():
             raise argparse.ArgumentTypeError(f"{path}: {label} file not found")
         path = existing_file(text)
@@ -171,7 +178,7 @@ def model_file(*kinds: str) -> Callable[[str], Path]:
 
 def output_file(text: str) -> Path:
     """A file to write: not a folder, in a folder that exists or can be made, and is writable."""
-    path = Path(text)
+    path = _path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; give a file path")
     _require_writable(path.parent)
@@ -180,7 +187,7 @@ def output_file(text: str) -> Path:
 
 def output_folder(text: str) -> Path:
     """A folder to write into: not a file, and writable (or creatable)."""
-    path = Path(text)
+    path = _path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
     _require_writable(path)

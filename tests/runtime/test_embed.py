@@ -72,11 +72,31 @@ def test_shards_merge_into_the_unsharded_output(tiny: Path, folder: Path, refere
     with open_backend(tiny / "model.onnx") as backend:
         for i, part in enumerate(parts, start=1):
             embed_folder(folder, backend, part, OPTIONS, shard=Shard(i, 3), runner=LocalRunner(0), progress=False)
-    with pytest.raises(EmbedError, match="exactly the shards"):
+    with pytest.raises(EmbedError, match="each of the shards 1/n .. n/n of one run once, got 1/3, 2/3$"):
         merge_shards(parts[:2], tmp_path / "partial")
+    with pytest.raises(EmbedError, match="got 1/3, 1/3, 2/3$"):
+        merge_shards([parts[0], *parts[:2]], tmp_path / "twice")
+    with pytest.raises(EmbedError, match=f"^{reference}: not a shard's output"):
+        merge_shards([reference, *parts], tmp_path / "unsharded")
     result = merge_shards([parts[2], parts[0], parts[1]], tmp_path / "merged")
     assert (result.ok, len(result.failures)) == (N_IMAGES, 2)
     assert_same_output(reference, tmp_path / "merged")
+
+
+def test_a_shard_without_a_chunk_says_so_and_the_shards_still_merge(tiny: Path, folder: Path, reference: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    parts = [tmp_path / f"s{i}" for i in (1, 2, 3)]
+    notes = []
+    for i, part in enumerate(parts, start=1):  # the whole folder is one chunk: two shards get none
+        argv = [str(folder), "--model", str(tiny / "model.onnx"), "--out", str(part), "--shard", f"{i}/3",
+                "--batch-size", str(OPTIONS.batch_size), "--chunk-size", "1000", "--workers", "0", "--no-progress"]
+        assert main(argv) in (0, 1)  # 1: the shard holding the bad files lists them
+        notes.append("holds no chunk of this folder" in capsys.readouterr().err)
+    assert notes.count(True) == 2
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 1
+    for name in ("embeddings.npy", "index.csv"):
+        assert (tmp_path / "merged" / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 def test_existing_output_and_changed_plans_are_refused(tiny: Path, folder: Path, reference: Path) -> None:

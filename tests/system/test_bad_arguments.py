@@ -79,6 +79,7 @@ CASES = [
     case("san-synth", "--out {dir}", "{dir}"),
     case("san-synth", "--out {ro}/set", "read-only", read_only=True),
     case("san-synth", "--out {new} --ids 4", f"{{new}}: {FULL}", disk_full=True),
+    Case("san-synth", ("--out", ""), "argument --out: empty path"),
     # san-train
     case("san-train", "--preset cpu-demo --out {new} --dataset-arg ids=abc", "--dataset-arg ids='abc'"),
     case("san-train", "--preset cpu-demo --out {new} --dataset-arg idz=4", "--dataset-arg idz"),
@@ -142,6 +143,8 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --precision bf16 --out {new}", "option(s) --precision"),
     case("san-embed", "merge {emb} {emb2} --out {emb} --overwrite", "--out"),
     case("san-embed", "merge {emb} {missing} --out {new}", "{missing}: folder not found"),
+    case("san-embed", "merge {emb} {emb2} --out {new}", "{emb}, {emb2}: not a shard's output"),
+    Case("san-embed", ("", "--model", "{onnx}"), "argument images: empty path"),
     case("san-embed", "{images} --model {onnx} --out {new} --workers 0", f"{{new}}/embeddings.partial.npy: {FULL}",
          disk_full=True),
     # san-parity
