@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import Backend, BackendError
-from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, IR_SUFFIXES, ONNX_SUFFIXES
+from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, IR_SUFFIXES, MODEL_KINDS, ONNX_SUFFIXES, sniff_model_kind
 from san.extras import missing_extra
 
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """Where a backend class lives and which artifact suffixes it opens."""
+    """Where a backend class lives, the artifact suffixes it is chosen for, and the model kinds
+    (:data:`san.artifact.MODEL_KINDS`) it runs."""
 
     module: str
     cls: str
     suffixes: tuple[str, ...]
+    kinds: tuple[str, ...]
 
     def load(self) -> type[Backend]:
         """Import the backend's module and return its class."""
@@ -31,10 +33,10 @@ class BackendEntry:
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", CHECKPOINT_SUFFIXES),
-    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ONNX_SUFFIXES),
-    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ENGINE_SUFFIXES),
-    "openvino": BackendEntry("runtime.openvino_backend", "OpenVINOBackend", IR_SUFFIXES),
+    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", CHECKPOINT_SUFFIXES, ("checkpoint",)),
+    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ONNX_SUFFIXES, ("onnx",)),
+    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ENGINE_SUFFIXES, ("engine",)),
+    "openvino": BackendEntry("runtime.openvino_backend", "OpenVINOBackend", IR_SUFFIXES, ("openvino", "onnx")),
 }
 
 
@@ -60,6 +62,10 @@ def open_backend(artifact: str | Path, backend: str | None = None, **options: An
     name = backend or backend_for(artifact)
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {sorted(BACKENDS)}")
+    kind = sniff_model_kind(artifact) if artifact.is_file() else None
+    if kind in MODEL_KINDS and kind not in BACKENDS[name].kinds:
+        runs = " or ".join(MODEL_KINDS[k] for k in BACKENDS[name].kinds)
+        raise ValueError(f"{artifact} is {MODEL_KINDS[kind]}; the {name} backend runs {runs}")
     try:
         cls = BACKENDS[name].load()
     except ImportError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from san.artifact import sniff_model_kind
+from san.artifact import MODEL_KINDS, sniff_model_kind
 from san.rerank import RerankParams
 
 #: The one device vocabulary of every command (OpenVINO adds its own gpu[:N] and npu).
@@ -150,10 +150,6 @@ def _existing(path: Path, folder: bool) -> Path:
     return path
 
 
-_KINDS = {"checkpoint": "a PyTorch checkpoint", "onnx": "an ONNX model", "engine": "a TensorRT engine",
-          "openvino": "an OpenVINO IR"}
-
-
 def model_file(*kinds: str) -> Callable[[str], Path]:
     """An existing file whose content is one of ``kinds`` (``checkpoint``, ``onnx``, ``engine``,
     ``openvino``): a file of another kind is named as what it is."""
@@ -168,8 +164,8 @@ def model_file(*kinds: str) -> Callable[[str], Path]:
         if kind == "unknown":
             raise argparse.ArgumentTypeError(f"{path}: not a readable {label} file")
         if kind not in kinds:
-            raise argparse.ArgumentTypeError(f"{path} is {_KINDS.get(kind, kind)}; this option takes "
-                                             f"{' or '.join(_KINDS[k] for k in kinds)}")
+            raise argparse.ArgumentTypeError(f"{path} is {MODEL_KINDS.get(kind, kind)}; this option takes "
+                                             f"{' or '.join(MODEL_KINDS[k] for k in kinds)}")
         return path
 
     parse.__name__ = "model"

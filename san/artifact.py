@@ -234,6 +234,11 @@ def read_input_convention(path: str | Path) -> InputConvention:
 _ONNX_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x72, 0x7A})
 
 
+#: What each model kind of :func:`sniff_model_kind` is, for messages.
+MODEL_KINDS = {"checkpoint": "a PyTorch checkpoint", "onnx": "an ONNX model", "engine": "a TensorRT engine",
+               "openvino": "an OpenVINO IR"}
+
+
 def sniff_model_kind(path: str | Path) -> str:
     """What a model file is by its content: ``checkpoint`` (a torch zip, or a legacy pickle),
     ``onnx``, ``openvino`` (IR XML), ``engine`` (by suffix: a TensorRT plan has no documented
