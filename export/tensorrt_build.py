@@ -56,7 +56,8 @@ class BatchProfile:
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ValueError(
-                f"batch profile needs 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}"
+                f"--min-batch {self.min}, --opt-batch {self.opt}, --max-batch {self.max}: the batch profile needs "
+                "1 <= min <= opt <= max"
             )
 
 

@@ -114,6 +114,7 @@ CASES = [
     case("san-export", "--ckpt {ckpt} --out {onnx} --input float", "--out {onnx}"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {text}", "{text} is a file"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --opset 12", "--opset"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --min-batch 4 --max-batch 2", "--min-batch 4, --opt-batch 32"),
     case("san-export", "--ckpt {ckpt} --out {ro}/model.onnx", "read-only", read_only=True),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx", f"{{new}}.onnx: {FULL}", disk_full=True),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --boxmot {new}-boxmot", f"{{new}}.onnx: {FULL}",
