@@ -11,7 +11,7 @@ Output folder::
 
 The work follows a fixed plan: the sorted file list is cut into chunks of ``chunk_size``
 files, each chunk into batches of ``batch_size`` readable images. Every chunk is committed
-(embeddings flushed, index lines fsynced, then ``progress.json`` replaced atomically), so
+(embedding rows and index lines written and fsynced, then ``progress.json`` replaced atomically), so
 an interrupted run resumes at the first uncommitted chunk and computes exactly the batches
 an uninterrupted run would. ``--shard i/n`` takes a contiguous range of whole chunks,
 so merged shards also repeat the unsharded batches. ``meta.json`` appears last: a folder
@@ -243,27 +243,43 @@ def embed_folder(
 def _commit_chunks(paths: list[str], todo: list[tuple[int, int]], results: Iterator[FileResult], out: Path,
                    state: Progress, bar: tqdm) -> Progress:
     """Commit the chunks ``todo`` one by one from the runner's ``results``; the final progress state."""
-    embeddings = np.lib.format.open_memmap(out / PARTIAL_EMBEDDINGS, mode="r+")
-    try:
-        with open(out / PARTIAL_INDEX, "r+b") as index:
-            index.truncate(state.index_bytes)  # drop lines of a chunk that was never committed
-            index.seek(state.index_bytes)
-            for start, end in todo:
-                chunk = [next(results) for _ in range(end - start)]
-                rows, lines = _chunk_output(paths[start:end], chunk, state.rows, embeddings.shape[1])
-                with writing(out / PARTIAL_INDEX):
-                    embeddings[state.rows : state.rows + len(rows)] = rows
-                    embeddings.flush()
-                    index.write(_encode(lines))
-                    index.flush()
-                    os.fsync(index.fileno())
-                state = state.after_chunk(len(rows), index.tell())
-                state.write(out / PROGRESS)  # the commit point of this chunk
-                failpoint("embed.chunk_committed")
-                bar.update(end - start)
-    finally:
-        del embeddings
+    first_row, dim = _npy_layout(out / PARTIAL_EMBEDDINGS)
+    with open(out / PARTIAL_EMBEDDINGS, "r+b") as embeddings, open(out / PARTIAL_INDEX, "r+b") as index:
+        index.truncate(state.index_bytes)  # drop lines of a chunk that was never committed
+        index.seek(state.index_bytes)
+        for start, end in todo:
+            chunk = [next(results) for _ in range(end - start)]
+            rows, lines = _chunk_output(paths[start:end], chunk, state.rows, dim)
+            with writing(out / PARTIAL_EMBEDDINGS):  # plain writes: a full disk is ENOSPC, not a memory map's SIGBUS
+                embeddings.seek(first_row + state.rows * dim * 4)
+                embeddings.write(np.ascontiguousarray(rows, "<f4").tobytes())
+                embeddings.flush()
+                os.fsync(embeddings.fileno())
+            with writing(out / PARTIAL_INDEX):
+                index.write(_encode(lines))
+                index.flush()
+                os.fsync(index.fileno())
+            state = state.after_chunk(len(rows), index.tell())
+            state.write(out / PROGRESS)  # the commit point of this chunk
+            failpoint("embed.chunk_committed")
+            bar.update(end - start)
     return state
+
+
+def _npy_layout(path: Path) -> tuple[int, int]:
+    """The byte offset of row 0 of a float32 [N, D] ``.npy`` file, and D."""
+    array = np.load(path, mmap_mode="r")
+    return array.offset, array.shape[1]
+
+
+def _write_npy(path: Path, parts: Sequence[np.ndarray], dim: int) -> None:
+    """A float32 [rows, ``dim``] ``.npy`` holding ``parts`` one after another, with plain writes
+    (a full disk is then ENOSPC, where a memory map would die of SIGBUS)."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (sum(len(p) for p in parts), dim)}
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for part in parts:
+            np.ascontiguousarray(part, "<f4").tofile(fh)
 
 
 def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> EmbedResult:
@@ -287,15 +303,8 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
     _clear_output(out, overwrite)
     dim = common[0]["contract"]["embedding_dim"]
     sources = [np.load(p / EMBEDDINGS, mmap_mode="r") for _, p in shards]
-    total = sum(len(s) for s in sources)
     with atomic_path(out / EMBEDDINGS) as tmp:
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(total, dim))
-        offset = 0
-        for source in sources:
-            merged[offset : offset + len(source)] = source
-            offset += len(source)
-        merged.flush()
-        del merged
+        _write_npy(tmp, sources, dim)
     buffer, offset = io.StringIO(), 0
     writer = _index_writer(buffer)
     writer.writerow(INDEX_HEADER)
@@ -385,10 +394,7 @@ def _finalize(out: Path, plan: dict[str, Any], state: Progress, timing: dict[str
     """Write the final files from the committed partial ones, then drop the partial files."""
     partial = np.load(out / PARTIAL_EMBEDDINGS, mmap_mode="r")
     with atomic_path(out / EMBEDDINGS) as tmp:
-        final = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=(state.rows, partial.shape[1]))
-        final[:] = partial[: state.rows]
-        final.flush()
-        del final
+        _write_npy(tmp, [partial[: state.rows]], partial.shape[1])
     del partial
     with open(out / PARTIAL_INDEX, "rb") as fh:
         _write_bytes(out / INDEX, fh.read(state.index_bytes))
