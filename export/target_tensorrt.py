@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import TargetUnavailable
-from export.targets import ExportJob, ExportTarget, SharedOptions, Written
+from export.targets import ExportJob, ExportTarget, Written
+from export.tensorrt_build import BatchProfile
 from san.arguments import count, output_file
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,11 @@ class TensorRTOptions:
 
     engine: Path | None = None  # default: the ONNX path with .engine
     fp16: bool = False
-    min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 128
+    profile: BatchProfile = BatchProfile()
     workspace_mb: int = 4096
     timing_cache: Path | None = None
     version_compatible: bool = False
     tf32: bool = False
-
-    def __post_init__(self) -> None:
-        from export.tensorrt_build import BatchProfile
-
-        BatchProfile(self.min_batch, self.opt_batch, self.max_batch)
 
 
 class TensorRTTarget(ExportTarget[TensorRTOptions]):
@@ -69,7 +63,7 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
         # checked whether --trt is given or not: a bad profile is a mistake either way
         if args.fp16 and args.int8 is not None:
             raise ValueError(f"--fp16 and --int8 {args.int8}: an engine has one precision; give one of them")
-        options = TensorRTOptions(args.engine, args.fp16, args.min_batch, args.opt_batch, args.max_batch,
+        options = TensorRTOptions(args.engine, args.fp16, BatchProfile(args.min_batch, args.opt_batch, args.max_batch),
                                   args.workspace_mb, args.timing_cache, args.trt_version_compatible, args.tf32)
         if not args.trt and args.trt_version_compatible:
             raise ValueError("--trt-version-compatible / --triton-trt-version-compatible builds the engine: "
@@ -81,14 +75,13 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
         return {"--engine": options.engine} if options.engine else {}
 
     def write(self, job: ExportJob, options: TensorRTOptions) -> Written:
-        from export.tensorrt_build import BatchProfile, build_engine
+        from export.tensorrt_build import build_engine
         from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
         from san.artifact import read_contract, sidecar_path
         from san.spec import ContractError
         from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
-        shared: SharedOptions = job.shared
-        profile = BatchProfile(options.min_batch, options.opt_batch, options.max_batch)
+        shared, profile = job.shared, options.profile
         if shared.int8 and read_contract(shared.int8) != job.meta.spec:
             raise ContractError(f"--int8 {shared.int8}: its input contract differs from the checkpoint's")
         parser = installed_parser()

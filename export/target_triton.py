@@ -168,16 +168,17 @@ class TritonTarget(FolderTarget[TritonOptions]):
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> TritonOptions | None:
-        options = TritonOptions(args.triton_name, args.triton_max_batch, args.triton_delay_us, args.triton_instances,
-                                args.triton_kind, args.triton_ort_tensorrt, args.triton or TritonOptions.folder)
-        return options if args.triton is not None else None
+        if args.triton is None:
+            return None
+        return TritonOptions(args.triton_name, args.triton_max_batch, args.triton_delay_us, args.triton_instances,
+                             args.triton_kind, args.triton_ort_tensorrt, args.triton)
 
     @classmethod
     def check(cls, options: TritonOptions, shared: SharedOptions, requested: Mapping[str, object]) -> None:
         super().check(options, shared, requested)
         engine = requested.get(TensorRTTarget.name)
         if isinstance(engine, TensorRTOptions):
-            require_within_profile(options.max_batch, engine.max_batch)
+            require_within_profile(options.max_batch, engine.profile.max)
 
     def write(self, job: ExportJob, options: TritonOptions) -> Written:
         repo = self.prepare(job, options)

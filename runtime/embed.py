@@ -297,7 +297,7 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
                          "the outputs of --shard 1/n .. n/n")
     shards = sorted((m["shard"]["index"], Path(p)) for m, p in zip(metas, parts))
     count = metas[0]["shard"]["count"]
-    got = sorted(f"{m['shard']['index']}/{m['shard']['count']}" for m in metas)
+    got = [f"{i}/{n}" for i, n in sorted((m["shard"]["index"], m["shard"]["count"]) for m in metas)]
     if [i for i, _ in shards] != list(range(1, count + 1)) or any(m["shard"]["count"] != count for m in metas):
         raise EmbedError(f"merge needs each of the shards 1/n .. n/n of one run once, got {', '.join(got)}")
     _clear_output(out, overwrite)
