@@ -14,6 +14,7 @@ from calibration.quantize import QuantizeError, QuantizeOptions, find_mask_paths
 from export.tensorrt_lint import PARSERS, lint_tensorrt
 from san.artifact import read_contract
 from san.preprocess import load_image
+from san.rules import RULES
 from calibration.hygiene import folder_images
 from support.calibration_helpers import embed_onnx
 
@@ -69,13 +70,16 @@ def test_float_parts_are_float16_and_tensorrt_10_parses_them(half_tensorrt, quan
     assert read_contract(half_tensorrt.out) == read_contract(quantized_tensorrt.out)
 
 
-def test_onnxruntime_runs_it_within_the_int8_cosine_of_the_fp32_floats_file(half_tensorrt, quantized_tensorrt, synth: Path) -> None:
-    """Measured here (random weights, the hard case): mean cosine to the fp32-floats file 0.99+."""
-    spec = read_contract(quantized_tensorrt.out)
+def test_onnxruntime_runs_it_within_the_int8_rule_of_the_fp32_model(half_tensorrt, fp32_onnx: Path,
+                                                                     synth: Path) -> None:
+    """Judged against the fp32 model by the int8 rule, as every INT8 file is; never against the
+    INT8 file with fp32 float parts, whose own INT8 rounding a CPU's kernels decide."""
+    spec = read_contract(fp32_onnx)
     batch = np.stack([load_image(p, spec) for p in folder_images(synth / "query", "q")])
-    a, b = embed_onnx(quantized_tensorrt.out, batch), embed_onnx(half_tensorrt.out, batch)
+    a, b = embed_onnx(fp32_onnx, batch), embed_onnx(half_tensorrt.out, batch)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert np.isfinite(b).all() and cosine.mean() >= 0.98 and cosine.min() >= 0.95, cosine
+    assert np.isfinite(b).all(), b
+    assert RULES["int8"].breaches("int8", {"min_cosine_mean": float(cosine.mean())}) == [], cosine
 
 
 def test_the_int8_rule_judges_it_as_any_int8_file(half_tensorrt, fp32_onnx: Path, synth: Path) -> None:
@@ -83,7 +87,6 @@ def test_the_int8_rule_judges_it_as_any_int8_file(half_tensorrt, fp32_onnx: Path
     rule's on the cosine measured here independently."""
     from calibration.report import build_report
     from san.data.registry import load_dataset
-    from san.rules import RULES
 
     dataset = load_dataset("synthetic", synth, verbose=False)
     report = build_report(fp32_onnx, half_tensorrt.out, dataset, half_tensorrt.cache, progress=False)

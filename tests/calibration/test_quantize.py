@@ -22,7 +22,9 @@ from calibration.quantize import (
 )
 from san.artifact import read_contract
 from san.hashing import file_sha256
+from san.metrics import paired_cosine
 from san.preprocess import load_image
+from san.rules import RULES
 from san.spec import METADATA_KEY
 from support.calibration_helpers import CFG, OPTIONS, counting_load_image, embed_onnx, float_prefix_of
 
@@ -117,18 +119,18 @@ def test_range_cache_is_reused_and_invalidated_when_the_model_changes(
     assert sorted(calls) == sorted(map(str, calibration_images))  # every image decoded once, through load_image
 
 
-def test_int8_embeddings_agree_with_fp32(quantized, fp32_onnx: Path, synth: Path) -> None:
-    """Random weights are the hard case: nothing learned to be robust, and with BatchNorm at
-    its initial statistics every hard mask sits on noise. Measured here: mean cosine 0.995,
-    min 0.986 (default file). The bounds leave room for other CPUs' int8 kernels (VNNI, ARM
-    dot products round differently) and still fail on a wrong scale or a quantized mask
-    path (mean cosine then falls below ~0.9)."""
+def test_int8_embeddings_meet_the_int8_rule_against_fp32(quantized, fp32_onnx: Path, synth: Path) -> None:
+    """Random weights are the hard case: nothing learned to be robust, so every hard mask sits
+    on noise. Judged as san-parity judges it, by
+    the int8 rule's cosine limit (single images are not gated: each CPU's INT8 kernels, AVX2,
+    VNNI or AMX, round differently); a wrong scale or a quantized mask path falls below it
+    (tests/calibration/test_int8_report.py)."""
     spec = read_contract(fp32_onnx)
     batch = np.stack([load_image(p, spec) for p in folder_images(synth / "query", "q")])
     fp32, int8 = embed_onnx(fp32_onnx, batch), embed_onnx(quantized.out, batch)
     assert np.isfinite(int8).all()
-    cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
-    assert cosine.mean() >= 0.98 and cosine.min() >= 0.95, cosine
+    cosine = paired_cosine(fp32, int8)
+    assert RULES["int8"].breaches("int8", {"min_cosine_mean": float(cosine.mean())}) == [], cosine
 
 
 def test_a_model_whose_mask_path_is_not_recognised_is_refused(fp32_onnx: Path, calibration_images, tmp_path: Path) -> None:

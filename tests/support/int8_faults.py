@@ -6,6 +6,9 @@
 - :func:`scale_activation_ranges`: a healthy Q/DQ file whose activation ranges are all
   ``factor`` times too wide (a calibration that saw the wrong data or wrong units): every
   activation keeps a tenth of its levels.
+- :func:`scale_one_weight`: a healthy Q/DQ file with one convolution's weight scale
+  ``factor`` times too large (a scale written for another layer, or in other units): that
+  layer's output grows ``factor``-fold and every later block sees it.
 """
 
 from __future__ import annotations
@@ -46,5 +49,19 @@ def scale_activation_ranges(int8: Path, out: Path, factor: float) -> Path:
     for name in scales:
         scaled = numpy_helper.to_array(initializers[name]) * np.float32(factor)
         initializers[name].CopyFrom(numpy_helper.from_array(scaled, name))
+    onnx.save(model, out)
+    return out
+
+
+def scale_one_weight(int8: Path, out: Path, weight: str, factor: float) -> Path:
+    """A copy of ``int8`` whose DequantizeLinear of the initializer ``weight`` (its quantized
+    tensor, e.g. ``san.stages.3.0.downsample.0.weight_quantized``) has its scale multiplied by
+    ``factor``."""
+    model = onnx.load(int8)
+    initializers = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == weight]
+    assert len(nodes) == 1, f"{int8}: {len(nodes)} DequantizeLinear nodes read {weight}"
+    scale = initializers[nodes[0].input[1]]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(factor), scale.name))
     onnx.save(model, out)
     return out
