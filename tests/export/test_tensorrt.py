@@ -27,6 +27,7 @@ from san.config import ModelConfig
 from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.model.network import build_model
+from san.rules import RULES
 from san.spec import METADATA_KEY, InputSpec
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
@@ -136,8 +137,10 @@ def _run_engine(engine_path: Path, images: np.ndarray) -> np.ndarray:
 
 @pytest.mark.gpu
 @pytest.mark.tensorrt
-@pytest.mark.parametrize(("precision", "floor"), [("fp32", 0.9999), ("fp16", 0.999)])
-def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
+    """An fp32 engine (TF32 off) agrees with onnxruntime image by image as unflipped fp32 does; an
+    fp16 engine is judged by the fp16 rule's cosine limits, whatever the GPU's fp16 kernels round."""
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
@@ -160,7 +163,12 @@ def test_engine_matches_onnxruntime(precision: str, floor: float, tmp_path: Path
         got = _run_engine(engine, images)
         (want,) = session.run(None, {INPUT_NAME: images})
         assert np.isfinite(got).all()
-        assert paired_cosine(got, want).min() >= floor, (batch, paired_cosine(got, want))
+        cos = paired_cosine(got, want)
+        if precision == "fp32":
+            assert cos.min() >= RULES["fp32"].min_cosine_unflipped, (batch, cos)
+        else:
+            cosines = {"min_cosine_min": float(cos.min()), "min_cosine_mean": float(cos.mean())}
+            assert RULES["fp16"].breaches("fp16", cosines) == [], (batch, cos)
     cached = cache.stat().st_size  # a second build reuses and keeps the timing cache
     build_engine(onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache)
     assert cache.stat().st_size >= cached
