@@ -55,7 +55,7 @@ from common import fmt, load_average, markdown_table, parse_args
 from seed_stats import SeedPaired, paired_over_seeds, t_interval
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
-from san.arguments import add_device_argument
+from san.arguments import add_device_argument, add_progress_argument
 
 if TYPE_CHECKING:
     from san.data.synth import SynthParams
@@ -220,7 +220,7 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
     base = PRESETS["cpu-demo"].config(str(out), "synthetic", str(data), data_options)
     spec = replace(base.recipe.model.spec, height=args.height, width=args.width)
     cfg = base.with_changes(model=replace(base.recipe.model, spec=spec, **model), seed=seed, epochs=args.epochs,
-                            eval_every=0, progress=False, device=args.device,
+                            eval_every=0, progress=args.progress, device=args.device,
                             resume=(out / "last.pt").is_file() and not (out / "model.pt").is_file(), **recipe)
     if not (out / "model.pt").is_file():
         train(cfg, after_epoch)
@@ -633,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
     add_device_argument(parser, "cpu")
+    add_progress_argument(parser)
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
     for option in ("val_every", "mask_seeds", "bn_images", "seeds", "epochs"):
@@ -648,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = chosen_variant(layout) if args.decide else None
     args.variants = ["baseline", chosen] if chosen else with_baselines(args.variants)
     started = time.perf_counter()
+    if args.progress:  # each run's epoch lines, and progress lines within an epoch (san.progress)
+        from san.command import show_library_messages
+
+        show_library_messages()
     print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "
           f"{args.height}x{args.width}, {args.ids} synthetic ids; load average {load_average()}", flush=True)

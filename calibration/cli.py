@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, count, existing_folder, finite,
-                           model_file, output_file, output_folder)
+from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_overwrite_argument,
+                           add_progress_argument, count, existing_folder, finite, model_file, output_file,
+                           output_folder, refuse_replacing)
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     hygiene.add_argument("--eval-root", type=existing_folder, metavar="DIR", help="that data set's folder")
     hygiene.add_argument("--report", type=output_file, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
     add_limit_argument(hygiene, "int8.max_delta_map=2, as san-parity")
-    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_overwrite_argument(q, "an existing --out (and its report)")
+    add_progress_argument(q)
 
     t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
     t.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH", help="trained checkpoint")
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=count(0), default=0, metavar="S", help="seed of the first draw (default %(default)s)")
     t.add_argument("--batch-size", type=count(1), default=128, metavar="N", help="evaluation batch (default %(default)s)")
     t.add_argument("--workers", type=count(0), default=2, metavar="N", help="decoding workers (default %(default)s)")
+    add_overwrite_argument(t, "an existing --out")
+    add_progress_argument(t)
     return parser
 
 
@@ -152,19 +156,20 @@ def _quantize(args: argparse.Namespace) -> int:
     rule = override_rules(RULES, args.limit)["int8"]
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     refuse_overwriting_inputs(out, {"--onnx": args.onnx})
+    refuse_replacing(out, "--out", args.overwrite)
     dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
     print(sample.render())
     options = QuantizeOptions(
         method=args.method, target=args.target, float_precision=args.float_precision, float_blocks=args.float_blocks,
-        reduce_range=args.reduce_range, batch_size=args.batch_size, progress=not args.no_progress,
+        reduce_range=args.reduce_range, batch_size=args.batch_size, progress=args.progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())
     print(result.render())
     if dataset is None:
         print("no report: pass --eval-dataset NAME --eval-root DIR to compare fp32 and INT8 on a held-out split")
         return 0
-    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=not args.no_progress,
+    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=args.progress,
                           rule=rule)
     print(report.render())
     print(f"report: {write_json(report, args.report or out.with_name(out.name + '.report.json'))}")
@@ -175,10 +180,11 @@ def _threshold(args: argparse.Namespace) -> int:
     from calibration.threshold import calibrate_threshold  # runs the torch model
 
     refuse_overwriting_inputs(args.out, {"--ckpt": args.ckpt})
+    refuse_replacing(args.out, "--out", args.overwrite)
     dataset = load_dataset(args.dataset, args.root)
     report = calibrate_threshold(
         args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
-        batch_size=args.batch_size, workers=args.workers,
+        batch_size=args.batch_size, workers=args.workers, progress=args.progress,
     )
     print(report.render())
     print(f"wrote {args.out} (mask threshold {report.chosen:.2f} in its contract)")

@@ -43,6 +43,7 @@ class CalibrationSet:
     seed: int
     evaluation_images: int  # images the sample was checked against
     skipped: tuple[tuple[Path, str], ...] = ()  # drawn files that cannot be decoded, and why
+    evaluation_source: str = ""  # where those came from, in words
 
     def sampling(self) -> dict[str, int]:
         """What goes into the output's metadata next to the method."""
@@ -58,6 +59,7 @@ class CalibrationSet:
         lines = [
             f"calibration sample: {len(self.images)} of {self.pool} images, seed {self.seed}; "
             f"no overlap with {self.evaluation_images} evaluation images"
+            + (f" ({self.evaluation_source})" if self.evaluation_source else "")
             + (f"; {len(self.skipped)} unreadable files skipped:" if self.skipped else "")
         ]
         lines += [f"  {printable_path(path)}: {reason}" for path, reason in self.skipped]
@@ -74,11 +76,21 @@ def folder_images(directory: str | Path, argument: str) -> list[Path]:
 
 def evaluation_images(exclude: Sequence[str | Path] = (), dataset: ReidDataset | None = None) -> list[Path]:
     """The evaluation split: images under every ``exclude`` folder plus the query and
-    gallery of ``dataset`` (as its loader lists them)."""
+    gallery of ``dataset`` (as its loader lists them), each file once."""
     found = [p for directory in exclude for p in folder_images(directory, "--exclude")]
     if dataset is not None:
         found += [Path(r.path) for r in (*dataset.query, *dataset.gallery)]
-    return found
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def evaluation_source(exclude: Sequence[str | Path] = (), dataset: ReidDataset | None = None) -> str:
+    """Where :func:`evaluation_images` found them, in words: the counts of the two sources differ
+    (a folder holds every image file; a loader leaves out what its protocol drops, such as
+    Market-1501's junk images, person id -1)."""
+    parts = ["every image file under --exclude"] if exclude else []
+    if dataset is not None:
+        parts.append(f"{dataset.name}'s query and gallery as its loader lists them, without the images it drops")
+    return "; ".join(parts)
 
 
 def sample_images(paths: Sequence[Path], num: int, seed: int) -> list[Path]:
@@ -184,4 +196,5 @@ def select_calibration_set(
     images, skipped = sample_readable(pool, num, seed)
     if not images:
         raise FileNotFoundError(f"--images {images_dir}: none of the {len(pool)} files can be decoded")
-    return CalibrationSet(tuple(images), len(pool), seed, len(evaluation), tuple(skipped))
+    return CalibrationSet(tuple(images), len(pool), seed, len(evaluation), tuple(skipped),
+                          evaluation_source(exclude, dataset))

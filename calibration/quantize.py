@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -59,6 +58,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from calibration.half_floats import with_half_float_parts
 from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, read_contract
 from san.atomic import atomic_write
+from san.command import foreign_prints_dropped
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
 from san.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
@@ -517,7 +517,7 @@ def _quiet_quantizer() -> Iterator[None]:
     root = logging.getLogger()
     root.addFilter(not_advice)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with foreign_prints_dropped():
             yield
     finally:
         root.removeFilter(not_advice)

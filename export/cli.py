@@ -8,8 +8,8 @@ from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
 from export.tensorrt_lint import PARSERS
-from san.arguments import (CommandParser, add_limit_argument, count, existing_folder, finite_list, model_file,
-                           output_file)
+from san.arguments import (CommandParser, add_limit_argument, add_overwrite_argument, count, existing_folder,
+                           finite_list, model_file, output_file)
 from san.command import command
 from san.input_convention import KINDS, InputConvention
 
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorrt", choices=list(PARSERS), metavar="VERSION",
                         help=f"the TensorRT release whose parser --check-tensorrt models: {', '.join(PARSERS)} "
                         "(default: the installed TensorRT, else 10)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="with --check-tensorrt: after the summary, list every node that breaks a rule")
     verify = parser.add_argument_group("verification")
     verify.add_argument("--verify-images", type=existing_folder, metavar="DIR",
                         help="verify on these images (default: synthetic)")
@@ -89,9 +91,8 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lowest opset (>= 17; the exporter writes >= 18)")
     parser.add_argument("--int8", type=model_file("onnx"), metavar="QDQ.onnx",
                         help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace what an output holds: a target folder that is not empty (--triton, ...), "
-                        "or an existing --out exported from another checkpoint or with another input convention")
+    add_overwrite_argument(parser, "what an output holds: a target folder that is not empty (--triton, ...), or "
+                           "an existing --out exported from another checkpoint or with another input convention")
     group = parser.add_argument_group("input convention of the ONNX file (the model inside is unchanged)")
     group.add_argument("--input", default="uint8", metavar="KIND",
                        help=f"{' | '.join(KINDS)}: uint8 pixels (default), float32 pixels 0..255, or float32 "
@@ -122,25 +123,33 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
     try:
-        return check_tensorrt(args.check_tensorrt, args.tensorrt) if args.check_tensorrt else run(args)
+        return check_tensorrt(args.check_tensorrt, args.tensorrt, args.verbose) if args.check_tensorrt else run(args)
     except ExportError as exc:  # TargetUnavailable (3), ExportInputError (2), a file that failed its check (1)
         return fail(str(exc), exc.status)
     except (ContractError, ImageDecodeError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc), 2)
 
 
-def check_tensorrt(path: Path, release: str | None) -> int:
-    """Print every violation of ``path`` against the parser of TensorRT ``release`` (None: the
-    installed one, else 10); 0 when there is none, else 1."""
-    from export.tensorrt_lint import installed_parser, lint_tensorrt_file
+def check_tensorrt(path: Path, release: str | None, verbose: bool = False) -> int:
+    """Check ``path`` against the parser of TensorRT ``release`` (None: the installed one, else
+    10): the verdict, then the violations summed up by rule (with the change that fixes each)
+    and by node kind, then with ``verbose`` every node. 0 when there is none, else 1."""
+    from export.tensorrt_lint import installed_parser, lint_tensorrt_file, summarize
 
     parser = PARSERS[release] if release else installed_parser()
     violations = lint_tensorrt_file(path, parser)
-    for violation in violations:
-        print(f"{path}: {violation}")
-    print(f"{path}: {len(violations)} violation(s) of TensorRT {parser.name}'s ONNX parser rules" if violations
-          else f"{path}: compatible with TensorRT {parser.name}'s ONNX parser rules")
-    return 1 if violations else 0
+    if not violations:
+        print(f"{path}: compatible with TensorRT {parser.name}'s ONNX parser rules")
+        return 0
+    print(f"{path}: {len(violations)} violation(s) of TensorRT {parser.name}'s ONNX parser rules")
+    for line in summarize(violations):
+        print(f"  {line}")
+    if verbose:
+        for violation in violations:
+            print(f"{path}: {violation}")
+    else:
+        print("  --verbose lists every node")
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:

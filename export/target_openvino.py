@@ -72,7 +72,8 @@ class OpenVINOTarget(FolderTarget[OpenVINOOptions]):
         group.add_argument("--openvino", type=output_folder, metavar="DIR",
                            help="write OpenVINO IR here (with --int8 QDQ.onnx, the INT8 file too)")
         group.add_argument("--openvino-fp16-weights", action="store_true",
-                           help="store weights in fp16 (half the size; computation still follows --precision at run time)")
+                           help="store weights in fp16 (half the size); the arithmetic is still what the runtime "
+                           "is told: f32 unless san-embed, san-search or san-parity get --precision bf16|fp16")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> OpenVINOOptions | None:

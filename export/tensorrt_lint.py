@@ -37,6 +37,7 @@ imports neither torch nor tensorrt.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,16 +173,62 @@ class TensorRTIncompatible(ExportError, ValueError):
     """A graph TensorRT's ONNX parser would refuse; the message lists each violation."""
 
 
+_QUANTIZE_FOR_TENSORRT = "quantize the fp32 model with `san-calibrate --target tensorrt` (int8 symmetric Q/DQ, float biases)"
+_EXPORT_AT_17 = "export at opset 17 (`san-export --opset 17`; DeepStream 6.4/7.0 targets get it by themselves)"
+
+#: Each kind of rule: what it is about, and the one change that fixes every node that breaks it.
+RULE_KINDS: dict[str, tuple[str, str]] = {
+    "opset": ("opset newer than the parser imports", _EXPORT_AT_17),
+    "build-time-input": ("input the parser reads at build time is not constant", "export with static shapes "
+                         "(`san-export` folds every such input of the toolkit's graphs)"),
+    "reduce-axes-input": ("Reduce axes given as an input, which this parser ignores", _EXPORT_AT_17),
+    "custom-domain": ("op of a custom domain", "export standard ONNX ops only (a file made by onnxruntime's "
+                      "optimiser or quantizer for the CPU holds com.microsoft ops: " + _QUANTIZE_FOR_TENSORRT + ")"),
+    "unsupported-op": ("op type the parser has no importer for", "replace the op in the model before export"),
+    "input-type": ("data input of a type the op does not take", "cast the input before the op in the model"),
+    "uint8-inside": ("UINT8 tensor inside the graph", "export with `san-export --input uint8` (the graph casts its "
+                     "input first)"),
+    "quantized-outside-qdq": ("quantized tensor made outside QuantizeLinear (QLinear ops)", _QUANTIZE_FOR_TENSORRT),
+    "pool-or-resize": ("MaxPool indices or dilations, or Resize antialiasing", "export without them"),
+    "scale": ("Q/DQ scale not a positive constant", _QUANTIZE_FOR_TENSORRT),
+    "zero-point-type": ("zero point of a type other than INT8, FP8 or INT4", _QUANTIZE_FOR_TENSORRT),
+    "zero-point-value": ("zero point not a constant 0 (asymmetric quantization)", _QUANTIZE_FOR_TENSORRT),
+    "int32-dequantize": ("DequantizeLinear of INT32 (a quantized bias)", _QUANTIZE_FOR_TENSORRT),
+    "axis": ("per-axis scale that does not fit its axis", _QUANTIZE_FOR_TENSORRT),
+    "per-channel-activations": ("activations quantized per channel", _QUANTIZE_FOR_TENSORRT),
+    "uint8-input": ("UINT8 network input feeding other ops than a Cast", "export with `san-export --input uint8`"),
+}
+
+
 @dataclass(frozen=True)
 class Violation:
-    """One node that TensorRT's parser would refuse, and the rule it breaks."""
+    """One node that TensorRT's parser would refuse, the kind of rule it breaks
+    (:data:`RULE_KINDS`), and the rule in words."""
 
     node: str
     op_type: str
+    kind: str
     rule: str
 
     def __str__(self) -> str:
         return f"{self.node} ({self.op_type}): {self.rule}"
+
+
+def summarize(violations: list[Violation]) -> list[str]:
+    """Lines that sum ``violations`` up: a count per kind of rule, per op type, and each change
+    that fixes them with the number of violations it fixes."""
+    kinds = Counter(v.kind for v in violations)
+    width = max(len(str(n)) for n in kinds.values())
+    lines = ["by rule:", *(f"  {n:>{width}}  {RULE_KINDS[kind][0]}" for kind, n in kinds.most_common())]
+    lines.append("by node kind: " + ", ".join(f"{op} {n}" for op, n in Counter(v.op_type for v in violations).most_common()))
+    fixes: dict[str, list[str]] = {}
+    for kind, _ in kinds.most_common():
+        fixes.setdefault(RULE_KINDS[kind][1], []).append(kind)
+    for fix, fixed in fixes.items():
+        n = sum(kinds[kind] for kind in fixed)
+        which = f"all {n}" if len(fixes) == 1 else f"{n} ({'; '.join(RULE_KINDS[kind][0] for kind in fixed)})"
+        lines.append(f"to fix {which}: {fix}")
+    return lines
 
 
 class _Graph:
@@ -235,30 +282,35 @@ def lint_tensorrt(model: onnx.ModelProto, parser: ParserVersion = PARSERS[DEFAUL
     except onnx.shape_inference.InferenceError:  # e.g. a custom domain: lint with the declared types
         inferred = model
     g = _Graph(inferred)
-    found = [Violation("(model)", "opset", rule) for rule in _opset_rules(model, parser)]
+    found = [Violation("(model)", "opset", kind, rule) for kind, rule in _opset_rules(model, parser)]
     for node in inferred.graph.node:
         name = node.name or (node.output[0] if node.output else node.op_type)
-        found += [Violation(name, node.op_type, rule) for rule in (*_node_rules(node, g), *_version_rules(node, g, parser))]
-    found += [Violation(name, "input", rule) for name, rule in _input_rules(g)]
+        found += [Violation(name, node.op_type, kind, rule)
+                  for kind, rule in (*_node_rules(node, g), *_version_rules(node, g, parser))]
+    found += [Violation(name, "input", kind, rule) for name, kind, rule in _input_rules(g)]
     return found
 
 
-def _opset_rules(model: onnx.ModelProto, parser: ParserVersion) -> Iterator[str]:
+#: What the rule generators yield: the kind of rule (a key of :data:`RULE_KINDS`) and the rule in words.
+Broken = tuple[str, str]
+
+
+def _opset_rules(model: onnx.ModelProto, parser: ParserVersion) -> Iterator[Broken]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > parser.max_opset:
-        yield f"ONNX opset {opset}: TensorRT {parser.name}'s parser imports opsets up to {parser.max_opset}"
+        yield "opset", f"ONNX opset {opset}: TensorRT {parser.name}'s parser imports opsets up to {parser.max_opset}"
 
 
-def _version_rules(node: onnx.NodeProto, g: _Graph, parser: ParserVersion) -> Iterator[str]:
+def _version_rules(node: onnx.NodeProto, g: _Graph, parser: ParserVersion) -> Iterator[Broken]:
     wanted = parser.build_time.get(node.op_type) if node.domain in ("", "ai.onnx") else None
     if wanted is not None and len(node.input) > wanted.index and node.input[wanted.index]:
         tensor = node.input[wanted.index]
         if not (g.folded(tensor) if wanted.folded else tensor in g.constants):
             kind = "resolve to a constant at build time" if wanted.folded else "be a constant (initializer)"
-            yield f"input {wanted.name} ({tensor!r}) must {kind} for TensorRT {parser.name}'s parser"
+            yield "build-time-input", f"input {wanted.name} ({tensor!r}) must {kind} for TensorRT {parser.name}'s parser"
     if (not parser.reduce_axes_input and node.op_type in REDUCE_AXES_INPUT_AT_18 and len(node.input) > 1
             and node.input[1]):
-        yield (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
+        yield "reduce-axes-input", (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
                "reduces over every axis, batch included; give axes as an attribute (opset 17)")
 
 
@@ -285,81 +337,81 @@ def require_tensorrt_compatible(path: str | Path, parser: ParserVersion = PARSER
         )
 
 
-def _node_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
+def _node_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[Broken]:
     if node.domain not in ("", "ai.onnx"):
-        yield f"custom domain {node.domain!r}: TensorRT's parser imports standard ONNX ops only"
+        yield "custom-domain", f"custom domain {node.domain!r}: TensorRT's parser imports standard ONNX ops only"
         return
     if node.op_type not in SUPPORTED:
-        yield "op type not supported by TensorRT's ONNX parser"
+        yield "unsupported-op", "op type not supported by TensorRT's ONNX parser"
         return
     if node.op_type in ("QuantizeLinear", "DequantizeLinear"):  # their types are the zero point's
         yield from _qdq_rules(node, g)
         return
     data = g.type_name(node.input[0]) if node.input and node.input[0] else None
     if data is not None and data not in SUPPORTED[node.op_type] and not (data == "UINT8" and node.op_type.startswith("Cast")):
-        yield f"input {node.input[0]!r} is {data}; TensorRT's {node.op_type} takes {', '.join(sorted(SUPPORTED[node.op_type]))}"
+        yield "input-type", f"input {node.input[0]!r} is {data}; TensorRT's {node.op_type} takes {', '.join(sorted(SUPPORTED[node.op_type]))}"
     if data == "UINT8" and node.input[0] not in g.inputs:
-        yield f"input {node.input[0]!r} is UINT8 inside the graph; TensorRT takes UINT8 only as a network input or output"
+        yield "uint8-inside", f"input {node.input[0]!r} is UINT8 inside the graph; TensorRT takes UINT8 only as a network input or output"
     if any(g.type_name(o) in _QUANTIZED for o in node.output):
-        yield "produces a quantized tensor outside QuantizeLinear; TensorRT quantizes only through Q/DQ"
+        yield "quantized-outside-qdq", "produces a quantized tensor outside QuantizeLinear; TensorRT quantizes only through Q/DQ"
     if node.op_type == "MaxPool":
         if len(node.output) > 1 and node.output[1]:
-            yield "the Indices output is not supported"
+            yield "pool-or-resize", "the Indices output is not supported"
         dilations = next((list(a.ints) for a in node.attribute if a.name == "dilations"), [])
         if any(d != 1 for d in dilations):
-            yield f"dilations {dilations}: TensorRT pools with unit dilations only"
+            yield "pool-or-resize", f"dilations {dilations}: TensorRT pools with unit dilations only"
     if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
-        yield "antialiasing is not supported"
+        yield "pool-or-resize", "antialiasing is not supported"
 
 
-def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[str]:
+def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[Broken]:
     quantize = node.op_type == "QuantizeLinear"
     scale = g.constants.get(node.input[1]) if len(node.input) > 1 else None
     if scale is None:
-        yield f"scale {node.input[1]!r} must be a constant initializer"
+        yield "scale", f"scale {node.input[1]!r} must be a constant initializer"
     elif not (np.asarray(scale, dtype=np.float64) > 0).all():
-        yield f"scale {node.input[1]!r} has coefficients <= 0; TensorRT needs every scale positive"
+        yield "scale", f"scale {node.input[1]!r} has coefficients <= 0; TensorRT needs every scale positive"
     zero_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if zero_name is not None:  # without one the parser quantizes to INT8 with zero point 0
         zero_type = g.type_name(zero_name)
         if zero_type not in _QUANTIZED:
-            yield (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or INT4 only "
+            yield "zero-point-type", (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or INT4 only "
                    "(a UINT8 zero point is read as INT8: values above 127 wrap)")
         zero = g.constants.get(zero_name)
         if zero is None:
-            yield f"zero point {zero_name!r} must be a constant"
+            yield "zero-point-value", f"zero point {zero_name!r} must be a constant"
         elif np.asarray(zero).astype(np.float64).any():
-            yield f"zero point {zero_name!r} is not 0: TensorRT supports symmetric quantization only"
+            yield "zero-point-value", f"zero point {zero_name!r} is not 0: TensorRT supports symmetric quantization only"
     if not quantize and g.type_name(node.input[0]) == "INT32":
-        yield ("dequantizes INT32 (a quantized bias): TensorRT dequantizes INT8, FP8 and INT4 only; "
+        yield "int32-dequantize", ("dequantizes INT32 (a quantized bias): TensorRT dequantizes INT8, FP8 and INT4 only; "
                "keep biases in float")
     if scale is not None and np.asarray(scale).size > 1:
         yield from _axis_rules(node, g, int(np.asarray(scale).size))
 
 
-def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[str]:
+def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[Broken]:
     shape = g.shapes.get(node.input[0])
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
     if shape is None:
         return
     rank = len(shape)
     if not -rank <= axis < rank:
-        yield f"axis {axis} is outside the input's rank {rank}"
+        yield "axis", f"axis {axis} is outside the input's rank {rank}"
         return
     if shape[axis] not in (None, scale_size):
-        yield f"per-axis scale of {scale_size} values, but dimension {axis} of the input has {shape[axis]}"
+        yield "axis", f"per-axis scale of {scale_size} values, but dimension {axis} of the input has {shape[axis]}"
     source = g.producer.get(node.input[0])
     weights = node.input[0] in g.constants or (
         source is not None and source.op_type == "QuantizeLinear" and source.input[0] in g.constants)
     if not weights:
-        yield (f"activations quantized per channel (a scale of {scale_size} values on axis {axis}): TensorRT "
+        yield "per-channel-activations", (f"activations quantized per channel (a scale of {scale_size} values on axis {axis}): TensorRT "
                "quantizes activations per tensor only")
 
 
-def _input_rules(g: _Graph) -> Iterator[tuple[str, str]]:
+def _input_rules(g: _Graph) -> Iterator[tuple[str, str, str]]:
     for name in sorted(g.inputs):
         if g.type_name(name) != "UINT8":
             continue
         others = sorted({n.op_type for n in g.consumers.get(name, []) if not n.op_type.startswith("Cast")})
         if others:
-            yield name, f"UINT8 network input feeds {others}; TensorRT takes a UINT8 input only into a Cast"
+            yield name, "uint8-input", f"UINT8 network input feeds {others}; TensorRT takes a UINT8 input only into a Cast"

@@ -47,8 +47,9 @@ class BlockFlips:
     flips: int
     propagated: int
     unexplained: int
-    max_pi_error: float  # over images without a flip in an earlier block: rounding alone
+    max_pi_error: float | None  # over images without a flip in an earlier block (rounding alone); None: no such image
     hard: bool = True
+    classified: bool = True  # flips sorted into near threshold / propagated / unexplained (the rule has a margin)
 
     @property
     def flip_rate(self) -> float:
@@ -80,14 +81,18 @@ class VerifyReport:
                  else f"{self.flipped_images} images with a mask flip")
         lines = [f"verified on {self.images} images: min cosine {self.min_cosine:.7f}; {flips}"]
         for b in self.blocks:
-            flips = (
-                f"{b.flips}/{b.elements} mask flips (rate {b.flip_rate:.2e}; near threshold "
-                f"{b.flips - b.propagated - b.unexplained}, propagated {b.propagated}, unexplained {b.unexplained})"
-                if b.hard
-                else f"continuous mask over {b.elements} elements"
-            )
-            lines.append(f"  block after stage {b.stage}: {flips}, max |pi error| {b.max_pi_error:.3g} "
-                         "(images without an earlier flip)")
+            if not b.hard:
+                flips = f"continuous mask over {b.elements} elements"
+            elif b.classified:
+                flips = (f"{b.flips}/{b.elements} mask flips (rate {b.flip_rate:.2e}; near threshold "
+                         f"{b.flips - b.propagated - b.unexplained}, propagated {b.propagated}, unexplained "
+                         f"{b.unexplained})")
+            else:
+                flips = (f"{b.flips}/{b.elements} mask flips (rate {b.flip_rate:.2e}; not sorted into rounding and "
+                         "errors: this precision's rounding moves pi further than any margin, so the cosines judge)")
+            error = ("no image without an earlier flip" if b.max_pi_error is None
+                     else f"max |pi error| {b.max_pi_error:.3g} (images without an earlier flip)")
+            lines.append(f"  block after stage {b.stage}: {flips}, {error}")
         lines.append("PASSED" if self.passed else "FAILED: " + "; ".join(self.problems))
         return "\n".join(lines)
 
@@ -164,7 +169,7 @@ def verify_onnx(
     named = {o.name for o in proto.graph.output} | {o for node in proto.graph.node for o in node.output}
     exposed = [s for s in model.cfg.active_stages if pi_name(s) in named]  # soft blocks too: their pi error
     session = session_exposing(proto, [pi_name(s) for s in exposed] + list(masks.values()))
-    totals = {s: np.zeros(4) for s in exposed}  # elements, propagated, unexplained, max |pi error|
+    totals = {s: np.zeros(5) for s in exposed}  # elements, propagated, unexplained, max |pi error|, images measured
     flips = MaskFlips([s for s in hard if s in masks])
     cosines, flipped_images, non_finite = [], [], 0
     margin = rule.flip_margin
@@ -188,6 +193,7 @@ def verify_onnx(
             clean = ~upstream.reshape(-1)  # rounding alone moved these images' pi
             if clean.any():
                 t[3] = max(t[3], float(np.abs(ref_pi[clean] - got[pi_name(stage)][clean].astype(np.float32)).max()))
+                t[4] += clean.sum()
             if stage in hard and stage in masks:
                 flipped = flips.add(stage, ref.masks[index].cpu().numpy().astype(bool), got[masks[stage]].astype(bool))
                 far = flipped if margin is None else flipped & (np.abs(ref_pi - hard[stage]) >= margin)
@@ -196,8 +202,8 @@ def verify_onnx(
                 upstream = upstream | flipped.any(axis=(1, 2, 3), keepdims=True)
         flipped_images.append(upstream.reshape(-1))
     cos, flipped = np.concatenate(cosines), np.concatenate(flipped_images)
-    blocks = [BlockFlips(s, int(t[0]), flips.counts.get(s, [0])[0], int(t[1]), int(t[2]), float(t[3]), hard=s in hard)
-              for s, t in totals.items()]
+    blocks = [BlockFlips(s, int(t[0]), flips.counts.get(s, [0])[0], int(t[1]), int(t[2]), float(t[3]) if t[4] else None,
+                         hard=s in hard, classified=margin is not None) for s, t in totals.items()]
     report = VerifyReport(len(images), float(cos.min()), int(flipped.sum()), blocks, problems)
     if non_finite:
         report.problems.append(f"{non_finite} non-finite embedding rows (PyTorch and ONNX counted together)")

@@ -11,7 +11,8 @@ from runtime.embed import (TTA_MODES, EmbedError, EmbedOptions, EmbedResult, Loc
                            merge_shards)
 from runtime.options import add_backend_arguments, backend_options
 from runtime.registry import BACKENDS, backend_for, open_backend
-from san.arguments import CommandParser, count, existing_folder, model_file, output_folder
+from san.arguments import (CommandParser, add_overwrite_argument, add_progress_argument, count, existing_folder,
+                           model_file, output_folder)
 from san.output_guard import refuse_overwriting_inputs
 from san.spec import ContractError
 from san.command import command
@@ -72,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model replicas (default %(default)s); each takes one GPU with --device cuda")
     parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
-    parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_argument(parser, "earlier output in --out")
+    add_progress_argument(parser)
     return parser
 
 
@@ -87,7 +88,7 @@ def build_merge_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("parts", type=existing_folder, nargs="+", help="finished shard output folders (any order)")
     parser.add_argument("--out", type=output_folder, required=True, help="merged output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace earlier output in --out")
+    add_overwrite_argument(parser, "earlier output in --out")
     return parser
 
 
@@ -124,7 +125,11 @@ def make_runner(args: argparse.Namespace) -> Runner:
 def report(result: EmbedResult, what: str, shard: Shard | None = None) -> int:
     """Print the summary; the exit status."""
     speed = f" ({result.images_per_second:.1f} img/s)" if result.processed else ""
-    print(f"{what} {result.ok}/{result.images} images in {result.seconds:.1f} s{speed} -> {result.out}")
+    if result.finished_before:
+        print(f"{result.out}: already finished ({result.ok}/{result.images} images embedded); nothing to do, "
+              "nothing rewritten")
+    else:
+        print(f"{what} {result.ok}/{result.images} images in {result.seconds:.1f} s{speed} -> {result.out}")
     if result.images == 0 and shard is not None:
         print(f"note: shard {shard.index}/{shard.count} holds no chunk of this folder (--chunk-size files each); "
               "fewer shards or a smaller --chunk-size spread the files", file=sys.stderr)
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in backend.notes:
                 print(f"san-embed: note: {note}", file=sys.stderr)
             result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
-                                  resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+                                  resume=args.resume, overwrite=args.overwrite, progress=args.progress)
         return report(result, "embedded", args.shard)
     except (EmbedError, ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-embed: error: {exc}", file=sys.stderr)

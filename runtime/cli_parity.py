@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
-from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_rerank_arguments, count,
+from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_progress_argument,
+                           add_rerank_arguments, count,
                            dataset_options, existing_folder, model_file, output_file, rerank_params)
 from san.atomic import atomic_write_text
 from san.output_guard import refuse_overwriting_inputs
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerank_arguments(parser)
     parser.add_argument("--json", type=output_file, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=output_file, metavar="PATH", help="also write the report as Markdown")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_progress_argument(parser, quiet_alias=True)
     return parser
 
 
@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.openvino:
         artifacts += [Artifact(f"openvino-{name}", path, "int8" if name == "int8" else None, "openvino", openvino,
                                judged) for name, path in given if name in ("onnx", "int8")]
-    logging.getLogger("runtime.parity").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         if not artifacts:
             raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine, --ir")
@@ -117,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 refuse_overwriting_inputs(getattr(args, option[2:]), inputs, option)
         rules = override_rules(RULES, args.limit)
         name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, dataset_options(args))
-        dataset = load_dataset(name, root, verbose=not args.quiet, **options)
+        dataset = load_dataset(name, root, verbose=args.progress, **options)
         report: ParityReport = run_parity(
             args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            options=backend, workers=args.workers, rerank=rerank_params(args),
+            options=backend, workers=args.workers, rerank=rerank_params(args), progress=args.progress,
         )
     except (ContractError, BackendError, ValueError, OSError) as exc:
         print(f"san-parity: error: {exc}", file=sys.stderr)

@@ -15,7 +15,8 @@ from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_lis
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
                             embed_query_images, faiss_module, reranked_search)
-from san.arguments import (CommandParser, add_device_argument, add_rerank_arguments, count, existing_file,
+from san.arguments import (CommandParser, add_device_argument, add_progress_argument, add_rerank_arguments, count,
+                           existing_file,
                            existing_folder, model_file, output_file, output_folder, rerank_params)
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HNSW search breadth (default %(default)s)")
     build.add_argument("--recall-queries", type=count(0), default=1000, metavar="N",
                        help="held-out rows recall@10 is measured on (default %(default)s)")
+    add_progress_argument(build)
 
     query = commands.add_parser("query", help="top k of query images or stored rows",
                                 epilog=QUERY_EPILOG, formatter_class=raw)
@@ -163,7 +165,7 @@ def build(args: argparse.Namespace) -> int:
     spec = IndexSpec(kind, args.metric, args.nlist, args.nprobe, args.ef_search)
     if kind != "numpy":
         faiss_module()  # a missing extra is named before any file is read
-    record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries)
+    record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries, progress=args.progress)
     what = record.get("factory", "numpy (exact)")
     recall = record["recall_at_10"]
     measured = (f"recall@10 {recall['value']:.4f} on {recall['queries']} stored rows ({recall['held_out']} outside "
@@ -183,7 +185,8 @@ def query(args: argparse.Namespace) -> int:
     hits: Hits = (reranked_search(searcher, folder.vectors, vectors, args.k, args.candidates, params) if params
                   else searcher.search(vectors, args.k))
     root = folder.image_root(args.image_root) if args.png else None
-    tile_width = round(128 * folder.spec.width / folder.spec.height)
+    tile_height = 160
+    tile_width = round(tile_height * folder.spec.width / folder.spec.height)
     for i, name in enumerate(names):
         ranked = list(enumerate(zip(hits.rows[i], hits.distances[i]), start=1))
         print(f"query {i + 1}: {name}")
@@ -191,12 +194,18 @@ def query(args: argparse.Namespace) -> int:
             print(f"  {rank:>4}  {dist:10.4f}  {folder.paths[row]}")
         if root is not None:
             query_file = root / name if args.rows is not None else Path(name)
-            results = [Tile(root / folder.paths[row], person_id(folder.paths[row]), f"#{rank} {dist:.3g}")
+            results = [Tile(root / folder.paths[row], person_id(folder.paths[row]),
+                            (f"#{rank} {_id_text(person_id(folder.paths[row]))}", f"d {dist:.3g}"))
                        for rank, (row, dist) in ranked]
-            out = ranked_list_png(Tile(query_file, person_id(name), "query"), results,
-                                  _png_path(args.png, i, len(names)), 128, tile_width)
+            out = ranked_list_png(Tile(query_file, person_id(name), ("query", _id_text(person_id(name)))), results,
+                                  _png_path(args.png, i, len(names)), tile_height, tile_width)
             print(f"  -> {out}")
     return 0
+
+
+def _id_text(pid: int | None) -> str:
+    """A person id as a caption shows it."""
+    return "id ?" if pid is None else f"id {pid}"
 
 
 @command("san-search")

@@ -121,6 +121,7 @@ class EmbedResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     processed: int = 0
     seconds: float = 0.0
+    finished_before: bool = False  # --resume of a finished run: nothing was embedded or written
 
     @property
     def images_per_second(self) -> float:
@@ -221,10 +222,11 @@ def embed_folder(
     first, stop = (spans[0][0], spans[-1][1]) if spans else (0, 0)
     state = _prepare_output(out, plan, stop - first, backend.spec.embedding_dim, resume, overwrite)
     if state is None:  # already complete with this plan
-        return _result(out, seconds=time.time() - started)
+        return replace(_result(out, seconds=time.time() - started), finished_before=True)
     todo = spans[state.chunks_done :]
     done_before = todo[0][0] - first if todo else stop - first
-    with progress_bar(enabled=progress, total=stop - first, initial=done_before, unit="img", dynamic_ncols=True) as bar:
+    with progress_bar(enabled=progress, total=stop - first, initial=done_before, desc="embedding", unit="img",
+                      dynamic_ncols=True) as bar:
         results = runner.results(root, paths, todo, backend, options)
         try:
             state = _commit_chunks(paths, todo, results, out, state, bar)
@@ -415,10 +417,13 @@ def _drop_leftovers(out: Path) -> None:
 
 
 def read_complete_meta(out: Path) -> dict[str, Any]:
-    """``meta.json`` of a finished run; an unfinished or foreign folder is an :class:`EmbedError`."""
-    if (out / PROGRESS).exists() or not (out / META).exists():
-        raise EmbedError(f"{out}: not a finished embedding run (no {META}, or {PROGRESS} still there); "
-                         "finish it with san-embed --resume")
+    """``meta.json`` of a finished run; an unfinished or foreign folder is an :class:`EmbedError`
+    that says which of the two it is."""
+    if (out / PROGRESS).exists():
+        raise EmbedError(f"{out}: an unfinished san-embed run ({PROGRESS} is there); finish it with san-embed "
+                         "--resume and the same arguments")
+    if not (out / META).exists():
+        raise EmbedError(f"{out}: not san-embed output (no {META}); give the --out folder of a finished san-embed run")
     return json.loads((out / META).read_text(encoding="utf-8"))
 
 

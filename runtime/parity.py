@@ -127,9 +127,10 @@ class ParityReport:
         if self.stochastic is not None:
             s = self.stochastic
             stochastic = {"draws": s.draws, "seed": s.seed, "tau": {str(k): v for k, v in s.tau.items()},
-                          "mAP": s.mAP, **{f"rank{k}": s.rank(k) for k in SHOWN_RANKS},
+                          "mAP_percent": 100 * s.mAP, **{f"rank{k}_percent": 100 * s.rank(k) for k in SHOWN_RANKS},
                           "delta_mAP_points": s.delta_map, "delta_rank1_points": s.delta_rank1,
-                          "per_draw": [{"mAP": r.mAP, "rank1": r.rank(1)} for r in s.per_draw]}
+                          "per_draw": [{"mAP_percent": 100 * r.mAP, "rank1_percent": 100 * r.rank(1)}
+                                       for r in s.per_draw]}
         return {
             "dataset": self.dataset, "num_query": self.num_query, "num_gallery": self.num_gallery,
             "passed": self.passed, "results": [backend(r) for r in self.results], "stochastic": stochastic,
@@ -216,7 +217,7 @@ def _significance(r: BackendResult, rule: Rule | None) -> list[str]:
         return []
     m, r1 = c.map_change, c.rank1_change
     lines = [
-        f"{r.name}: 95 % intervals over queries: ΔmAP [{m.low:+.2f}, {m.high:+.2f}], Δrank-1 "
+        f"{r.name}: 95 % intervals over queries of {r.name} - PyTorch: ΔmAP [{m.low:+.2f}, {m.high:+.2f}], Δrank-1 "
         f"[{r1.delta.low:+.2f}, {r1.delta.high:+.2f}]; rank-1 gained by {r1.gained} queries, lost by {r1.lost} "
         f"(McNemar p = {r1.p_value:.3g}: {'significant' if r1.p_value < 0.05 else 'not significant'} at 5 %)"
     ]
@@ -248,8 +249,8 @@ class Artifact:
 
 
 def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,
-                      batch_size: int, device: str, workers: int | None, rerank: RerankParams | None = None
-                      ) -> StochasticResult | None:
+                      batch_size: int, device: str, workers: int | None, rerank: RerankParams | None = None,
+                      progress: bool = False) -> StochasticResult | None:
     """Score the checkpoint with sampled masks, ``draws`` times (``torch.manual_seed(seed + k)``
     before draw k embeds the query, then the gallery); None when no mask is sampled."""
     import torch  # the PyTorch reference, measured only here and in the torch backend
@@ -264,9 +265,10 @@ def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval
         return None
     per_draw = []
     for k in range(draws):
+        log.info(f"torch, sampled masks: draw {k + 1}/{draws}")
         torch.manual_seed(seed + k)
         report = evaluate_model(StochasticMasks(model), dataset, batch_size=batch_size, workers=workers,
-                                max_rank=MAX_RANK, rerank=rerank)
+                                max_rank=MAX_RANK, rerank=rerank, progress=progress)
         per_draw.append(report.retrieval)
     return StochasticResult(draws, seed, {s: g.temperature for s, g in generators.items()}, per_draw, deterministic)
 
@@ -283,11 +285,13 @@ def run_parity(
     options: dict[str, Any] | None = None,
     workers: int | None = None,
     rerank: RerankParams | None = None,
+    progress: bool = False,
 ) -> ParityReport:
     """Embed ``dataset``'s query and gallery with the checkpoint and every artifact; compare.
 
     ``draws=0`` skips the sampled-mask measurement. ``options`` (device, threads,
-    providers) go to every backend, the PyTorch reference included. Images stream through
+    providers) go to every backend, the PyTorch reference included. ``progress``: a bar or
+    log lines (:mod:`san.progress`) for each split each run embeds. Images stream through
     each backend; peak memory holds the embeddings of two runs.
     """
     ckpt = Path(ckpt)
@@ -309,7 +313,7 @@ def run_parity(
     log.info(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
     with reference:
         spec, device = reference.spec, str(reference.device)
-        ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers)
+        ref_run = embed_split(reference, dataset, batch_size=batch_size, workers=workers, progress=progress)
         described = reference.describe()
     ref_retrieval = score(ref_run, max_rank=MAX_RANK, rerank=rerank)
     results = [BackendResult("torch", str(ckpt), "reference", described, ref_retrieval, ref_run.seconds)]
@@ -321,7 +325,7 @@ def run_parity(
             if backend.spec != spec:
                 raise ContractError(f"--{artifact.name} {artifact.path}: its input contract differs from the "
                                     f"checkpoint's ({backend.spec} vs {spec}); compare exports of this checkpoint")
-            run = embed_split(backend, dataset, batch_size=batch_size, workers=workers)
+            run = embed_split(backend, dataset, batch_size=batch_size, workers=workers, progress=progress)
             described, backend_notes = backend.describe(), backend.notes
         retrieval = score(run, max_rank=MAX_RANK, rerank=rerank)
         comparison = compare(ref_run, ref_retrieval, run, retrieval)
@@ -338,7 +342,7 @@ def run_parity(
     if draws > 0:
         log.info(f"torch, sampled masks: {draws} draws")
         stochastic = sampled_retrieval(ckpt, dataset, ref_retrieval, draws, seed, batch_size, device, workers,
-                                       rerank)
+                                       rerank, progress)
         if stochastic is None:
             notes.append("no sampled-mask comparison: the model has no sampled attention mask")
     used = {provenance[a].precision for a in artifacts}

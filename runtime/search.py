@@ -17,6 +17,7 @@ equal distances keep the lower row first (numpy).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -27,12 +28,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from runtime.base import Backend
-from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedOptions, embed_batch, read_complete_meta, read_index
+from runtime.embed import (EMBEDDINGS, INDEX, TIMING, EmbedError, EmbedOptions, embed_batch, read_complete_meta,
+                           read_index)
 from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
 from san.hashing import file_sha256
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
+from san.progress import progress_bar
 from san.rerank import RerankParams, SparseReranker
 from san.spec import ContractError, InputSpec
 from san.extras import missing_extra
@@ -44,6 +47,10 @@ INDEX_KINDS = {"numpy": "", "flat": "Flat", "ivf": "IVF{nlist},Flat", "hnsw": "H
 #: FAISS's k-means asks for 39..256 training points per centroid (ClusteringParameters).
 MIN_POINTS_PER_CENTROID, MAX_POINTS_PER_CENTROID = 39, 256
 RECALL_K = 10
+#: Rows handed to FAISS's ``add`` at a time (memory-mapped embeddings are read a slice at a time).
+ADD_ROWS = 65536
+
+log = logging.getLogger(__name__)
 
 
 class SearchError(RuntimeError):
@@ -195,8 +202,9 @@ def set_search_parameters(index: Any, **values: int | None) -> dict[str, int]:
 
 
 def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = None, train: np.ndarray | None = None,
-               gpu: bool = False) -> Any:
-    """An index of ``factory``, trained on ``train`` and filled with ``vectors`` (as the metric wants them)."""
+               gpu: bool = False, progress: bool = False) -> Any:
+    """An index of ``factory``, trained on ``train`` and filled with ``vectors`` (as the metric wants them);
+    ``progress``: a bar or log lines (:mod:`san.progress`) over the rows added."""
     faiss = faiss_module()
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
@@ -208,10 +216,14 @@ def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = 
     prepare = ((lambda x: l2_normalize(np.asarray(x, np.float32))) if metric == "cosine"
                else (lambda x: np.ascontiguousarray(x, np.float32)))
     if train is not None and not work.is_trained:
+        if progress:
+            log.info(f"training {factory} on {len(train)} rows")
         work.train(prepare(train))
     if vectors is not None:
-        for start in range(0, len(vectors), 65536):  # memory-mapped rows, a slice at a time
-            work.add(prepare(vectors[start : start + 65536]))
+        with progress_bar(enabled=progress, total=len(vectors), desc="indexing", unit="row") as bar:
+            for start in range(0, len(vectors), ADD_ROWS):  # memory-mapped rows, a slice at a time
+                work.add(prepare(vectors[start : start + ADD_ROWS]))
+                bar.update(min(ADD_ROWS, len(vectors) - start))
     return faiss.index_gpu_to_cpu(work) if gpu else work
 
 
@@ -261,6 +273,9 @@ class EmbeddingFolder:
             raise SearchError(f"{root}: embeddings folder not found (the --out folder of san-embed)")
         try:
             meta = read_complete_meta(root)
+        except EmbedError as exc:  # it says whether the run is unfinished or the folder is another kind
+            raise SearchError(str(exc)) from exc
+        try:
             vectors = np.load(root / EMBEDDINGS, mmap_mode="r")
             entries = read_index(root / INDEX)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -332,7 +347,7 @@ class EmbeddingFolder:
 
 
 def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 1000, seed: int = 0,
-                ) -> dict[str, Any]:
+                progress: bool = False) -> dict[str, Any]:
     """Build the index ``spec`` asks for over ``folder``, measure its recall@10, and write
     ``search.json`` (and ``faiss.index`` for FAISS kinds); returns the record.
 
@@ -358,7 +373,7 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
         train_rows = training_rows(factory, order)
         gpu = _gpu_usable(factory)
         index = new_index(vectors.shape[1], factory, spec.metric, vectors,
-                          np.asarray(vectors[train_rows]) if len(train_rows) else None, gpu)
+                          np.asarray(vectors[train_rows]) if len(train_rows) else None, gpu, progress)
         searcher = FaissSearcher(index, spec.metric, spec.nprobe, spec.ef_search)
         queries = min(recall_queries, rows)  # rows outside the training sample first, then training rows
         probe = np.sort(np.concatenate([order[len(train_rows):], order[: len(train_rows)]])[:queries])

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from san.artifact import MODEL_KINDS, sniff_model_kind
 from san.rerank import RerankParams
@@ -82,6 +82,42 @@ def add_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                         help=f"change one limit of the rule table, repeatable (e.g. {example}; 'none' drops it)")
     parser.add_argument("--threshold", action=_DeprecatedAlias, dest="limit", metavar="KIND.FIELD=VALUE",
                         help=argparse.SUPPRESS)
+
+
+class _DeprecatedSwitch(argparse._StoreFalseAction):
+    """An old spelling of an off switch: works as the new one (``replacement``), and says so in one line."""
+
+    def __init__(self, *args: Any, replacement: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: note: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.replacement}", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                          quiet_alias: bool = False) -> None:
+    """``--no-progress`` (``args.progress`` False): no progress bar on a terminal and no progress
+    lines in a log (:mod:`san.progress`). ``quiet_alias``: ``--quiet``, a former name, still works."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                        help="no progress bar on a terminal, no progress lines in a log")
+    if quiet_alias:
+        parser.add_argument("--quiet", dest="progress", action=_DeprecatedSwitch, replacement="--no-progress",
+                            help=argparse.SUPPRESS)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """``--overwrite``: replace ``what`` (an output that exists) instead of refusing."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} (default: refuse)")
+
+
+def refuse_replacing(path: Path, option: str, overwrite: bool) -> None:
+    """Raise ``ValueError`` when the output ``path`` exists and ``overwrite`` is not given."""
+    if path.exists() and not overwrite:
+        raise ValueError(f"{option} {path}: exists; pass --overwrite to replace it, or give another {option}")
 
 
 def count(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:

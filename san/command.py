@@ -8,10 +8,12 @@ through tqdm so that they do not tear a progress bar on a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -26,10 +28,31 @@ Main = Callable[[list[str] | None], int]
 
 
 class _LineHandler(logging.Handler):
-    """One message a line on stdout, past any progress bar."""
+    """One message a line on stdout, past any progress bar (and past :func:`foreign_prints_dropped`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stdout)
+        tqdm.write(self.format(record), file=getattr(sys.stdout, "messages_to", sys.stdout))
+
+
+class _Dropped(io.TextIOBase):
+    """A stdout that drops what is printed to it; the toolkit's messages go to ``messages_to``."""
+
+    def __init__(self, messages_to: object) -> None:
+        self.messages_to = messages_to
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+@contextlib.contextmanager
+def foreign_prints_dropped() -> Iterator[None]:
+    """Drop what third-party code prints to stdout (a library's per-batch chatter) while the
+    toolkit's own messages, progress lines among them, still reach stdout."""
+    with contextlib.redirect_stdout(_Dropped(getattr(sys.stdout, "messages_to", sys.stdout))):
+        yield
 
 
 def show_library_messages() -> None:

@@ -94,14 +94,13 @@ class EvalReport:
         return self.retrieval.ranks(REPORTED_RANKS)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (the CMC curve included)."""
+        """JSON-ready summary (the CMC curve included), in percent as :meth:`render` prints it;
+        the key names say so."""
         return {
             "dataset": self.dataset,
             "protocol": self.protocol,
             "tta": self.tta,
-            "mAP": self.mAP,
-            **{f"rank{k}": v for k, v in self.ranks.items()},
-            "cmc": list(self.retrieval.cmc),
+            **self.retrieval.to_dict(REPORTED_RANKS),
             "num_query": self.num_query,
             "num_gallery": self.num_gallery,
             "valid_queries": self.retrieval.valid_queries,

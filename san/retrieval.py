@@ -173,8 +173,10 @@ class Retrieval:
         """CMC at the ranks ``ks`` that lie within the curve."""
         return {k: self.cmc[k - 1] for k in ks if k <= len(self.cmc)}
 
-    def to_dict(self) -> dict[str, object]:
-        return {"mAP": self.mAP, **{f"rank{k}": v for k, v in self.ranks().items()}, "cmc": list(self.cmc)}
+    def to_dict(self, ks: Sequence[int] = SHOWN_RANKS) -> dict[str, object]:
+        """mAP, CMC at ``ks`` and the whole curve, in percent as every report prints them (the keys say so)."""
+        return {"mAP_percent": 100 * self.mAP, **{f"rank{k}_percent": 100 * v for k, v in self.ranks(ks).items()},
+                "cmc_percent": [100 * float(v) for v in self.cmc]}
 
 
 def score(run: SplitEmbeddings, *, max_rank: int = 50, single_shot: bool = False, seed: int = 0,

@@ -176,6 +176,10 @@ class _MetricsLog:
         except ImportError:
             self.tb = None
 
+    def records(self) -> list[dict[str, Any]]:
+        """The records written so far (a resume's kept lines included)."""
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
     def write(self, record: dict[str, Any]) -> None:
         """Append one line, durably: the epoch's checkpoint is written after it."""
         with writing(self.path), open(self.path, "a", encoding="utf-8") as fh:
@@ -233,7 +237,11 @@ EpochHook = Callable[[SAN, dict[str, Any]], dict[str, Any]]
 
 
 def train(cfg: TrainConfig, after_epoch: EpochHook | None = None) -> TrainResult:
-    """Run (or resume) training as configured; see the module docstring."""
+    """Run (or resume) training as configured; see the module docstring. ``--resume`` of a
+    finished run (every epoch saved and ``model.pt`` written) changes nothing and says so."""
+    finished = _finished_run(cfg) if cfg.run.resume else None
+    if finished is not None:
+        return finished
     ctx = init_distributed(cfg.run.device)
     try:
         return _Trainer(cfg, ctx, after_epoch).run()
@@ -242,9 +250,27 @@ def train(cfg: TrainConfig, after_epoch: EpochHook | None = None) -> TrainResult
             dist.destroy_process_group()
 
 
+RUN_FILES = ("model.pt", "last.pt", "best.pt", "metrics.jsonl")
+
+
+def _finished_run(cfg: TrainConfig) -> TrainResult | None:
+    """The run in ``--out`` when it is finished, read without writing a byte; else None."""
+    out = Path(cfg.run.out)
+    last = out / "last.pt"
+    if not last.is_file() or not (out / "model.pt").is_file():
+        return None
+    _, state = _resume_state(cfg, last)  # settings that differ are refused, as for any resume
+    if int(state["epoch"]) < cfg.recipe.epochs:
+        return None
+    held = ", ".join(str(out / name) for name in RUN_FILES if (out / name).exists())
+    log.info(f"--resume: {out} is already finished ({state['epoch']}/{cfg.recipe.epochs} epochs); nothing to do, "
+             f"nothing rewritten: {held}")
+    return TrainResult(out, [])
+
+
 def _refuse_training_over(out: Path) -> None:
     """Raise when ``out`` already holds a training run: training anew would replace its files."""
-    held = [name for name in ("model.pt", "last.pt", "best.pt", "metrics.jsonl") if (out / name).exists()]
+    held = [name for name in RUN_FILES if (out / name).exists()]
     if held:
         raise FileExistsError(f"--out {out} already holds a training run ({', '.join(held)}); --resume continues "
                               "it, or give another --out")
@@ -268,7 +294,7 @@ class _Trainer:
             self.data = load_training_data(cfg, verbose=False)
 
         if ctx.main:  # temporaries of checkpoint writes that a kill interrupted (each as large as a checkpoint)
-            for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl"):
+            for name in RUN_FILES:
                 remove_stale_temporaries(self.out / name)
         self.start = int(state.get("epoch", 0))
         self.best_map = float(state.get("best_map", -1.0))
@@ -422,7 +448,8 @@ class _Trainer:
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """Query/gallery CMC and mAP of the current weights (rank 0)."""
-        report = evaluate_model(self.raw, self.data, batch_size=self.cfg.run.eval_batch_size, workers=self.cfg.run.workers)
+        report = evaluate_model(self.raw, self.data, batch_size=self.cfg.run.eval_batch_size, workers=self.cfg.run.workers,
+                                progress=self.cfg.run.progress)
         self.log(f"epoch {epoch}{' (untrained)' if epoch == 0 else ''}: " + report.render().splitlines()[1].strip())
         if epoch == 0:
             self.result.untrained = report
@@ -456,7 +483,7 @@ class _Trainer:
     def _finish(self) -> None:
         """Write model.pt and print untrained vs trained quality."""
         result, cfg = self.result, self.cfg
-        final_eval = result.history[-1].get("eval", {}) if result.history else {}
+        final_eval = (result.history or self.metrics.records() or [{}])[-1].get("eval", {})
         save_checkpoint(self.out / "model.pt", self.raw, training={"epoch": cfg.recipe.epochs, "config": cfg.to_dict()},
                         extra={**self.extra, "eval": final_eval})
         self.metrics.close()
@@ -464,6 +491,6 @@ class _Trainer:
             self.log(f"untrained (epoch 0): mAP {100 * result.untrained.mAP:.1f}%, rank-1 "
                      f"{100 * result.untrained.ranks[1]:.1f}%  ->  trained (epoch {cfg.recipe.epochs}): mAP "
                      f"{100 * result.final.mAP:.1f}%, rank-1 {100 * result.final.ranks[1]:.1f}%")
-        written = [self.out / name for name in ("model.pt", "last.pt", "best.pt", "metrics.jsonl")]
+        written = [self.out / name for name in RUN_FILES]
         written += [p for p in (self.out / "tensorboard", data_root(cfg)) if p.exists() and self.out in p.parents]
         self.log("wrote " + ", ".join(str(p) for p in written if p.exists()))

@@ -12,8 +12,8 @@ DATA="$OUT/synthetic"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "model: the paper's SAN"
-san-info --backbone resnet50 | tail -9
+step "model: the SAN the cpu-demo preset trains (the paper's ResNet-50 at 256x128: san-info)"
+san-info --preset cpu-demo | tail -10
 
 if [ -f "$OUT/model.pt" ]; then
     step "train: reusing $OUT/model.pt"
@@ -30,7 +30,7 @@ san-export --ckpt "$OUT/model.pt" --out "$OUT/model.onnx"
 
 step "calibrate: INT8 Q/DQ on training images (query/gallery refused)"
 san-calibrate --onnx "$OUT/model.onnx" --images "$DATA/bounding_box_train" \
-    --exclude "$DATA/query" --exclude "$DATA/bounding_box_test" --out "$OUT/model.int8.onnx"
+    --exclude "$DATA/query" --exclude "$DATA/bounding_box_test" --out "$OUT/model.int8.onnx" --overwrite
 
 step "embed: the query folder with the ONNX model"
 san-embed "$DATA/query" --model "$OUT/model.onnx" --out "$OUT/query_embeddings" --overwrite --no-progress

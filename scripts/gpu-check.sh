@@ -67,7 +67,7 @@ EOF
     parity() {  # name, then san-parity arguments
         local name=$1; shift
         if run timeout 240 "$PY" -m runtime.cli_parity --ckpt "$WORK/model.pt" --dataset synthetic --root "$DATA" \
-                --draws 0 --device cuda --quiet "$@"; then
+                --draws 0 --device cuda --no-progress "$@"; then
             row "parity: $name" "pass" "$(grep -E '^(onnx|engine) ' "$LOG" | tail -n 1 | cut -c1-110)"
         else
             row "parity: $name" "FAIL" "$(last 2)"

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_rerank_arguments, count,
+from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument,
+                           add_rerank_arguments, count,
                            dataset_options, existing_folder, model_file, output_file, rerank_params)
 from san.data.augment import TENCROP_ENLARGE
 from san.embedding import TTA_MODES
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk", type=count(1), default=1024, help="queries per distance block (default 1024)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with the CMC curve) instead")
     parser.add_argument("--cmc-png", type=output_file, metavar="PATH", help="also plot the CMC curve (needs matplotlib)")
+    add_progress_argument(parser)
     return parser
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             args.ckpt, args.dataset, args.root,
             dataset_options(args),
             tta=args.tta, batch_size=args.batch_size, workers=args.workers, device=args.device,
-            chunk=args.chunk, verbose=not args.json, rerank=rerank_params(args),
+            chunk=args.chunk, verbose=args.progress and not args.json, rerank=rerank_params(args),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"san-eval: error: {exc}", file=sys.stderr)

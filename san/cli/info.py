@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from san.arguments import CommandParser, count, model_file
 from san.config import ATTENTIONS, BACKBONES, ConfigError, ModelConfig
-from san.spec import InputSpec
+from san.presets import PRESETS
 from san.command import command
 
 
@@ -18,20 +19,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Describe a SAN: its configuration, input contract, parameters per "
         "component (the context units also in the paper's Table II count, convolution "
         "weights only) and FLOPs per image. Give a checkpoint, or describe a fresh model "
-        "from flags.",
-        epilog="examples:\n  san-info\n  san-info runs/demo/model.pt\n"
+        "from flags: the paper's (ResNet-50 at 256x128) unless --preset names another starting point.",
+        epilog="examples:\n  san-info\n  san-info runs/demo/model.pt\n  san-info --preset cpu-demo\n"
         "  san-info --backbone resnet18 --height 128 --width 64 --attention soft",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", nargs="?", type=model_file("checkpoint"), help="a model.pt written by san-train")
-    parser.add_argument("--backbone", choices=BACKBONES, default="resnet50")
-    parser.add_argument("--attention", choices=ATTENTIONS, default="sharp", help="mask generator variant")
-    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], help="stages with attention")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this san-train preset's model "
+                        "(the options below change it)")
+    parser.add_argument("--backbone", choices=BACKBONES)
+    parser.add_argument("--attention", choices=ATTENTIONS, help="mask generator variant")
+    parser.add_argument("--stages", type=int, nargs="+", help="stages with attention")
     parser.add_argument("--no-context-unit", action="store_true", help="generate masks from T directly")
-    parser.add_argument("--height", type=count(16, 4096), default=256)
-    parser.add_argument("--width", type=count(16, 4096), default=128)
+    parser.add_argument("--height", type=count(16, 4096))
+    parser.add_argument("--width", type=count(16, 4096))
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return parser
+
+
+def _described_config(args: argparse.Namespace) -> ModelConfig:
+    """The preset's model (or the paper's), changed by the options given."""
+    base = PRESETS[args.preset].base.recipe.model if args.preset else ModelConfig()
+    given = {"backbone": args.backbone, "attention": args.attention,
+             "attention_stages": tuple(args.stages) if args.stages else None,
+             "context_unit": False if args.no_context_unit else None}
+    size = {"height": args.height, "width": args.width}
+    spec = replace(base.spec, **{k: v for k, v in size.items() if v is not None})
+    return replace(base, spec=spec, **{k: v for k, v in given.items() if v is not None})
 
 
 @command("san-info")
@@ -46,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             model, _ = load_checkpoint(args.checkpoint)
         else:
-            cfg = ModelConfig(
-                backbone=args.backbone,
-                attention=args.attention,
-                attention_stages=tuple(args.stages),
-                context_unit=not args.no_context_unit,
-                spec=InputSpec(height=args.height, width=args.width),
-            )
-            model = build_model(cfg)
+            model = build_model(_described_config(args))
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"san-info: error: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({
             "config": model.cfg.to_dict(),
-            "parameters": {r.name: {"trainable": r.trainable, "paper": r.paper} for r in rows},
+            "parameters": {r.name: {"trainable": r.trainable, "table2_way": r.paper} for r in rows},
             "flops_per_image": flops,
         }, indent=2))
         return 0

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
 
-
-from san.arguments import CommandParser, count, finite, output_folder
-from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthImage, SynthParams, ensure_synthetic
-from san.progress import progress_bar
+from san.arguments import CommandParser, add_progress_argument, count, finite, output_folder
+from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
 from san.command import command
 
 DESCRIPTION = f"""\
@@ -68,11 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("MIN", "MAX"),
         help=f"images per identity in each camera it appears in (default {low} {high})",
     )
+    add_progress_argument(parser)
     return parser
-
-
-def _progress_bar(images: Sequence[SynthImage]) -> Iterable[SynthImage]:
-    return progress_bar(images, desc="rendering", unit="img")
 
 
 @command("san-synth")
@@ -83,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = ensure_synthetic(
             args.out,
-            progress=_progress_bar,
+            progress=rendering_progress(args.progress),
             ids=args.ids,
             test_fraction=args.test_fraction,
             first_pid=args.first_pid,

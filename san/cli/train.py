@@ -6,8 +6,8 @@ import argparse
 import sys
 from dataclasses import replace
 
-from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, count, dataset_options,
-                           existing_file, finite, output_folder)
+from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument, count,
+                           dataset_options, existing_file, finite, output_folder)
 from san.config import CU_UPSAMPLES
 from san.presets import PRESETS
 from san.command import command
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA (default auto)")
     add_device_argument(parser, "auto")
     parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from last.pt")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    add_progress_argument(parser)
     return parser
 
 

@@ -16,7 +16,7 @@ from san.data.layout import report
 from san.data.market import dukemtmcreid, market1501
 from san.data.msmt17 import msmt17
 from san.data.records import ReidDataset
-from san.data.synth import MANIFEST, ensure_synthetic
+from san.data.synth import MANIFEST, ensure_synthetic, rendering_progress
 
 
 def synthetic(root: str | Path, verbose: bool = True, **params: Any) -> ReidDataset:
@@ -24,7 +24,7 @@ def synthetic(root: str | Path, verbose: bool = True, **params: Any) -> ReidData
     :class:`san.data.synth.SynthParams`; none: reuse whatever set is there). A set made with
     other ``params`` is refused, never replaced."""
     if params or not (Path(root) / MANIFEST).is_file():
-        ensure_synthetic(Path(root), **params)
+        ensure_synthetic(Path(root), progress=rendering_progress(verbose), **params)
     return report(replace(market1501(root, verbose=False), name="synthetic"), verbose)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from san.atomic import writing
+from san.progress import progress_bar
 
 GENERATOR_VERSION = 1  # bump whenever rendering changes, so cached sets are regenerated
 MANIFEST = "synth.json"
@@ -40,6 +41,12 @@ RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) as fractions of an area
 Patch = tuple[Box, RGB]
 Progress = Callable[[Sequence["SynthImage"]], Iterable["SynthImage"]]
+
+
+def rendering_progress(enabled: bool) -> Progress:
+    """What wraps the images being rendered: a bar on a terminal, lines in a log
+    (:mod:`san.progress`), or nothing when not ``enabled``."""
+    return lambda images: progress_bar(images, enabled=enabled, desc="rendering", unit="img")
 
 # Few colours, so that many identities share an upper/lower colour pair.
 UPPER_PALETTE: tuple[RGB, ...] = (

@@ -41,3 +41,21 @@ def test_sampling_is_deterministic_and_recorded(synth: Path) -> None:
     assert first.images != other.images and len(set(first.images)) == 10
     assert first.sampling() | {"seed": 7, "num_images": 10} == first.sampling()
     assert first.evaluation_images == len(dataset.query) + len(dataset.gallery)
+
+
+def test_the_evaluation_count_says_where_it_came_from_and_counts_each_image_once(synth: Path) -> None:
+    """A folder holds every image file; the loader leaves out Market-1501's junk images (pid -1):
+    the two counts differ by exactly those files, and the line says which one it is."""
+    dataset = load_dataset("synthetic", synth, verbose=False)
+    folders = [synth / "query", synth / "bounding_box_test"]
+    files = [p for folder in folders for p in folder_images(folder, "--exclude")]
+    junk = [p for p in files if p.name.startswith("-1_")]
+    assert junk, "the synthetic set has junk images, as Market-1501 does"
+    by_folder = select_calibration_set(synth / "bounding_box_train", 4, 0, exclude=folders)
+    by_loader = select_calibration_set(synth / "bounding_box_train", 4, 0, dataset=dataset)
+    both = select_calibration_set(synth / "bounding_box_train", 4, 0, exclude=folders, dataset=dataset)
+    assert by_folder.evaluation_images == len(files) and by_loader.evaluation_images == len(files) - len(junk)
+    assert both.evaluation_images == len(files)  # the loader's images are among the folders' files: once each
+    assert by_folder.render().endswith(f"no overlap with {len(files)} evaluation images (every image file under "
+                                       "--exclude)")
+    assert "synthetic's query and gallery as its loader lists them, without the images it drops" in by_loader.render()

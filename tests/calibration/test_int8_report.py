@@ -41,7 +41,7 @@ def test_cli_quantizes_reports_and_refuses_evaluation_images(
     assert status == (1 if breached else 0) and report["breaches"] == (
         [f"int8.min_cosine_mean: {report['cosine_mean']:.6g} < 0.95"] if breached else [])
     assert set(report["flip_rate"]) == {"1", "2", "3", "4"} and report["ranges"]
-    assert 0 <= report["int8_retrieval"]["mAP"] <= 1 and report["calibration"]["num_images"] == 8
+    assert 0 <= report["int8_retrieval"]["mAP_percent"] <= 100 and report["calibration"]["num_images"] == 8
 
 
 def test_cli_help_teaches_both_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -159,10 +159,11 @@ def test_deepstream_64_gets_attribute_axes_that_tensorrt_86_reads_and_the_defaul
     assert san_export(["--check-tensorrt", str(old), "--tensorrt", "8.6"]) == 0
     assert "compatible with TensorRT 8.6's ONNX parser rules" in capsys.readouterr().out
     new = deepstream / "san_reid.onnx"
-    assert san_export(["--check-tensorrt", str(new), "--tensorrt", "8.6"]) == 1
+    assert san_export(["--check-tensorrt", str(new), "--tensorrt", "8.6", "--verbose"]) == 1
     out = capsys.readouterr().out
     first = next(n for n in reduce_ops(new) if len(n.input) > 1)
     assert f"{first.name} ({first.op_type}): axes given as an input" in out and "ONNX opset 18" in out
+    assert "to fix all" in out and "export at opset 17" in out  # the summary names the one fix
 
 
 def test_each_crops_embedding_does_not_depend_on_its_batch_mates_as_tensorrt_86_imports_the_graph(

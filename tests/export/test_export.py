@@ -24,7 +24,7 @@ from export.cli import main as san_export
 from export.onnx_export import check_graph, export_onnx, random_ops
 from export.errors import ExportError
 from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
-from export.verify import export_and_verify, synthetic_images, verify_onnx
+from export.verify import BlockFlips, VerifyReport, export_and_verify, synthetic_images, verify_onnx
 from san.checkpoint import load_checkpoint, save_checkpoint
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
@@ -395,7 +395,9 @@ def test_both_context_unit_upsamplings_export_verify_pass_the_lint_and_quantize(
     assert report.passed and [b.stage for b in report.blocks] == list(STAGES), report.render()
     assert lint_tensorrt_file(path) == []
     half = export_onnx(model, tmp_path / f"{upsample}.fp16.onnx", precision="fp16")
-    assert verify_onnx(model, half, images, kind="fp16").passed and lint_tensorrt_file(half) == []
+    half_report = verify_onnx(model, half, images, kind="fp16")
+    assert half_report.passed and lint_tensorrt_file(half) == []
+    assert "unexplained" not in half_report.render() and all(not b.classified for b in half_report.blocks)
     convention = InputConvention("float32", "BGR", "NHWC")  # as a deployment target may take it
     adapted = export_onnx(model, tmp_path / f"{upsample}.bgr.onnx", convention=convention)
     session = ort.InferenceSession(str(adapted), providers=["CPUExecutionProvider"])
@@ -440,3 +442,19 @@ def test_no_output_replaces_or_deletes_an_input(case: str, random_model: SAN, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {named} " in err[0] and "choose another output path" in err[0], err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_the_report_says_what_it_measured_and_what_it_could_not() -> None:
+    """Flips of a rule without a margin are counted, not called unexplained; a block where every
+    image flipped earlier has no pi error to show."""
+    report = VerifyReport(8, 0.999, 8, [
+        BlockFlips(1, 1000, 3, 1, 1, 2e-4),
+        BlockFlips(2, 1000, 71, 71, 71, 0.01, classified=False),
+        BlockFlips(3, 1000, 9, 9, 0, None),
+    ])
+    lines = report.render().splitlines()
+    assert lines[1] == ("  block after stage 1: 3/1000 mask flips (rate 3.00e-03; near threshold 1, propagated 1, "
+                        "unexplained 1), max |pi error| 0.0002 (images without an earlier flip)")
+    assert "71/1000 mask flips" in lines[2] and "not sorted into rounding and errors" in lines[2]
+    assert "unexplained" not in lines[2] and "propagated" not in lines[2]
+    assert lines[3].endswith("no image without an earlier flip") and lines[-1] == "PASSED"

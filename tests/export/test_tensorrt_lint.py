@@ -19,7 +19,7 @@ from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 from san.onnx_graph import with_attribute_axes
-from export.tensorrt_lint import PARSERS, lint_tensorrt, parser_of
+from export.tensorrt_lint import PARSERS, RULE_KINDS, lint_tensorrt, lint_tensorrt_file, parser_of
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
 from san.data.synth import ensure_synthetic
@@ -172,14 +172,33 @@ def test_exported_and_tensorrt_int8_graphs_pass(kind: str, san_graphs: dict[str,
     assert "compatible with TensorRT 10's ONNX parser rules" in capsys.readouterr().out
 
 
-def test_the_onnxruntime_int8_graph_fails_on_uint8_and_int32_biases(san_graphs: dict[str, Path], capsys) -> None:
+def test_the_onnxruntime_int8_graph_fails_with_a_summary_and_the_one_fix(san_graphs: dict[str, Path], capsys) -> None:
+    """The CPU flavour of INT8 breaks three Q/DQ rules on every quantized tensor: the summary
+    comes first, counts each rule and node kind, and names the one change that fixes them all;
+    ``--verbose`` lists each node after it."""
     path = san_graphs["int8 onnxruntime"]
+    violations = lint_tensorrt_file(path)
     assert san_export(["--check-tensorrt", str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    biases = [line for line in lines if "dequantizes INT32 (a quantized bias)" in line]
-    uint8 = [line for line in lines if "is UINT8; TensorRT quantizes to INT8" in line]
-    assert biases and uint8 and lines[-1].endswith("violation(s) of TensorRT 10's ONNX parser rules")
-    assert all(line.startswith(f"{path}: ") for line in lines)
+    assert lines[0] == f"{path}: {len(violations)} violation(s) of TensorRT 10's ONNX parser rules"
+    by_rule = {}
+    for line in lines[2:]:
+        if not line.startswith("    "):
+            break
+        count, title = line.split(None, 1)
+        by_rule[title] = int(count)
+    counted = {kind: sum(v.kind == kind for v in violations) for kind in RULE_KINDS}
+    assert by_rule == {"zero point of a type other than INT8, FP8 or INT4": counted["zero-point-type"],
+                       "zero point not a constant 0 (asymmetric quantization)": counted["zero-point-value"],
+                       "DequantizeLinear of INT32 (a quantized bias)": counted["int32-dequantize"]}
+    assert sum(by_rule.values()) == len(violations) and min(by_rule.values()) > 0
+    assert f"  to fix all {len(violations)}: quantize the fp32 model with `san-calibrate --target tensorrt`" in "\n".join(lines)
+    assert not any(line.startswith(f"{path}: ") for line in lines[1:])  # no node listed
+    assert san_export(["--check-tensorrt", str(path), "--verbose"]) == 1
+    verbose = capsys.readouterr().out.splitlines()
+    nodes = [line for line in verbose if line.startswith(f"{path}: ") and "violation(s)" not in line]
+    assert verbose[: len(lines) - 1] == lines[:-1] and nodes == [f"{path}: {v}" for v in violations]
+    assert any("dequantizes INT32 (a quantized bias)" in n for n in nodes) and any("is UINT8;" in n for n in nodes)
 
 
 def test_check_tensorrt_reports_an_unreadable_file_with_exit_2(tmp_path: Path, capsys) -> None:

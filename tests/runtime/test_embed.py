@@ -57,6 +57,12 @@ def test_second_run_gives_identical_bytes_and_lists_bad_files(tiny: Path, folder
     err = capsys.readouterr().err
     assert "2 file(s) failed" in err and "\n  empty.png: " in err and "\n  sub/notes.jpg: " in err
     assert_same_output(reference, tmp_path)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    assert main([*argv, "--resume"]) == 1  # a finished run: nothing embedded, nothing written, its failures listed
+    out = capsys.readouterr().out
+    assert out == f"{tmp_path}: already finished ({N_IMAGES}/{N_IMAGES + 2} images embedded); nothing to do, " \
+                  "nothing rewritten\n"
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
     assert str(folder) not in (tmp_path / "index.csv").read_text()  # reasons name relative paths
     rows = [line.split(",", 3) for line in (tmp_path / "index.csv").read_text().splitlines()[1:]]
     assert [r[2] for r in rows].count("error") == 2 and [r[0] for r in rows if r[2] == "error"] == ["-1", "-1"]

@@ -13,7 +13,8 @@ from PIL import Image
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from runtime.cli_search import main
-from runtime.pictures import BORDER, COLOURS, PAD, mask_strip_size, person_id, ranked_list_size
+from runtime.pictures import (BORDER, COLOURS, GAP, LEGEND, LINE, PAD, QUERY_COLOUR, mask_strip_size, person_id,
+                              ranked_list_size)
 from runtime.search import (
     FAISS_INDEX,
     SEARCH_META,
@@ -150,17 +151,33 @@ def test_query_errors_name_the_argument(folder: Path, tmp_path: Path, capsys: py
     assert "--images needs --model" in capsys.readouterr().err
     assert main(["query", str(tmp_path / "nowhere"), "--rows", "0"]) == 2
     assert "nowhere: folder not found" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(folder, unfinished)
+    (unfinished / "progress.json").write_text("{}")  # as a killed san-embed leaves it
+    assert main(["query", str(unfinished), "--rows", "0"]) == 2
+    assert capsys.readouterr().err == (f"san-search query: error: {unfinished}: an unfinished san-embed run "
+                                       "(progress.json is there); finish it with san-embed --resume and the same "
+                                       "arguments\n")
+    assert main(["query", str(tmp_path), "--rows", "0"]) == 2  # a folder of images, say
+    err = capsys.readouterr().err
+    assert err.endswith("not san-embed output (no meta.json); give the --out folder of a finished san-embed run\n")
+    assert "--resume" not in err
 
 
 def test_ranked_list_png_has_the_expected_size_and_frames(folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     emb = EmbeddingFolder.open(folder)
     rows = [i for i, p in enumerate(emb.paths) if (person_id(p) or 0) > 0][:2]  # two images of real ids
     assert main(["query", str(folder), "--rows", *map(str, rows), "-k", "4", "--png", str(tmp_path / "list.png")]) == 0
+    width = round(160 * emb.spec.width / emb.spec.height)  # tiles 160 pixels high, the contract's aspect
     for n in (1, 2):
         picture = Image.open(tmp_path / f"list-{n}.png")
-        assert picture.format == "PNG" and picture.size == ranked_list_size(4, 128, 64)
-        first_result_x = PAD + (64 + 2 * BORDER) + 18  # the query cell, then GAP
-        assert picture.getpixel((first_result_x + 1, PAD + 1)) == COLOURS[True]  # rank 1 is the query itself
+        assert picture.format == "PNG" and picture.size == ranked_list_size(4, 160, width)
+        first_result_x = PAD + (width + 2 * BORDER) + GAP  # the query cell, then GAP
+        top = LEGEND + PAD
+        assert picture.getpixel((PAD + 1, top + 1)) == QUERY_COLOUR
+        assert picture.getpixel((first_result_x + 1, top + 1)) == COLOURS[True]  # rank 1 is the query itself
+        legend = np.asarray(picture)[PAD : PAD + LINE - 6, : picture.width // 2].reshape(-1, 3)
+        assert all((legend == colour).all(axis=1).any() for colour in (QUERY_COLOUR, *COLOURS.values()))
     assert person_id("0002_c1s1_000451_03.jpg") == 2 and person_id("-1_c1s1_000013_00.jpg") == -1
     assert person_id("0001_c2_f0046182.jpg") == 1 and person_id("holiday.jpg") is None
 
@@ -171,7 +188,9 @@ def test_attention_overlays_are_written_one_per_image(tiny: Path, tmp_path: Path
     written = capsys.readouterr().out.split()
     assert [Path(p).name for p in written] == [f"{p.stem}_masks.png" for p in images]
     for path in written:
-        assert Image.open(path).size == mask_strip_size(4, 64, 32)  # image + 4 attention blocks
+        picture = Image.open(path)
+        assert picture.size == mask_strip_size(4, 64, 32)  # image + 4 attention blocks
+        assert picture.height >= 256 + 3 * LINE and picture.width >= 5 * 128  # tiles 4x the 64x32 input
 
 
 def test_help_teaches_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -93,7 +93,7 @@ def test_evaluate_model_equals_metrics_on_brute_force_distances(model, images) -
     assert report.mAP == pytest.approx(mAP, abs=1e-6)
     np.testing.assert_allclose(report.cmc, cmc)
     assert report.valid_queries == 4 and set(report.ranks) == {1, 5, 10, 20}
-    assert "mAP" in report.render() and report.to_dict()["rank1"] == report.cmc[0]
+    assert "mAP" in report.render() and report.to_dict()["rank1_percent"] == 100 * report.cmc[0]
 
 
 def test_cuhk03_classic_is_scored_single_shot() -> None:
@@ -110,7 +110,10 @@ def test_san_eval_cli_uses_the_recorded_synthetic_set(model, tmp_path: Path, cap
     assert eval_main(["--ckpt", str(ckpt), "--json", "--workers", "0"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dataset"] == "synthetic" and report["num_query"] == len(data.query)
-    assert 0 <= report["mAP"] <= 1 and report["unreadable"] == []
+    assert report["unreadable"] == [] and set(report) >= {"mAP_percent", "rank1_percent", "cmc_percent"}
+    printed = eval_main(["--ckpt", str(ckpt), "--workers", "0", "--no-progress"]), capsys.readouterr().out
+    assert printed[0] == 0 and f"mAP {report['mAP_percent']:5.1f}%" in printed[1]  # the units the text uses
+    assert report["rank1_percent"] == pytest.approx(report["cmc_percent"][0]) and 0 <= report["rank1_percent"] <= 100
 
     png = tmp_path / "cmc.png"
     rc = eval_main(["--ckpt", str(ckpt), "--dataset", "synthetic", "--root", str(root), "--workers", "0",

@@ -28,3 +28,19 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
     bad.write_bytes(b"not a checkpoint")
     assert main([str(bad)]) == 2
     assert "x.pt" in capsys.readouterr().err
+
+
+def test_a_preset_is_a_starting_point_that_options_change(capsys) -> None:
+    """cpu-demo trains a ResNet-18 at 128x64; options change what they name; the line under the
+    table says that the paper's figures are ResNet-50's."""
+    assert main(["--preset", "cpu-demo", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["backbone"] == "resnet18"
+    assert (report["config"]["spec"]["height"], report["config"]["spec"]["width"]) == (128, 64)
+    assert main(["--preset", "cpu-demo", "--height", "64", "--attention", "none", "--json"]) == 0
+    changed = json.loads(capsys.readouterr().out)["config"]
+    assert (changed["backbone"], changed["attention"], changed["spec"]["height"], changed["spec"]["width"]) == (
+        "resnet18", "none", 64, 64)
+    assert main(["--preset", "cpu-demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Table II way: this model's convolution weights only" in out and "for ResNet-50: 0.51, 2.03" in out

@@ -20,6 +20,7 @@ from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
 from san.atomic import DestinationError
 from san.data.torch_dataset import ReidImageDataset
+from san.hashing import file_sha256
 from san.preprocess import resize_to_contract
 from san.train import lr_factor, temperature, train
 from support.tiny_training import SPEC, tiny_config
@@ -129,6 +130,33 @@ def test_a_disk_that_fills_up_keeps_the_last_epoch_and_resume_finishes(tmp_path:
     assert sorted(p.name for p in run.iterdir()) == ["last.pt", "metrics.jsonl"]  # no temporary left behind
     train(tiny_config(run, resume=True))
     assert [row[0] for row in losses(run)] == [1, 2] and (run / "model.pt").is_file()
+
+
+def _tree_hashes(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path -> sha256)."""
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_changes_no_byte_and_says_so(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(run, eval_every=2))
+    before = _tree_hashes(run)
+    with caplog.at_level("INFO", logger="san.train"):
+        train(tiny_config(run, eval_every=2, resume=True))
+    assert _tree_hashes(run) == before  # model.pt, last.pt, best.pt, metrics.jsonl, TensorBoard's files
+    said = [r.getMessage() for r in caplog.records if "already finished" in r.getMessage()]
+    assert len(said) == 1 and "(2/2 epochs)" in said[0] and str(run / "model.pt") in said[0], said
+
+    # Killed after the last epoch's checkpoint, before model.pt: --resume writes it from last.pt,
+    # with the last epoch's evaluation, and trains nothing.
+    original, meta = load_checkpoint(run / "model.pt")
+    (run / "model.pt").unlink()
+    train(tiny_config(run, eval_every=2, resume=True))
+    again, again_meta = load_checkpoint(run / "model.pt")
+    assert again_meta.extra["eval"] == meta.extra["eval"] and set(meta.extra["eval"]) >= {"mAP", "rank1"}
+    for (name, a), b in zip(original.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.slow

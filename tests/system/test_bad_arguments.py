@@ -132,6 +132,9 @@ CASES = [
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt "
          "--thresholds 0.5 nan", "--thresholds"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {ckpt}", "--out"),
+    case("san-calibrate", "--onnx {onnx} --images {images} --out {text}", "--out {text}: exists; pass --overwrite"),
+    case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {text}",
+         "--out {text}: exists; pass --overwrite"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {missing} --out {new}.pt", "--root"),
     # san-embed and san-embed merge
     case("san-embed", "{images} --model {missing}.engine", "{missing}.engine: model file not found"),
@@ -171,6 +174,7 @@ CASES = [
     case("san-search", "query {emb} --rows 0 --nprobe -1", "--nprobe"),
     case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
     case("san-search", "query {emb} --rows 0 -k 0", "-k"),
+    case("san-search", "query {images} --rows 0", "{images}: not san-embed output (no meta.json); give the --out"),
     case("san-search", "query {emb} --images {missing}.jpg --model {onnx}", "{missing}.jpg: file not found"),
     case("san-search", "masks --ckpt {onnx} --images {image} --out {new}", "is an ONNX model"),
 ]
