@@ -7,8 +7,8 @@ import sys
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
 from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_overwrite_argument,
-                           add_progress_argument, count, existing_folder, finite, model_file, output_file,
-                           output_folder, refuse_replacing)
+                           add_progress_argument, count, dataset_options, existing_folder, finite, model_file,
+                           output_file, output_folder, refuse_replacing)
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
@@ -181,7 +181,7 @@ def _threshold(args: argparse.Namespace) -> int:
 
     refuse_overwriting_inputs(args.out, {"--ckpt": args.ckpt})
     refuse_replacing(args.out, "--out", args.overwrite)
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root, **(dataset_options(args) or {}))
     report = calibrate_threshold(
         args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
         batch_size=args.batch_size, workers=args.workers, progress=args.progress,

@@ -132,6 +132,8 @@ CASES = [
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt "
          "--thresholds 0.5 nan", "--thresholds"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {ckpt}", "--out"),
+    case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt "
+         "--dataset-arg idz=4", "--dataset-arg idz"),  # read, not dropped
     case("san-calibrate", "--onnx {onnx} --images {images} --out {text}", "--out {text}: exists; pass --overwrite"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {text}",
          "--out {text}: exists; pass --overwrite"),
