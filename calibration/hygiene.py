@@ -80,7 +80,10 @@ def evaluation_images(exclude: Sequence[str | Path] = (), dataset: ReidDataset |
     found = [p for directory in exclude for p in folder_images(directory, "--exclude")]
     if dataset is not None:
         found += [Path(r.path) for r in (*dataset.query, *dataset.gallery)]
-    return list(dict.fromkeys(p.resolve() for p in found))
+    unique: dict[str, Path] = {}
+    for path in found:
+        unique.setdefault(os.path.realpath(path), path)  # realpath: a link loop is no error
+    return list(unique.values())
 
 
 def evaluation_source(exclude: Sequence[str | Path] = (), dataset: ReidDataset | None = None) -> str:
