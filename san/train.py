@@ -375,7 +375,7 @@ class _Trainer:
         torch.manual_seed(epoch_seed(cfg.recipe.seed, epoch, self.ctx.rank))  # Gumbel noise (and loader seeds)
         totals, tic = EpochTotals(), time.perf_counter()
         bar = progress_bar(self.loader, enabled=cfg.run.progress and self.ctx.main, total=len(self.sampler),
-                           desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}", leave=False)
+                           desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}", unit="batch", leave=False)
         for images, indices, errors in bar:
             step = self._step(images, indices, errors, epoch)
             if step is None:
