@@ -108,7 +108,7 @@ def test_a_broken_int8_file_fails_the_int8_rule_on_each_runtime(tiny: Path, expo
     AMX Xeon, the healthy file gives 0.996 (onnxruntime) and 0.984 (OpenVINO) on these images,
     the broken one 0.89 on both, and a CPU's INT8 rounding moves the mean by about 0.01."""
     broken = scale_one_weight(exported / "model.int8.onnx", tmp_path / "broken.onnx", BROKEN_WEIGHT, BROKEN_FACTOR)
-    assert san_export(["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "model.onnx"),
+    assert san_export(["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "model.onnx"), "--verify-count", "8",
                        "--openvino", str(tmp_path / "ir"), "--int8", str(broken)]) == 1  # export's own check refuses it
     with open_backend(tiny / "model.onnx") as reference:
         fp32 = reference.infer(judged_images)

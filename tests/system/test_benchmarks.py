@@ -5,6 +5,7 @@ scripts print ratios against their targets instead)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 import torchvision
 
+from san.progress import INTERVAL_VARIABLE
 from san.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,10 +125,15 @@ def test_paired_analysis_over_seeds_matches_a_hand_computation() -> None:
 
 
 @pytest.mark.slow
-def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_retrains(tmp_path: Path) -> None:
+def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_retrains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = ["--smoke", "--work", str(tmp_path)]
+    monkeypatch.setenv(INTERVAL_VARIABLE, "1e-6")  # a progress line per step: its output goes to a pipe
     lines = run_script("ablation.py", "--select", "--seeds", "2", "--variants", "baseline", "san",
                        "san-nearest-warmup", *work)
+    assert any(re.fullmatch(r"epoch 1/1: \d+/\d+ batch \(100%\), \d+:\d\d elapsed", line) for line in lines), lines
+    assert any(line.startswith("epoch 1/1: loss ") for line in lines)  # each run's epoch line
+    monkeypatch.delenv(INTERVAL_VARIABLE)
     runs = tmp_path / "48ids-64x32-1ep"
     assert not list(runs.rglob("scores.npz"))  # the test split is not scored while choosing
     chosen = json.loads((runs / "selection.json").read_text())["chosen"]

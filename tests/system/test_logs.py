@@ -29,7 +29,7 @@ SIZES = {
                   "width=32", "--batch-p", "4", "--workers", "0", "--eval-every", "1"],
     "san-calibrate": ["--num", "16", "--batch-size", "4", "--limit", "int8.max_delta_map=none", "--limit",
                       "int8.max_delta_rank1=none"],
-    "san-parity": ["--draws", "2", "--limit", "int8.max_delta_map=none", "--limit", "int8.max_delta_rank1=none"],
+    "san-parity": ["--draws", "1", "--limit", "int8.max_delta_map=none", "--limit", "int8.max_delta_rank1=none"],
 }
 #: A progress line of san.progress: what, done/total, the share, the time taken (and left).
 PROGRESS = re.compile(r"^(?P<what>[^:]+): (?P<done>\d+)/(?P<total>\d+)( \w+)? \(\d+%\), \d+:\d\d elapsed(, ~\d+:\d\d left)?$")
@@ -103,10 +103,8 @@ def test_the_example_runs_as_written_after_the_demo_and_logs_its_stages_and_prog
     assert len(lines) == 1 and lines[0].startswith("embedded "), lines
     assert _finished(progress["embedding"]), progress
     lines, progress = logs["san-parity"]
-    assert "torch, sampled masks: draw 1/2" in lines and "torch, sampled masks: draw 2/2" in lines, lines
-    assert len(progress["gallery"]) >= 4, progress  # torch, onnx, int8 and each draw
+    assert "torch, sampled masks: draw 1/1" in lines, lines
+    assert sum(total == done for done, total in progress["gallery"]) == 4, progress  # torch, onnx, int8, the draw
 
     lines, progress = _run(["san-search", "build", "runs/example/query_embeddings", "--index", "flat"], tmp_path)
     assert _finished(progress["indexing"]) and lines[-1].startswith("built "), (lines, progress)
-    lines, progress = _run(["san-eval", "--ckpt", "runs/example/model.pt"], tmp_path)
-    assert _finished(progress["query"]) and _finished(progress["gallery"]), progress
