@@ -78,6 +78,7 @@ from runtime.embed import EMBEDDINGS
 from san.retrieval import default_workers
 from san.discovery import discover_images
 from san.metrics import paired_cosine
+from san.rules import RULES
 
 #: Speed targets (ratios to the reference loop; decode share of model time).
 ORT_FP32_TARGET, ORT_INT8_TARGET, DECODE_SHARE_TARGET = 1.8, 2.2, 0.10
@@ -146,8 +147,6 @@ class Competitor:
 def judged(kind: str, cos: np.ndarray) -> str:
     """``KIND: pass`` or ``KIND: FAIL`` for paired cosines against fp32, by the rule table's cosine
     limits for that precision, as san-parity judges them (retrieval aside)."""
-    from san.rules import RULES
-
     breaches = RULES[kind].breaches(kind, {"min_cosine_min": float(cos.min()), "min_cosine_mean": float(cos.mean())})
     return f"{kind}: {'FAIL' if breaches else 'pass'}"
 

@@ -8,14 +8,14 @@ import sys
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
 from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_overwrite_argument,
                            add_progress_argument, count, dataset_options, existing_folder, finite, model_file,
-                           output_file, output_folder, refuse_replacing)
+                           output_file, output_folder)
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
 from san.data.registry import DATASETS, load_dataset
 from san.report import write_json
 from san.rules import RULES, override_rules
-from san.output_guard import refuse_overwriting_inputs
+from san.output_guard import refuse_overwriting_inputs, refuse_replacing
 from san.spec import ContractError
 from san.command import command
 

@@ -310,8 +310,9 @@ def _version_rules(node: onnx.NodeProto, g: _Graph, parser: ParserVersion) -> It
             yield "build-time-input", f"input {wanted.name} ({tensor!r}) must {kind} for TensorRT {parser.name}'s parser"
     if (not parser.reduce_axes_input and node.op_type in REDUCE_AXES_INPUT_AT_18 and len(node.input) > 1
             and node.input[1]):
-        yield "reduce-axes-input", (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser ignores it and "
-               "reduces over every axis, batch included; give axes as an attribute (opset 17)")
+        yield "reduce-axes-input", (f"axes given as an input (the opset-18 form): TensorRT {parser.name}'s parser "
+                                    "ignores it and reduces over every axis, batch included; give axes as an "
+                                    "attribute (opset 17)")
 
 
 def lint_tensorrt_file(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT_PARSER]) -> list[Violation]:
@@ -375,16 +376,16 @@ def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[Broken]:
     if zero_name is not None:  # without one the parser quantizes to INT8 with zero point 0
         zero_type = g.type_name(zero_name)
         if zero_type not in _QUANTIZED:
-            yield "zero-point-type", (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or INT4 only "
-                   "(a UINT8 zero point is read as INT8: values above 127 wrap)")
+            yield "zero-point-type", (f"zero point {zero_name!r} is {zero_type}; TensorRT quantizes to INT8, FP8 or "
+                                      "INT4 only (a UINT8 zero point is read as INT8: values above 127 wrap)")
         zero = g.constants.get(zero_name)
         if zero is None:
             yield "zero-point-value", f"zero point {zero_name!r} must be a constant"
         elif np.asarray(zero).astype(np.float64).any():
             yield "zero-point-value", f"zero point {zero_name!r} is not 0: TensorRT supports symmetric quantization only"
     if not quantize and g.type_name(node.input[0]) == "INT32":
-        yield "int32-dequantize", ("dequantizes INT32 (a quantized bias): TensorRT dequantizes INT8, FP8 and INT4 only; "
-               "keep biases in float")
+        yield "int32-dequantize", ("dequantizes INT32 (a quantized bias): TensorRT dequantizes INT8, FP8 and INT4 "
+                                   "only; keep biases in float")
     if scale is not None and np.asarray(scale).size > 1:
         yield from _axis_rules(node, g, int(np.asarray(scale).size))
 
@@ -404,8 +405,8 @@ def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[Br
     weights = node.input[0] in g.constants or (
         source is not None and source.op_type == "QuantizeLinear" and source.input[0] in g.constants)
     if not weights:
-        yield "per-channel-activations", (f"activations quantized per channel (a scale of {scale_size} values on axis {axis}): TensorRT "
-               "quantizes activations per tensor only")
+        yield "per-channel-activations", (f"activations quantized per channel (a scale of {scale_size} values on "
+                                          f"axis {axis}): TensorRT quantizes activations per tensor only")
 
 
 def _input_rules(g: _Graph) -> Iterator[tuple[str, str, str]]:

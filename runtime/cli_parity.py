@@ -9,8 +9,8 @@ from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
 from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_progress_argument,
-                           add_rerank_arguments, count,
-                           dataset_options, existing_folder, model_file, output_file, rerank_params)
+                           add_rerank_arguments, count, dataset_options, existing_folder, model_file, output_file,
+                           rerank_params)
 from san.atomic import atomic_write_text
 from san.output_guard import refuse_overwriting_inputs
 from san.report import write_json

@@ -16,8 +16,7 @@ from runtime.registry import BACKENDS, open_backend
 from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
                             embed_query_images, faiss_module, reranked_search)
 from san.arguments import (CommandParser, add_device_argument, add_progress_argument, add_rerank_arguments, count,
-                           existing_file,
-                           existing_folder, model_file, output_file, output_folder, rerank_params)
+                           existing_file, existing_folder, model_file, output_file, output_folder, rerank_params)
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 from san.command import command

@@ -39,6 +39,9 @@ FONT_SIZE = 15
 LINE = FONT_SIZE + 5
 CAPTION_LINES = 2
 LEGEND = LINE + PAD
+SWATCH = LINE - 6  # a legend entry's colour square
+#: Height in pixels of the overlay pictures' colour bar.
+COLOUR_BAR = 14
 MIN_TILE_HEIGHT = 256
 COLOURS = {True: (30, 170, 60), False: (210, 40, 40), None: (150, 150, 150)}
 QUERY_COLOUR = (40, 90, 200)
@@ -80,15 +83,19 @@ def person_id(path: str | Path) -> int | None:
     return None
 
 
-def _legend_width() -> int:
-    swatch = LINE - 6
-    return PAD + sum(swatch + 4 + text_width(label) + 2 * PAD for _, label in LEGEND_ENTRIES) + text_width(LEGEND_NOTE)
+def _legend_layout() -> tuple[list[int], int]:
+    """The x of each legend entry's swatch, and of the note after them."""
+    xs, x = [], PAD
+    for _, label in LEGEND_ENTRIES:
+        xs.append(x)
+        x += SWATCH + 4 + text_width(label) + 2 * PAD
+    return xs, x
 
 
 def ranked_list_size(k: int, tile_height: int, tile_width: int) -> tuple[int, int]:
     """(width, height) of a ranked-list picture with ``k`` results (the module doc's formula)."""
     cell_w = tile_width + 2 * BORDER
-    width = max(PAD + cell_w + GAP + k * (cell_w + PAD), _legend_width() + PAD)
+    width = max(PAD + cell_w + GAP + k * (cell_w + PAD), _legend_layout()[1] + text_width(LEGEND_NOTE) + PAD)
     return width, LEGEND + 2 * PAD + tile_height + 2 * BORDER + CAPTION_LINES * LINE
 
 
@@ -109,12 +116,11 @@ def _cell(canvas: Image.Image, x: int, image: Image.Image, colour: tuple[int, in
 
 def _legend(canvas: Image.Image) -> None:
     draw = ImageDraw.Draw(canvas)
-    x, swatch = PAD, LINE - 6
-    for colour, label in LEGEND_ENTRIES:
-        draw.rectangle((x, PAD, x + swatch, PAD + swatch), fill=colour)
-        draw.text((x + swatch + 4, PAD - 2), label, fill=TEXT, font=font())
-        x += swatch + 4 + text_width(label) + 2 * PAD
-    draw.text((x, PAD - 2), LEGEND_NOTE, fill=TEXT, font=font())
+    xs, note_x = _legend_layout()
+    for x, (colour, label) in zip(xs, LEGEND_ENTRIES):
+        draw.rectangle((x, PAD, x + SWATCH, PAD + SWATCH), fill=colour)
+        draw.text((x + SWATCH + 4, PAD - 2), label, fill=TEXT, font=font())
+    draw.text((note_x, PAD - 2), LEGEND_NOTE, fill=TEXT, font=font())
 
 
 def ranked_list_png(query: Tile, results: Sequence[Tile], out: str | Path, tile_height: int = 160,
@@ -205,10 +211,6 @@ def mask_strip_size(blocks: int, height: int, width: int) -> tuple[int, int]:
     a title line, the tiles with two label lines each, and the colour bar with its line."""
     factor = _enlargement(height)
     return PAD + (blocks + 1) * (width * factor + PAD), LINE + PAD + height * factor + 2 * LINE + COLOUR_BAR + LINE + PAD
-
-
-#: Height in pixels of the overlay pictures' colour bar.
-COLOUR_BAR = 14
 
 
 def _save_strip(tiles: Sequence[Image.Image], labels: Sequence[tuple[str, str]], title: str, out: Path) -> Path:

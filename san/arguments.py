@@ -114,12 +114,6 @@ def add_overwrite_argument(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} (default: refuse)")
 
 
-def refuse_replacing(path: Path, option: str, overwrite: bool) -> None:
-    """Raise ``ValueError`` when the output ``path`` exists and ``overwrite`` is not given."""
-    if path.exists() and not overwrite:
-        raise ValueError(f"{option} {path}: exists; pass --overwrite to replace it, or give another {option}")
-
-
 def count(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
     """An integer of at least ``minimum`` and at most ``maximum`` (batch sizes, workers, counts)."""
     def parse(text: str) -> int:

@@ -31,7 +31,12 @@ class _LineHandler(logging.Handler):
     """One message a line on stdout, past any progress bar (and past :func:`foreign_prints_dropped`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=getattr(sys.stdout, "messages_to", sys.stdout))
+        tqdm.write(self.format(record), file=_message_stream())
+
+
+def _message_stream() -> object:
+    """Where the toolkit's messages go: stdout, or past :func:`foreign_prints_dropped` to the real one."""
+    return getattr(sys.stdout, "messages_to", sys.stdout)
 
 
 class _Dropped(io.TextIOBase):
@@ -51,7 +56,7 @@ class _Dropped(io.TextIOBase):
 def foreign_prints_dropped() -> Iterator[None]:
     """Drop what third-party code prints to stdout (a library's per-batch chatter) while the
     toolkit's own messages, progress lines among them, still reach stdout."""
-    with contextlib.redirect_stdout(_Dropped(getattr(sys.stdout, "messages_to", sys.stdout))):
+    with contextlib.redirect_stdout(_Dropped(_message_stream())):
         yield
 
 

@@ -1,7 +1,8 @@
-"""Outputs never replace the files a command reads.
+"""Outputs never replace the files a command reads, nor an existing output unless asked.
 
 A path comparison that resolves symlinks and ``..`` decides: an output that is one of the
-command's inputs, or a folder that holds one, is refused before any work starts.
+command's inputs, or a folder that holds one, is refused before any work starts. An output
+file that exists is replaced only with ``--overwrite`` (:func:`refuse_replacing`).
 """
 
 from __future__ import annotations
@@ -19,3 +20,9 @@ def refuse_overwriting_inputs(out: str | Path, inputs: Mapping[str, str | Path],
         if source == target or target in source.parents:
             what = "is" if source == target else "contains"
             raise ValueError(f"{option} {out} {what} the {name} input {path}; choose another output path")
+
+
+def refuse_replacing(path: Path, option: str, overwrite: bool) -> None:
+    """Raise ``ValueError`` when the output ``path`` exists and ``overwrite`` is not given."""
+    if path.exists() and not overwrite:
+        raise ValueError(f"{option} {path}: exists; pass --overwrite to replace it, or give another {option}")

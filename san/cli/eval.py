@@ -7,8 +7,8 @@ import json
 import sys
 
 from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument,
-                           add_rerank_arguments, count,
-                           dataset_options, existing_folder, model_file, output_file, rerank_params)
+                           add_rerank_arguments, count, dataset_options, existing_folder, model_file, output_file,
+                           rerank_params)
 from san.data.augment import TENCROP_ENLARGE
 from san.embedding import TTA_MODES
 from san.command import command
