@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
-from export.tensorrt_lint import PARSERS
+from export.tensorrt_lint import DEFAULT_PARSER, PARSERS, ParserVersion, parser_of
 from san.arguments import (CommandParser, add_limit_argument, add_overwrite_argument, count, existing_folder,
                            finite_list, model_file, output_file)
 from san.command import command
@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint written by san-train (model.pt)")
     source.add_argument("--check-tensorrt", type=model_file("onnx"), metavar="ONNX",
                         help="only check an ONNX file against TensorRT's parser rules (no GPU needed)")
-    parser.add_argument("--tensorrt", choices=list(PARSERS), metavar="VERSION",
-                        help=f"the TensorRT release whose parser --check-tensorrt models: {', '.join(PARSERS)} "
-                        "(default: the installed TensorRT, else 10)")
+    parser.add_argument("--tensorrt", type=tensorrt_release, metavar="VERSION",
+                        help="the TensorRT release whose parser --check-tensorrt models, e.g. 8.6, 10.3, 10.13 or 11 "
+                        f"(rules per {', '.join(row.name for row in PARSERS.values())}; default: the installed "
+                        f"TensorRT, else {PARSERS[DEFAULT_PARSER].name})")
     parser.add_argument("--verbose", action="store_true",
                         help="with --check-tensorrt: after the summary, list every node that breaks a rule")
     verify = parser.add_argument_group("verification")
@@ -130,13 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), 2)
 
 
-def check_tensorrt(path: Path, release: str | None, verbose: bool = False) -> int:
-    """Check ``path`` against the parser of TensorRT ``release`` (None: the installed one, else
-    10): the verdict, then the violations summed up by rule (with the change that fixes each)
-    and by node kind, then with ``verbose`` every node. 0 when there is none, else 1."""
+def tensorrt_release(value: str) -> ParserVersion:
+    """``--tensorrt``: a TensorRT version, as the :data:`export.tensorrt_lint.PARSERS` row of its rules."""
+    try:
+        return parser_of(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def check_tensorrt(path: Path, release: ParserVersion | None, verbose: bool = False) -> int:
+    """Check ``path`` against the parser rules of ``release`` (None: the installed TensorRT's,
+    else :data:`DEFAULT_PARSER`): the verdict, then the violations summed up by rule (with the
+    change that fixes each) and by node kind, then with ``verbose`` every node. 0 when there is
+    none, else 1."""
     from export.tensorrt_lint import installed_parser, lint_tensorrt_file, summarize
 
-    parser = PARSERS[release] if release else installed_parser()
+    parser = release or installed_parser()
     violations = lint_tensorrt_file(path, parser)
     if not violations:
         print(f"{path}: compatible with TensorRT {parser.name}'s ONNX parser rules")

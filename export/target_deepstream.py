@@ -9,8 +9,11 @@ sample takes: a float-input graph that carries raw 0..255 RGB and normalises ins
 ``offsets: [0, 0, 0]``, ``netScaleFactor: 1.0``. Files written:
 
 - ``san_reid.onnx``: that graph (verified against PyTorch like every export);
-- ``config_tracker_reid.yml``: the ``ReID:`` section for the low-level tracker config;
-- ``config_infer_secondary_reid.txt``: nvinfer as a secondary GIE emitting tensor meta;
+- ``config_tracker_reid.yml``: a complete low-level tracker config (``ll-config-file``): NvDCF
+  with ReID re-association, or NvDeepSORT, or NvDeepSORT with re-association, with every key
+  that makes the ReID features count (:mod:`export.deepstream_tracker`);
+- ``config_infer_secondary_reid.txt``: nvinfer as a secondary GIE emitting tensor meta, with
+  bilinear scaling on the GPU (nvinfer's default filter is nearest);
 - ``README.txt``: where each file goes, what it assumes, and the DeepStream and TensorRT
   releases the files are for.
 
@@ -21,26 +24,29 @@ graph is converted to opset 17 (axes as attributes) and checked to give the same
 the opset-18 one. Every graph is checked against its TensorRT release's parser rules.
 
 With ``--deepstream-precision fp16`` (the default) DeepStream builds an FP16 engine from the
-float graph, and nothing there checks the mask path in half precision. The model is therefore
-also exported in half precision (fp32 L2 normalisation, as ``--trt --fp16`` builds from) and
-verified under the fp16 rule before the configs are written; that graph is only the check and
-is not kept. A model that fails it is refused, with ``--deepstream-precision fp32`` named.
+float graph, and TensorRT may then run any layer in half precision: nothing in DeepStream pins
+one to float32 (:mod:`export.fp16_emulation`). The model is built to hold there (its guards are
+normal float16 numbers, and its L2 normalisation cannot overflow), and the graph written here is
+checked as that engine may compute it, every tensor between layers in float16, under the fp16
+rule. A model that fails it is refused, with ``--deepstream-precision fp32`` named.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import onnx
 
+from export.deepstream_tracker import REID_TYPES, TRACKER_MODES, reid_section, render, tracker_sections
 from export.errors import ExportError
+from export.fp16_emulation import in_fp16_everywhere, rounding_session
 from export.targets import ExportJob, FolderTarget, Written
-from export.tensorrt_lint import PARSERS, require_tensorrt_compatible
+from export.verify import verify_embeddings
+from export.tensorrt_lint import parser_of, require_tensorrt_compatible
 from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.atomic import atomic_write, atomic_write_text
@@ -55,61 +61,53 @@ TRACKER_CONFIG = "config_tracker_reid.yml"
 NVINFER_CONFIG = "config_infer_secondary_reid.txt"
 #: The graph DeepStream feeds: float RGB pixels, NCHW, normalised inside.
 CONVENTION = InputConvention("float32")
-#: ``reidType`` of the tracker: which association uses the features.
-REID_TYPES = {"deepsort": 1, "reassoc": 2, "both": 3}
-#: DeepStream release -> the TensorRT release it ships (a row of :data:`export.tensorrt_lint.PARSERS`).
-DEEPSTREAM_TENSORRT = {"6.4": "8.6", "7.0": "8.6", "7.1": "10", "8.0": "10"}
-LATEST_DEEPSTREAM = "8.0"
+#: DeepStream release -> the TensorRT release it ships, from each release's notes: 6.4 and 7.0 ship
+#: 8.6, 7.1 ships 10.3, 8.0 ships 10.9, 9.0 ships 10.14 and 9.2 ships 10.16 (its migration guide).
+DEEPSTREAM_TENSORRT = {"6.4": "8.6", "7.0": "8.6", "7.1": "10.3", "8.0": "10.9", "9.0": "10.14", "9.2": "10.16"}
+LATEST_DEEPSTREAM = "9.2"
 #: The converted graph's embeddings may differ from the opset-18 graph's by rounding only.
 CONVERSION_TOLERANCE = 1e-5
-#: Precision codes differ: the tracker's ``networkMode`` is 0 fp32, 1 fp16, 2 int8; nvinfer's
-#: ``network-mode`` is 0 FP32, 1 INT8, 2 FP16.
-TRACKER_MODES = {"fp32": 0, "fp16": 1}
+#: nvinfer's ``network-mode`` codes: 0 FP32, 1 INT8, 2 FP16 (not the tracker's numbering).
 NVINFER_MODES = {"fp32": 0, "fp16": 2}
+#: nvinfer's ``scaling-filter``: ``NvBufSurfTransformInter_Bilinear`` (nvbufsurftransform.h; its
+#: default, ``NvBufSurfTransformInter_Default``, is nearest on GPU and VIC), and
+#: ``scaling-compute-hw``: ``NvBufSurfTransformCompute_GPU``, valid on dGPU and Jetson alike
+#: (gst-nvinfer's property parser), so that Jetson's VIC does not pick its own filter.
+SCALING_FILTER_BILINEAR = 1
+SCALING_COMPUTE_GPU = 1
 
 
-def tracker_config(spec: InputSpec, reid_type: str, batch_size: int, precision: str) -> str:
-    """The ``ReID:`` section (YAML) for the NvMultiObjectTracker low-level config; with
-    re-association, the ``TrajectoryManagement`` switch it needs."""
-    engine = f"{ONNX_NAME}_b{batch_size}_gpu0_{precision}.engine"
-    reassoc = "" if reid_type == "deepsort" else """\
-# Re-association also needs trajectory management to keep it on: merge this too (NvDCF).
-TrajectoryManagement:
-  enableReAssoc: 1
-"""
-    return f"""\
-# ReID section for DeepStream's low-level tracker config (NvDCF or NvDeepSORT); generated
-# by san-export from the model's input contract: merge it into your tracker YAML. NvDeepSORT
-# associates with the features: --deepstream-reid-type deepsort writes reidType 1 for it.
-{reassoc}ReID:
-  reidType: {REID_TYPES[reid_type]}  # 1 NvDeepSORT association, 2 re-association, 3 both
-  batchSize: {batch_size}
-  workspaceSize: 1000
-  reidFeatureSize: {spec.embedding_dim}
-  reidHistorySize: 100
-  inferDims: [3, {spec.height}, {spec.width}]  # C, H, W of the network input
-  networkMode: {TRACKER_MODES[precision]}  # 0 fp32, 1 fp16, 2 int8
-  inputOrder: 0  # NCHW
-  colorFormat: 0  # RGB
-  offsets: [0.0, 0.0, 0.0]  # y = netScaleFactor * (x - offsets): raw pixels; mean/std are in the graph
-  netScaleFactor: 1.0
-  keepAspc: 0  # the model was trained on crops stretched to H x W ({spec.interpolation}), not letterboxed
-  addFeatureNormalization: {0 if spec.l2_normalize else 1}  # the graph {'already L2-normalises' if spec.l2_normalize else 'does not normalise'}
-  onnxFile: {ONNX_NAME}
-  modelEngineFile: {engine}
-"""
+def engine_name(batch_size: int, precision: str) -> str:
+    """The engine file DeepStream writes for the graph: ``<onnx>_b<batch>_gpu0_<precision>.engine``."""
+    return f"{ONNX_NAME}_b{batch_size}_gpu0_{precision}.engine"
+
+
+def tracker_config(spec: InputSpec, reid_type: str, batch_size: int, precision: str, model_dir: PurePosixPath,
+                   release: str) -> str:
+    """The complete low-level tracker config (:mod:`export.deepstream_tracker`), its model paths
+    absolute under ``model_dir``."""
+    sections = {**tracker_sections(reid_type),
+                "ReID": reid_section(spec, reid_type, batch_size, precision, model_dir / ONNX_NAME,
+                                     model_dir / engine_name(batch_size, precision))}
+    kind = {"reassoc": "NvDCF with ReID re-association", "deepsort": "NvDeepSORT",
+            "both": "NvDeepSORT with ReID re-association"}[reid_type]
+    header = (f"{kind} with the SAN ReID model, for DeepStream {release}; generated by san-export.\n"
+              "Give this file to nvtracker as ll-config-file. Every section but ReID holds the values of\n"
+              "NVIDIA's sample for this tracker, tuned for NVIDIA's ReID model: tune the ReID weights and\n"
+              "thresholds for this one. Model paths are absolute (--deepstream-model-dir).")
+    return render(sections, header)
 
 
 def nvinfer_config(spec: InputSpec, batch_size: int, precision: str, class_ids: list[int]) -> str:
-    """nvinfer (secondary GIE) config: embeddings attached to each object as tensor meta."""
-    engine = f"{ONNX_NAME}_b{batch_size}_gpu0_{precision}.engine"
+    """nvinfer (secondary GIE) config: embeddings attached to each object as tensor meta. Its
+    paths are relative: nvinfer resolves them against the config file's folder."""
     return f"""\
 # nvinfer as a secondary GIE running the SAN ReID model on each detected object; generated by
 # san-export from the model's input contract. The embeddings arrive as NvDsInferTensorMeta.
 [property]
 gpu-id=0
 onnx-file={ONNX_NAME}
-model-engine-file={engine}
+model-engine-file={engine_name(batch_size, precision)}
 batch-size={batch_size}
 # 0 FP32, 1 INT8, 2 FP16 (not the tracker's numbering)
 network-mode={NVINFER_MODES[precision]}
@@ -120,6 +118,9 @@ offsets=0.0;0.0;0.0
 model-color-format=0
 infer-dims=3;{spec.height};{spec.width}
 maintain-aspect-ratio=0
+# crops scaled bilinearly on the GPU: nvinfer's default filter is nearest, which the model never saw
+scaling-filter={SCALING_FILTER_BILINEAR}
+scaling-compute-hw={SCALING_COMPUTE_GPU}
 # 100: other (no built-in parser); the output stays a tensor
 network-type=100
 output-tensor-meta=1
@@ -132,7 +133,7 @@ operate-on-class-ids={';'.join(map(str, class_ids))}
 """
 
 
-def readme(spec: InputSpec, deepstream: str, opset: int) -> str:
+def readme(spec: InputSpec, deepstream: str, opset: int, model_dir: PurePosixPath) -> str:
     return f"""\
 SAN ReID model for DeepStream, written by san-export.
 
@@ -141,13 +142,19 @@ SAN ReID model for DeepStream, written by san-export.
     and scale with offsets 0 and scale 1.0); mean/std normalisation is inside the graph.
     Output "embeddings": float32 [N, {spec.embedding_dim}]{', L2-normalised' if spec.l2_normalize else ''}.
 {TRACKER_CONFIG}
-    The ReID: section for the low-level tracker config (ll-config-file of [tracker]): merge it
-    into config_tracker_NvDCF_*.yml or config_tracker_NvDeepSORT.yml; keep the ONNX file beside it
-    (paths are relative to the config). The tracker builds the engine named in modelEngineFile on
-    first use.
+    A complete low-level tracker config: in the [tracker] group (or on nvtracker) set
+    ll-lib-file=/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so and
+    ll-config-file={model_dir / TRACKER_CONFIG}
+    Its model paths are absolute: this folder must be at {model_dir} on the DeepStream machine
+    (export again with --deepstream-model-dir for another place). The tracker builds the engine
+    named in modelEngineFile on first use. Its ReID weights and thresholds are NVIDIA's sample
+    values for NVIDIA's ReID model: tune them for this one. The tracker scales object crops itself;
+    its config has no filter key. Set nvtracker's compute-hw=1 (GPU) where your release has it.
 {NVINFER_CONFIG}
     Alternatively, nvinfer as a secondary GIE (config-file of a [secondary-gie] group) that
-    attaches each object's embedding as tensor meta.
+    attaches each object's embedding as tensor meta. Paths are relative to this file. It scales
+    crops bilinearly on the GPU (scaling-filter={SCALING_FILTER_BILINEAR}, scaling-compute-hw={SCALING_COMPUTE_GPU}): nvinfer's
+    default is nearest, which costs the model accuracy.
 
 Made for DeepStream {deepstream} (TensorRT {DEEPSTREAM_TENSORRT[deepstream]}): ONNX opset {opset}, checked against that
 TensorRT's parser rules. For another release, export again with --deepstream-version.
@@ -165,8 +172,16 @@ class DeepStreamOptions:
     precision: str = "fp16"
     version: str = LATEST_DEEPSTREAM
     class_ids: tuple[int, ...] = (0,)
+    model_dir: PurePosixPath | None = None  # where the folder lives on the DeepStream machine (None: where written)
+
+    @property
+    def install_dir(self) -> PurePosixPath:
+        """The folder's absolute path on the DeepStream machine, for the tracker's model paths."""
+        return self.model_dir or PurePosixPath(self.folder.resolve().as_posix())
 
     def __post_init__(self) -> None:
+        if self.model_dir is not None and not self.model_dir.is_absolute():
+            raise ValueError(f"--deepstream-model-dir must be an absolute path, got {str(self.model_dir)!r}")
         if self.reid_type not in REID_TYPES:
             raise ValueError(f"--deepstream-reid-type must be one of {sorted(REID_TYPES)}, got {self.reid_type!r}")
         if self.precision not in TRACKER_MODES:
@@ -200,6 +215,9 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
                            f"(default {LATEST_DEEPSTREAM}; 6.4 and 7.0 get an opset-17 graph)")
         group.add_argument("--deepstream-class-id", type=count(0), action="append", metavar="ID",
                            help="detector class the nvinfer ReID runs on, repeatable (default 0: persons)")
+        group.add_argument("--deepstream-model-dir", type=PurePosixPath, metavar="DIR",
+                           help="absolute path the folder will have on the DeepStream machine; the tracker config "
+                           "names its model files there (default: where --deepstream writes it)")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> DeepStreamOptions | None:
@@ -207,38 +225,43 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
             return None
         return DeepStreamOptions(args.deepstream, args.deepstream_reid_type, args.deepstream_batch,
                                  args.deepstream_precision, args.deepstream_version,
-                                 tuple(args.deepstream_class_id or (0,)))
+                                 tuple(args.deepstream_class_id or (0,)), args.deepstream_model_dir)
 
     def write(self, job: ExportJob, options: DeepStreamOptions) -> Written:
         spec = job.meta.spec
         onnx_path = self.export_for_consumer(job, options, ONNX_NAME, CONVENTION,
-                                             "DeepStream scales object crops bilinearly")
+                                             "DeepStream scales object crops bilinearly (scaling-filter=1 in nvinfer)")
         if onnx_path is None:
             return Written(self.name, options.folder, passed=False)
-        if options.precision == "fp16" and not holds_in_fp16(job):
-            log.error(f"{options.folder}: the model computed in fp16 fails the fp16 rule (report above), so "
-                      "DeepStream's FP16 engine would not reproduce it; give --deepstream-precision fp32")
-            return Written(self.name, options.folder, (onnx_path,), passed=False)
-        parser = PARSERS[DEEPSTREAM_TENSORRT[options.version]]
+        parser = parser_of(DEEPSTREAM_TENSORRT[options.version])
         if not parser.reduce_axes_input:
             convert_for_attribute_axes(onnx_path, job.images)
         require_tensorrt_compatible(onnx_path, parser)
+        if options.precision == "fp16" and not holds_in_fp16_everywhere(job, onnx_path):
+            log.error(f"{options.folder}: the graph with every layer in fp16 fails the fp16 rule (report above), "
+                      "as DeepStream's FP16 engine may compute it; give --deepstream-precision fp32")
+            return Written(self.name, options.folder, (onnx_path,), passed=False)
         opset = next(o.version for o in onnx.load(onnx_path).opset_import if o.domain in ("", "ai.onnx"))
-        files = {TRACKER_CONFIG: tracker_config(spec, options.reid_type, options.batch, options.precision),
+        files = {TRACKER_CONFIG: tracker_config(spec, options.reid_type, options.batch, options.precision,
+                                                options.install_dir, options.version),
                  NVINFER_CONFIG: nvinfer_config(spec, options.batch, options.precision, list(options.class_ids)),
-                 "README.txt": readme(spec, options.version, opset)}
+                 "README.txt": readme(spec, options.version, opset, options.install_dir)}
         for name, text in files.items():
             atomic_write_text(options.folder / name, text)
         log.info(f"{options.folder}: {ONNX_NAME}, {', '.join(files)}")
         return Written(self.name, options.folder, (onnx_path, *(options.folder / name for name in files)))
 
 
-def holds_in_fp16(job: ExportJob) -> bool:
-    """Whether the model exported in half precision, in DeepStream's input convention, passes
-    the fp16 rule against PyTorch on the job's images (the graph itself is discarded)."""
-    log.info("DeepStream builds an FP16 engine from the float graph: checking the model in fp16")
-    with tempfile.TemporaryDirectory(prefix="san-deepstream-fp16-") as folder:
-        return job.export_verified(Path(folder) / "fp16-check.onnx", "fp16", CONVENTION)
+def holds_in_fp16_everywhere(job: ExportJob, path: Path) -> bool:
+    """Whether the graph at ``path``, computed as an FP16 engine may compute it (every tensor
+    between layers in float16: :func:`export.fp16_emulation.in_fp16_everywhere`), passes the
+    fp16 rule against PyTorch on the job's images."""
+    log.info("DeepStream builds an FP16 engine from the float graph: checking it with every layer in fp16")
+    session = rounding_session(in_fp16_everywhere(onnx.load(path)))
+    report = verify_embeddings(job.model, job.images, lambda batch: session.run(
+        [OUTPUT_NAME], {INPUT_NAME: CONVENTION.encode(batch)})[0], kind="fp16", rule=job.rules["fp16"])
+    log.info(f"{path} with every layer in fp16: {report.render()}")
+    return report.passed
 
 
 def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:

@@ -17,10 +17,15 @@ The rules come from the parser's documentation and importers (onnx-tensorrt 10.1
   then quantizes to INT8 with zero point 0;
 - UINT8 only as a network input (or output), and an input only feeds a Cast;
 - inputs the parser reads at build time are known then (:attr:`ParserVersion.build_time`):
-  ``axes`` of the Reduce ops are initializers; from TensorRT 10 on, ``axes`` of Squeeze and
-  Unsqueeze, ``axis`` of CumSum and ``depth`` of OneHot need only resolve to a constant
-  (folded from constants and static shapes), and Slice and Pad take any ``axes``; TensorRT
-  8.6 wants initializers for Slice, Squeeze, Unsqueeze and CumSum;
+  ``axes`` of the Reduce ops are initializers in every release; TensorRT 8.6 and 10.0-10.6
+  also want initializers for the ``axes`` of Slice, Pad (10.x) and Squeeze and the ``axis`` of
+  CumSum (onnx-tensorrt 10.1-GA ``docs/operators.md``), while 10.7 and later take any Slice and
+  Pad ``axes`` and need Squeeze/Unsqueeze ``axes``, CumSum's ``axis`` and OneHot's ``depth``
+  only to resolve to a constant (folded from constants and static shapes; 10.15 matrix);
+- a per-axis Q/DQ scale names its ``axis``: without one, TensorRT's parser quantizes along
+  axis 0 (``attrs.get("axis", nbDims)``, then 0 for a per-channel scale, in the Q/DQ importer
+  of onnx-tensorrt 8.6-GA and 10.1-GA) where ONNX, and so onnxruntime, default to axis 1; a
+  square weight (C_out == C_in) would then be scaled along the wrong axis without any error;
 - MaxPool without its ``Indices`` output and with unit dilations; Resize without
   antialiasing.
 
@@ -105,11 +110,21 @@ class BuildTimeInput:
     folded: bool = False
 
 
-#: Build-time inputs of TensorRT 10's parser (10.15 matrix; 11 keeps them).
-_BUILD_TIME_10 = {
+#: Build-time inputs of TensorRT 10.7 and later (10.15 matrix; 11 keeps them).
+_BUILD_TIME_10_7 = {
     **dict.fromkeys(_REDUCE_OPS, BuildTimeInput(1, "axes")),
     **dict.fromkeys(("Squeeze", "Unsqueeze"), BuildTimeInput(1, "axes", folded=True)),
     "CumSum": BuildTimeInput(1, "axis", folded=True),
+    "OneHot": BuildTimeInput(1, "depth", folded=True),
+}
+#: Build-time inputs of TensorRT 10.0-10.6 (10.1-GA matrix: Slice, Pad, Squeeze and CumSum want
+#: initializers; Unsqueeze "a constant tensor"). DeepStream 7.1 and JetPack 6.1/6.2 ship 10.3.
+_BUILD_TIME_10_0 = {
+    **dict.fromkeys(_REDUCE_OPS, BuildTimeInput(1, "axes")),
+    **dict.fromkeys(("Slice", "Pad"), BuildTimeInput(3, "axes")),
+    "Squeeze": BuildTimeInput(1, "axes"),
+    "Unsqueeze": BuildTimeInput(1, "axes", folded=True),
+    "CumSum": BuildTimeInput(1, "axis"),
     "OneHot": BuildTimeInput(1, "depth", folded=True),
 }
 #: Build-time inputs of TensorRT 8.6's parser (8.6-GA matrix; its Reduce ops take attribute axes).
@@ -122,50 +137,59 @@ _BUILD_TIME_8_6 = {
 
 @dataclass(frozen=True)
 class ParserVersion:
-    """What one TensorRT release's ONNX parser takes, where releases differ."""
+    """What one range of TensorRT releases' ONNX parser takes, where releases differ."""
 
-    name: str
+    name: str  # the releases it covers, as messages name them
+    first: tuple[int, int]  # the first (major, minor) release of the row
     max_opset: int  # highest default-domain opset it imports
     reduce_axes_input: bool  # ReduceMax/Min/Mean/L2/... read ``axes`` given as an input (opset 18)
     build_time: dict[str, BuildTimeInput]  # op type -> the input it reads while building
 
 
-#: The supported TensorRT releases (``--tensorrt``): 8.6 (DeepStream 6.4 and 7.0; 9.x behaves
-#: alike), 10 (10.0 GA and later 10.x) and 11. Opset limits from each release's support matrix.
-#: "10" holds for every 10.x: its opset limit is 10.0's (later 10.x import up to opset 24).
+#: The TensorRT releases a supported platform ships, one row each: 8.6 (JetPack 6.0, DeepStream
+#: 6.4 and 7.0; 9.x behaves alike), 10.0-10.6 (JetPack 6.1/6.2 and DeepStream 7.1 ship 10.3),
+#: 10.7 and later 10.x (DeepStream 8.0, 9.0 with 10.14, 9.2 with 10.16) and 11. Opset limits from
+#: each release's support matrix; every 10.x row keeps 10.0's opset limit of 20, the one every
+#: 10.x imports.
 PARSERS = {
-    "8.6": ParserVersion("8.6", 17, reduce_axes_input=False, build_time=_BUILD_TIME_8_6),
-    "10": ParserVersion("10", 20, reduce_axes_input=True, build_time=_BUILD_TIME_10),
-    "11": ParserVersion("11", 25, reduce_axes_input=True, build_time=_BUILD_TIME_10),
+    "8.6": ParserVersion("8.6", (8, 6), 17, reduce_axes_input=False, build_time=_BUILD_TIME_8_6),
+    "10.0": ParserVersion("10.0-10.6", (10, 0), 20, reduce_axes_input=True, build_time=_BUILD_TIME_10_0),
+    "10.7": ParserVersion("10.7+", (10, 7), 20, reduce_axes_input=True, build_time=_BUILD_TIME_10_7),
+    "11": ParserVersion("11", (11, 0), 25, reduce_axes_input=True, build_time=_BUILD_TIME_10_7),
 }
-#: The release checked against without an installed TensorRT.
-DEFAULT_PARSER = "10"
+#: The row checked against without an installed TensorRT: the strictest 10.x, which every 10.x takes.
+DEFAULT_PARSER = "10.0"
 
 
 def parser_of(version: str) -> ParserVersion:
-    """The :data:`PARSERS` row of a TensorRT version string: "8.6.1" and "9.2" -> 8.6, "10.13" -> 10."""
-    parts = version.split(".")
+    """The :data:`PARSERS` row of a TensorRT version: "8.6.1" and "9.2" -> 8.6, "10.3" and "10" ->
+    10.0-10.6, "10.13" -> 10.7+, "11.1" -> 11."""
+    parts = version.strip().split(".")
     try:
         release = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
     except ValueError:
         release = None
-    if release is not None and (8, 6) <= release < (10, 0):
-        return PARSERS["8.6"]
-    if release is not None and str(release[0]) in PARSERS and release[0] >= 10:
-        return PARSERS[str(release[0])]
+    if release is not None and (8, 6) <= release < (12, 0):
+        return max((row for row in PARSERS.values() if row.first <= release), key=lambda row: row.first)
     raise ValueError(f"TensorRT {version!r} is not a supported release (supported: 8.6 and 9.x, 10.x, 11.x)")
 
 
 def installed_parser() -> ParserVersion:
-    """The parser of the TensorRT installed here (its package metadata, without importing it),
-    else :data:`DEFAULT_PARSER`."""
+    """The parser of the TensorRT installed here, else :data:`DEFAULT_PARSER`: its pip package's
+    metadata, or (JetPack and the Debian packages install no pip metadata) the module's
+    ``__version__`` when it can be imported. ``ValueError`` for an unsupported release."""
+    import importlib.util
     from importlib import metadata
 
     for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_cu12", "tensorrt_cu13"):
         try:
             return parser_of(metadata.version(dist))
-        except (metadata.PackageNotFoundError, ValueError):
+        except metadata.PackageNotFoundError:
             continue
+    if importlib.util.find_spec("tensorrt") is not None:
+        import tensorrt
+
+        return parser_of(str(getattr(tensorrt, "__version__", "")))
     return PARSERS[DEFAULT_PARSER]
 
 
@@ -194,7 +218,7 @@ RULE_KINDS: dict[str, tuple[str, str]] = {
     "zero-point-type": ("zero point of a type other than INT8, FP8 or INT4", _QUANTIZE_FOR_TENSORRT),
     "zero-point-value": ("zero point not a constant 0 (asymmetric quantization)", _QUANTIZE_FOR_TENSORRT),
     "int32-dequantize": ("DequantizeLinear of INT32 (a quantized bias)", _QUANTIZE_FOR_TENSORRT),
-    "axis": ("per-axis scale that does not fit its axis", _QUANTIZE_FOR_TENSORRT),
+    "axis": ("per-axis scale without an axis, or that does not fit its axis", _QUANTIZE_FOR_TENSORRT),
     "per-channel-activations": ("activations quantized per channel", _QUANTIZE_FOR_TENSORRT),
     "uint8-input": ("UINT8 network input feeding other ops than a Cast", "export with `san-export --input uint8`"),
 }
@@ -392,7 +416,11 @@ def _qdq_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[Broken]:
 
 def _axis_rules(node: onnx.NodeProto, g: _Graph, scale_size: int) -> Iterator[Broken]:
     shape = g.shapes.get(node.input[0])
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    written = next((a.i for a in node.attribute if a.name == "axis"), None)
+    if written is None:
+        yield "axis", (f"per-axis scale of {scale_size} values without an axis attribute: TensorRT's parser then "
+                       "quantizes along axis 0, ONNX and onnxruntime along axis 1; write the axis")
+    axis = 0 if written is None else written  # as TensorRT reads it
     if shape is None:
         return
     rank = len(shape)

@@ -10,20 +10,24 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from san.config import ModelConfig
 
-#: Guards of Eq. 3 (max = min) and of log(pi) in Eq. 5.
-_RANGE_EPS = 1e-6
+#: The smallest normal float16, 2**-14: the guard of a division that must hold in half precision
+#: too (a smaller one is subnormal there, and a runtime may flush it to 0, giving 0 / 0).
+FP16_TINY = 2.0**-14
+#: Guard of log(pi) in Eq. 5 (training only).
 _PROB_EPS = 1e-6
 
 
 def minmax_normalize(x: Tensor) -> Tensor:
     """Eq. 3: per-sample, per-channel min-max normalisation over (H, W) onto [0, 1].
 
-    A constant channel (max = min) gives 0, never NaN.
+    A constant channel (max = min) gives 0, never NaN, in float16 as in float32: the range is
+    guarded by :data:`FP16_TINY`, so a runtime that computes it in half precision (DeepStream's
+    FP16 engines choose per layer) keeps the guard.
     """
     flat = x.flatten(2)  # N x C x (H*W)
     lo = flat.amin(dim=2, keepdim=True)
     hi = flat.amax(dim=2, keepdim=True)
-    pi = (flat - lo) / (hi - lo).clamp_min(_RANGE_EPS)
+    pi = (flat - lo) / (hi - lo).clamp_min(FP16_TINY)
     return pi.view_as(x)
 
 

@@ -9,7 +9,7 @@ import torchvision
 from torch import Tensor, nn
 
 from san.config import ModelConfig
-from san.model.attention import GENERATORS, AttentionBlock, MaskGenerator, total_variation
+from san.model.attention import FP16_TINY, GENERATORS, AttentionBlock, MaskGenerator, total_variation
 from san.model.context import ContextUnit
 from san.model.pretrained import load_imagenet_backbone
 from san.spec import ContractError, InputSpec
@@ -132,11 +132,25 @@ class SAN(nn.Module):
                 probs.append(pi)
         pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         emb = self.head(pooled)
-        if self.spec.l2_normalize:  # in float32: fp16 has no 1e-12, and 0 / max(0, eps) would be NaN
-            emb = nn.functional.normalize(emb.float(), dim=1)
+        if self.spec.l2_normalize:
+            emb = l2_normalize(emb)
         if details:
             return SANOutput(emb, attended, masks, probs)
         return emb
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """Each row of ``x`` at unit length, computed so that it holds in float16 as in float32.
+
+    ``x / max(||x||, eps)`` does not: the sum of squares overflows float16 (65504) once a row's
+    norm passes 256, and an eps such as 1e-12 rounds to 0, so a zero row divides to NaN. Here
+    the row is first divided by its largest magnitude, which leaves squares of at most 1 and a
+    sum of at most the row length, and both guards are :data:`FP16_TINY`, a normal float16. In
+    float32 the result equals ``x / ||x||`` to rounding for every row whose largest magnitude
+    is above 6e-5; a zero row stays zero.
+    """
+    scaled = x / x.abs().amax(dim=1, keepdim=True).clamp_min(FP16_TINY)
+    return scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(FP16_TINY)
 
 
 def build_model(cfg: ModelConfig | None = None, pretrained: str | None = None) -> SAN:

@@ -64,7 +64,7 @@ def test_float_parts_are_float16_and_tensorrt_10_parses_them(half_tensorrt, quan
     assert [i.type.tensor_type.elem_type for i in model.graph.output] == [TensorProto.FLOAT]
     paths = find_mask_paths(model)
     assert len(paths) == 4 and not quant_nodes_on_path(model, paths)  # the mask path is still float, now fp16
-    assert lint_tensorrt(model, PARSERS["10"]) == [] and lint_tensorrt(model, PARSERS["11"]) == []
+    assert lint_tensorrt(model, PARSERS["10.0"]) == [] and lint_tensorrt(model, PARSERS["11"]) == []
     assert lint_tensorrt(model, PARSERS["8.6"])[0].op_type == "opset"  # 8.6 parses opsets up to 17
     assert half_tensorrt.calibration["float_precision"] == "fp16"
     assert read_contract(half_tensorrt.out) == read_contract(quantized_tensorrt.out)

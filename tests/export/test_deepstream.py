@@ -60,15 +60,24 @@ def run(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
+def tracker(folder: Path) -> dict:
+    """The tracker config as the tracker reads it: NVIDIA's samples open with ``%YAML:1.0``, which
+    the tracker's parser takes and PyYAML does not, then plain YAML."""
+    first, rest = (folder / "config_tracker_reid.yml").read_text().split("\n", 1)
+    assert first == "%YAML:1.0"
+    return yaml.safe_load(rest)
+
+
 def test_tracker_reid_section_reproduces_the_model(deepstream: Path, crops: np.ndarray, reference: np.ndarray,
                                                    tiny: Path) -> None:
-    reid = yaml.safe_load((deepstream / "config_tracker_reid.yml").read_text())["ReID"]
+    reid = tracker(deepstream)["ReID"]
     spec = read_contract(tiny / "model.onnx")
     assert reid["inferDims"] == [3, spec.height, spec.width] and reid["reidFeatureSize"] == spec.embedding_dim
     assert reid["keepAspc"] == 0 and reid["networkMode"] == 0 and reid["batchSize"] == 8
     batch = deepstream_input(crops, reid["inferDims"], reid["inputOrder"], reid["colorFormat"],
                              reid["netScaleFactor"], reid["offsets"])
-    features = run(deepstream / reid["onnxFile"], batch)
+    assert Path(reid["onnxFile"]) == (deepstream / "san_reid.onnx").resolve()  # absolute: where it was written
+    features = run(Path(reid["onnxFile"]), batch)
     assert paired_cosine(features, reference).min() >= 0.9999
     # the tracker normalises the features unless the graph's are unit vectors already
     unit = bool(np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5))
@@ -84,6 +93,8 @@ def test_nvinfer_secondary_config_reproduces_the_model(deepstream: Path, crops: 
     assert prop.getint("network-type") == 100 and prop.getint("output-tensor-meta") == 1
     assert prop.getint("process-mode") == 2 and prop.getint("network-mode") == 0  # nvinfer's FP32
     assert prop.getint("maintain-aspect-ratio") == 0
+    # NvBufSurfTransformInter_Bilinear on NvBufSurfTransformCompute_GPU: nvinfer's default filter is nearest
+    assert prop.getint("scaling-filter") == 1 and prop.getint("scaling-compute-hw") == 1
     dims = [int(v) for v in prop["infer-dims"].split(";")]
     offsets = [float(v) for v in prop["offsets"].split(";")]
     batch = deepstream_input(crops, dims, 0, prop.getint("model-color-format"), prop.getfloat("net-scale-factor"),
@@ -183,16 +194,45 @@ def test_each_crops_embedding_does_not_depend_on_its_batch_mates_as_tensorrt_86_
 
 
 def test_configs_name_their_release_reassociation_deepsort_and_classes(deepstream: Path, deepstream_64: Path) -> None:
-    reassoc = yaml.safe_load((deepstream / "config_tracker_reid.yml").read_text())
+    reassoc = tracker(deepstream)
     assert reassoc["ReID"]["reidType"] == 2 and reassoc["TrajectoryManagement"]["enableReAssoc"] == 1
-    deepsort = yaml.safe_load((deepstream_64 / "config_tracker_reid.yml").read_text())
-    assert deepsort["ReID"]["reidType"] == 1 and "TrajectoryManagement" not in deepsort
+    deepsort = tracker(deepstream_64)
+    assert deepsort["ReID"]["reidType"] == 1 and "enableReAssoc" not in deepsort["TrajectoryManagement"]
     for folder, classes in ((deepstream, "0"), (deepstream_64, "0;2")):
         parser = configparser.ConfigParser()
         parser.read(folder / "config_infer_secondary_reid.txt")
         assert parser["property"]["operate-on-class-ids"] == classes
-    assert "DeepStream 8.0 (TensorRT 10): ONNX opset 18" in (deepstream / "README.txt").read_text()
+    assert "DeepStream 9.2 (TensorRT 10.16): ONNX opset 18" in (deepstream / "README.txt").read_text()
     assert "DeepStream 6.4 (TensorRT 8.6): ONNX opset 17" in (deepstream_64 / "README.txt").read_text()
+
+
+def test_each_tracker_config_is_complete_and_gives_the_features_weight(deepstream: Path, deepstream_64: Path,
+                                                                       tmp_path: Path, tiny: Path) -> None:
+    """Every section of NVIDIA's sample for the tracker kind is there, so the file loads as it
+    is; the association that uses the features has a positive ReID weight and threshold
+    (NvDeepSORT: the DataAssociator's; re-association: the TrajectoryManagement's), and the
+    model paths are absolute under --deepstream-model-dir."""
+    sections = {"BaseConfig", "TargetManagement", "TrajectoryManagement", "DataAssociator", "StateEstimator", "ReID"}
+    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "model.onnx"), "--verify-count", "2",
+            "--deepstream", str(tmp_path / "both"), "--deepstream-reid-type", "both", "--deepstream-precision", "fp32",
+            "--deepstream-model-dir", "/opt/models/san"]
+    assert san_export(argv) == 0
+    both = tracker(tmp_path / "both")
+    for config, kind in ((tracker(deepstream), "reassoc"), (tracker(deepstream_64), "deepsort"), (both, "both")):
+        assert sections | ({"VisualTracker"} if kind == "reassoc" else set()) == set(config), kind
+        if kind != "reassoc":  # NvDeepSORT's association: a Mahalanobis gate and the ReID score
+            associator = config["DataAssociator"]
+            assert associator["thresholdMahalanobis"] > 0 and associator["matchingScoreWeight4ReidSimilarity"] > 0
+            assert associator["minMatchingScore4ReidSimilarity"] > 0
+        if kind != "deepsort":
+            trajectory = config["TrajectoryManagement"]
+            assert trajectory["enableReAssoc"] == 1 and trajectory["matchingScoreWeight4ReidSimilarity"] > 0
+            assert trajectory["minMatchingScore4ReidSimilarity"] > 0 and trajectory["reidExtractionInterval"] > 0
+    assert both["ReID"]["reidType"] == 3
+    assert both["ReID"]["onnxFile"] == "/opt/models/san/san_reid.onnx"
+    assert both["ReID"]["modelEngineFile"] == "/opt/models/san/san_reid.onnx_b16_gpu0_fp32.engine"
+    assert "ll-config-file=/opt/models/san/config_tracker_reid.yml" in (tmp_path / "both" / "README.txt").read_text()
+    assert san_export([*argv[:-1], "models/san", "--overwrite"]) == 2  # a relative model folder is refused
 
 
 def test_fp16_deepstream_is_refused_for_a_model_that_does_not_hold_in_fp16(tmp_path: Path,

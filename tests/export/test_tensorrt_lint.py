@@ -93,14 +93,14 @@ def test_each_qdq_rule_names_the_node(case: str, expected: str) -> None:
 
 
 def test_build_time_inputs_follow_each_release() -> None:
-    """10.15's matrix: Slice takes any axes, Unsqueeze's need only resolve to a constant (here
-    from a static Shape); 8.6-GA wants initializers for both."""
+    """10.15's matrix (10.7+): Slice takes any axes, Unsqueeze's need only resolve to a constant
+    (here from a static Shape); 8.6-GA wants initializers for both."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
     ints = lambda name, *v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
     computed = _model([helper.make_node("Slice", ["x", "s", "e", "k"], ["y"], name="slice")], [x, k],
                       [ints("s", 0), ints("e", 1)])
-    assert lint_tensorrt(computed, PARSERS["10"]) == []
+    assert lint_tensorrt(computed, PARSERS["10.7"]) == []
     assert [v.rule for v in lint_tensorrt(computed, PARSERS["8.6"]) if v.op_type != "opset"] == [
         "input axes ('k') must be a constant (initializer) for TensorRT 8.6's parser"]
     shape_of = lambda dims: _model([  # noqa: E731
@@ -109,10 +109,10 @@ def test_build_time_inputs_follow_each_release() -> None:
         helper.make_node("Sub", ["first", "two"], ["axis"], name="axis"),  # 2 - 2 = 0, known only by folding
         helper.make_node("Unsqueeze", ["x", "axis"], ["y"], name="unsqueeze")],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [ints("zero", 0), ints("two", 2)])
-    assert lint_tensorrt(shape_of([2, 3]), PARSERS["10"]) == []
+    assert lint_tensorrt(shape_of([2, 3]), PARSERS["10.7"]) == []
     assert [v.node for v in lint_tensorrt(shape_of([2, 3]), PARSERS["8.6"]) if v.op_type != "opset"] == ["unsqueeze"]
-    assert [v.rule for v in lint_tensorrt(shape_of([None, 3]), PARSERS["10"])] == [
-        "input axes ('axis') must resolve to a constant at build time for TensorRT 10's parser"]
+    assert [v.rule for v in lint_tensorrt(shape_of([None, 3]), PARSERS["10.7"])] == [
+        "input axes ('axis') must resolve to a constant at build time for TensorRT 10.7+'s parser"]
 
 
 def test_graph_rules_name_the_node() -> None:
@@ -120,7 +120,7 @@ def test_graph_rules_name_the_node() -> None:
     axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
     dynamic_axes = _model([helper.make_node("ReduceMax", ["x", "axes"], ["y"], name="rmax")], [x, axes], [])
     assert _rules(dynamic_axes) == ["rmax (ReduceMax): input axes ('axes') must be a constant (initializer) for "
-                                    "TensorRT 10's parser"]
+                                    "TensorRT 10.0-10.6's parser"]
     constant_axes = _model([helper.make_node("ReduceMax", ["x", "a"], ["y"], name="rmax")], [x],
                            [numpy_helper.from_array(np.array([1], np.int64), "a")])
     assert _rules(constant_axes) == []
@@ -169,7 +169,7 @@ def test_the_model_has_folded_biases_as_real_checkpoints_do(san_graphs: dict[str
 @pytest.mark.parametrize("kind", ["fp32", "fp16", "int8 tensorrt"])
 def test_exported_and_tensorrt_int8_graphs_pass(kind: str, san_graphs: dict[str, Path], capsys) -> None:
     assert san_export(["--check-tensorrt", str(san_graphs[kind])]) == 0, capsys.readouterr().out
-    assert "compatible with TensorRT 10's ONNX parser rules" in capsys.readouterr().out
+    assert "compatible with TensorRT 10.0-10.6's ONNX parser rules" in capsys.readouterr().out
 
 
 def test_the_onnxruntime_int8_graph_fails_with_a_summary_and_the_one_fix(san_graphs: dict[str, Path], capsys) -> None:
@@ -180,7 +180,7 @@ def test_the_onnxruntime_int8_graph_fails_with_a_summary_and_the_one_fix(san_gra
     violations = lint_tensorrt_file(path)
     assert san_export(["--check-tensorrt", str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{path}: {len(violations)} violation(s) of TensorRT 10's ONNX parser rules"
+    assert lines[0] == f"{path}: {len(violations)} violation(s) of TensorRT 10.0-10.6's ONNX parser rules"
     by_rule = {}
     for line in lines[2:]:
         if not line.startswith("    "):
@@ -215,7 +215,7 @@ def test_trt_refuses_an_incompatible_int8_file_before_looking_for_a_gpu(
     argv = ["--ckpt", str(san_graphs["checkpoint"]), "--out", str(out), "--verify-count", "2", "--trt"]
     assert san_export([*argv, "--int8", str(san_graphs["int8 onnxruntime"])]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "TensorRT 10's ONNX parser would refuse it" in err and "INT32" in err
+    assert len(err.splitlines()) == 1 and "TensorRT 10.0-10.6's ONNX parser would refuse it" in err and "INT32" in err
     # A compatible file passes the check; then the build needs TensorRT and a GPU (exit 3 without them).
     try:
         TargetEnvironment.detect()
@@ -241,7 +241,8 @@ def _reduce_max(opset: int, axes_as_input: bool) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize(("version", "expected"), [
-    ("8.6.1.6", "8.6"), ("8.6", "8.6"), ("9.3.0", "8.6"), ("10.0.1", "10"), ("10.13.3.9", "10"), ("11.1.0", "11")])
+    ("8.6.1.6", "8.6"), ("8.6", "8.6"), ("9.3.0", "8.6"), ("10.0.1", "10.0"), ("10", "10.0"), ("10.3.0.26", "10.0"),
+    ("10.6", "10.0"), ("10.7.0", "10.7"), ("10.13.3.9", "10.7"), ("11.1.0", "11")])
 def test_a_tensorrt_version_maps_to_its_parsers_row(version: str, expected: str) -> None:
     assert parser_of(version) is PARSERS[expected]
 
@@ -254,7 +255,7 @@ def test_an_unsupported_tensorrt_version_is_refused(version: str) -> None:
 
 def test_reduce_axes_as_an_input_fail_only_before_tensorrt_10_and_opsets_are_capped_per_release() -> None:
     opset18 = _reduce_max(18, axes_as_input=True)
-    assert [str(v) for v in lint_tensorrt(opset18, PARSERS["10"])] == []
+    assert [str(v) for v in lint_tensorrt(opset18, PARSERS["10.0"])] == []
     found = [str(v) for v in lint_tensorrt(opset18, PARSERS["8.6"])]
     assert found == ["(model) (opset): ONNX opset 18: TensorRT 8.6's parser imports opsets up to 17",
                      "rmax (ReduceMax): axes given as an input (the opset-18 form): TensorRT 8.6's parser ignores it "
@@ -267,6 +268,93 @@ def test_reduce_axes_as_an_input_fail_only_before_tensorrt_10_and_opsets_are_cap
            for m in (opset18, converted)]
     assert np.array_equal(run[0], run[1]) and np.array_equal(run[0], x.max(2, keepdims=True))
     opset21 = _reduce_max(21, axes_as_input=True)
-    assert [str(v) for v in lint_tensorrt(opset21, PARSERS["10"])] == [
-        "(model) (opset): ONNX opset 21: TensorRT 10's parser imports opsets up to 20"]
+    assert [str(v) for v in lint_tensorrt(opset21, PARSERS["10.7"])] == [
+        "(model) (opset): ONNX opset 21: TensorRT 10.7+'s parser imports opsets up to 20"]
     assert lint_tensorrt(opset21, PARSERS["11"]) == []
+
+
+def _ints(name: str, *values: int) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _slice_with_axes_from_a_static_shape() -> onnx.ModelProto:
+    """Slice whose ``axes`` is computed (Shape -> Gather -> Sub = 0): constant only once folded."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["first"], name="first"),
+             helper.make_node("Sub", ["first", "two"], ["axes"], name="axes"),
+             helper.make_node("Slice", ["x", "s", "e", "axes"], ["y"], name="slice")]
+    return _model(nodes, [x], [_ints("zero", 0), _ints("two", 2), _ints("s", 0), _ints("e", 1)])
+
+
+def _squeeze_with_axes_from_a_static_shape() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["first"], name="first"),
+             helper.make_node("Sub", ["first", "one"], ["axes"], name="axes"),  # 1 - 1 = 0
+             helper.make_node("Squeeze", ["x", "axes"], ["y"], name="squeeze")]
+    return _model(nodes, [x], [_ints("zero", 0), _ints("one", 1)])
+
+
+def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    model.opset_import[0].version = opset
+    return model
+
+
+#: Each row of PARSERS: a graph its parser takes and one it refuses, with the rule that refuses it.
+ROW_CASES = {
+    "8.6": (lambda: _reduce_max(17, axes_as_input=False), lambda: _reduce_max(18, axes_as_input=True),
+            "axes given as an input"),
+    "10.0": (lambda: _reduce_max(18, axes_as_input=True), _slice_with_axes_from_a_static_shape,
+             "input axes ('axes') must be a constant (initializer) for TensorRT 10.0-10.6's parser"),
+    "10.7": (_slice_with_axes_from_a_static_shape, lambda: _at_opset(_reduce_max(18, True), 21),
+             "ONNX opset 21: TensorRT 10.7+'s parser imports opsets up to 20"),
+    "11": (lambda: _at_opset(_reduce_max(18, True), 21), lambda: _at_opset(_reduce_max(18, True), 26),
+           "ONNX opset 26: TensorRT 11's parser imports opsets up to 25"),
+}
+
+
+@pytest.mark.parametrize("row", sorted(PARSERS))
+def test_each_release_row_takes_one_graph_and_refuses_another(row: str) -> None:
+    taken, refused, rule = ROW_CASES[row]
+    assert lint_tensorrt(taken(), PARSERS[row]) == []
+    assert any(rule in str(v) for v in lint_tensorrt(refused(), PARSERS[row])), lint_tensorrt(refused(), PARSERS[row])
+
+
+def test_squeeze_axes_must_be_an_initializer_before_tensorrt_10_7() -> None:
+    """10.0-10.6 (DeepStream 7.1, JetPack 6.1/6.2) want Squeeze's axes as an initializer; 10.7
+    and later fold them."""
+    model = _squeeze_with_axes_from_a_static_shape()
+    assert [v.node for v in lint_tensorrt(model, PARSERS["10.0"])] == ["squeeze"]
+    assert lint_tensorrt(model, PARSERS["10.7"]) == []
+
+
+def test_a_per_channel_scale_without_an_axis_is_refused_where_tensorrt_and_onnxruntime_disagree() -> None:
+    """A square weight (3 x 3 x 1 x 1) dequantized per channel without ``axis``: onnxruntime
+    scales its input channels (ONNX's default axis 1), TensorRT's parser its output channels
+    (axis 0), and both accept the shapes. The lint refuses it on every release."""
+    scale = np.array([0.1, 1.0, 10.0], np.float32)
+    weights = np.arange(9, dtype=np.int8).reshape(3, 3, 1, 1)
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", ["w", "s", "z"], ["y"], name="dq")], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(scale, "s"),
+                               numpy_helper.from_array(np.zeros(3, np.int8), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    (got,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
+    assert np.array_equal(got, weights * scale[None, :, None, None])  # onnxruntime: axis 1
+    assert not np.array_equal(got, weights * scale[:, None, None, None])  # what TensorRT computes
+    for row in PARSERS.values():
+        assert [v.kind for v in lint_tensorrt(model, row) if v.kind != "opset"] == ["axis"], row.name
+    explicit = onnx.ModelProto.FromString(model.SerializeToString())
+    explicit.graph.node[0].attribute.append(helper.make_attribute("axis", 0))
+    assert lint_tensorrt(explicit, PARSERS["10.7"]) == []
+
+
+def test_the_toolkits_int8_graphs_name_every_per_channel_axis(san_graphs: dict[str, Path]) -> None:
+    for kind in ("int8 onnxruntime", "int8 tensorrt"):
+        graph = onnx.load(san_graphs[kind]).graph
+        sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer}
+        per_channel = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                       and sizes.get(n.input[1], 1) > 1]
+        assert all(any(a.name == "axis" for a in n.attribute) for n in per_channel), kind
+        assert per_channel, kind  # weights are quantized per output channel

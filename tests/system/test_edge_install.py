@@ -87,7 +87,7 @@ def test_san_calibrate_quantizes_and_reports_without_torch(edge: Path, tiny: Pat
 def test_the_tensorrt_parser_check_runs_without_torch(edge: Path, tiny: Path) -> None:
     done = run(edge, "san-export", "--check-tensorrt", tiny / "model.onnx")
     assert done.returncode == 0, done.stderr
-    assert "compatible with TensorRT 10's ONNX parser rules" in done.stdout
+    assert "compatible with TensorRT 10.0-10.6's ONNX parser rules" in done.stdout
 
 
 @pytest.mark.parametrize("command", ["san-eval", "san-parity", "san-calibrate", "san-export", "san-train", "san-info"])
