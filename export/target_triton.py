@@ -9,7 +9,8 @@ elsewhere instead of running it. ``REPO/<name>_trt/README.txt`` names that Tenso
 which the Triton release that serves it must ship. Every field is
 derived from the artifact: input name, dtype and dims (without the batch: ``max_batch_size``
 > 0) from its contract and input convention, the output's width from the embedding
-dimension, and ``max_batch_size`` is refused above the engine's profile.
+dimension, and an engine profile that does not start at 1 or ends below ``max_batch_size`` is
+refused.
 """
 
 from __future__ import annotations
@@ -99,8 +100,13 @@ def plan_name(compute_capability: str | None) -> str:
     return f"model_cc{compute_capability.replace('.', '')}.plan"
 
 
-def require_within_profile(max_batch: int, profile_max: int) -> None:
-    """Refuse a ``max_batch_size`` above the engine's profile: Triton would send batches it refuses."""
+def require_within_profile(max_batch: int, profile_min: int, profile_max: int) -> None:
+    """Refuse an engine profile that does not hold every batch Triton sends: with
+    ``max_batch_size`` > 0 Triton runs any batch from 1 to ``max_batch_size`` (its model
+    configuration documentation, "Maximum Batch Size"; a lone request is a batch of 1)."""
+    if profile_min > 1:
+        raise ValueError(f"--triton with an engine whose profile starts at --min-batch {profile_min}: Triton sends "
+                         "batches of 1 (a lone request) that the engine refuses; build it with --min-batch 1")
     if max_batch > profile_max:
         raise ValueError(f"--triton-max-batch {max_batch} exceeds the engine's profile (--max-batch "
                          f"{profile_max}); Triton would send batches the engine refuses")
@@ -120,7 +126,7 @@ def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Pat
 def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     """``repo/<name>_trt/`` for a TensorRT engine and its sidecar; returns the model folder."""
     sidecar = read_sidecar(engine)
-    require_within_profile(options.max_batch, int(sidecar["profile"]["max"]))
+    require_within_profile(options.max_batch, int(sidecar["profile"]["min"]), int(sidecar["profile"]["max"]))
     spec = InputSpec.from_dict(sidecar[METADATA_KEY])
     name = f"{options.name}_trt"
     capability = sidecar.get("compute_capability")
@@ -131,8 +137,10 @@ def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options, capability)
     atomic_write_text(folder / "config.pbtxt", config)
     version = sidecar.get("tensorrt_version")
-    serve = (f"""Serve it with a Triton release whose TensorRT is {version}, or a later {str(version).split('.')[0]}.x: it
-was built version-compatible, so start tritonserver with --backend-config=tensorrt,version-compatible=true
+    serve = (f"""Serve it with a Triton release whose TensorRT is {version} or a later release that runs
+version-compatible engines of it (the same major, or the next major TensorRT documents: 8 on 9 and 10,
+9 on 10, 10 on 11): it was built version-compatible, so start tritonserver with
+--backend-config=tensorrt,version-compatible=true
 """ if sidecar.get("version_compatible") else f"""Serve it with a Triton release whose TensorRT is {version}
 """)
     atomic_write_text(folder / "README.txt", f"""\
@@ -178,7 +186,7 @@ class TritonTarget(FolderTarget[TritonOptions]):
         super().check(options, shared, requested)
         engine = requested.get(TensorRTTarget.name)
         if isinstance(engine, TensorRTOptions):
-            require_within_profile(options.max_batch, engine.profile.max)
+            require_within_profile(options.max_batch, engine.profile.min, engine.profile.max)
 
     def write(self, job: ExportJob, options: TritonOptions) -> Written:
         repo = self.prepare(job, options)

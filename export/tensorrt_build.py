@@ -81,7 +81,7 @@ def build_engine(
     the engine is written, so later builds on the same GPU and TensorRT version are faster;
     a cache from another GPU or version is set aside (a warning says so) and replaced.
     ``version_compatible`` sets TensorRT's version-compatible flag (8.6 and later): the engine
-    embeds its lean runtime and later releases of the same major version can run it.
+    embeds its lean runtime and later releases can run it (:func:`san.tensorrt_target.check_engine_compatible`).
     """
     import tensorrt as trt
 
@@ -98,9 +98,7 @@ def build_engine(
             f"TensorRT {trt.__version__} could not initialise CUDA ({exc}); check the driver with `nvidia-smi` "
             "and that this TensorRT supports its CUDA version"
         ) from exc
-    # TensorRT 11 is always strongly typed (the flag is deprecated there); 10 needs it.
-    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(0 if int(trt.__version__.split(".")[0]) >= 11 else strongly_typed)
+    network = builder.create_network(network_flags(trt, precision))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -148,6 +146,26 @@ def build_engine(
     }
     atomic_write_json(sidecar_path(engine_path), sidecar)
     return sidecar
+
+
+def network_flags(trt: Any, precision: str) -> int:
+    """The network creation flags: strongly typed, so that precision comes from the graph.
+
+    TensorRT 11 is always strongly typed (the flag is deprecated there); 9 and 10 need the
+    flag. TensorRT 8.6 (JetPack 6.0) has no strongly typed networks: it builds fp32 engines only
+    here (explicit batch, which its ONNX parser needs), and :class:`EngineBuildError` says so for
+    any other precision.
+    """
+    flag = trt.NetworkDefinitionCreationFlag
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    if hasattr(flag, "STRONGLY_TYPED"):
+        return 1 << int(flag.STRONGLY_TYPED)
+    if precision != "fp32":
+        raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks, which {precision} engines "
+                               "built from a typed graph need: build an fp32 engine (--trt without --fp16/--int8), use "
+                               "TensorRT 10 or later (JetPack 6.1+), or let DeepStream build its engine (--deepstream)")
+    return 1 << int(flag.EXPLICIT_BATCH)
 
 
 def configure_builder(trt: Any, config: Any, *, tf32: bool, workspace_mb: int) -> None:

@@ -37,7 +37,8 @@ release: the highest ONNX opset its parser imports, which inputs it reads at bui
 whether its Reduce importers read the ``axes`` *input* of the opset-18 form. TensorRT 8.6 and 9.x do not (onnx-tensorrt 8.6-GA calls
 ``reduceTensor`` without axes; 10.0-GA is the first to pass them): they reduce over every axis,
 which for SAN makes Eq. 3's per-channel min/max batch-wide without any error. This module
-imports neither torch nor tensorrt.
+imports neither torch nor tensorrt (tensorrt only to read the installed version where no
+package metadata names it).
 """
 
 from __future__ import annotations
@@ -178,7 +179,6 @@ def installed_parser() -> ParserVersion:
     """The parser of the TensorRT installed here, else :data:`DEFAULT_PARSER`: its pip package's
     metadata, or (JetPack and the Debian packages install no pip metadata) the module's
     ``__version__`` when it can be imported. ``ValueError`` for an unsupported release."""
-    import importlib.util
     from importlib import metadata
 
     for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_cu12", "tensorrt_cu13"):
@@ -186,11 +186,11 @@ def installed_parser() -> ParserVersion:
             return parser_of(metadata.version(dist))
         except metadata.PackageNotFoundError:
             continue
-    if importlib.util.find_spec("tensorrt") is not None:
+    try:
         import tensorrt
-
-        return parser_of(str(getattr(tensorrt, "__version__", "")))
-    return PARSERS[DEFAULT_PARSER]
+    except ImportError:
+        return PARSERS[DEFAULT_PARSER]
+    return parser_of(str(getattr(tensorrt, "__version__", "")))
 
 
 class TensorRTIncompatible(ExportError, ValueError):

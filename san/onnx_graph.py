@@ -117,14 +117,24 @@ REDUCE_AXES_INPUT_AT_18 = frozenset(
 )
 
 
+class GraphConversionError(ValueError):
+    """A graph that cannot be written at a lower opset; the message keeps the converter's reason."""
+
+
 def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` converted to opset 17 by ONNX's version converter, so every Reduce op carries its
     ``axes`` as an attribute (the opset-18 ``noop_with_empty_axes``, which the converter keeps and
     opset 17 does not know, is dropped when it is 0, its default; the checker refuses any other).
-    Metadata is kept."""
+    Metadata is kept. :class:`GraphConversionError` when an op has no opset-17 form (Split-18,
+    Pad-18 with ``axes``)."""
     from onnx import version_converter
 
-    converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
+    try:
+        converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
+    except RuntimeError as exc:  # "...BaseConverter.h:66: adapter_lookup: Assertion `false` failed: No Adapter ..."
+        reason = str(exc).strip().splitlines()[0].split("failed: ")[-1] if str(exc).strip() else type(exc).__name__
+        raise GraphConversionError(f"ONNX's version converter cannot write this graph at opset {ATTRIBUTE_AXES_OPSET} "
+                                   f"({reason}): one of its ops has no opset-{ATTRIBUTE_AXES_OPSET} form") from exc
     for node in converted.graph.node:
         if node.op_type in REDUCE_AXES_INPUT_AT_18:
             kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]

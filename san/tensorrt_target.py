@@ -63,7 +63,7 @@ def _cuda_device(device: int) -> tuple[str, str]:
 
 def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment | None = None) -> None:
     """Refuse an engine built for another GPU (name or compute capability) or TensorRT version
-    (a version-compatible engine: an earlier release of this machine's major version).
+    (a version-compatible engine: a release this machine's TensorRT runs, :func:`_runs_later`).
 
     ``current`` defaults to :meth:`TargetEnvironment.detect`. Raises
     :class:`EngineCompatibilityError` saying what differs and how to rebuild.
@@ -93,8 +93,20 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
+#: Major version that built a version-compatible engine -> the later majors whose runtimes run
+#: it. TensorRT 10.16 "Version Compatibility": engines built with TensorRT 8 (8.6 and later) work
+#: with TensorRT 9 and 10 runtimes, and TensorRT 9 engines with 10; TensorRT 11.4 support matrix:
+#: TensorRT 10 engines run with a TensorRT 11 runtime, and no other combination across majors
+#: (a TensorRT 8 engine does not run on 11).
+LATER_MAJORS = {8: (9, 10), 9: (10,), 10: (11,), 11: ()}
+#: The first release that builds version-compatible engines.
+FIRST_VERSION_COMPATIBLE = (8, 6)
+
+
 def _runs_later(built: str, here: str) -> bool:
-    """Whether a version-compatible engine built by TensorRT ``built`` runs on ``here``: the same
-    major version, and not an earlier release."""
+    """Whether a version-compatible engine built by TensorRT ``built`` runs on ``here``: not an
+    earlier release, and the same major version or one :data:`LATER_MAJORS` names."""
     b, h = _release(built), _release(here)
-    return bool(b) and bool(h) and b[0] == h[0] and h >= b
+    if len(b) < 2 or len(h) < 2 or b[:2] < FIRST_VERSION_COMPATIBLE or h < b:
+        return False
+    return h[0] == b[0] or h[0] in LATER_MAJORS.get(b[0], ())

@@ -65,10 +65,15 @@ def test_engine_for_another_machine_is_refused_with_rebuild_advice(built_on: Tar
     assert what in message and "san-export --ckpt" in message and "--trt" in message
 
 
-@pytest.mark.parametrize(("here", "runs"), [("10.13.0.35", True), ("10.15.1.29", True), ("10.9.0.34", False),
-                                           ("11.1.0.2", False)])
-def test_a_version_compatible_engine_runs_on_later_releases_of_its_major_version(here: str, runs: bool) -> None:
-    built = {**_sidecar(HERE), "version_compatible": True}
+@pytest.mark.parametrize(("built", "here", "runs"), [
+    ("10.13.0.35", "10.13.0.35", True), ("10.13.0.35", "10.15.1.29", True), ("10.13.0.35", "10.9.0.34", False),
+    ("10.13.0.35", "11.1.0.2", True),  # TensorRT 11's documents: TensorRT 10 engines run on 11
+    ("8.6.1.6", "9.3.0.1", True), ("8.6.1.6", "10.3.0.26", True), ("9.3.0.1", "10.0.1.6", True),
+    ("8.6.1.6", "11.1.0.2", False),  # no other combination across majors
+    ("11.1.0.2", "10.15.1.29", False), ("8.5.3.1", "8.6.1.6", False),  # older runtime; before version compatibility
+])
+def test_a_version_compatible_engine_runs_where_tensorrt_documents_it(built: str, here: str, runs: bool) -> None:
+    built = {**_sidecar(TargetEnvironment(built, HERE.gpu_name, HERE.compute_capability)), "version_compatible": True}
     machine = TargetEnvironment(here, HERE.gpu_name, HERE.compute_capability)
     if runs:
         check_engine_compatible(built, machine)
@@ -263,3 +268,21 @@ def test_cuda_initialisation_failure_is_one_line_not_a_traceback(fake_trt, small
     with pytest.raises(TensorRTUnavailable, match="could not initialise CUDA .*nvidia-smi"):
         build_engine(small_onnx, tmp_path / "m.engine", environment=HERE)
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_tensorrt_86_builds_fp32_with_explicit_batch_and_refuses_typed_precisions_in_one_line(
+        fake_trt, small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack 6.0's TensorRT 8.6 has no STRONGLY_TYPED flag (an AttributeError before) and its
+    ONNX parser needs an explicit-batch network."""
+    import sys
+
+    from export.tensorrt_build import EngineBuildError
+    from support.fake_tensorrt import module
+
+    monkeypatch.setitem(sys.modules, "tensorrt", module(fake_trt, version="8.6.2.3"))
+    build_engine(small_onnx, tmp_path / "m.engine", environment=HERE)
+    assert ("create_network", 1 << 0) in fake_trt.calls  # EXPLICIT_BATCH
+    half = export_onnx(build_model(CFG).eval(), tmp_path / "half.onnx", precision="fp16")
+    with pytest.raises(EngineBuildError, match="TensorRT 8.6.2.3 has no strongly typed networks") as refused:
+        build_engine(half, tmp_path / "h.engine", environment=HERE)
+    assert "\n" not in str(refused.value)

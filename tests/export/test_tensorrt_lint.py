@@ -358,3 +358,42 @@ def test_the_toolkits_int8_graphs_name_every_per_channel_axis(san_graphs: dict[s
                        and sizes.get(n.input[1], 1) > 1]
         assert all(any(a.name == "axis" for a in n.attribute) for n in per_channel), kind
         assert per_channel, kind  # weights are quantized per output channel
+
+
+def test_a_tensorrt_without_pip_metadata_is_read_from_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack and NVIDIA's Debian packages install the tensorrt module without pip metadata: its
+    ``__version__`` picks the row (JetPack 6.0's 8.6 here), and an unsupported one is refused."""
+    import sys
+    import types
+    from importlib import metadata
+
+    from export.tensorrt_lint import installed_parser
+
+    def no_metadata(dist: str) -> str:
+        raise metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(metadata, "version", no_metadata)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.2.3"))
+    assert installed_parser() is PARSERS["8.6"]
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="7.1.3"))
+    with pytest.raises(ValueError, match="'7.1.3' is not a supported release"):
+        installed_parser()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not importable: the default row
+    assert installed_parser() is PARSERS["10.0"]
+
+
+def test_a_graph_without_an_opset_17_form_is_refused_in_one_line() -> None:
+    """Split-18 (``num_outputs``) has no down-conversion in ONNX's converter, which raises a bare
+    RuntimeError naming a C++ assertion; the conversion for TensorRT 8.6 names the reason."""
+    from san.onnx_graph import GraphConversionError
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1, num_outputs=2),
+             helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    model = _model(nodes, [x], [])
+    model.opset_import[0].version = 18
+    with pytest.raises(GraphConversionError) as refused:
+        with_attribute_axes(model)
+    message = str(refused.value)
+    assert "No Adapter From Version $18 for Split" in message and "opset 17" in message
+    assert "\n" not in message and ".h:" not in message

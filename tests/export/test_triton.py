@@ -87,11 +87,15 @@ def test_plan_model_names_its_engine_and_compute_capability(fake_trt, tiny: Path
                  version_compatible=True)
     compatible = write_plan_model(tmp_path / "compatible", engine, TritonOptions(max_batch=32))
     readme = (compatible / "README.txt").read_text()
-    assert "TensorRT is 10.13.0, or a later 10.x" in readme and "--backend-config=tensorrt,version-compatible=true" in readme
+    assert "TensorRT is 10.13.0 or a later release" in readme and "--backend-config=tensorrt,version-compatible=true" in readme
+    build_engine(tiny / "model.onnx", engine, profile=BatchProfile(4, 8, 32), environment=environment)
+    with pytest.raises(ValueError, match="Triton sends batches of 1"):  # a lone request is a batch of 1
+        write_plan_model(tmp_path / "min4", engine, TritonOptions(max_batch=32))
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--trt", "--max-batch", "32", "--triton-max-batch", "64"], "exceeds the engine's profile"),
+    (["--trt", "--min-batch", "2"], "Triton sends batches of 1"),
     (["--triton-kind", "tpu"], "--triton-kind must be one of"),
     (["--triton-name", "a b"], "one folder name"),
     (["--triton-trt-version-compatible"], "it needs --trt"),

@@ -30,7 +30,12 @@ class MemoryPoolType(enum.IntEnum):
 
 
 class NetworkDefinitionCreationFlag(enum.IntEnum):
+    EXPLICIT_BATCH = 0
     STRONGLY_TYPED = 1
+
+
+class NetworkDefinitionCreationFlagBefore9(enum.IntEnum):  # TensorRT 8.6: no strongly typed networks
+    EXPLICIT_BATCH = 0
 
 
 @dataclass
@@ -108,7 +113,8 @@ def module(behaviour: Behaviour, version: str = "10.13.0.35") -> types.ModuleTyp
     release = tuple(int(p) for p in version.split(".")[:2])
     trt.BuilderFlag = BuilderFlag if release >= (8, 6) else BuilderFlagBefore86
     trt.MemoryPoolType = MemoryPoolType
-    trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
+    trt.NetworkDefinitionCreationFlag = (NetworkDefinitionCreationFlag if release >= (9, 0)
+                                         else NetworkDefinitionCreationFlagBefore9)
 
     class Logger:
         WARNING = 2
