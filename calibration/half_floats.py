@@ -8,8 +8,9 @@ float16 lets the engine run them on tensor cores, as ``--fp16`` does for a whole
 onnxruntime's float16 converter does the rewrite: every float initializer (weights, biases,
 Q/DQ scales) and every float tensor becomes float16, with Casts at the borders it keeps in
 float32. Kept in float32: the graph's input and outputs, and the L2 normalisation between the
-embedding head's last layer and ``embeddings`` (when the contract has one), as the fp16 export
-keeps it: fp16 has no 1e-12, and a norm of 0 would divide to NaN. QuantizeLinear and
+embedding head's last layer and ``embeddings`` (when the contract has one): it holds in float16
+too (:func:`san.model.network.l2_normalize`), and it is a few element-wise ops at the very end,
+so float32 there costs nothing and saves the final rounding. QuantizeLinear and
 DequantizeLinear take a float16 input and scale from opset 19 on, so the graph is raised to
 19 (none of its ops changed meaning between 18 and 19): TensorRT 10 and later parse it; 8.6
 (opset 17) cannot.

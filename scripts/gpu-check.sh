@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # GPU acceptance check for a machine with an NVIDIA GPU. Installs nothing: it runs the
 # project from this checkout (PYTHONPATH) with the Python it finds (.venv, else python3),
-# in under 8 minutes, and prints one summary table:
+# in about 10 minutes, and prints one summary table:
 #   1. which of torch CUDA, onnxruntime-gpu (CUDA provider), TensorRT and pycuda are present;
 #   2. the `gpu` and `tensorrt` tests;
 #   3. one san-parity per available GPU backend (TensorRT: fp32, fp16, INT8, INT8 with fp16 float parts) on a small synthetic split (a ResNet-18 SAN at
 #      128x64 with random weights: torch on CUDA is the reference);
-#   4. the GPU rows of benchmarks/embed.py.
+#   4. engines of other kinds: NHWC input, version-compatible;
+#   5. the TensorRT lint against `trtexec --skipInference` on each exported graph (fp32, fp16,
+#      INT8 Q/DQ, INT8 with fp16 float parts, the DeepStream graph): both must agree;
+#   6. the INT8 tactics TensorRT picked for the Q/DQ file with fp16 float parts;
+#   7. Triton serving the model repository, when `tritonserver` is installed (else a skip row);
+#   8. the GPU rows of benchmarks/embed.py.
 # Exit status 0 when nothing that ran failed (skipped rows do not count), else 1.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,7 +105,69 @@ EOF
     fi
 fi
 
-# -- 4. the GPU rows of benchmarks/embed.py ---------------------------------------------------
+# -- 4.-7. other engines, the lint against trtexec, INT8 tactics, Triton ----------------------
+TRTEXEC="$(command -v trtexec || ls /usr/src/tensorrt/bin/trtexec 2>/dev/null || true)"
+if [ "$HAVE_TRT" != 1 ]; then
+    row "engines: NHWC, version-compatible" "skip" "needs TensorRT, pycuda and a CUDA GPU"
+else
+    if run timeout 300 "$PY" -m export.cli --ckpt "$WORK/model.pt" --out "$WORK/model.nhwc.onnx" --nhwc \
+            --trt --engine "$WORK/model.nhwc.engine" --max-batch 16 --overwrite; then
+        parity "TensorRT NHWC" --engine "$WORK/model.nhwc.engine"
+    else
+        row "parity: TensorRT NHWC" "FAIL" "engine build: $(last)"
+    fi
+    if run timeout 300 "$PY" -m export.cli --ckpt "$WORK/model.pt" --out "$WORK/model.onnx" --trt \
+            --trt-version-compatible --engine "$WORK/model.vc.engine" --max-batch 16 --overwrite; then
+        parity "TensorRT version-compatible" --engine "$WORK/model.vc.engine"
+    else
+        row "parity: TensorRT version-compatible" "FAIL" "engine build: $(last)"
+    fi
+fi
+if [ -z "$TRTEXEC" ] || [ -z "$TORCH_CUDA" ]; then
+    row "lint vs trtexec" "skip" "needs trtexec and a CUDA GPU"
+else
+    run "$PY" -m export.cli --ckpt "$WORK/model.pt" --out "$WORK/model.onnx" --deepstream "$WORK/ds" \
+        --deepstream-precision fp32 --overwrite
+    for graph in "$WORK/model.onnx" "$WORK"/model.fp16.onnx "$WORK/model.trt.int8.onnx" "$WORK/model.trt-fp16.int8.onnx" \
+            "$WORK/ds/san_reid.onnx"; do
+        [ -f "$graph" ] || continue
+        "$PY" -m export.cli --check-tensorrt "$graph" >>"$LOG" 2>&1; lint=$?
+        "$TRTEXEC" --onnx="$graph" --skipInference --stronglyTyped >>"$LOG" 2>&1; built=$?
+        if [ "$lint" -eq 0 ] && [ "$built" -eq 0 ] || [ "$lint" -ne 0 ] && [ "$built" -ne 0 ]; then
+            row "lint vs trtexec: $(basename "$graph")" "pass" "lint exit $lint, trtexec exit $built: they agree"
+        else
+            row "lint vs trtexec: $(basename "$graph")" "FAIL" "lint exit $lint, trtexec exit $built: they disagree"
+        fi
+    done
+    qdq="$WORK/model.trt-fp16.int8.onnx"
+    if [ -f "$qdq" ] && run "$TRTEXEC" --onnx="$qdq" --skipInference --stronglyTyped --profilingVerbosity=detailed \
+            --exportLayerInfo="$WORK/layers.json"; then
+        int8=$(grep -o -i '"Int8' "$WORK/layers.json" | wc -l)
+        row "INT8 tactics (fp16 float parts)" "$([ "$int8" -gt 0 ] && echo pass || echo FAIL)" \
+            "$int8 INT8 tensor formats in the engine's layer info ($WORK/layers.json)"
+    else
+        row "INT8 tactics (fp16 float parts)" "FAIL" "$(last)"
+    fi
+fi
+if ! command -v tritonserver >/dev/null; then
+    row "Triton" "skip" "tritonserver is not installed"
+elif run timeout 300 "$PY" -m export.cli --ckpt "$WORK/model.pt" --out "$WORK/model.onnx" --triton "$WORK/repo" \
+        --overwrite $([ "$HAVE_TRT" = 1 ] && echo --trt --engine "$WORK/model.triton.engine" --max-batch 64); then
+    tritonserver --model-repository "$WORK/repo" --http-port 8700 --grpc-port 8701 --metrics-port 8702 >>"$LOG" 2>&1 &
+    server=$!
+    ready=0
+    for _ in $(seq 1 90); do
+        if "$PY" -c "import urllib.request as u; u.urlopen('http://localhost:8700/v2/models/san/ready', timeout=2)" \
+                2>/dev/null; then ready=1; break; fi
+        sleep 1
+    done
+    kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+    row "Triton" "$([ "$ready" = 1 ] && echo pass || echo FAIL)" "model san $([ "$ready" = 1 ] && echo ready || echo 'not ready in 90 s')"
+else
+    row "Triton" "FAIL" "model repository: $(last)"
+fi
+
+# -- 8. the GPU rows of benchmarks/embed.py ---------------------------------------------------
 if [ -z "$TORCH_CUDA" ]; then
     row "benchmarks/embed.py GPU rows" "skip" "no CUDA GPU"
 elif run timeout 420 "$PY" benchmarks/embed.py --images 256 --work "$WORK/bench" \

@@ -312,7 +312,8 @@ def test_fp16_export_from_a_model_in_train_mode(random_model: SAN, tmp_path: Pat
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_a_zero_embedding_exports_as_zeros_not_nan(precision: str, trained_model: SAN, tmp_path: Path) -> None:
-    """L2 normalisation of an all-zero embedding: 0 / max(0, eps), where fp16's eps would round to 0."""
+    """L2 normalisation of an all-zero embedding: 0 / max(0, eps), with an eps that float16 holds
+    (a smaller one would round to 0 there and divide 0 by 0)."""
     import copy
 
     model = copy.deepcopy(trained_model)

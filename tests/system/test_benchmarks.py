@@ -188,7 +188,7 @@ def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_
     assert started["training"]["config"]["recipe"]["pretrained"] == str(runs / "pretrain-same-cameras" / "backbone.pth")
 
 
-@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py",
+@pytest.mark.parametrize("script", ["embed.py", "train_step.py", "calibration_sweep.py", "rerank.py", "search.py", "deepstream_scaling.py",
                                     "ablation.py"])
 def test_benchmark_help(script: str) -> None:
     assert "--smoke" in "\n".join(run_script(script, "--help"))
@@ -213,3 +213,21 @@ def test_rerank_benchmark_smoke(tmp_path: Path) -> None:
     rows = table_rows(lines, "| ranking ")
     assert [row[0] for row in rows] == ["Euclidean", "k-reciprocal (k1 6, k2 3, lambda 0.3)"]
     assert rows[1][3].count("[") == 1 and lines[-1].startswith("rank-1 gained by")
+
+
+def test_deepstream_scaling_measures_what_each_crop_resize_costs(tmp_path: Path) -> None:
+    """Crops 2x the input, resized as the contract, as DeepStream's bilinear and nearest filters:
+    nearest samples one pixel of each 2x2 block, so its embeddings stray further from the
+    contract's than bilinear's, which averages four; every row gets mAP and rank-1 with deltas
+    paired over the same queries."""
+    lines = run_script("deepstream_scaling.py", "--smoke", "--factors", "2", "--ids", "40", "--work", str(tmp_path))
+    header = table_header(lines, "| resize ")
+    rows = {row[0]: dict(zip(header, row)) for row in table_rows(lines, "| resize ")}
+    contract, bilinear, nearest = (rows[name] for name in (
+        "contract: PIL bilinear, antialiased", "GPU bilinear, 4 taps (scaling-filter=1)", "nearest (nvinfer's default)"))
+    assert contract["cos min"] == "1.0000" and contract["ΔmAP vs contract [95 %]"] == ""
+    assert float(nearest["cos mean"]) < float(bilinear["cos mean"]) < 1.0
+    for row in (bilinear, nearest):
+        delta = re.fullmatch(r"([+-]\d+\.\d\d) \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]", row["ΔmAP vs contract [95 %]"])
+        assert delta and float(delta[2]) <= float(delta[1]) <= float(delta[3])
+        assert abs(float(row["mAP %"]) - float(contract["mAP %"]) - float(delta[1])) < 0.02
