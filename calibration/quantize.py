@@ -30,7 +30,9 @@ Even so X is computed by the quantized network, and hard masks amplify its error
 flipped mask element doubles or removes a feature (F = (1 + M) T), and every later block
 inherits it. ``float_blocks=N`` keeps the stem and the first N stages with their
 attention blocks in fp32; on the CPU without VNNI the large early feature maps are where
-int8 kernels gain nothing anyway.
+int8 kernels gain nothing anyway. Stages are found the same way for every model, SAN or the
+plain ResNet (:func:`stage_outputs`), so "the stem and stage 1 in float" and "the head in
+float" (:func:`float_head`) mean the same for both.
 
 Calibration images stream through :func:`san.preprocess.load_image` (the contract's one
 decode + resize). The collected ranges are cached in a JSON file keyed by the source
@@ -40,6 +42,7 @@ key reuses them without running the model.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import json
@@ -174,29 +177,67 @@ def _block_output(g: GraphIndex, applied: Sequence[onnx.NodeProto]) -> str:
     return next((c.output[0] for c in g.consumers.get(mul.output[0], []) if c.op_type == "Add"), mul.output[0])
 
 
-def float_prefix(model: onnx.ModelProto, paths: Sequence[MaskPath], blocks: int) -> list[str]:
-    """Names of the nodes up to the output of the ``blocks``-th attention block (stem,
-    stages and their attention blocks): the part kept in float by ``float_blocks``."""
+#: The exporter's record of each node's module path (torch.onnx, dynamo): e.g. ``['', 'san',
+#: 'san.stages.0', 'san.stages.0.1', 'relu_3']``.
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+STAGES = (1, 2, 3, 4)
+
+
+def stage_outputs(model: onnx.ModelProto) -> dict[int, str]:
+    """Stage (1..4) -> the tensor it hands on: the output of its attention block where it has
+    one, else of its last residual block; the same definition for SAN and the plain ResNet.
+
+    A stage is the nodes of the backbone stage and of its attention block, as the exporter's
+    name scopes record them (``san.stages.{k-1}``, ``san.attention.{k}``); its output is the one
+    tensor that leaves them. :class:`QuantizeError` for a graph without those records.
+    """
+    g = GraphIndex(model.graph)
+    scopes = {n.name: _scopes(n) for n in g.nodes}
+    outputs = {}
+    for stage in STAGES:
+        own = {f"san.stages.{stage - 1}", f"san.attention.{stage}"}
+        members = {n.name for n in g.nodes if own & scopes[n.name]}
+        leaving = {out for n in g.nodes if n.name in members for out in n.output
+                   if any(c.name not in members and c.op_type != "Shape" for c in g.consumers.get(out, []))}
+        if len(leaving) != 1:
+            raise QuantizeError(f"cannot find the output of stage {stage} in the graph ({len(leaving)} tensors leave "
+                                "it; the exporter's name scopes are missing or the model is not a SAN/ResNet export): "
+                                "export it again with san-export")
+        outputs[stage] = leaving.pop()
+    return outputs
+
+
+def _scopes(node: onnx.NodeProto) -> set[str]:
+    recorded = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES_KEY), "[]")
+    try:
+        scopes = ast.literal_eval(recorded)
+    except (ValueError, SyntaxError):
+        return set()
+    return {str(scope) for scope in scopes} if isinstance(scopes, list) else set()
+
+
+def float_prefix(model: onnx.ModelProto, blocks: int) -> list[str]:
+    """Names of the nodes up to the output of stage ``blocks`` (:func:`stage_outputs`: the stem,
+    the first ``blocks`` stages and their attention blocks): the part kept in float by
+    ``float_blocks``."""
     if blocks <= 0:
         return []
-    if blocks > len(paths):
-        raise QuantizeError(f"float_blocks={blocks}, but the model has {len(paths)} attention blocks")
+    if blocks > len(STAGES):
+        raise QuantizeError(f"float_blocks={blocks}, but the backbone has {len(STAGES)} stages")
     g = GraphIndex(model.graph)
-    return list(g.names(g.ancestors(paths[blocks - 1].output)))
+    return list(g.names(g.ancestors(stage_outputs(model)[blocks])))
 
 
-def float_head(model: onnx.ModelProto, paths: Sequence[MaskPath]) -> list[str]:
-    """Names of the last attention block's output node (the Add of Eq. 2) and every node
-    after it: pooling and the embedding head.
+def float_head(model: onnx.ModelProto) -> list[str]:
+    """Names of the node that makes the last stage's output (its attention block's Add of Eq. 2,
+    or the backbone's last ReLU) and every node after it: pooling and the embedding head.
 
     They cost a fraction of a percent of the FLOPs, but quantizing them rounds the pooled
     features and the embedding itself to one per-tensor 8-bit grid, which is most of the
     INT8 model's cosine error on a weak model's small ranking margins.
     """
-    if not paths:
-        return []
     g = GraphIndex(model.graph)
-    output = paths[-1].output
+    output = stage_outputs(model)[STAGES[-1]]
     return list(g.names([g.producer[output], *g.descendants(output)]))
 
 
@@ -442,7 +483,7 @@ def quantize_onnx(
     reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress,
                                                 convention_of(source, onnx_path))
     mask_nodes = [name for p in paths for name in p.nodes]
-    kept = [*float_prefix(source, paths, options.float_blocks), *(float_head(source, paths) if options.float_head else [])]
+    kept = [*float_prefix(source, options.float_blocks), *(float_head(source) if options.float_head else [])]
     target = TARGETS[options.target]
     excluded = list(dict.fromkeys([*mask_nodes, *kept]))
     with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp, _quiet_quantizer():

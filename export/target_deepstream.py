@@ -45,7 +45,6 @@ from export.deepstream_tracker import REID_TYPES, TRACKER_MODES, reid_section, r
 from export.errors import ExportError
 from export.fp16_emulation import in_fp16_everywhere, rounding_session
 from export.targets import ExportJob, FolderTarget, Written
-from export.verify import verify_embeddings
 from export.tensorrt_lint import parser_of, require_tensorrt_compatible
 from san.arguments import count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME
@@ -256,6 +255,8 @@ def holds_in_fp16_everywhere(job: ExportJob, path: Path) -> bool:
     """Whether the graph at ``path``, computed as an FP16 engine may compute it (every tensor
     between layers in float16: :func:`export.fp16_emulation.in_fp16_everywhere`), passes the
     fp16 rule against PyTorch on the job's images."""
+    from export.verify import verify_embeddings  # torch: not for `san-export --help` on an edge machine
+
     log.info("DeepStream builds an FP16 engine from the float graph: checking it with every layer in fp16")
     session = rounding_session(in_fp16_everywhere(onnx.load(path)))
     report = verify_embeddings(job.model, job.images, lambda batch: session.run(

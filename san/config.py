@@ -66,7 +66,7 @@ class ModelConfig:
             problems.append(
                 f"input size {self.spec.height}x{self.spec.width} must be divisible by 32 when "
                 f"context units are on (stages {self.context_stages}); pick e.g. 256x128, or "
-                "set context_unit=False"
+                "set context_unit=False (--no-context-unit)"
             )
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))

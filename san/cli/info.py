@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
-from san.arguments import CommandParser, count, model_file
-from san.config import ATTENTIONS, BACKBONES, ConfigError, ModelConfig
+from san.arguments import CommandParser, model_file
+from san.config import ConfigError, ModelConfig
+from san.model_arguments import add_model_arguments, model_from
 from san.presets import PRESETS
 from san.command import command
 
@@ -21,31 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
         "weights only) and FLOPs per image. Give a checkpoint, or describe a fresh model "
         "from flags: the paper's (ResNet-50 at 256x128) unless --preset names another starting point.",
         epilog="examples:\n  san-info\n  san-info runs/demo/model.pt\n  san-info --preset cpu-demo\n"
-        "  san-info --backbone resnet18 --height 128 --width 64 --attention soft",
+        "  san-info --backbone resnet18 --input-size 128x64 --attention soft\n  san-info --preset cpu-demo --attention none",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", nargs="?", type=model_file("checkpoint"), help="a model.pt written by san-train")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this san-train preset's model "
                         "(the options below change it)")
-    parser.add_argument("--backbone", choices=BACKBONES)
-    parser.add_argument("--attention", choices=ATTENTIONS, help="mask generator variant")
-    parser.add_argument("--stages", type=int, nargs="+", help="stages with attention")
-    parser.add_argument("--no-context-unit", action="store_true", help="generate masks from T directly")
-    parser.add_argument("--height", type=count(16, 4096))
-    parser.add_argument("--width", type=count(16, 4096))
+    add_model_arguments(parser, legacy_info=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return parser
 
 
 def _described_config(args: argparse.Namespace) -> ModelConfig:
     """The preset's model (or the paper's), changed by the options given."""
-    base = PRESETS[args.preset].base.recipe.model if args.preset else ModelConfig()
-    given = {"backbone": args.backbone, "attention": args.attention,
-             "attention_stages": tuple(args.stages) if args.stages else None,
-             "context_unit": False if args.no_context_unit else None}
-    size = {"height": args.height, "width": args.width}
-    spec = replace(base.spec, **{k: v for k, v in size.items() if v is not None})
-    return replace(base, spec=spec, **{k: v for k, v in given.items() if v is not None})
+    return model_from(args, PRESETS[args.preset].base.recipe.model if args.preset else ModelConfig(), "san-info")
 
 
 @command("san-info")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument, count,
                            dataset_options, existing_file, finite, output_folder)
-from san.config import CU_UPSAMPLES
+from san.model_arguments import add_model_arguments, model_from
 from san.presets import PRESETS
 from san.command import command
 
@@ -19,6 +18,7 @@ examples:
       --pretrained resnet50-0676ba61.pth                 # the paper's configuration
   san-train --dataset cuhk03 --root data/cuhk03 --dataset-arg variant=detected --out runs/c3d
   san-train --preset cpu-demo --out runs/demo --resume   # continue after the last saved epoch
+  san-train --preset cpu-demo --attention none --out runs/baseline   # the plain ResNet, the same recipe
   torchrun --nproc-per-node 4 -m san.cli.train --dataset market1501 --root DIR --out runs/ddp
 
 The run folder gets model.pt (final weights), last.pt (every epoch, with the optimizer
@@ -52,10 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-p", type=count(2), help="identities per batch (paper 64)")
     parser.add_argument("--batch-k", type=count(2), help="images per identity (paper 4)")
     parser.add_argument("--lr", type=finite, help="Adam learning rate (paper 2e-4)")
-    parser.add_argument("--cu-upsample", choices=CU_UPSAMPLES,
-                        help="context units' upsampling: sparse (1x1 transposed convolution, stride 2, read "
-                        "literally: 3/4 of each CU mask sees no image) or nearest (nearest x2, then the same "
-                        "1x1 weights); default the preset's")
     parser.add_argument("--mask-warmup", type=count(0), metavar="E",
                         help="ramp the masks in over the first E epochs: F = (1 + alpha M) T, alpha 0 -> 1 "
                         "(default 0: off)")
@@ -67,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", type=existing_file, metavar="PATH",
                         help="torchvision ImageNet ResNet state dict for the backbone")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA (default auto)")
+    add_model_arguments(parser)
     add_device_argument(parser, "auto")
     parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from last.pt")
     add_progress_argument(parser)
@@ -89,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     preset = PRESETS[args.preset]
-    if args.cu_upsample is not None:
-        overrides["model"] = replace(preset.base.recipe.model, cu_upsample=args.cu_upsample)
     from san.train import train
 
     try:
+        overrides["model"] = model_from(args, preset.base.recipe.model, "san-train")
+        if overrides["model"].attention == "none" and args.mask_warmup:
+            raise ValueError("--mask-warmup ramps attention masks in, but --attention none has none")
         options = dataset_options(args)
         cfg = preset.config(str(args.out), args.dataset, args.root and str(args.root), options, **overrides)
         train(cfg)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -41,6 +44,19 @@ class SANOutput:
         return torch.stack(terms).sum() if terms else self.embeddings.new_zeros(())
 
 
+#: The parts of a SAN whose initial weights come from streams of their own (:func:`part_stream`).
+PARTS = ("backbone", "attention", "head")
+
+
+@contextmanager
+def part_stream(seed: int, part: str) -> Iterator[None]:
+    """Torch's CPU generator seeded for ``part`` (:data:`PARTS`) from ``seed`` while the block
+    runs, and restored after it: what one part draws never shifts another's draws."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([seed, PARTS.index(part)]).generate_state(1, np.uint64)[0] >> 1))
+        yield
+
+
 class SAN(nn.Module):
     """Sharp Attention Network (paper Fig. 3).
 
@@ -51,24 +67,31 @@ class SAN(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        resnet = getattr(torchvision.models, cfg.backbone)(weights=None)
+        # One draw from the global generator seeds one stream per part, so that models of one
+        # seed start with the same backbone and head whatever their attention blocks draw.
+        streams = int(torch.randint(0, 2**62, ()))
+        with part_stream(streams, "backbone"):
+            resnet = getattr(torchvision.models, cfg.backbone)(weights=None)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
         block_type = type(resnet.layer1[0])
         self.attention = nn.ModuleDict()
-        for stage in cfg.active_stages:
-            context = None
-            if stage in cfg.context_stages:
-                in_channels = _STAGE_PLANES[stage - 1] * block_type.expansion
-                context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage], cfg.cu_upsample)
-            self.attention[str(stage)] = AttentionBlock(GENERATORS[cfg.attention].from_config(cfg), context, cfg.cross_feature)
+        with part_stream(streams, "attention"):
+            for stage in cfg.active_stages:
+                context = None
+                if stage in cfg.context_stages:
+                    in_channels = _STAGE_PLANES[stage - 1] * block_type.expansion
+                    context = ContextUnit(block_type, in_channels, _STAGE_PLANES[stage], cfg.cu_upsample)
+                self.attention[str(stage)] = AttentionBlock(GENERATORS[cfg.attention].from_config(cfg), context,
+                                                            cfg.cross_feature)
         feat_dim = 512 * block_type.expansion
-        self.head = nn.Sequential(
-            nn.Linear(feat_dim, cfg.hidden_dim),
-            nn.BatchNorm1d(cfg.hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(cfg.hidden_dim, cfg.spec.embedding_dim),
-        )
+        with part_stream(streams, "head"):
+            self.head = nn.Sequential(
+                nn.Linear(feat_dim, cfg.hidden_dim),
+                nn.BatchNorm1d(cfg.hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(cfg.hidden_dim, cfg.spec.embedding_dim),
+            )
         self._register_normalization()
 
     @property

@@ -51,10 +51,11 @@ def test_no_quantize_or_dequantize_on_the_mask_path(flavour: str, fp32_onnx: Pat
 
 
 def _quantized_in_head(path: Path, source: Path) -> list[str]:
-    """Nodes from the last block's output on (pooling, embedding head) that read Q/DQ, and
-    graph outputs written by Q/DQ. ``source``: the fp32 model the head is found in."""
+    """Nodes after the last stage's output (pooling, embedding head) that read Q/DQ, and graph
+    outputs written by Q/DQ: the head computes in float from a float stage output (the node
+    making that output may read quantized inputs). ``source``: the fp32 model the head is found in."""
     fp32 = onnx.load(source)
-    head = set(float_head(fp32, find_mask_paths(fp32)))
+    head = set(float_head(fp32)[1:])  # float_head()[0] makes the stage output
     model = onnx.load(path)
     producer = {out: n for n in model.graph.node for out in n.output}
     qdq = {"QuantizeLinear", "DequantizeLinear"}
@@ -66,7 +67,7 @@ def _quantized_in_head(path: Path, source: Path) -> list[str]:
 
 def test_pooling_and_embedding_head_stay_float(quantized, fp32_onnx: Path, calibration_images, tmp_path: Path) -> None:
     fp32 = onnx.load(fp32_onnx)
-    head = float_head(fp32, find_mask_paths(fp32))
+    head = float_head(fp32)
     assert {"Add", "ReduceMean", "Gemm"} <= {n.op_type for n in fp32.graph.node if n.name in head}
     assert _quantized_in_head(quantized.out, fp32_onnx) == []
     options = QuantizeOptions(float_head=False, batch_size=4, progress=False)
@@ -144,3 +145,43 @@ def test_a_model_whose_mask_path_is_not_recognised_is_refused(fp32_onnx: Path, c
     onnx.save(model, tmp_path / "odd.onnx")
     with pytest.raises(QuantizeError, match="promises 4 hard-mask"):
         quantize_onnx(tmp_path / "odd.onnx", calibration_images, tmp_path / "odd.int8.onnx", options=OPTIONS)
+
+
+def _backbone_convs(model: onnx.ModelProto, names: set[str], scopes: tuple[str, ...]) -> list[str]:
+    """Conv nodes among ``names`` that the exporter records inside one of ``scopes``."""
+    from calibration.quantize import _scopes
+
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.name in names and _scopes(n) & set(scopes)]
+
+
+def test_the_placement_means_the_same_for_the_baseline_as_for_san(fp32_onnx: Path, calibration_images,
+                                                                   tmp_path: Path) -> None:
+    """The plain ResNet quantizes with the default placement: the stem and stage 1 stay float, as
+    in SAN (the same five backbone convolutions of a ResNet-18), and so do pooling and the head."""
+    from dataclasses import replace
+
+    import torch
+
+    from calibration.quantize import float_prefix
+    from export.onnx_export import export_onnx
+    from san.model.network import build_model
+    from support.looks_trained import looks_trained
+
+    torch.manual_seed(0)
+    baseline_onnx = export_onnx(looks_trained(build_model(replace(CFG, attention="none"))), tmp_path / "baseline.onnx")
+    result = quantize_onnx(baseline_onnx, calibration_images, tmp_path / "baseline.int8.onnx", options=OPTIONS)
+    assert result.calibration["float_blocks"] == 1 and result.calibration["float_head"] is True
+    stem_and_stage_1 = ("san.stem", "san.stages.0")
+    for source in (baseline_onnx, fp32_onnx):
+        model = onnx.load(source)
+        prefix = set(float_prefix(model, 1))
+        assert len(_backbone_convs(model, prefix, stem_and_stage_1)) == 5  # conv1 and layer1's two blocks
+        assert not _backbone_convs(model, prefix, ("san.stages.1", "san.stages.2", "san.stages.3"))
+        head = {n.op_type for n in model.graph.node if n.name in set(float_head(model))}
+        assert {"ReduceMean", "Gemm"} <= head
+    assert _quantized_in_head(result.out, baseline_onnx) == []
+    quantized = onnx.load(result.out)
+    producer = {out: n for n in quantized.graph.node for out in n.output}
+    prefix = set(float_prefix(onnx.load(baseline_onnx), 1))
+    for conv in (n for n in quantized.graph.node if n.op_type == "Conv"):
+        assert (producer[conv.input[0]].op_type == "DequantizeLinear") == (conv.name not in prefix), conv.name

@@ -178,3 +178,38 @@ def test_cli_trains_the_cpu_demo_preset_end_to_end(tmp_path: Path, capsys: pytes
     printed = capsys.readouterr().out
     assert "untrained (epoch 0): mAP" in printed
     assert "  masks: b1 M " in printed and "active triplets" in printed  # the epoch's mask-health line
+
+
+def test_paired_runs_start_identical_outside_the_attention_blocks_and_see_identical_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline and SAN of one seed: the backbone and the head start with the same weights
+    (each part draws from a stream of its own, whatever the attention blocks draw), and every
+    step trains on the same images. A second seed starts elsewhere, so the test can fail."""
+    from dataclasses import replace
+
+    seen: dict[str, list] = {}
+    real_step = san.train._Trainer._step
+
+    def recording_step(self, images, indices, errors, epoch):
+        record = seen.setdefault(str(self.out), [])
+        if not record:  # before the first update: the initial weights
+            record.append({k: v.clone() for k, v in self.raw.state_dict().items()})
+        record.append(images.clone())
+        return real_step(self, images, indices, errors, epoch)
+
+    monkeypatch.setattr(san.train._Trainer, "_step", recording_step)
+    base = tiny_config(tmp_path / "san", epochs=1)
+    runs = {"san": base, "baseline": tiny_config(tmp_path / "baseline", epochs=1,
+                                                 model=replace(base.recipe.model, attention="none")),
+            "other seed": tiny_config(tmp_path / "other seed", epochs=1, seed=6)}
+    for cfg in runs.values():
+        train(cfg)
+    (san_init, *san_batches), (base_init, *base_batches), (other_init, *_) = (seen[str(tmp_path / n)] for n in runs)
+    shared = [k for k in base_init if not k.startswith("attention.")]
+    assert shared and set(shared) <= set(san_init) and any(k.startswith("attention.") for k in san_init)
+    for key in shared:
+        assert torch.equal(san_init[key], base_init[key]), key
+    assert not torch.equal(san_init["head.3.weight"], other_init["head.3.weight"])
+    assert not torch.equal(san_init["stem.0.weight"], other_init["stem.0.weight"])
+    assert len(san_batches) == len(base_batches) > 0
+    assert all(torch.equal(a, b) for a, b in zip(san_batches, base_batches))

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import calibration.quantize
-from calibration.quantize import QuantizeOptions, find_mask_paths, float_prefix
+from calibration.quantize import QuantizeOptions, float_prefix
 from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.config import ModelConfig
 from san.preprocess import load_image
@@ -25,7 +25,7 @@ OPTIONS = QuantizeOptions(batch_size=4, progress=False)
 
 def float_prefix_of(onnx_path: Path, blocks: int) -> list[str]:
     model = onnx.load(onnx_path)
-    return float_prefix(model, find_mask_paths(model), blocks)
+    return float_prefix(model, blocks)
 
 
 def embed_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
