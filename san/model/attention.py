@@ -10,9 +10,13 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from san.config import ModelConfig
 
-#: The smallest normal float16, 2**-14: the guard of a division that must hold in half precision
-#: too (a smaller one is subnormal there, and a runtime may flush it to 0, giving 0 / 0).
+#: The smallest normal float16, 2**-14: the guard of the L2 normalisation, which must hold in
+#: half precision too.
 FP16_TINY = 2.0**-14
+#: Guard of Eq. 3 (max = min): a range below it gives pi < 1, so a channel whose values differ
+#: by rounding alone is masked off rather than spread over [0, 1]. In float16 it is the subnormal
+#: 2**-20, which IEEE half precision keeps; a larger guard would move pi for real ranges below it.
+_RANGE_EPS = 1e-6
 #: Guard of log(pi) in Eq. 5 (training only).
 _PROB_EPS = 1e-6
 
@@ -20,14 +24,12 @@ _PROB_EPS = 1e-6
 def minmax_normalize(x: Tensor) -> Tensor:
     """Eq. 3: per-sample, per-channel min-max normalisation over (H, W) onto [0, 1].
 
-    A constant channel (max = min) gives 0, never NaN, in float16 as in float32: the range is
-    guarded by :data:`FP16_TINY`, so a runtime that computes it in half precision (DeepStream's
-    FP16 engines choose per layer) keeps the guard.
+    A constant channel (max = min) gives 0, never NaN.
     """
     flat = x.flatten(2)  # N x C x (H*W)
     lo = flat.amin(dim=2, keepdim=True)
     hi = flat.amax(dim=2, keepdim=True)
-    pi = (flat - lo) / (hi - lo).clamp_min(FP16_TINY)
+    pi = (flat - lo) / (hi - lo).clamp_min(_RANGE_EPS)
     return pi.view_as(x)
 
 

@@ -101,7 +101,12 @@ def test_boxmot_matches_san_embed_on_the_same_crops(probed: tuple[np.ndarray, di
         embed_folder(crops, backend, tmp_path / "emb", EmbedOptions(l2_normalize=True), runner=LocalRunner(0), progress=False)
     embedded = np.load(tmp_path / "emb" / "embeddings.npy")
     assert out["features"].shape == embedded.shape == (len(BOXES), 128)
-    assert paired_cosine(out["features"], embedded).min() >= 0.99  # PIL vs cv2 resize of the same crops
+    # They differ by the resize alone (san-embed: PIL's antialiased bilinear; BoxMOT: cv2's linear),
+    # so BoxMOT's features stand to san-embed's as the model run on BoxMOT's crops does.
+    with open_backend(tiny / "model.onnx") as backend:
+        on_cv2_crops = backend.infer(out["crops"])
+    assert np.allclose(paired_cosine(out["features"], embedded), paired_cosine(on_cv2_crops, embedded), atol=1e-4)
+    assert paired_cosine(out["features"], embedded).mean() >= 0.95  # a resize, not another model
 
 
 def test_botsort_tracks_every_person_and_keeps_their_identities(probed: tuple[np.ndarray, dict]) -> None:

@@ -126,11 +126,12 @@ def test_a_contract_deepstream_cannot_reproduce_is_refused(tmp_path: Path, capsy
 
 @pytest.fixture(scope="module")
 def deepstream_64(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The files for DeepStream 6.4 (TensorRT 8.6), for NvDeepSORT, on classes 0 and 2."""
+    """The files for DeepStream 6.4 (TensorRT 8.6), for NvDeepSORT, on classes 0 and 2, to live in
+    /opt/models/san on the DeepStream machine."""
     folder = tmp_path_factory.mktemp("ds64") / "deepstream"
     argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(folder.parent / "model.onnx"), "--verify-count", "2",
             "--deepstream", str(folder), "--deepstream-version", "6.4", "--deepstream-reid-type", "deepsort",
-            "--deepstream-class-id", "0", "--deepstream-class-id", "2"]
+            "--deepstream-class-id", "0", "--deepstream-class-id", "2", "--deepstream-model-dir", "/opt/models/san"]
     assert san_export(argv) == 0
     return folder
 
@@ -207,17 +208,20 @@ def test_configs_name_their_release_reassociation_deepsort_and_classes(deepstrea
 
 
 def test_each_tracker_config_is_complete_and_gives_the_features_weight(deepstream: Path, deepstream_64: Path,
-                                                                       tmp_path: Path, tiny: Path) -> None:
+                                                                       tmp_path: Path, tiny: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Every section of NVIDIA's sample for the tracker kind is there, so the file loads as it
     is; the association that uses the features has a positive ReID weight and threshold
     (NvDeepSORT: the DataAssociator's; re-association: the TrajectoryManagement's), and the
-    model paths are absolute under --deepstream-model-dir."""
+    model paths are absolute under --deepstream-model-dir (a relative one is refused)."""
+    from pathlib import PurePosixPath
+
+    from export.target_deepstream import tracker_config
+
     sections = {"BaseConfig", "TargetManagement", "TrajectoryManagement", "DataAssociator", "StateEstimator", "ReID"}
-    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "model.onnx"), "--verify-count", "2",
-            "--deepstream", str(tmp_path / "both"), "--deepstream-reid-type", "both", "--deepstream-precision", "fp32",
-            "--deepstream-model-dir", "/opt/models/san"]
-    assert san_export(argv) == 0
-    both = tracker(tmp_path / "both")
+    text = tracker_config(read_contract(tiny / "model.onnx"), "both", 16, "fp32", PurePosixPath("/opt/models/san"), "9.2")
+    (tmp_path / "config_tracker_reid.yml").write_text(text)
+    both = tracker(tmp_path)
     for config, kind in ((tracker(deepstream), "reassoc"), (tracker(deepstream_64), "deepsort"), (both, "both")):
         assert sections | ({"VisualTracker"} if kind == "reassoc" else set()) == set(config), kind
         if kind != "reassoc":  # NvDeepSORT's association: a Mahalanobis gate and the ReID score
@@ -231,8 +235,13 @@ def test_each_tracker_config_is_complete_and_gives_the_features_weight(deepstrea
     assert both["ReID"]["reidType"] == 3
     assert both["ReID"]["onnxFile"] == "/opt/models/san/san_reid.onnx"
     assert both["ReID"]["modelEngineFile"] == "/opt/models/san/san_reid.onnx_b16_gpu0_fp32.engine"
-    assert "ll-config-file=/opt/models/san/config_tracker_reid.yml" in (tmp_path / "both" / "README.txt").read_text()
-    assert san_export([*argv[:-1], "models/san", "--overwrite"]) == 2  # a relative model folder is refused
+    assert tracker(deepstream_64)["ReID"]["onnxFile"] == "/opt/models/san/san_reid.onnx"
+    assert "ll-config-file=/opt/models/san/config_tracker_reid.yml" in (deepstream_64 / "README.txt").read_text()
+    argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(tmp_path / "m.onnx"), "--deepstream", str(tmp_path / "ds"),
+            "--deepstream-model-dir", "models/san"]
+    assert san_export(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--deepstream-model-dir must be an absolute path" in err[0]
 
 
 def test_fp16_deepstream_is_refused_for_a_model_that_does_not_hold_in_fp16(tmp_path: Path,
@@ -245,7 +254,8 @@ def test_fp16_deepstream_is_refused_for_a_model_that_does_not_hold_in_fp16(tmp_p
     from support.looks_trained import looks_trained
 
     torch.manual_seed(0)
-    model = looks_trained(build_model(ModelConfig(backbone="resnet18").with_spec(height=64, width=32)))
+    cfg = ModelConfig(backbone="resnet18", attention="none").with_spec(height=64, width=32)
+    model = looks_trained(build_model(cfg))  # the plain ResNet: the head alone is at stake
     with torch.no_grad():
         model.head[-1].weight.mul_(1e7)  # the L2 normalisation makes fp32 blind to the scale
     assert float(model.head[-1].weight.detach().abs().max()) > torch.finfo(torch.float16).max

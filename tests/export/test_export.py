@@ -30,6 +30,7 @@ from san.hashing import file_sha256
 from san.input_convention import InputConvention
 from san.config import ModelConfig
 from san.model.network import SAN, build_model
+from san.metrics import paired_cosine
 from san.rules import RULES, Rule
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
@@ -241,8 +242,8 @@ def test_verify_refuses_a_tampered_block_and_names_it(
 def test_randomly_initialised_resnet50_sans_export_with_default_flags(
     seed: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The paper's model (default ModelConfig) at random weights: its near-threshold mask
-    flips (seeds 1 and 2 move single images to cosine 0.9998) are rounding, not errors."""
+    """The paper's model (default ModelConfig) at random weights, four seeds: near-threshold
+    mask flips, where a seed has them, are classified as rounding, not errors."""
     torch.manual_seed(seed)
     save_checkpoint(tmp_path / "model.pt", build_model(ModelConfig()))
     assert san_export(["--ckpt", str(tmp_path / "model.pt")]) == 0, capsys.readouterr()
@@ -365,7 +366,10 @@ def test_a_calibrated_threshold_moves_contract_graph_and_embeddings(
                 for i in n.input if i in constants]
     assert len(compared) == len(STAGES) and all(c == pytest.approx(0.6) for c in compared)
     onnx_out = ort.InferenceSession(str(out)).run(None, {INPUT_NAME: images})[0]
-    np.testing.assert_allclose(onnx_out, at_060, atol=1e-4)
+    # the graph computes the model at 0.6, judged as the fp32 rule judges an image whose masks agree,
+    # and not the model at 0.5
+    to_060, to_half = paired_cosine(onnx_out, at_060), paired_cosine(onnx_out, at_half)
+    assert to_060.min() >= RULES["fp32"].min_cosine_unflipped and (to_060 > to_half).all()
 
 
 @pytest.mark.parametrize(("upsample", "kernel"), [("sparse", 1), ("nearest", 2)])

@@ -77,7 +77,8 @@ def test_one_epoch_logs_every_mask_health_field_and_each_matches_a_brute_force_r
             assert logged[name] == pytest.approx(value, rel=1e-5, abs=1e-7), (stage, name)
         for name in ("mean_m", "mean_pi", "m_below_0.1", "m_above_0.9", "pi_above", "gap_to_deployed"):
             assert 0.0 <= logged[name] <= 1.0, (stage, name)
-        assert logged["m_below_0.1"] + logged["m_above_0.9"] <= 1.0 and logged["tv"] >= 0.0
+        # two shares of one count, each a float32 mean: their sum is 1 to float32 rounding at most
+        assert logged["m_below_0.1"] + logged["m_above_0.9"] <= 1.0 + 2 * np.finfo(np.float32).eps and logged["tv"] >= 0.0
         assert 0.0 < logged["mean_m"] < 1.0  # sampled at tau = 1: neither collapsed nor saturated
     triplets = brute_force_triplets(output.embeddings.detach().numpy(), pids.numpy(), margin=0.5)
     assert record["triplets"] == pytest.approx(triplets, rel=1e-5)

@@ -69,7 +69,8 @@ CASES = [
     case("san-info", "{onnx}", "is an ONNX model"),
     case("san-info", "{empty}", "is empty"),
     case("san-info", "{junk}", "{junk}"),
-    case("san-info", "--height 0", "--height"),
+    case("san-info", "--input-size 0x64", "--input-size"),
+    case("san-train", "--out {new} --attention none --no-cross-feature", "--attention none builds the plain ResNet"),
     # san-synth: sizes, destinations, and a set someone made
     case("san-synth", "--out {new} --height 100000", "--height"),
     case("san-synth", "--out {new} --ids 0", "--ids"),
