@@ -25,8 +25,8 @@ the opset-18 one. Every graph is checked against its TensorRT release's parser r
 
 With ``--deepstream-precision fp16`` (the default) DeepStream builds an FP16 engine from the
 float graph, and TensorRT may then run any layer in half precision: nothing in DeepStream pins
-one to float32 (:mod:`export.fp16_emulation`). The model is built to hold there (its guards are
-normal float16 numbers, and its L2 normalisation cannot overflow), and the graph written here is
+one to float32 (:mod:`export.fp16_emulation`). The model is built to hold there (its L2
+normalisation cannot overflow and its guard is a normal float16 number), and the graph written here is
 checked as that engine may compute it, every tensor between layers in float16, under the fp16
 rule. A model that fails it is refused, with ``--deepstream-precision fp32`` named.
 """
