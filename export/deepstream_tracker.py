@@ -23,11 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from san.spec import InputSpec
 
-#: ``reidType`` of the tracker: which association uses the features (tracker reference).
-REID_TYPES = {"deepsort": 1, "reassoc": 2, "both": 3}
+class ReidUse(NamedTuple):
+    """What the tracker uses the features for: its ``reidType`` and the tracker it runs in."""
+
+    reid_type: int
+    tracker: str
+
+
+#: ``--deepstream-reid-type`` -> its ``reidType`` (tracker reference) and tracker.
+REID_TYPES = {"deepsort": ReidUse(1, "NvDeepSORT"), "reassoc": ReidUse(2, "NvDCF with ReID re-association"),
+              "both": ReidUse(3, "NvDeepSORT with ReID re-association")}
 #: The tracker's ``networkMode`` codes (0 fp32, 1 fp16, 2 int8): not nvinfer's numbering.
 TRACKER_MODES = {"fp32": 0, "fp16": 1}
 
@@ -109,7 +118,7 @@ def reid_section(spec: InputSpec, reid_type: str, batch_size: int, precision: st
     stretched to H x W as in training, and the features normalised by the tracker unless the
     graph does."""
     return {
-        "reidType": REID_TYPES[reid_type], "batchSize": batch_size, "workspaceSize": 1000,
+        "reidType": REID_TYPES[reid_type].reid_type, "batchSize": batch_size, "workspaceSize": 1000,
         "reidFeatureSize": spec.embedding_dim, "reidHistorySize": 100,
         "inferDims": [3, spec.height, spec.width], "networkMode": TRACKER_MODES[precision],
         "inputOrder": 0, "colorFormat": 0, "offsets": [0.0, 0.0, 0.0], "netScaleFactor": 1.0,
