@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from san.command import show_library_messages
+from support.module_folders import ModuleFolders
 from support.tiny import build_tiny
 
 
@@ -20,3 +23,14 @@ def library_messages_on_stdout() -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's small model (:func:`support.tiny.build_tiny`): built once, read-only."""
     return build_tiny(tmp_path_factory.getbasetemp() / "tiny")
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleFolders]:
+    """Folders a module's fixtures share. They are removed after the module when none of its
+    tests failed, so the suite's peak disk use is one module's models, not every module's."""
+    failed_before = request.session.testsfailed
+    root = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield ModuleFolders(root)
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,12 +12,13 @@ from calibration.quantize import QuantizeOptions, QuantizeResult, quantize_onnx
 from san.checkpoint import load_checkpoint
 from san.data.synth import ensure_synthetic
 from san.model.network import SAN
+from support.module_folders import ModuleFolders
 from support.calibration_helpers import OPTIONS, SYNTH
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synth"
+def synth(module_tmp: ModuleFolders) -> Path:
+    root = module_tmp.mktemp("data") / "synth"
     ensure_synthetic(root, **SYNTH)
     return root
 
@@ -38,10 +39,10 @@ def calibration_images(synth: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def quantized(fp32_onnx: Path, calibration_images: list[Path], tmp_path_factory: pytest.TempPathFactory
+def quantized(fp32_onnx: Path, calibration_images: list[Path], module_tmp: ModuleFolders
               ) -> QuantizeResult:
     """The default file (onnxruntime CPU): uint8 activations, stem and stage 1 in fp32."""
-    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    out = module_tmp.mktemp("int8") / "model.int8.onnx"
     return quantize_onnx(fp32_onnx, calibration_images, out, options=OPTIONS, sampling={"seed": 0})
 
 

@@ -17,6 +17,7 @@ from san.checkpoint import load_checkpoint
 from san.data.registry import load_dataset
 from san.preprocess import load_image
 from san.rules import RULES
+from support.module_folders import ModuleFolders
 from support.calibration_helpers import CFG, OPTIONS, embed_onnx
 from support.int8_faults import quantize_everything, scale_activation_ranges
 
@@ -65,13 +66,13 @@ TRAINED_SYNTH = {"ids": 416, "cameras": 4, "seed": 0, "height": 64, "width": 32,
 
 
 @pytest.fixture(scope="module")
-def trained_int8(tmp_path_factory: pytest.TempPathFactory):
+def trained_int8(module_tmp: ModuleFolders):
     """(fp32 ONNX, default INT8 result, evaluation data set, calibration images) of a model
     trained 4 epochs, so BatchNorm statistics and folded biases are real."""
     from san.train import train
     from san.train_config import TrainConfig
 
-    tmp = tmp_path_factory.mktemp("trained-int8")
+    tmp = module_tmp.mktemp("trained-int8")
     root = tmp / "synth"
     cfg = TrainConfig.of(out=str(tmp / "run"), model=CFG, root=str(root), dataset_options=TRAINED_SYNTH,
                       epochs=4, batch_p=8, batch_k=4, workers=0, eval_every=0, progress=False, seed=0)

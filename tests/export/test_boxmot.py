@@ -20,6 +20,8 @@ from runtime.embed import EmbedOptions
 from san.data.synth import ensure_synthetic
 from san.metrics import paired_cosine
 
+from support.module_folders import ModuleFolders
+
 PROBE = Path(__file__).resolve().parents[1] / "support" / "boxmot_probe.py"
 BOXMOT_PYTHON = Path(sys.prefix + "-boxmot") / "bin" / "python"
 #: x1, y1, x2, y2 of three people in the frame
@@ -30,9 +32,9 @@ pytestmark = pytest.mark.skipif(not BOXMOT_PYTHON.exists(),
 
 
 @pytest.fixture(scope="module")
-def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def people(module_tmp: ModuleFolders) -> Path:
     """Rendered people of the synthetic set (smooth like camera crops, unlike pixel noise)."""
-    root = tmp_path_factory.mktemp("bm-people") / "synth"
+    root = module_tmp.mktemp("bm-people") / "synth"
     ensure_synthetic(root, ids=4, cameras=2, seed=0)
     return root / "query"
 
@@ -48,9 +50,9 @@ def synthetic_frame(people: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny: Path, people: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(tiny: Path, people: Path, module_tmp: ModuleFolders) -> Path:
     """A folder with the BoxMOT target's files (``boxmot/``), a frame and its boxes."""
-    work = tmp_path_factory.mktemp("bm")
+    work = module_tmp.mktemp("bm")
     argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(work / "model.onnx"), "--verify-count", "2",
             "--boxmot", str(work / "boxmot")]
     assert san_export(argv) == 0

@@ -18,12 +18,14 @@ from san.artifact import read_contract
 from san.metrics import paired_cosine
 from san.preprocess import load_image
 
+from support.module_folders import ModuleFolders
+
 yaml = pytest.importorskip("yaml", reason="needs the deploy extra")
 
 
 @pytest.fixture(scope="module")
-def deepstream(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ds") / "deepstream"
+def deepstream(tiny: Path, module_tmp: ModuleFolders) -> Path:
+    folder = module_tmp.mktemp("ds") / "deepstream"
     argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(folder.parent / "model.onnx"), "--verify-count", "2",
             "--deepstream", str(folder), "--deepstream-batch", "8", "--deepstream-precision", "fp32"]
     assert san_export(argv) == 0
@@ -125,10 +127,10 @@ def test_a_contract_deepstream_cannot_reproduce_is_refused(tmp_path: Path, capsy
 
 
 @pytest.fixture(scope="module")
-def deepstream_64(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def deepstream_64(tiny: Path, module_tmp: ModuleFolders) -> Path:
     """The files for DeepStream 6.4 (TensorRT 8.6), for NvDeepSORT, on classes 0 and 2, to live in
     /opt/models/san on the DeepStream machine."""
-    folder = tmp_path_factory.mktemp("ds64") / "deepstream"
+    folder = module_tmp.mktemp("ds64") / "deepstream"
     argv = ["--ckpt", str(tiny / "model.pt"), "--out", str(folder.parent / "model.onnx"), "--verify-count", "2",
             "--deepstream", str(folder), "--deepstream-version", "6.4", "--deepstream-reid-type", "deepsort",
             "--deepstream-class-id", "0", "--deepstream-class-id", "2", "--deepstream-model-dir", "/opt/models/san"]

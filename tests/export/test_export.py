@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from support.module_folders import ModuleFolders
 from support.tampering import tampered_block
 import torch
 from PIL import Image
@@ -57,9 +58,9 @@ def _trained(model: SAN) -> SAN:
 
 
 @pytest.fixture(scope="module")
-def exported_by_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path, Path]:
+def exported_by_cli(module_tmp: ModuleFolders) -> tuple[int, str, Path, Path]:
     """san-export on a random-weight checkpoint, verified on PNG files: (status, stdout, ckpt, onnx)."""
-    root = tmp_path_factory.mktemp("cli")
+    root = module_tmp.mktemp("cli")
     torch.manual_seed(0)
     ckpt = root / "model.pt"
     save_checkpoint(ckpt, build_model(CFG))
@@ -91,8 +92,8 @@ def trained_model() -> SAN:
 
 
 @pytest.fixture(scope="module")
-def trained_onnx(trained_model: SAN, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_onnx(trained_model, tmp_path_factory.mktemp("trained") / "model.onnx", with_masks=True)
+def trained_onnx(trained_model: SAN, module_tmp: ModuleFolders) -> Path:
+    return export_onnx(trained_model, module_tmp.mktemp("trained") / "model.onnx", with_masks=True)
 
 
 def test_trained_fixture_really_moved_batchnorm(trained_model: SAN) -> None:

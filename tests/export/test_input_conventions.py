@@ -20,6 +20,8 @@ from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.rules import RULES
 
+from support.module_folders import ModuleFolders
+
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CONVENTIONS = {
     "float": InputConvention("float32"),
@@ -50,9 +52,9 @@ def images(tiny: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exports(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exports(tiny: Path, module_tmp: ModuleFolders) -> dict[str, Path]:
     model, _ = load_checkpoint(tiny / "model.pt")
-    folder = tmp_path_factory.mktemp("conventions")
+    folder = module_tmp.mktemp("conventions")
     return {name: export_onnx(model, folder / f"{name}.onnx", convention=c) for name, c in CONVENTIONS.items()}
 
 

@@ -30,6 +30,8 @@ from san.model.network import build_model
 from san.rules import RULES
 from san.spec import METADATA_KEY, InputSpec
 
+from support.module_folders import ModuleFolders
+
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
 HERE = TargetEnvironment("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
 
@@ -183,9 +185,9 @@ def test_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_onnx(module_tmp: ModuleFolders) -> Path:
     torch.manual_seed(0)
-    return export_onnx(build_model(CFG).eval(), tmp_path_factory.mktemp("fake-trt") / "model.onnx")
+    return export_onnx(build_model(CFG).eval(), module_tmp.mktemp("fake-trt") / "model.onnx")
 
 
 def fake_trt_flag(name: str):

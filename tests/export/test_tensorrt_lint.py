@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from support.module_folders import ModuleFolders
 from support.looks_trained import looks_trained
 from onnx import TensorProto, helper, numpy_helper
 
@@ -138,9 +139,9 @@ def test_graph_rules_name_the_node() -> None:
 
 
 @pytest.fixture(scope="module")
-def san_graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def san_graphs(module_tmp: ModuleFolders) -> dict[str, Path]:
     """fp32, fp16, default INT8 and TensorRT INT8 graphs of a trained-looking SAN."""
-    root = tmp_path_factory.mktemp("lint")
+    root = module_tmp.mktemp("lint")
     torch.manual_seed(0)
     model = looks_trained(build_model(CFG))
     data = root / "synth"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.module_folders import ModuleFolders
 from support.badfiles import make_bad_files
 from PIL import Image
 from support.embedding_runs import OPTIONS, reference_run
@@ -29,9 +30,9 @@ IDENTITY = ("embeddings.npy", "index.csv", "meta.json")
 
 
 @pytest.fixture(scope="module")
-def folder(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(tiny: Path, module_tmp: ModuleFolders) -> Path:
     """The tiny images plus a text file named .jpg and a zero-byte .png."""
-    folder = tmp_path_factory.mktemp("folder") / "images"
+    folder = module_tmp.mktemp("folder") / "images"
     shutil.copytree(tiny / "images", folder)
     (folder / "sub" / "notes.jpg").write_text("not an image")
     (folder / "empty.png").write_bytes(b"")
@@ -39,9 +40,9 @@ def folder(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(tiny: Path, folder: Path, module_tmp: ModuleFolders) -> Path:
     """One uninterrupted, unsharded run, decoding in-process."""
-    return reference_run(tiny / "model.onnx", folder, tmp_path_factory.mktemp("reference"))
+    return reference_run(tiny / "model.onnx", folder, module_tmp.mktemp("reference"))
 
 
 def assert_same_output(a: Path, b: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.module_folders import ModuleFolders
 from support.tiny import make_images
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
@@ -30,10 +31,10 @@ MARKER = "SAN_RAY_TEST_MARKER"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(module_tmp: ModuleFolders) -> Path:
     """40 good images, a text file named .jpg in the middle of a decode batch of good ones, and
     an empty file: the sorted names put ``b_bad.jpg`` between good files of one task."""
-    root = tmp_path_factory.mktemp("ray") / "images"
+    root = module_tmp.mktemp("ray") / "images"
     good = make_images(root, 40, seed=4)
     for i, path in enumerate(good):
         path.rename(path.with_name(f"{'a' if i < 20 else 'c'}{path.name}"))
@@ -43,8 +44,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local(tiny: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("local") / "emb"
+def local(tiny: Path, folder: Path, module_tmp: ModuleFolders) -> Path:
+    out = module_tmp.mktemp("local") / "emb"
     with open_backend(tiny / "model.onnx") as backend:
         embed_folder(folder, backend, out, OPTIONS, runner=LocalRunner(0), progress=False)
     return out

@@ -18,6 +18,7 @@ from san.data.registry import load_dataset
 from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.rules import RULES
+from support.module_folders import ModuleFolders
 from support.int8_faults import scale_one_weight
 from support.tampering import tampered_block
 from support.tiny import make_images
@@ -32,11 +33,11 @@ def images(tiny: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(tiny: Path, module_tmp: ModuleFolders) -> Path:
     """``san-export --openvino``'s folder for the tiny model, with a TensorRT-style INT8 file."""
     from calibration.quantize import QuantizeOptions, quantize_onnx
 
-    work = tmp_path_factory.mktemp("openvino")
+    work = module_tmp.mktemp("openvino")
     images = [tiny / "images" / p for p in discover_images(tiny / "images")]
     int8 = quantize_onnx(tiny / "model.onnx", images, work / "model.int8.onnx",
                          options=QuantizeOptions(batch_size=4, progress=False)).out
@@ -76,10 +77,10 @@ BROKEN_WEIGHT, BROKEN_FACTOR = "san.stages.3.0.downsample.0.weight_quantized", 1
 
 
 @pytest.fixture(scope="module")
-def judged_images(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+def judged_images(tiny: Path, module_tmp: ModuleFolders) -> np.ndarray:
     """48 images: enough that a mean cosine over them is a statistic, not a handful of draws."""
     spec = read_contract(tiny / "model.onnx")
-    return np.stack([load_image(p, spec) for p in make_images(tmp_path_factory.mktemp("judged"), 48, seed=3)])
+    return np.stack([load_image(p, spec) for p in make_images(module_tmp.mktemp("judged"), 48, seed=3)])
 
 
 def _int8_runs(exported: Path, int8: Path) -> list[tuple[Path, str]]:

@@ -20,18 +20,20 @@ from san.data.registry import load_dataset
 from san.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
 from san.preprocess import load_image
 
+from support.module_folders import ModuleFolders
+
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("parity") / "synth"
+def synth(module_tmp: ModuleFolders) -> Path:
+    root = module_tmp.mktemp("parity") / "synth"
     load_dataset("synthetic", root, verbose=False, **SYNTH)
     return root
 
 
 @pytest.fixture(scope="module")
-def other_onnx(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def other_onnx(tiny: Path, module_tmp: ModuleFolders) -> Path:
     """A deliberately wrong artifact: the same graph and contract, every weight tensor shuffled
     (like another checkpoint's random initialisation, without a second export)."""
     model = onnx.load(tiny / "model.onnx")
@@ -40,7 +42,7 @@ def other_onnx(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         if len(tensor.dims) >= 2:
             values = numpy_helper.to_array(tensor)
             tensor.CopyFrom(numpy_helper.from_array(rng.permutation(values.ravel()).reshape(values.shape), tensor.name))
-    path = tmp_path_factory.mktemp("other") / "other.onnx"
+    path = module_tmp.mktemp("other") / "other.onnx"
     onnx.save(model, path)
     return path
 

@@ -32,6 +32,8 @@ from san.metrics import euclidean_distance
 from san.rerank import RerankParams, k_reciprocal_distances
 from san.spec import InputSpec
 
+from support.module_folders import ModuleFolders
+
 ENGINES = [NumpySearcher, pytest.param("faiss", id="faiss")]
 
 
@@ -79,9 +81,9 @@ def test_numpy_search_chunks_queries_and_keeps_the_lower_row_among_equal_distanc
 
 
 @pytest.fixture(scope="module")
-def folder(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(tiny: Path, module_tmp: ModuleFolders) -> Path:
     """The gallery of a tiny synthetic set (Market-1501 names, so ids are known), embedded by san-embed."""
-    data = tmp_path_factory.mktemp("search") / "synth"
+    data = module_tmp.mktemp("search") / "synth"
     ensure_synthetic(data, ids=8, cameras=3, height=64, width=32)
     out = data.parent / "emb"
     with open_backend(tiny / "model.onnx", threads=1) as backend:

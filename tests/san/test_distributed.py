@@ -15,6 +15,8 @@ import torch
 
 from san.failpoints import ENV
 
+from support.module_folders import ModuleFolders
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 PROBE = Path(__file__).parents[1] / "support" / "ddp_probe.py"
@@ -46,8 +48,8 @@ def lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ddp")
+def work(module_tmp: ModuleFolders) -> Path:
+    return module_tmp.mktemp("ddp")
 
 
 def test_ranks_hold_identical_weights_and_statistics_after_every_step(work: Path) -> None:

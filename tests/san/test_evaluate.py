@@ -21,6 +21,8 @@ from san.retrieval import embed_records
 from san.metrics import euclidean_distance, evaluate_ranking
 from san.preprocess import decode_image, load_image, resize_to_contract
 
+from support.module_folders import ModuleFolders
+
 SPEC = InputSpec(height=64, width=32)
 
 
@@ -31,9 +33,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[ImageRecord]:
+def images(module_tmp: ModuleFolders) -> list[ImageRecord]:
     """8 images: 4 pids x 2 cameras, each pid a noisy colour."""
-    root = tmp_path_factory.mktemp("images")
+    root = module_tmp.mktemp("images")
     rng = np.random.default_rng(0)
     records = []
     for pid in range(4):

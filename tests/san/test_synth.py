@@ -13,6 +13,8 @@ from PIL import Image
 from san.cli.synth import main
 from san.data.synth import SynthParams, ensure_synthetic, generate
 
+from support.module_folders import ModuleFolders
+
 # Written from the Market-1501 naming rule, independently of the generator.
 NAME = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>[1-9])s1_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$")
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
@@ -34,8 +36,8 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "small"
+def small(module_tmp: ModuleFolders) -> Path:
+    root = module_tmp.mktemp("synth") / "small"
     generate(root, SynthParams(**SMALL))
     return root
 

@@ -33,6 +33,8 @@ from san.cli.synth import main as san_synth
 from san.cli.train import main as san_train
 from san.data.synth import ensure_synthetic
 
+from support.module_folders import ModuleFolders
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "san-info": san_info, "san-synth": san_synth, "san-train": san_train, "san-eval": san_eval,
     "san-export": san_export, "san-calibrate": san_calibrate, "san-embed": san_embed, "san-parity": san_parity,
@@ -184,12 +186,12 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def world(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     """Placeholder -> path of the files the cases point at (all made here, in one folder)."""
     from runtime import LocalRunner, embed_folder, open_backend
     from runtime.embed import EmbedOptions
 
-    root = tmp_path_factory.mktemp("bad-arguments")
+    root = module_tmp.mktemp("bad-arguments")
     shutil.copy(tiny / "model.pt", root / "model.pt")
     shutil.copy(tiny / "model.onnx", root / "model.onnx")
     shutil.copytree(tiny / "images", root / "images")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.module_folders import ModuleFolders
 from support.badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
 from san.data.registry import load_dataset
 from san.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
@@ -24,8 +25,8 @@ NON_UTF8_NAME = os.fsdecode(b"c1_caf\xe9.jpg")
 
 
 @pytest.fixture(scope="module")
-def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[BadCase]]:
-    root = tmp_path_factory.mktemp("bad") / "images"
+def bad_folder(module_tmp: ModuleFolders) -> tuple[Path, list[BadCase]]:
+    root = module_tmp.mktemp("bad") / "images"
     return root, make_bad_files(root)
 
 
@@ -111,10 +112,10 @@ def _is_directory(root: Path, case: BadCase) -> bool:
 
 
 @pytest.fixture(scope="module")
-def market_folder(bad_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def market_folder(bad_folder, module_tmp: ModuleFolders) -> Path:
     """A Market-1501 layout whose every split links, under valid names, to every bad kind."""
     bad_root, cases = bad_folder
-    root = tmp_path_factory.mktemp("market")
+    root = module_tmp.mktemp("market")
     for split in ("bounding_box_train", "bounding_box_test", "query"):
         (root / split).mkdir()
         for i, case in enumerate(cases):
@@ -124,10 +125,10 @@ def market_folder(bad_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_folder_dataset(bad_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_folder_dataset(bad_folder, module_tmp: ModuleFolders) -> Path:
     """A generic ``<split>/<pid>/<camera>_<name>`` folder linking to every bad kind, plus hidden junk."""
     bad_root, cases = bad_folder
-    root = tmp_path_factory.mktemp("folder")
+    root = module_tmp.mktemp("folder")
     for split in ("train", "query", "gallery"):
         for i, case in enumerate(cases):
             (root / split / f"p{i % 3}").mkdir(parents=True, exist_ok=True)

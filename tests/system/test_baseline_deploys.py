@@ -19,14 +19,16 @@ from runtime.cli_parity import main as san_parity
 from san.checkpoint import load_checkpoint
 from san.cli.train import main as san_train
 
+from support.module_folders import ModuleFolders
+
 #: A small synthetic set on the cpu-demo recipe: 15 training ids (two P=8 batches need 8).
 SMALL = ["--dataset-arg", "ids=30", "--dataset-arg", "test_fraction=0.5", "--eval-every", "0", "--workers", "0",
          "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("baseline") / "run"
+def baseline(module_tmp: ModuleFolders) -> Path:
+    out = module_tmp.mktemp("baseline") / "run"
     assert san_train(["--attention", "none", "--preset", "cpu-demo", "--epochs", "1", "--out", str(out), *SMALL]) == 0
     return out
 

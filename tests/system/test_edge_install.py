@@ -22,6 +22,7 @@ from san.artifact import PRECISION_KEY
 from san.data.synth import ensure_synthetic
 from san.metrics import paired_cosine
 from san.preprocess import load_image
+from support.module_folders import ModuleFolders
 from support.tiny import N_IMAGES, TINY_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def edge(module_tmp: ModuleFolders) -> Path:
     """The bin/ folder of a virtual environment with ``pip install '.[cpu]'`` and nothing else."""
-    work = tmp_path_factory.mktemp("edge")
+    work = module_tmp.mktemp("edge")
     source = work / "src"
     source.mkdir()
     for name in SOURCES:

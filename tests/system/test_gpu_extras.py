@@ -26,6 +26,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from support.module_folders import ModuleFolders
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = PROJECT["optional-dependencies"]
@@ -55,9 +57,9 @@ def _needed(requirement: Requirement, extra: str = "") -> bool:
 
 
 @pytest.fixture(scope="module")
-def picked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, tuple[Version, list[Requirement]]]]:
+def picked(module_tmp: ModuleFolders) -> dict[str, dict[str, tuple[Version, list[Requirement]]]]:
     """Each extra's picks, pycuda's once (the same floor in both GPU extras), all in parallel."""
-    tmp = tmp_path_factory.mktemp("resolve")
+    tmp = module_tmp.mktemp("resolve")
     jobs = {extra: [r for r in EXTRAS[extra] if Requirement(r).name != "pycuda"] for extra in ("cpu", "gpu-cu12", "gpu-cu13")}
     jobs["pycuda"] = sorted({r for extra in ("gpu-cu12", "gpu-cu13") for r in EXTRAS[extra] if Requirement(r).name == "pycuda"})
     with ThreadPoolExecutor(len(jobs)) as pool:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.module_folders import ModuleFolders
 from support.badfiles import make_bad_files
 from support.embedding_runs import OPTIONS, reference_run
 from support.tiny import make_images
@@ -98,9 +99,9 @@ def assert_consistent(out: Path, reference: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def images(module_tmp: ModuleFolders) -> Path:
     """Six valid images and two bad files (so index lines and embedding rows differ)."""
-    root = tmp_path_factory.mktemp("interrupt") / "images"
+    root = module_tmp.mktemp("interrupt") / "images"
     make_images(root, 6, seed=3)
     (root / "empty.jpg").write_bytes(b"")
     (root / "sub" / "text.png").write_text("not an image")
@@ -108,8 +109,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny: Path, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return reference_run(tiny / "model.onnx", images, tmp_path_factory.mktemp("reference"))
+def reference(tiny: Path, images: Path, module_tmp: ModuleFolders) -> Path:
+    return reference_run(tiny / "model.onnx", images, module_tmp.mktemp("reference"))
 
 
 def test_embed_killed_before_any_file_system_step_resumes_to_identical_bytes(
@@ -227,11 +228,11 @@ def _metrics(run: Path) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def market_with_bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def market_with_bad_files(module_tmp: ModuleFolders) -> Path:
     """A small synthetic Market-1501 layout whose training split also links to every refused kind."""
     from san.data.synth import ensure_synthetic
 
-    root = tmp_path_factory.mktemp("train") / "market"
+    root = module_tmp.mktemp("train") / "market"
     ensure_synthetic(root, ids=12, cameras=3, height=128, width=64)
     bad_root = root.parent / "bad"
     refused = [c for c in make_bad_files(bad_root) if c.outcome == "error"]
