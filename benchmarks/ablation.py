@@ -152,16 +152,30 @@ def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layo
 
     out = layout.runs / name / f"seed{seed}"
     scores = out / "scores.npz"
-    if scores.is_file():
-        saved = np.load(scores)
-        return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": training_seconds(out)}
-    train_variant(args, name, seed, layout)
-    model, _ = load_checkpoint(out / "model.pt")
-    dataset = load_dataset("synthetic", layout.test, verbose=False)
-    retrieval = score(embed_split(ModelEmbedder(model), dataset))
-    per_query = retrieval.per_query
-    np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank)
-    return {"ap": per_query.ap, "first_rank": per_query.first_rank, "seconds": training_seconds(out)}
+    scored_now = not scores.is_file()
+    if scored_now:
+        train_variant(args, name, seed, layout)
+        model, _ = load_checkpoint(out / "model.pt")
+        dataset = load_dataset("synthetic", layout.test, verbose=False)
+        per_query = score(embed_split(ModelEmbedder(model), dataset)).per_query
+        np.savez(scores, ap=per_query.ap, first_rank=per_query.first_rank)
+    record_test_scoring(out, args.command, scored_now)
+    saved = np.load(scores)
+    return {"ap": saved["ap"], "first_rank": saved["first_rank"], "seconds": training_seconds(out)}
+
+
+#: Where a run records the commands whose reports its test-split scores went into, in order.
+TEST_SCORED_BY = "test-scored-by.json"
+#: The first entry of runs scored before the record was kept.
+UNRECORDED = "(a command before test scorings were recorded)"
+
+
+def record_test_scoring(out: Path, command: str, scored_now: bool) -> None:
+    """Add ``command`` to the run's record of the commands its test-split scores were reported by."""
+    path = out / TEST_SCORED_BY
+    commands = json.loads(path.read_text()) if path.is_file() else [] if scored_now else [UNRECORDED]
+    if command not in commands:
+        path.write_text(json.dumps([*commands, command], indent=2) + "\n")
 
 
 def train_variant(args: argparse.Namespace, name: str, seed: int, layout: Layout) -> Path:
@@ -452,12 +466,21 @@ def decision(chosen: str, results: dict[str, list[dict[str, Any]]]) -> str:
                               "SD of Δ", "detects at 80 % power", "paper's gain", "verdict"], rows))
 
 
-def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
-    """What the deterministic masks cost, on the test split, for the first ``--mask-seeds`` seeds of
-    ``name``: the sampled masks (mean of 3 draws), the deployed ones at 0.5, at the threshold
-    ``san-calibrate threshold`` picks on the held-out twin split, and at 0.5 after re-estimating
-    BatchNorm with them on ``--bn-images`` training images. Differences to
-    the deployed masks at 0.5, paired over seeds and over queries (AP averaged over the seeds)."""
+#: Deployments of a SAN's masks that :func:`deployed_masks` compares, on the test split and on the twin.
+SAMPLED, DEPLOYED, SWEPT, BN, NOISE_FREE = ("sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
+                                           "deployed 0.5, BatchNorm re-estimated", "noise-free, sigmoid(logit(pi)/tau)")
+TEST_DEPLOYMENTS = (SAMPLED, DEPLOYED, SWEPT, BN, NOISE_FREE)
+TWIN_DEPLOYMENTS = (DEPLOYED, SWEPT, NOISE_FREE)
+
+
+def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bool = False) -> str:
+    """What the deterministic masks cost, for the first ``--mask-seeds`` seeds of ``name`` on the
+    test split, or for every seed on the held-out twin split (``twin``, where a deployment is
+    chosen): the sampled masks (mean of 3 draws), the deployed ones at 0.5, at the threshold
+    ``san-calibrate threshold`` picks on the twin split, at 0.5 after re-estimating BatchNorm with
+    them on ``--bn-images`` training images, and the noise-free relaxed masks at the temperature
+    training ended with. Differences to the deployed masks at 0.5, paired over seeds and over
+    queries (AP averaged over the seeds)."""
     import torch
 
     from calibration.batchnorm import reestimate_batchnorm
@@ -466,55 +489,59 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
     from san.data.registry import load_dataset
     from san.evaluate import ModelEmbedder
     from san.metrics import paired_delta
-    from san.model.sampled import StochasticMasks
+    from san.model.sampled import NoiseFreeMasks, StochasticMasks
     from san.retrieval import embed_split, score
 
     test = load_dataset("synthetic", layout.test, verbose=False)
     validation = validation_set(args, layout)
-    modes = ("sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold",
-             "deployed 0.5, BatchNorm re-estimated")
+    split = validation if twin else test
+    modes = TWIN_DEPLOYMENTS if twin else TEST_DEPLOYMENTS
     per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {mode: [] for mode in modes}
-    seeds = range(min(args.seeds, args.mask_seeds))
+    seeds = range(args.seeds if twin else min(args.seeds, args.mask_seeds))
     for seed in seeds:
         out = layout.runs / name / f"seed{seed}"
-        cache = out / "deployment"
+        cache = out / ("deployment-twin" if twin else "deployment")
         cache.mkdir(exist_ok=True)
 
         def scored(key: str, net: Any) -> tuple[np.ndarray, np.ndarray]:
-            """AP and rank-1 hit per test query, kept in the run's cache folder."""
+            """AP and rank-1 hit per query of the split, kept in the run's cache folder."""
             path = cache / f"{key}.npz"
             if not path.is_file():
-                q = score(embed_split(ModelEmbedder(net), test)).per_query
+                q = score(embed_split(ModelEmbedder(net), split)).per_query
                 np.savez(path, ap=q.ap, hit=q.first_rank == 1)
             saved = np.load(path)
             return saved["ap"], saved["hit"].astype(float)
 
         model, _ = load_checkpoint(out / "model.pt")
-        draws = []
-        for draw in range(3):
-            torch.manual_seed(draw)
-            draws.append(scored(f"sampled-draw{draw}", StochasticMasks(model)))
-        per_seed[modes[0]].append((np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0)))
-        per_seed[modes[1]].append(scored("deployed-0.5", model.eval()))
-        choice = cache / "threshold.json"
+        if SAMPLED in modes:
+            draws = []
+            for draw in range(3):
+                torch.manual_seed(draw)
+                draws.append(scored(f"sampled-draw{draw}", StochasticMasks(model)))
+            per_seed[SAMPLED].append((np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0)))
+        per_seed[DEPLOYED].append(scored("deployed-0.5", model.eval()))
+        choice = out / "deployment" / "threshold.json"  # chosen on the twin split, whichever split is scored
+        choice.parent.mkdir(exist_ok=True)
         if not choice.is_file():
             choice.write_text(json.dumps({"chosen": sweep_thresholds(model, validation, args.thresholds).chosen}))
         chosen = float(json.loads(choice.read_text())["chosen"])
         model.set_mask_threshold(chosen)
-        per_seed[modes[2]].append(scored(f"deployed-{chosen:g}", model))
+        per_seed[SWEPT].append(scored(f"deployed-{chosen:g}", model))
         model.set_mask_threshold(0.5)
-        images = np.random.default_rng(seed).permutation([r.path for r in test.train])[: args.bn_images]
-        if not (cache / "bn-reestimated.npz").is_file():
-            reestimate_batchnorm(model, list(images))
-        per_seed[modes[3]].append(scored("bn-reestimated", model))
+        if BN in modes:
+            images = np.random.default_rng(seed).permutation([r.path for r in test.train])[: args.bn_images]
+            if not (cache / "bn-reestimated.npz").is_file():
+                reestimate_batchnorm(model, list(images))
+            per_seed[BN].append(scored("bn-reestimated", model))
+        per_seed[NOISE_FREE].append(scored("noise-free", NoiseFreeMasks(load_checkpoint(out / "model.pt")[0])))
     rows = []
-    deployed = per_seed[modes[1]]
+    deployed = per_seed[DEPLOYED]
     for mode in modes:
         runs = per_seed[mode]
         maps = [100 * float(ap.mean()) for ap, _ in runs]
         r1s = [100 * float(hit.mean()) for _, hit in runs]
         cells = [mode, f"{np.mean(maps):.2f}", f"{np.mean(r1s):.2f}"]
-        if mode == modes[1]:
+        if mode == DEPLOYED:
             cells += ["", "", ""]
         else:
             base_maps = [100 * float(ap.mean()) for ap, _ in deployed]
@@ -523,8 +550,9 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str) -> str:
             hit = np.mean([h for _, h in runs], 0) - np.mean([h for _, h in deployed], 0)
             cells += [over_seeds, _delta_cell(paired_delta(ap)), _delta_cell(paired_delta(hit))]
         rows.append(cells)
-    return (f"deployed masks of {VARIANTS[name].label}, seeds 0..{len(seeds) - 1}, on the test split "
-            f"({len(test.query)} queries); BatchNorm re-estimated on {args.bn_images} training images\n\n"
+    where = (f"the held-out twin split ({len(split.query)} queries; the swept threshold is chosen on it too)" if twin
+             else f"the test split ({len(split.query)} queries); BatchNorm re-estimated on {args.bn_images} training images")
+    return (f"deployed masks of {VARIANTS[name].label}, seeds 0..{len(seeds) - 1}, on {where}\n\n"
             + markdown_table(["deployment", "mAP %", "rank-1 %", "ΔmAP against deployed 0.5, paired over seeds",
                               "ΔmAP, paired over queries", "Δrank-1, paired over queries"], rows))
 
@@ -617,10 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--decide", action="store_true",
                       help="the pre-registered test: the configuration --select chose against the baseline, "
                       "8 seed pairs (--seeds), scored on the test split once")
+    mode.add_argument("--twin-masks", action="store_true",
+                      help="compare the deployed masks of the SAN runs of --variants (default: san) on the held-out "
+                      "twin split: 1[pi > 0.5], the swept threshold and the noise-free masks; the test split is not scored")
     parser.add_argument("--val-every", type=int, default=3, metavar="E",
                         help="score the held-out twin split every E epochs and at the last (the validation curve)")
     parser.add_argument("--mask-seeds", type=int, default=3, metavar="N",
-                        help="seeds whose deployed masks are compared (sampled, thresholds, BatchNorm re-estimated)")
+                        help="seeds whose deployed masks are compared on the test split (sampled, thresholds, BatchNorm "
+                        "re-estimated, noise-free); 0: no mask comparison, the test split scored by the runs alone")
     parser.add_argument("--bn-images", type=int, default=512, metavar="N",
                         help="training images BatchNorm is re-estimated on (default %(default)s)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: the paper's nine (quick: baseline soft san)")
@@ -636,40 +668,46 @@ def main(argv: list[str] | None = None) -> int:
     add_progress_argument(parser)
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
-    for option in ("val_every", "mask_seeds", "bn_images", "seeds", "epochs"):
+    if args.mask_seeds < 0:
+        parser.error(f"--mask-seeds must be at least 0, got {args.mask_seeds}")
+    for option in ("val_every", "bn_images", "seeds", "epochs"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     plan = SELECT if args.select else DECIDE if args.decide else QUICK if args.quick else SMOKE if args.smoke else FULL
-    args.variants = args.variants or plan["variants"]
+    args.variants = args.variants or (["san"] if args.twin_masks else plan["variants"])
     args.seeds = args.seeds or plan["seeds"]
     args.epochs = args.epochs or plan["epochs"]
     if args.decide and args.seeds < 2:
         parser.error(f"--decide pairs runs over seeds: --seeds must be at least 2, got {args.seeds}")
     layout = Layout.of(args)
     chosen = chosen_variant(layout) if args.decide else None
-    args.variants = ["baseline", chosen] if chosen else with_baselines(args.variants)
+    args.variants = (["baseline", chosen] if chosen else args.variants if args.twin_masks
+                     else with_baselines(args.variants))
     started = time.perf_counter()
     if args.progress:  # each run's epoch lines, and progress lines within an epoch (san.progress)
         from san.command import show_library_messages
 
         show_library_messages()
-    print(f"command: python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    args.command = f"python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+    print(f"command: {args.command}")
     print(f"{len(args.variants)} variants x {args.seeds} seeds x {args.epochs} epochs, cpu-demo budget at "
           f"{args.height}x{args.width}, {args.ids} synthetic ids; load average {load_average()}", flush=True)
     if args.select:
         report = select(args, layout)
+    elif args.twin_masks:
+        report = twin_masks(args, layout)
     else:
-        results: dict[str, list[dict[str, Any]]] = {}
-        for name in args.variants:
-            results[name] = []
-            for seed in range(args.seeds):
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
+        for seed in range(args.seeds):  # seed by seed: an interrupted ablation leaves whole pairs
+            for name in args.variants:
                 results[name].append(train_and_score(args, name, seed, layout))
                 print(f"  {name} seed {seed}: mAP {100 * results[name][-1]['ap'].mean():.2f}", flush=True)
         report = [decision(chosen, results)] if chosen else []
         report.append(table(args, results))
-        if {"san", "soft"} & set(args.variants) and not chosen:
+        report.append(earlier_test_scorings(layout, results, args.command))
+        if {"san", "soft"} & set(args.variants) and not chosen and args.mask_seeds:
             report.append(mask_sharpness(args, layout))
-        if chosen or "san" in args.variants:
+        if (chosen or "san" in args.variants) and args.mask_seeds:
             report.append(deployed_masks(args, layout, chosen or "san"))
         (layout.runs / "ablation.json").write_text(json.dumps(
             {n: [{"mAP": float(r["ap"].mean()), "rank1": float(np.mean(r["first_rank"] == 1))} for r in runs]
@@ -678,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     report.append(f"total {minutes:.1f} min (runs already finished are not repeated); load average {load_average()}")
     text = "\n\n".join(report)
     print(text)
-    name = "selection.md" if args.select else "decision.md" if args.decide else "ablation.md"
+    name = ("selection.md" if args.select else "twin-masks.md" if args.twin_masks else "decision.md" if args.decide
+            else "ablation.md")
     (layout.runs / name).write_text(text + "\n", encoding="utf-8")
     return 0
 
@@ -694,6 +733,31 @@ def select(args: argparse.Namespace, layout: Layout) -> list[str]:
     (layout.runs / "selection.json").write_text(json.dumps(
         {"chosen": chosen, "candidates": args.variants, "seeds": args.seeds, "epochs": args.epochs}, indent=2) + "\n")
     return [text, mask_health_over_epochs(args, layout, [n for n in args.variants if n != "baseline"])]
+
+
+def twin_masks(args: argparse.Namespace, layout: Layout) -> list[str]:
+    """Train the runs (validation curves only) and compare their deployed masks on the twin split."""
+    report = []
+    for name in args.variants:
+        if VARIANTS[name].model.get("attention", "sharp") != "sharp":
+            raise SystemExit(f"ablation.py: error: --twin-masks compares sampled masks; {name} has none")
+        for seed in range(args.seeds):
+            train_variant(args, name, seed, layout)
+        report.append(deployed_masks(args, layout, name, twin=True))
+    return report
+
+
+def earlier_test_scorings(layout: Layout, results: dict[str, list[dict[str, Any]]], command: str) -> str:
+    """Which runs of this report had their test split reported first by another command."""
+    lines = []
+    for name, runs in results.items():
+        for seed in range(len(runs)):
+            first = json.loads((layout.runs / name / f"seed{seed}" / TEST_SCORED_BY).read_text())[0]
+            if first != command:
+                lines.append(f"- {name} seed {seed}: `{first}`")
+    if not lines:
+        return "test split: every run here was scored on it first by this command"
+    return "test split scored first by another command:\n" + "\n".join(lines)
 
 
 def chosen_variant(layout: Layout) -> str:

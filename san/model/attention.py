@@ -50,6 +50,13 @@ def gumbel_softmax_bernoulli(pi: Tensor, tau: Tensor | float) -> Tensor:
     return torch.sigmoid((torch.logit(pi, _PROB_EPS) + noise) / tau)
 
 
+def noise_free_mask(pi: Tensor, tau: Tensor | float) -> Tensor:
+    """Eqs. 4-5 without the noise (g1 = g0): sigmoid(logit(pi) / tau), the relaxed mask's
+    median at temperature ``tau``; a deterministic alternative to 1[pi > 0.5], which it
+    approaches as tau goes to 0."""
+    return torch.sigmoid(torch.logit(pi, _PROB_EPS) / tau)
+
+
 def total_variation(a: Tensor) -> Tensor:
     """Eq. 6 per sample: sum_c ||D1 A_c||^2 + ||A_c D2||^2 (squared anisotropic TV).
 
@@ -106,6 +113,8 @@ class SharpMask(MaskGenerator):
     def __init__(self, threshold: float = 0.5, tau: float = 1.0) -> None:
         super().__init__()
         self.threshold = threshold
+        #: Eval-mode masks are :func:`noise_free_mask` at the trained temperature, not thresholded.
+        self.noise_free = False
         self.register_buffer("tau", torch.tensor(float(tau)))
 
     @classmethod
@@ -123,13 +132,15 @@ class SharpMask(MaskGenerator):
         self.threshold = threshold
 
     @property
-    def hard_threshold(self) -> float:
-        return self.threshold
+    def hard_threshold(self) -> float | None:
+        return None if self.noise_free else self.threshold
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pi = minmax_normalize(x)
         if self.training:
             return gumbel_softmax_bernoulli(pi, self.tau), pi
+        if self.noise_free:
+            return noise_free_mask(pi, self.tau), pi
         # Noiseless arg-max of Eq. 4 (threshold 0.5 by default, set by the contract).
         return (pi > self.threshold).to(x.dtype), pi
 

@@ -1,5 +1,5 @@
-"""A SAN whose sampled masks stay sampled in eval mode: the model as it was trained, for
-reference measurements against the deterministic masks it deploys."""
+"""A SAN whose sampled masks stay sampled in eval mode (the model as it was trained), or are
+the noise-free relaxed masks: references for the deterministic masks it deploys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,23 @@ from san.model.network import SAN
 from san.spec import InputSpec
 
 
-class StochasticMasks(nn.Module):
+class MaskReference(nn.Module):
+    """``model`` with other eval-mode masks than the thresholded ones it deploys."""
+
+    def __init__(self, model: SAN) -> None:
+        super().__init__()
+        self.san = model
+
+    @property
+    def spec(self) -> InputSpec:
+        """The wrapped model's input contract."""
+        return self.san.spec
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.san(images)
+
+
+class StochasticMasks(MaskReference):
     """``model`` whose sampled mask generators stay in training mode in eval mode.
 
     ``train(mode)`` (and so ``eval()``) sets every module as asked, then puts the generators
@@ -18,14 +34,8 @@ class StochasticMasks(nn.Module):
     """
 
     def __init__(self, model: SAN) -> None:
-        super().__init__()
-        self.san = model
+        super().__init__(model)
         self.train(False)
-
-    @property
-    def spec(self) -> InputSpec:
-        """The wrapped model's input contract."""
-        return self.san.spec
 
     def train(self, mode: bool = True) -> StochasticMasks:
         super().train(mode)
@@ -33,5 +43,15 @@ class StochasticMasks(nn.Module):
             generator.train(True)
         return self
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.san(images)
+
+class NoiseFreeMasks(MaskReference):
+    """``model`` whose sampled generators give sigmoid(logit(pi) / tau) in eval mode, at the
+    temperature training ended with (:func:`san.model.attention.noise_free_mask`), instead of
+    1[pi > threshold]. The wrapped model's generators stay switched: this is a measurement,
+    not a deployment, and the exported contract describes thresholded masks."""
+
+    def __init__(self, model: SAN) -> None:
+        super().__init__(model)
+        for generator in model.sampled_generators().values():
+            generator.noise_free = True
+        self.train(False)

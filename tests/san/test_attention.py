@@ -15,6 +15,7 @@ from san.model.attention import (
     ThresholdMask,
     gumbel_softmax_bernoulli,
     minmax_normalize,
+    noise_free_mask,
     total_variation,
 )
 
@@ -83,6 +84,31 @@ def test_eval_mask_is_the_hard_threshold_and_deterministic() -> None:
     m2, _ = gen(x)
     assert torch.equal(m1, m2)
     assert torch.equal(m1, (pi > 0.4).float())
+
+
+def test_noise_free_mask_is_the_median_of_the_relaxed_sample() -> None:
+    # By hand: logit(0.75) = ln 3, so at tau 0.5 the mask is sigmoid(2 ln 3) = 9 / (1 + 9).
+    assert noise_free_mask(torch.tensor([0.75]), 0.5).item() == pytest.approx(0.9, abs=1e-6)
+    torch.manual_seed(0)
+    pi = torch.tensor([0.1, 0.4, 0.5, 0.8])
+    draws = gumbel_softmax_bernoulli(pi.expand(40001, -1), tau=0.9)
+    # The logistic noise is symmetric about 0 and sigmoid is monotone, so the draws' median is
+    # the noise-free mask; 40001 draws put the sample median within ~0.01 of it.
+    median = draws.median(dim=0).values
+    assert torch.allclose(median, noise_free_mask(pi, 0.9), atol=0.02), (median, noise_free_mask(pi, 0.9))
+
+
+def test_noise_free_generator_is_continuous_and_deterministic() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, 5)
+    gen = SharpMask(tau=0.8).eval()
+    gen.noise_free = True
+    m, pi = gen(x)
+    assert gen.hard_threshold is None
+    assert torch.equal(m, gen(x)[0])
+    assert torch.allclose(m, torch.sigmoid(torch.log(pi.clamp(1e-6, 1 - 1e-6) / (1 - pi.clamp(1e-6, 1 - 1e-6))) / 0.8),
+                          atol=1e-6)
+    assert ((m > 0.05) & (m < 0.95)).any()  # not the 0/1 mask
 
 
 def test_variants() -> None:

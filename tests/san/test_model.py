@@ -74,6 +74,25 @@ def test_eval_is_deterministic_and_masks_are_hard_threshold() -> None:
         assert torch.equal(m, (pi > 0.45).to(m.dtype))
 
 
+def test_noise_free_masks_are_the_relaxed_median_at_the_trained_temperature() -> None:
+    from san.model.attention import noise_free_mask
+    from san.model.sampled import NoiseFreeMasks
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg()).eval()
+    model.set_temperature(0.9)
+    x = images(3)
+    with torch.no_grad():
+        deployed = model(x)
+        reference = NoiseFreeMasks(model)
+        out = reference.san(x, details=True)
+        assert torch.equal(reference(x), out.embeddings)
+    assert reference.spec == model.spec and not reference.training
+    for m, pi in zip(out.masks, out.probs):
+        assert torch.allclose(m, noise_free_mask(pi, 0.9))
+    assert not torch.allclose(out.embeddings, deployed, atol=1e-3)
+
+
 def test_train_mode_sampling_is_seeded() -> None:
     model = build_model(small_cfg()).train()
     x = images(4)

@@ -4,6 +4,7 @@ scripts print ratios against their targets instead)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -153,10 +154,25 @@ def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_
     expected = stats_module().paired_over_seeds(*maps)
     assert decision["mAP"][3] == f"{expected.delta:+.2f} [{expected.low:+.2f}, {expected.high:+.2f}]"
     assert [row[0] for row in table_rows(lines, "| deployment ")] == [
-        "sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold", "deployed 0.5, BatchNorm re-estimated"]
+        "sampled, mean of 3 draws", "deployed 0.5", "deployed, swept threshold", "deployed 0.5, BatchNorm re-estimated",
+        "noise-free, sigmoid(logit(pi)/tau)"]
+    decide = f"python benchmarks/ablation.py --decide --seeds 2 {' '.join(work)}"
+    assert "test split: every run here was scored on it first by this command" in lines
+    assert json.loads((runs / chosen / "seed1" / "test-scored-by.json").read_text()) == [decide]
+
+    twin = run_script("ablation.py", "--twin-masks", "--seeds", "2", "--variants", chosen, *work)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert [row[0] for row in table_rows(twin, "| deployment ")] == [
+        "deployed 0.5", "deployed, swept threshold", "noise-free, sigmoid(logit(pi)/tau)"]
+    assert any(re.match(r"deployed masks of .*, seeds 0\.\.1, on the held-out twin split \(\d+ queries", line)
+               for line in twin)
+    assert sorted(p.name for p in (runs / chosen / "seed1" / "deployment-twin").iterdir())[-1] == "noise-free.npz"
 
     lines = run_script("ablation.py", *work)  # the plain smoke: baseline and SAN, seed 0, already trained
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    earlier = [f"- baseline seed 0: `{decide}`"] + ([f"- san seed 0: `{decide}`"] if chosen == "san" else [])
+    start = lines.index("test split scored first by another command:") + 1
+    assert list(itertools.takewhile(lambda line: line.startswith("- "), lines[start:])) == earlier
     rows = {row[0]: row for row in table_rows(lines, "| variant ")}
     assert list(rows) == ["ResNet baseline", "SAN (full)"]
     assert rows["SAN (full)"][-2] == "70.1 / 85.9"  # the paper's row, for orientation
