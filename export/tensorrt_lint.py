@@ -51,8 +51,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 
 from export.errors import ExportError
+from san.artifact import load_onnx
 from san.onnx_graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
@@ -344,10 +346,8 @@ def lint_tensorrt_file(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise ValueError(f"{path}: not a readable ONNX file ({exc})") from exc
+    model = load_onnx(path)  # external data confined to the model's folder
+    load_external_data_for_model(model, str(path.parent))
     return lint_tensorrt(model, parser)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import contract_from
+from san.artifact import contract_from, load_onnx
 from san.spec import ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
@@ -71,6 +71,7 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        load_onnx(self.artifact)  # refuses external data outside the model's folder before onnxruntime opens it
         try:
             session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors

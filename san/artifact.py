@@ -27,6 +27,7 @@ from typing import Any
 
 import onnx
 
+from san.confinement import check_external_data, check_ir_weights
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
@@ -62,14 +63,17 @@ def pi_name(stage: int) -> str:
 
 # -- ONNX ------------------------------------------------------------------------------------
 def load_onnx(onnx_path: str | Path) -> onnx.ModelProto:
-    """The ONNX model at ``onnx_path``; :class:`ContractError` naming the file when unreadable."""
+    """The ONNX model at ``onnx_path``, without its external data; :class:`ContractError` naming
+    the file when unreadable or when its external data lies outside its folder."""
     path = Path(onnx_path)
     if not path.is_file():
         raise ContractError(f"{path}: ONNX file not found")
     try:
-        return onnx.load(path, load_external_data=False)
+        proto = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
         raise ContractError(f"{path}: not a readable ONNX file ({exc})") from exc
+    check_external_data(proto, path)
+    return proto
 
 
 def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
@@ -93,6 +97,7 @@ def _read_ir(path: str | Path) -> tuple[dict[str, str], list[int | None]]:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as exc:
         raise ContractError(f"{path}: not a readable OpenVINO IR ({exc})") from exc
+    check_ir_weights(path)
     section = root.find(f"rt_info/{IR_SECTION}")
     if root.tag != "net" or section is None:
         raise ContractError(f"{path}: not an OpenVINO IR written by `san-export --openvino` (no rt_info section "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from san.data.registry import load_dataset
 from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.rules import RULES
+from san.spec import ContractError
 from support.module_folders import ModuleFolders
 from support.int8_faults import scale_one_weight
 from support.tampering import tampered_block
@@ -69,6 +71,22 @@ def test_the_ir_round_trips_the_contract_and_runs_within_the_fp32_rule(tiny: Pat
     assert read_provenance(exported / "ir" / "model.int8.xml").precision == "int8"
     with open_backend(tiny / "model.onnx") as reference, open_backend(xml) as ir:
         assert ir.name == "openvino" and _judged(reference.infer(images), ir.infer(images), "fp32") == []
+
+
+def test_an_ir_whose_weights_link_outside_its_folder_is_refused_before_openvino_reads_them(
+        tiny: Path, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The weights elsewhere are the IR's own, so OpenVINO would load them and embed."""
+    shutil.copy(exported / "ir" / "model.bin", tmp_path / "elsewhere.bin")
+    folder = tmp_path / "ir"
+    folder.mkdir()
+    shutil.copy(exported / "ir" / "model.xml", folder / "model.xml")
+    (folder / "model.bin").symlink_to(tmp_path / "elsewhere.bin")
+    with pytest.raises(ContractError, match="its weights file 'model.bin' resolves to .*elsewhere.bin, outside"):
+        open_backend(folder / "model.xml", "openvino").activate()
+    assert san_embed([str(tiny / "images"), "--model", str(folder / "model.xml"), "--out", str(tmp_path / "emb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{folder / 'model.xml'}: refused" in err
+    assert not (tmp_path / "emb").exists()
 
 
 #: The one layer :func:`test_a_broken_int8_file_fails_the_int8_rule_on_each_runtime` breaks: stage 4's

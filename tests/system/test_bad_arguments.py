@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import pytest
 
 from calibration.cli import main as san_calibrate
@@ -147,6 +148,14 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --workers -1", "--workers"),
     case("san-embed", "{images} --model {onnx} --chunk-size 0", "--chunk-size"),
     case("san-embed", "{images} --model {text}", "{text}: not a readable model file"),
+    # a model that names files outside its own folder (its weights: a copy of the real ones)
+    case("san-embed", "{images} --model {up}/model.onnx --out {new}",
+         "{up}/model.onnx: refused: the external data of tensor"),
+    case("san-embed", "{images} --model {absolute}/model.onnx --out {new}", "is not a plain path inside the model's folder"),
+    case("san-embed", "{images} --model {linked}/model.onnx --out {new}", "outside the model's folder {linked}"),
+    case("san-calibrate", "--onnx {up}/model.onnx --images {images} --out {new}.onnx", "{up}/model.onnx: refused"),
+    case("san-parity", "--ckpt {ckpt} --onnx {linked}/model.onnx --dataset synthetic --root {data}",
+         "{linked}/model.onnx: refused"),
     case("san-embed", "{images} --model {onnx} --out {images} --overwrite", "--out"),
     case("san-embed", "{images} --model {onnx} --device npu", "--device npu"),
     case("san-embed", "{images} --model {onnx} --precision bf16 --out {new}", "option(s) --precision"),
@@ -211,11 +220,32 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     (root / "readonly").mkdir()
     (root / "readonly").chmod(0o555)
     image = next((root / "images").glob("*.png"))
+    escapes = _models_whose_data_escape(root, onnx.load(tiny / "model.onnx"))
     return {"ckpt": str(root / "model.pt"), "onnx": str(root / "model.onnx"), "images": str(root / "images"),
             "dir": str(root / "folder"), "held": str(held), "empty": str(root / "empty.pt"),
             "text": str(root / "notes.txt"), "junk": str(root / "junk.pt"), "data": str(root / "data"),
             "emb": str(root / "emb"), "emb2": str(root / "emb2"), "ro": str(root / "readonly"),
-            "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root)}
+            "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
+            **escapes}
+
+
+def _models_whose_data_escape(root: Path, proto: onnx.ModelProto) -> dict[str, str]:
+    """Folders holding the model with its weights as external data outside the folder, named by
+    ``../``, by an absolute path and by a symlink: each would load (the data is the real weights)."""
+    onnx.save_model(proto, root / "weights.onnx", save_as_external_data=True, location="weights.bin")
+    stored = onnx.load(root / "weights.onnx", load_external_data=False)
+    folders = {}
+    for name, location in (("up", "../weights.bin"), ("absolute", str(root / "weights.bin")), ("linked", "w.bin")):
+        folder = root / name
+        folder.mkdir()
+        for tensor in stored.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save_model(stored, folder / "model.onnx")
+        folders[name] = str(folder)
+    (root / "linked" / "w.bin").symlink_to(root / "weights.bin")
+    return folders
 
 
 def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,3 +309,14 @@ def test_threshold_still_works_for_one_release_and_says_it_is_now_limit(tiny: Pa
     assert notes == ["san-export: note: --threshold is deprecated and will be removed in the next release; use --limit"]
     assert san_export([*argv, "--threshold", "int16.min_cosine_min=1"]) == 2
     assert "--limit 'int16.min_cosine_min=1'" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_whose_external_data_stays_in_its_folder_runs_as_the_inline_one(world: dict[str, str]) -> None:
+    import numpy as np
+
+    from runtime import open_backend
+    from san.preprocess import load_image
+
+    with open_backend(world["onnx"]) as inline, open_backend(Path(world["root"]) / "weights.onnx") as external:
+        batch = np.stack([load_image(p, inline.spec) for p in sorted(Path(world["images"]).rglob("*.png"))])
+        np.testing.assert_array_equal(external.infer(batch), inline.infer(batch))
