@@ -59,7 +59,8 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.half_floats import with_half_float_parts
-from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, read_contract
+from san.artifact import (INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data,
+                          read_contract)
 from san.atomic import atomic_write
 from san.command import foreign_prints_dropped
 from san.hashing import file_sha256
@@ -465,7 +466,7 @@ def quantize_onnx(
     """
     onnx_path, out = Path(onnx_path), Path(out)
     spec = read_contract(onnx_path)
-    source = onnx.load(onnx_path)
+    source = load_onnx_with_data(onnx_path)
     paths = find_mask_paths(source)
     expected = len(hard_mask_stages(source, onnx_path))
     if len(paths) != expected:

@@ -51,10 +51,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
-from onnx.external_data_helper import load_external_data_for_model
 
 from export.errors import ExportError
-from san.artifact import load_onnx
+from san.artifact import load_onnx_with_data
 from san.onnx_graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
@@ -346,9 +345,7 @@ def lint_tensorrt_file(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
-    model = load_onnx(path)  # external data confined to the model's folder
-    load_external_data_for_model(model, str(path.parent))
-    return lint_tensorrt(model, parser)
+    return lint_tensorrt(load_onnx_with_data(path), parser)
 
 
 def require_tensorrt_compatible(path: str | Path, parser: ParserVersion = PARSERS[DEFAULT_PARSER], shown: int = 10) -> None:

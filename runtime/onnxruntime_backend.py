@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
 from san.artifact import contract_from, load_onnx
+from san.error_reason import reason
 from san.spec import ContractError, InputSpec
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
@@ -75,7 +76,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {exc}") from exc
+            raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {reason(exc)}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
         dims = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in inputs}
         spec, self.convention = contract_from(session.get_modelmeta().custom_metadata_map, dims, self.artifact)

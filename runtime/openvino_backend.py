@@ -23,6 +23,7 @@ import openvino.properties.hint as hints
 
 from runtime.base import Backend, BackendError, as_model_dtype
 from san.artifact import OUTPUT_NAME, read_model_contract
+from san.error_reason import reason
 from san.spec import ContractError, InputSpec
 
 #: ``--precision`` -> OpenVINO's inference precision hint.
@@ -60,7 +61,7 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(self.artifact))
         except RuntimeError as exc:
-            raise BackendError(f"{self.artifact}: OpenVINO cannot read this model: {str(exc).splitlines()[0]}") from exc
+            raise BackendError(f"{self.artifact}: OpenVINO cannot read this model: {reason(exc)}") from exc
         if len(model.inputs) != 1 or model.input(0).get_element_type() not in _DTYPES:
             raise ContractError(f"{self.artifact}: expected one uint8 or float input, got "
                                 f"{[(i.get_any_name(), str(i.get_element_type())) for i in model.inputs]}")
@@ -83,7 +84,7 @@ class OpenVINOBackend(Backend):
             self._compiled[mode] = self._core.compile_model(self._model, self._target, config)
         except RuntimeError as exc:
             raise BackendError(f"{self.artifact}: OpenVINO cannot compile it for {self._target}: "
-                               f"{str(exc).splitlines()[0]}") from exc
+                               f"{reason(exc)}") from exc
         return self._compiled[mode]
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from runtime.embed import (EMBEDDINGS, INDEX, TIMING, EmbedError, EmbedOptions, 
                            read_index)
 from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
+from san.error_reason import reason
 from san.hashing import file_sha256
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
@@ -209,8 +210,7 @@ def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = 
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1].rpartition(".cpp:")[2].partition(": ")[2] or str(exc).strip()
-        raise SearchError(f"--index {factory!r}: FAISS cannot make it ({reason}); give {', '.join(INDEX_KINDS)} "
+        raise SearchError(f"--index {factory!r}: FAISS cannot make it ({reason(exc)}); give {', '.join(INDEX_KINDS)} "
                           "or a faiss.index_factory string such as IVF1024,PQ32") from None
     work = faiss.index_cpu_to_all_gpus(index) if gpu else index
     prepare = ((lambda x: l2_normalize(np.asarray(x, np.float32))) if metric == "cosine"
@@ -326,7 +326,11 @@ class EmbeddingFolder:
                               f"query with --metric {saved['metric']}, or build again with --metric {metric}")
         metric = metric or (saved or {}).get("metric") or "l2"
         if saved and engine == "faiss" == saved["engine"]:
-            index = faiss_module().read_index(str(self.root / FAISS_INDEX))
+            try:
+                index = faiss_module().read_index(str(self.root / FAISS_INDEX))
+            except (RuntimeError, MemoryError) as exc:  # a truncated, foreign or damaged file
+                raise SearchError(f"{self.root / FAISS_INDEX}: FAISS cannot read this index ({reason(exc)}); "
+                                  "build it again with san-search build") from None
             if index.d != self.vectors.shape[1] or index.ntotal != len(self.vectors):
                 raise SearchError(f"{self.root / FAISS_INDEX}: holds {index.ntotal} vectors of dimension {index.d}, "
                                   f"{EMBEDDINGS} {len(self.vectors)} of {self.vectors.shape[1]}; build it again")

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 
 from san.confinement import check_external_data, check_ir_weights
+from san.error_reason import reason
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
@@ -73,6 +75,17 @@ def load_onnx(onnx_path: str | Path) -> onnx.ModelProto:
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
         raise ContractError(f"{path}: not a readable ONNX file ({exc})") from exc
     check_external_data(proto, path)
+    return proto
+
+
+def load_onnx_with_data(onnx_path: str | Path) -> onnx.ModelProto:
+    """:func:`load_onnx` with its external data, read from inside its folder; :class:`ContractError`
+    naming the file when that data is missing or shorter than the graph says."""
+    proto = load_onnx(onnx_path)
+    try:
+        load_external_data_for_model(proto, str(Path(onnx_path).parent))
+    except Exception as exc:  # noqa: BLE001 - onnx raises OSError, ValueError or its checker's ValidationError
+        raise ContractError(f"{onnx_path}: its external data cannot be read ({reason(exc)})") from exc
     return proto
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from san.artifact import pi_name
+from san.error_reason import reason
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -132,9 +133,8 @@ def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
     try:
         converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
     except RuntimeError as exc:  # "...BaseConverter.h:66: adapter_lookup: Assertion `false` failed: No Adapter ..."
-        reason = str(exc).strip().splitlines()[0].split("failed: ")[-1] if str(exc).strip() else type(exc).__name__
         raise GraphConversionError(f"ONNX's version converter cannot write this graph at opset {ATTRIBUTE_AXES_OPSET} "
-                                   f"({reason}): one of its ops has no opset-{ATTRIBUTE_AXES_OPSET} form") from exc
+                                   f"({reason(exc).split('failed: ')[-1]}): one of its ops has no opset-{ATTRIBUTE_AXES_OPSET} form") from exc
     for node in converted.graph.node:
         if node.op_type in REDUCE_AXES_INPUT_AT_18:
             kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]

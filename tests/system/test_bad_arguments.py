@@ -154,6 +154,8 @@ CASES = [
     case("san-embed", "{images} --model {absolute}/model.onnx --out {new}", "is not a plain path inside the model's folder"),
     case("san-embed", "{images} --model {linked}/model.onnx --out {new}", "outside the model's folder {linked}"),
     case("san-calibrate", "--onnx {up}/model.onnx --images {images} --out {new}.onnx", "{up}/model.onnx: refused"),
+    case("san-calibrate", "--onnx {nodata}/model.onnx --images {images} --out {new}.onnx",
+         "{nodata}/model.onnx: its external data cannot be read (Data of TensorProto"),
     case("san-parity", "--ckpt {ckpt} --onnx {linked}/model.onnx --dataset synthetic --root {data}",
          "{linked}/model.onnx: refused"),
     case("san-embed", "{images} --model {onnx} --out {images} --overwrite", "--out"),
@@ -186,6 +188,7 @@ CASES = [
     case("san-search", "build {missing}", "{missing}: folder not found"),
     case("san-search", "build {emb}", f"{{emb}}/faiss.index: {FULL}", disk_full=True),
     case("san-search", "query {emb} --rows 0 --nprobe -1", "--nprobe"),
+    case("san-search", "query {indexed} --rows 0", "{indexed}/faiss.index: FAISS cannot read this index (Error: 'ret"),
     case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
     case("san-search", "query {emb} --rows 0 -k 0", "-k"),
     case("san-search", "query {images} --rows 0", "{images}: not san-embed output (no meta.json); give the --out"),
@@ -217,6 +220,10 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     with open_backend(root / "model.onnx") as backend:
         embed_folder(root / "images", backend, root / "emb", EmbedOptions(), runner=LocalRunner(0), progress=False)
     shutil.copytree(root / "emb", root / "emb2")
+    shutil.copytree(root / "emb", root / "indexed")  # its FAISS index cut short, as by a failed copy
+    assert san_search(["build", str(root / "indexed"), "--index", "flat"]) == 0
+    index = root / "indexed" / "faiss.index"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
     (root / "readonly").mkdir()
     (root / "readonly").chmod(0o555)
     image = next((root / "images").glob("*.png"))
@@ -224,18 +231,20 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     return {"ckpt": str(root / "model.pt"), "onnx": str(root / "model.onnx"), "images": str(root / "images"),
             "dir": str(root / "folder"), "held": str(held), "empty": str(root / "empty.pt"),
             "text": str(root / "notes.txt"), "junk": str(root / "junk.pt"), "data": str(root / "data"),
-            "emb": str(root / "emb"), "emb2": str(root / "emb2"), "ro": str(root / "readonly"),
+            "emb": str(root / "emb"), "emb2": str(root / "emb2"), "indexed": str(root / "indexed"), "ro": str(root / "readonly"),
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
             **escapes}
 
 
 def _models_whose_data_escape(root: Path, proto: onnx.ModelProto) -> dict[str, str]:
     """Folders holding the model with its weights as external data outside the folder, named by
-    ``../``, by an absolute path and by a symlink: each would load (the data is the real weights)."""
+    ``../``, by an absolute path and by a symlink (each would load: the data is the real weights),
+    and one whose data file is missing."""
     onnx.save_model(proto, root / "weights.onnx", save_as_external_data=True, location="weights.bin")
     stored = onnx.load(root / "weights.onnx", load_external_data=False)
     folders = {}
-    for name, location in (("up", "../weights.bin"), ("absolute", str(root / "weights.bin")), ("linked", "w.bin")):
+    for name, location in (("up", "../weights.bin"), ("absolute", str(root / "weights.bin")), ("linked", "w.bin"),
+                           ("nodata", "missing.bin")):
         folder = root / name
         folder.mkdir()
         for tensor in stored.graph.initializer:
