@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.base import BackendError
-from runtime.embed import EmbedError
+from runtime.embed import INDEX, EmbedError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
@@ -17,6 +17,7 @@ from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, 
                             embed_query_images, faiss_module, reranked_search)
 from san.arguments import (CommandParser, add_device_argument, add_progress_argument, add_rerank_arguments, count,
                            existing_file, existing_folder, model_file, output_file, output_folder, rerank_params)
+from san.confinement import confined
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 from san.command import command
@@ -191,15 +192,30 @@ def query(args: argparse.Namespace) -> int:
         print(f"query {i + 1}: {name}")
         for rank, (row, dist) in ranked:
             print(f"  {rank:>4}  {dist:10.4f}  {folder.paths[row]}")
-        if root is not None:
-            query_file = root / name if args.rows is not None else Path(name)
-            results = [Tile(root / folder.paths[row], person_id(folder.paths[row]),
-                            (f"#{rank} {_id_text(person_id(folder.paths[row]))}", f"d {dist:.3g}"))
-                       for rank, (row, dist) in ranked]
-            out = ranked_list_png(Tile(query_file, person_id(name), ("query", _id_text(person_id(name)))), results,
-                                  _png_path(args.png, i, len(names)), tile_height, tile_width)
-            print(f"  -> {out}")
+        if root is None:
+            continue
+        query_file = _inside(root, name) if args.rows is not None else Path(name)
+        files = {row: _inside(root, folder.paths[row]) for _, (row, _) in ranked}
+        outside = sum(f is None for f in files.values()) + (query_file is None)
+        if outside:
+            print(f"  skipped {outside} image(s) whose path in {folder.root / INDEX} leaves the image root {root}")
+        if query_file is None:
+            continue
+        results = [Tile(files[row], person_id(folder.paths[row]),
+                        (f"#{rank} {_id_text(person_id(folder.paths[row]))}", f"d {dist:.3g}"))
+                   for rank, (row, dist) in ranked if files[row] is not None]
+        out = ranked_list_png(Tile(query_file, person_id(name), ("query", _id_text(person_id(name)))), results,
+                              _png_path(args.png, i, len(names)), tile_height, tile_width)
+        print(f"  -> {out}")
     return 0
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` when it stays inside ``root`` (no ``..``, not absolute, no symlink out)."""
+    try:
+        return confined(root, relative, root, "an image")
+    except ContractError:
+        return None
 
 
 def _id_text(pid: int | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -164,6 +165,33 @@ def test_query_errors_name_the_argument(folder: Path, tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert err.endswith("not san-embed output (no meta.json); give the --out folder of a finished san-embed run\n")
     assert "--resume" not in err
+
+
+def test_pictures_read_no_image_whose_indexed_path_leaves_the_image_root(folder: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A foreign folder's index names images by ``..`` and by an absolute path; both exist, in a
+    colour no tile of the gallery has, and neither reaches the picture."""
+    emb_dir = tmp_path / "emb"
+    shutil.copytree(folder, emb_dir)
+    emb = EmbeddingFolder.open(emb_dir)
+    root = emb.image_root()
+    rows = emb.searcher("numpy").search(np.asarray(emb.vectors[:1]), 4).rows[0]
+    colour = (17, 201, 233)
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (32, 64), colour).save(outside)
+    names = {int(rows[1]): os.path.relpath(outside, root), int(rows[2]): str(outside)}
+    assert names[int(rows[1])].startswith("..")
+    lines = (emb_dir / "index.csv").read_text().splitlines()
+    for row, name in names.items():
+        cells = lines[row + 1].split(",")
+        lines[row + 1] = ",".join([cells[0], name, *cells[2:]])
+    (emb_dir / "index.csv").write_text("\n".join(lines) + "\n")
+    assert main(["query", str(emb_dir), "--rows", "0", "-k", "4", "--png", str(tmp_path / "list.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped 2 image(s) whose path in {emb_dir / 'index.csv'} leaves the image root {root}" in out
+    pixels = np.asarray(Image.open(tmp_path / "list.png").convert("RGB")).reshape(-1, 3)
+    assert not (pixels == colour).all(axis=1).any()
+    assert (pixels == COLOURS[True]).all(axis=1).any()  # the images inside the root are drawn
 
 
 def test_ranked_list_png_has_the_expected_size_and_frames(folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
