@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
 from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_overwrite_argument,
@@ -14,8 +15,9 @@ from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
 from san.data.registry import DATASETS, load_dataset
 from san.report import write_json
-from san.rules import RULES, override_rules
+from san.rules import RULES, Rule, override_rules
 from san.output_guard import refuse_overwriting_inputs, refuse_replacing
+from san.output_lock import exclusive_output
 from san.spec import ContractError
 from san.command import command
 
@@ -156,6 +158,12 @@ def _quantize(args: argparse.Namespace) -> int:
     rule = override_rules(RULES, args.limit)["int8"]
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     refuse_overwriting_inputs(out, {"--onnx": args.onnx})
+    with exclusive_output(out):
+        return _quantize_into(args, out, rule)
+
+
+def _quantize_into(args: argparse.Namespace, out: Path, rule: Rule) -> int:
+    """``san-calibrate`` into ``out``, which this run holds."""
     refuse_replacing(out, "--out", args.overwrite)
     dataset = load_dataset(args.eval_dataset, args.eval_root) if args.eval_dataset else None
     sample = select_calibration_set(args.images, args.num, args.seed, args.exclude, dataset)
@@ -180,12 +188,13 @@ def _threshold(args: argparse.Namespace) -> int:
     from calibration.threshold import calibrate_threshold  # runs the torch model
 
     refuse_overwriting_inputs(args.out, {"--ckpt": args.ckpt})
-    refuse_replacing(args.out, "--out", args.overwrite)
-    dataset = load_dataset(args.dataset, args.root, **(dataset_options(args) or {}))
-    report = calibrate_threshold(
-        args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
-        batch_size=args.batch_size, workers=args.workers, progress=args.progress,
-    )
+    with exclusive_output(args.out):
+        refuse_replacing(args.out, "--out", args.overwrite)
+        dataset = load_dataset(args.dataset, args.root, **(dataset_options(args) or {}))
+        report = calibrate_threshold(
+            args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
+            batch_size=args.batch_size, workers=args.workers, progress=args.progress,
+        )
     print(report.render())
     print(f"wrote {args.out} (mask threshold {report.chosen:.2f} in its contract)")
     return 0

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from export.verify import load_images, synthetic_images
     from san.checkpoint import load_checkpoint
     from san.output_guard import refuse_overwriting_inputs
+    from san.output_lock import exclusive_output
     from san.rules import RULES, override_rules
 
     rules = override_rules(RULES, args.limit)
@@ -186,12 +187,13 @@ def run(args: argparse.Namespace) -> int:
         for option, output in classes[name].outputs(options).items():
             refuse_overwriting_inputs(output, inputs, option)  # a folder emptied by --overwrite included
     model, meta = load_checkpoint(args.ckpt)
-    refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, args.overwrite)
-    if args.verify_images:
-        images = load_images(args.verify_images, meta.spec, args.verify_count)
-    else:
-        images = synthetic_images(meta.spec, args.verify_count)
-    written = write_targets(ExportJob(model, meta, images, rules, shared), requested)
+    with exclusive_output(shared.onnx):  # one export writes this --out (and its targets) at a time
+        refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, args.overwrite)
+        if args.verify_images:
+            images = load_images(args.verify_images, meta.spec, args.verify_count)
+        else:
+            images = synthetic_images(meta.spec, args.verify_count)
+        written = write_targets(ExportJob(model, meta, images, rules, shared), requested)
     return 0 if all(w.passed for w in written) else 1
 
 

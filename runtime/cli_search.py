@@ -18,6 +18,7 @@ from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, 
 from san.arguments import (CommandParser, add_device_argument, add_progress_argument, add_rerank_arguments, count,
                            existing_file, existing_folder, model_file, output_file, output_folder, rerank_params)
 from san.confinement import confined
+from san.output_lock import exclusive_output
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 from san.command import command
@@ -165,7 +166,8 @@ def build(args: argparse.Namespace) -> int:
     spec = IndexSpec(kind, args.metric, args.nlist, args.nprobe, args.ef_search)
     if kind != "numpy":
         faiss_module()  # a missing extra is named before any file is read
-    record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries, progress=args.progress)
+    with exclusive_output(args.folder):  # the lock san-embed holds while it writes the folder
+        record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries, progress=args.progress)
     what = record.get("factory", "numpy (exact)")
     recall = record["recall_at_10"]
     measured = (f"recall@10 {recall['value']:.4f} on {recall['queries']} stored rows ({recall['held_out']} outside "

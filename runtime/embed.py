@@ -42,6 +42,7 @@ from runtime.base import Backend
 from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
 from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
+from san.output_lock import exclusive_output
 from san.preprocess import ImageDecodeError, load_image
 from san.progress import progress_bar
 from san.embedding import TTA_MODES as EVALUATION_TTA_MODES
@@ -210,11 +211,17 @@ def embed_folder(
     continues an interrupted run with the same plan (starts afresh when there is nothing to
     resume); ``overwrite`` discards earlier output. Unreadable files and non-finite
     embeddings are listed in ``index.csv`` and in ``EmbedResult.failures``; they never stop
-    the run.
+    the run. The folder is held by this run while it writes (:func:`san.output_lock.exclusive_output`):
+    a second run on it is refused.
     """
+    with exclusive_output(out):
+        return _embed_folder(Path(images), backend, Path(out), options, shard, runner or LocalRunner(), resume,
+                             overwrite, progress)
+
+
+def _embed_folder(root: Path, backend: Backend, out: Path, options: EmbedOptions, shard: Shard | None, runner: Runner,
+                  resume: bool, overwrite: bool, progress: bool) -> EmbedResult:
     started = time.time()
-    root, out = Path(images), Path(out)
-    runner = runner or LocalRunner()
     backend.activate()
     paths = discover_images(root)
     plan = _plan(root, paths, backend, options, shard, runner.name)
@@ -285,9 +292,14 @@ def _write_npy(path: Path, parts: Sequence[np.ndarray], dim: int) -> None:
 
 
 def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> EmbedResult:
-    """Merge the outputs of ``--shard 1/n`` .. ``n/n`` into what an unsharded run writes."""
+    """Merge the outputs of ``--shard 1/n`` .. ``n/n`` into what an unsharded run writes (holding
+    ``out`` while it writes, as :func:`embed_folder` does)."""
+    with exclusive_output(out):
+        return _merge_shards(parts, Path(out), overwrite)
+
+
+def _merge_shards(parts: Sequence[str | Path], out: Path, overwrite: bool) -> EmbedResult:
     started = time.time()
-    out = Path(out)
     metas = [read_complete_meta(Path(p)) for p in parts]
     common = [{k: v for k, v in m.items() if k not in ("shard", "counts")} for m in metas]
     if any(c != common[0] for c in common[1:]):

@@ -41,6 +41,7 @@ from san.failpoints import failpoint
 from san.losses import LossParts, san_loss
 from san.mask_health import HealthTotals, block_health, health_line, triplet_health
 from san.model.network import SAN, SANOutput, build_model
+from san.output_lock import exclusive_output
 from san.preprocess import printable_path
 from san.progress import progress_bar
 from san.train_config import TrainConfig
@@ -243,8 +244,9 @@ def train(cfg: TrainConfig, after_epoch: EpochHook | None = None) -> TrainResult
     if finished is not None:
         return finished
     ctx = init_distributed(cfg.run.device)
-    try:
-        return _Trainer(cfg, ctx, after_epoch).run()
+    try:  # rank 0 writes the run, and holds its folder while it does
+        with exclusive_output(cfg.run.out) if ctx.rank == 0 else nullcontext():
+            return _Trainer(cfg, ctx, after_epoch).run()
     finally:
         if ctx.world_size > 1:
             dist.destroy_process_group()

@@ -8,6 +8,7 @@ import sys
 from san.arguments import CommandParser, add_progress_argument, count, finite, output_folder
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
 from san.command import command
+from san.output_lock import exclusive_output
 
 DESCRIPTION = f"""\
 Render a synthetic person re-identification data set (pure NumPy + PIL, fast) in the
@@ -75,18 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        summary = ensure_synthetic(
-            args.out,
-            progress=rendering_progress(args.progress),
-            ids=args.ids,
-            test_fraction=args.test_fraction,
-            first_pid=args.first_pid,
-            cameras=args.cameras,
-            seed=args.seed,
-            images_per_camera=tuple(args.images_per_camera),
-            height=args.height,
-            width=args.width,
-        )
+        with exclusive_output(args.out):
+            summary = ensure_synthetic(
+                args.out,
+                progress=rendering_progress(args.progress),
+                ids=args.ids,
+                test_fraction=args.test_fraction,
+                first_pid=args.first_pid,
+                cameras=args.cameras,
+                seed=args.seed,
+                images_per_camera=tuple(args.images_per_camera),
+                height=args.height,
+                width=args.width,
+            )
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     print(summary.describe())

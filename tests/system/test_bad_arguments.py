@@ -329,3 +329,32 @@ def test_a_model_whose_external_data_stays_in_its_folder_runs_as_the_inline_one(
     with open_backend(world["onnx"]) as inline, open_backend(Path(world["root"]) / "weights.onnx") as external:
         batch = np.stack([load_image(p, inline.spec) for p in sorted(Path(world["images"]).rglob("*.png"))])
         np.testing.assert_array_equal(external.infer(batch), inline.infer(batch))
+
+
+#: Every command that writes an output, and the output it holds while it writes.
+WRITERS = [
+    ("san-export", "--ckpt {ckpt} --out {new}.onnx", "{new}.onnx"),
+    ("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx", "{new}.onnx"),
+    ("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt", "{new}.pt"),
+    ("san-train", "--preset cpu-demo --dataset synthetic --root {data} --epochs 1 --out {new}", "{new}"),
+    ("san-search", "build {emb}", "{emb}"),
+    ("san-synth", "--out {new} --ids 8", "{new}"),
+    ("san-embed", "{images} --model {onnx} --out {new}", "{new}"),
+    ("san-embed", "merge {emb} {emb2} --out {new}", "{new}"),
+]
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=[f"{c} {a}" for c, a, _ in WRITERS])
+def test_an_output_another_run_is_writing_is_refused_in_one_line(writer: tuple[str, str, str], world: dict[str, str],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from san.output_lock import exclusive_output
+
+    name, argv, held = writer
+    held = held.format(**world)
+    before = _files(Path(world["root"]))
+    with exclusive_output(held):  # as another process's run would hold it (flock: one holder per file)
+        status = COMMANDS[name]([part.format(**world) for part in argv.split()])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{held}: cannot write there: another run is writing it (pid {os.getpid()}: " in err
+    assert _files(Path(world["root"])) == before

@@ -218,6 +218,43 @@ def test_san_embed_sigkilled_twice_resumes_to_identical_bytes(tiny: Path, tmp_pa
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_second_san_embed_on_one_output_is_refused_while_the_first_writes(tiny: Path, images: Path,
+                                                                             reference: Path, tmp_path: Path) -> None:
+    """The first run stops itself after its first committed chunk, holding the output; a second
+    run and a --resume on the same output are refused, naming it; the first then finishes with
+    the bytes a lone run writes."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "runtime.cli_embed", str(images), "--model", str(tiny / "model.onnx"),
+               "--out", str(out), "--batch-size", "3", "--chunk-size", "4", "--workers", "0", "--no-progress"]
+    first = subprocess.Popen(command, env={**os.environ, ENV: "embed.chunk_committed=1:stop"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _stopped(first.pid):  # a known point: the first chunk is committed, the lock held
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.stderr else ""
+            time.sleep(0.05)
+        held = {p.name: p.read_bytes() for p in out.iterdir()}
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            second = subprocess.run(command + extra, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+            assert second.stderr.startswith(f"san-embed: error: {out}: cannot write there: another run is writing "
+                                            f"it (pid {first.pid}: "), second.stderr
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == held
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 1, first.stderr.read() if first.stderr else ""  # 1: the bad files, listed
+    assert sorted(p.name for p in out.iterdir()) == sorted(FINAL) + ["timing.json"]
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert again.returncode in (0, 1) and "already" in again.stdout + again.stderr, again.stdout + again.stderr
+
+
 TIMING_KEYS = ("img_per_s", "seconds")
 
 
