@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from san.failpoints import failpoint
+
 _TMP_SUFFIX = ".tmp"
 
 #: What a destination that cannot take a write reports: full, over quota, read-only, not permitted.
@@ -67,20 +69,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode of a new file
+            failpoint("atomic.before_replace")
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(path: str | Path) -> None:
-    """Delete the temporaries that atomic writes of ``path`` killed before their rename left beside it.
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries that atomic writes of ``path`` killed before their rename left
+    beside it; the paths removed.
 
-    Only for a writer that owns ``path``: a concurrent atomic write of it would lose its temporary.
+    Only for a writer that holds ``path`` (:func:`san.output_lock.exclusive_output`): a concurrent
+    atomic write of it would lose its temporary.
     """
     path = Path(path)
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_SUFFIX}"):
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_SUFFIX}"))
+    for tmp in stale:
         tmp.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -15,13 +15,16 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from san.atomic import DestinationError
+from san.atomic import DestinationError, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
 
 
 #: Where the lock files live: shared by every user of the machine (sticky, like /tmp itself).
@@ -36,7 +39,8 @@ def lock_path(out: str | Path) -> Path:
 
 @contextlib.contextmanager
 def exclusive_output(out: str | Path) -> Iterator[None]:
-    """Hold the output ``out`` for this process while the block runs.
+    """Hold the output ``out`` for this process while the block runs, after removing (and
+    reporting) the temporaries a killed run's atomic writes left beside it.
 
     Raises :class:`san.atomic.DestinationError` naming ``out`` and the process that holds it
     when another run is writing it.
@@ -56,6 +60,10 @@ def exclusive_output(out: str | Path) -> Iterator[None]:
                                    "or give another output", str(out)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}".encode(), 0)
+        stale = remove_stale_temporaries(out)
+        if stale:
+            log.info(f"removed {len(stale)} temporary file(s) an interrupted run left beside {out}: "
+                     f"{', '.join(p.name for p in stale)}")
         yield
     finally:
         os.close(fd)  # releases the lock

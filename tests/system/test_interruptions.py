@@ -255,6 +255,27 @@ def test_a_second_san_embed_on_one_output_is_refused_while_the_first_writes(tiny
     assert again.returncode in (0, 1) and "already" in again.stdout + again.stderr, again.stdout + again.stderr
 
 
+@pytest.mark.parametrize("command", ["export", "calibrate"])
+def test_a_temporary_a_killed_write_leaves_is_removed_and_reported_by_the_next_run(command: str, tiny: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Killed just before the rename of its atomic write, the run leaves a temporary of the model's
+    size beside the output and no output; the next run removes it, says so, and writes the output."""
+    out = tmp_path / "model.out.onnx"
+    argv = {"export": ["-m", "export.cli", "--ckpt", str(tiny / "model.pt"), "--out", str(out)],
+            "calibrate": ["-m", "calibration.cli", "--onnx", str(tiny / "model.onnx"), "--images",
+                          str(tiny / "images"), "--out", str(out), "--no-progress"]}[command]
+    killed = subprocess.run([sys.executable, *argv], env={**os.environ, ENV: "atomic.before_replace=1"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 1 and left[0].startswith(".model.out.onnx.") and left[0].endswith(".tmp"), left
+    assert (tmp_path / left[0]).stat().st_size > 1_000_000  # the model's weights, not a stub
+    again = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"removed 1 temporary file(s) an interrupted run left beside {out}: {left[0]}" in again.stdout
+    assert not (tmp_path / left[0]).exists() and out.is_file()
+
+
 TIMING_KEYS = ("img_per_s", "seconds")
 
 
