@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from san.limits import MAX_HIDDEN_DIM, LimitError, check_size
 from san.spec import InputSpec
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -56,12 +57,16 @@ class ModelConfig:
             problems.append(f"cu_upsample must be one of {CU_UPSAMPLES}, got {self.cu_upsample!r}")
         if not set(self.attention_stages) <= {1, 2, 3, 4}:
             problems.append(f"attention_stages must be a subset of 1..4, got {self.attention_stages}")
+        if isinstance(self.threshold_lambda, bool) or not isinstance(self.threshold_lambda, (int, float)):
+            raise ConfigError(f"invalid model config: threshold_lambda must be a number, got {self.threshold_lambda!r}")
         if self.power not in (2, 3):
             problems.append(f"power must be 2 or 3 (Table III), got {self.power}")
         if not 0.0 < self.threshold_lambda < 1.0:
             problems.append(f"threshold_lambda must lie in (0, 1), got {self.threshold_lambda}")
-        if self.hidden_dim <= 0:
-            problems.append(f"hidden_dim must be positive, got {self.hidden_dim}")
+        try:
+            check_size(self.hidden_dim, MAX_HIDDEN_DIM, "hidden_dim")
+        except LimitError as exc:
+            problems.append(str(exc))
         if self.context_stages and (self.spec.height % 32 or self.spec.width % 32):
             problems.append(
                 f"input size {self.spec.height}x{self.spec.width} must be divisible by 32 when "

@@ -9,8 +9,11 @@ JSON sidecar of every TensorRT engine. Deployed code only decodes and resizes
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from san.limits import MAX_EMBEDDING_DIM, MAX_IMAGE_SIDE, LimitError, check_size
 
 #: Key under which the contract is stored in ONNX ``metadata_props`` and engine sidecars.
 METADATA_KEY = "san.input_spec"
@@ -20,6 +23,14 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 class ContractError(ValueError):
     """Input or artifact that disagrees with the input contract."""
+
+
+def _sequence(value: object) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,20 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) but store tuples so the spec stays hashable.
+        problems = []
+        for name, limit in (("height", MAX_IMAGE_SIDE), ("width", MAX_IMAGE_SIDE), ("embedding_dim", MAX_EMBEDDING_DIM)):
+            try:  # sizes are checked, types first, before anything is allocated for them
+                check_size(getattr(self, name), limit, name)
+            except LimitError as exc:
+                problems.append(str(exc))
+        numbers = (*self.mean, *self.std) if _sequence(self.mean) and _sequence(self.std) else ()
+        if not numbers or not all(_number(v) and math.isfinite(v) for v in (*numbers, self.mask_threshold)):
+            raise ContractError(f"invalid input contract: mean, std and mask_threshold must be finite numbers, got "
+                                f"{self.mean!r}, {self.std!r}, {self.mask_threshold!r}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        problems = []
-        if self.height <= 0 or self.width <= 0:
-            problems.append(f"height/width must be positive, got {self.height}x{self.width}")
+        if not isinstance(self.l2_normalize, bool):
+            problems.append(f"l2_normalize must be true or false, got {self.l2_normalize!r}")
         if self.channel_order != "RGB":
             problems.append(f"channel_order must be 'RGB', got {self.channel_order!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -56,8 +76,6 @@ class InputSpec:
             problems.append(f"std values must be positive, got {self.std}")
         if self.interpolation not in INTERPOLATIONS:
             problems.append(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
-        if self.embedding_dim <= 0:
-            problems.append(f"embedding_dim must be positive, got {self.embedding_dim}")
         if not 0.0 <= self.mask_threshold <= 1.0:
             problems.append(f"mask_threshold must lie in [0, 1], got {self.mask_threshold}")
         if problems:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,33 @@ def test_invalid_values_are_named() -> None:
         InputSpec(mask_threshold=1.5)
     with pytest.raises(ContractError, match="interpolation"):
         InputSpec(interpolation="area")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"height": "256"}, "height must be an integer, got '256'"),
+    ({"width": 2049}, "width must lie in 1..2048, got 2049"),
+    ({"height": 10**6, "width": 10**6}, "height must lie in 1..2048, got 1000000; width must lie in 1..2048"),
+    ({"embedding_dim": True}, "embedding_dim must be an integer, got True"),
+    ({"embedding_dim": 16385}, "embedding_dim must lie in 1..16384, got 16385"),
+    ({"mean": ["a", 0, 0]}, "mean, std and mask_threshold must be finite numbers"),
+    ({"std": [1.0, float("nan"), 1.0]}, "mean, std and mask_threshold must be finite numbers"),
+    ({"mask_threshold": "0.5"}, "mean, std and mask_threshold must be finite numbers"),
+    ({"l2_normalize": "yes"}, "l2_normalize must be true or false"),
+])
+def test_a_contract_that_asks_for_too_much_or_the_wrong_type_is_refused_by_name(changes: dict, message: str) -> None:
+    data = {**InputSpec().to_dict(), **changes}
+    with pytest.raises(ContractError, match=re.escape(message)):
+        InputSpec.from_dict(data)
+    assert InputSpec.from_dict({**InputSpec().to_dict(), "height": 2048, "embedding_dim": 16384}).height == 2048
+
+
+def test_a_model_config_that_asks_for_a_huge_head_is_refused_before_building() -> None:
+    from san.config import ConfigError, ModelConfig
+
+    with pytest.raises(ConfigError, match=re.escape("hidden_dim must lie in 1..65536, got 1000000")):
+        ModelConfig(hidden_dim=10**6)
+    with pytest.raises(ConfigError, match="threshold_lambda must be a number"):
+        ModelConfig(threshold_lambda="0.3")  # type: ignore[arg-type]
 
 
 def test_batch_shape_check() -> None:

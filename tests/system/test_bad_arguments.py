@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 
 from calibration.cli import main as san_calibrate
 from export.cli import main as san_export
@@ -148,6 +150,10 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --workers -1", "--workers"),
     case("san-embed", "{images} --model {onnx} --chunk-size 0", "--chunk-size"),
     case("san-embed", "{images} --model {text}", "{text}: not a readable model file"),
+    # sizes a file asks for, refused before anything is allocated for them
+    case("san-embed", "{images} --model {huge_contract} --out {new}", "height must lie in 1..2048, got 1000000"),
+    case("san-embed", "{images} --model {text_contract} --out {new}", "width must be an integer, got '128'"),
+    case("san-info", "{huge_head}", "hidden_dim must lie in 1..65536, got 1000000"),
     # a model that names files outside its own folder (its weights: a copy of the real ones)
     case("san-embed", "{images} --model {up}/model.onnx --out {new}",
          "{up}/model.onnx: refused: the external data of tensor"),
@@ -228,12 +234,29 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     (root / "readonly").chmod(0o555)
     image = next((root / "images").glob("*.png"))
     escapes = _models_whose_data_escape(root, onnx.load(tiny / "model.onnx"))
+    _with_contract(tiny / "model.onnx", root / "huge_contract.onnx", height=10**6, width=10**6)
+    _with_contract(tiny / "model.onnx", root / "text_contract.onnx", width="128")
+    checkpoint = torch.load(tiny / "model.pt", weights_only=True)
+    checkpoint["config"]["hidden_dim"] = 10**6
+    checkpoint["state_dict"] = {}  # a few KB that ask for a 10**6-wide head
+    torch.save(checkpoint, root / "huge_head.pt")
     return {"ckpt": str(root / "model.pt"), "onnx": str(root / "model.onnx"), "images": str(root / "images"),
             "dir": str(root / "folder"), "held": str(held), "empty": str(root / "empty.pt"),
             "text": str(root / "notes.txt"), "junk": str(root / "junk.pt"), "data": str(root / "data"),
             "emb": str(root / "emb"), "emb2": str(root / "emb2"), "indexed": str(root / "indexed"), "ro": str(root / "readonly"),
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
-            **escapes}
+            "huge_contract": str(root / "huge_contract.onnx"), "text_contract": str(root / "text_contract.onnx"),
+            "huge_head": str(root / "huge_head.pt"), **escapes}
+
+
+def _with_contract(source: Path, out: Path, **changes: object) -> None:
+    """``source`` with its contract's fields changed as another machine's file might have them."""
+    from san.spec import METADATA_KEY
+
+    proto = onnx.load(source)
+    entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), **changes})
+    onnx.save(proto, out)
 
 
 def _models_whose_data_escape(root: Path, proto: onnx.ModelProto) -> dict[str, str]:

@@ -1,0 +1,35 @@
+"""The largest sizes a file from another machine may ask for, each checked before anything is
+allocated for it (torch-free).
+
+A contract, a checkpoint's model config or a resume file is a few bytes that can ask for
+terabytes. Each limit below is far above what a real re-ID model or run uses and far below
+what would exhaust a machine; a file beyond one is refused in one line that names the file,
+the field, the value and the limit (:func:`check_size`).
+"""
+
+from __future__ import annotations
+
+#: Contract height and width, in pixels. Re-ID crops are 256 x 128 (the paper) to 384 x 192;
+#: 2048 leaves 5x room, and one uint8 batch of 32 images at 2048 x 2048 is already 400 MB.
+MAX_IMAGE_SIDE = 2048
+#: Embedding dimension. Re-ID heads give 128 to 2048 (a ResNet-50's pooled features); 16384
+#: floats are 64 KiB per image, 64 GiB for a million images.
+MAX_EMBEDDING_DIM = 16384
+#: The embedding head's hidden width. The paper's is 1024; at 65536 the head's first layer
+#: (2048 x 65536 floats) is already 512 MiB.
+MAX_HIDDEN_DIM = 65536
+
+
+class LimitError(ValueError):
+    """A size a file asks for is beyond its limit."""
+
+
+def check_size(value: object, limit: int, field: str) -> int:
+    """``value`` when it is an integer in 1..``limit``; else :class:`LimitError` naming ``field``.
+
+    Booleans are not integers here (JSON ``true`` is not a size)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LimitError(f"{field} must be an integer, got {value!r}")
+    if not 1 <= value <= limit:
+        raise LimitError(f"{field} must lie in 1..{limit}, got {value}")
+    return value
