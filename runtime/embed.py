@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import multiprocessing
 import os
 import socket
@@ -39,6 +38,8 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
+from runtime.folder_schema import (EMBEDDINGS, INDEX, META, PARTIAL_EMBEDDINGS, PARTIAL_INDEX, PROGRESS, TIMING,
+                                   EmbedError, check_progress, read_finished, read_index, read_json_object)
 from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
 from san.discovery import discover_images, list_digest
 from san.failpoints import failpoint
@@ -51,8 +52,6 @@ from san.retrieval import default_workers
 from san.spec import InputSpec
 
 FORMAT, VERSION = "san-embeddings", 1
-EMBEDDINGS, INDEX, META, TIMING, PROGRESS = "embeddings.npy", "index.csv", "meta.json", "timing.json", "progress.json"
-PARTIAL_EMBEDDINGS, PARTIAL_INDEX = "embeddings.partial.npy", "index.partial.csv"
 OUTPUT_FILES = (EMBEDDINGS, INDEX, META, TIMING, PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX)
 INDEX_HEADER = ("row", "path", "status", "error")
 NON_FINITE = "non-finite embedding (NaN or Inf) from the backend; not written"
@@ -65,10 +64,6 @@ TASK_SIZE = 8  # files per decode task: amortises IPC, keeps the prefetch window
 FileResult = tuple[np.ndarray | None, str]
 #: What became of one file before embedding: its decoded image, or None and the reason.
 Decoded = tuple[np.ndarray | None, str]
-
-
-class EmbedError(RuntimeError):
-    """An embedding run that cannot start or continue; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +139,9 @@ class Progress:
         return replace(self, chunks_done=self.chunks_done + 1, rows=self.rows + rows, index_bytes=index_bytes)
 
     @classmethod
-    def read(cls, path: Path) -> Progress:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    def read(cls, out: Path) -> Progress:
+        """``out``'s ``progress.json``, checked against the partial files it points into."""
+        return cls(**check_progress(read_json_object(out / PROGRESS), out))
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, asdict(self))
@@ -300,7 +296,8 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path, *, overwrite: boo
 
 def _merge_shards(parts: Sequence[str | Path], out: Path, overwrite: bool) -> EmbedResult:
     started = time.time()
-    metas = [read_complete_meta(Path(p)) for p in parts]
+    folders = [read_finished(Path(p)) for p in parts]  # each shard checked whole before anything is written
+    metas = [f.meta for f in folders]
     common = [{k: v for k, v in m.items() if k not in ("shard", "counts")} for m in metas]
     if any(c != common[0] for c in common[1:]):
         raise EmbedError(f"shard outputs {list(map(str, parts))} were made with different plans "
@@ -309,27 +306,28 @@ def _merge_shards(parts: Sequence[str | Path], out: Path, overwrite: bool) -> Em
     if unsharded:
         raise EmbedError(f"{', '.join(unsharded)}: not a shard's output (embedded without --shard); merge takes "
                          "the outputs of --shard 1/n .. n/n")
-    shards = sorted((m["shard"]["index"], Path(p)) for m, p in zip(metas, parts))
+    shards = sorted(((m["shard"]["index"], Path(p), f.vectors) for m, p, f in zip(metas, parts, folders)),
+                    key=lambda shard: shard[0])
     count = metas[0]["shard"]["count"]
     got = [f"{i}/{n}" for i, n in sorted((m["shard"]["index"], m["shard"]["count"]) for m in metas)]
-    if [i for i, _ in shards] != list(range(1, count + 1)) or any(m["shard"]["count"] != count for m in metas):
+    if [i for i, _, _ in shards] != list(range(1, count + 1)) or any(m["shard"]["count"] != count for m in metas):
         raise EmbedError(f"merge needs each of the shards 1/n .. n/n of one run once, got {', '.join(got)}")
     _clear_output(out, overwrite)
     dim = common[0]["contract"]["embedding_dim"]
-    sources = [np.load(p / EMBEDDINGS, mmap_mode="r") for _, p in shards]
+    sources = [vectors for _, _, vectors in shards]
     with atomic_path(out / EMBEDDINGS) as tmp:
         _write_npy(tmp, sources, dim)
     buffer, offset = io.StringIO(), 0
     writer = _index_writer(buffer)
     writer.writerow(INDEX_HEADER)
-    for (_, part), source in zip(shards, sources):
+    for (_, part, _), source in zip(shards, sources):
         for row, path, status, error in read_index(part / INDEX):
             writer.writerow((int(row) + offset if status == "ok" else -1, path, status, error))
         offset += len(source)
     _write_bytes(out / INDEX, _encode(buffer.getvalue()))
     counts = {k: sum(m["counts"][k] for m in metas) for k in metas[0]["counts"]}
     atomic_write_json(out / META, {**common[0], "shard": None, "counts": counts})
-    atomic_write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p in shards],
+    atomic_write_json(out / TIMING, {"merged_from": [str(p.resolve()) for _, p, _ in shards],
                                      "seconds": round(time.time() - started, 3)})
     return _result(out, seconds=time.time() - started)
 
@@ -366,7 +364,7 @@ def _prepare_output(out: Path, plan: dict[str, Any], n_files: int, dim: int, res
                     overwrite: bool) -> Progress | None:
     """Create or reopen the output folder; the progress state, or None when already complete."""
     if resume and (out / PROGRESS).exists():
-        state = Progress.read(out / PROGRESS)
+        state = Progress.read(out)
         _check_same_plan(out / PROGRESS, state.plan, plan)
         return state
     if resume and (out / META).exists():
@@ -429,23 +427,17 @@ def _drop_leftovers(out: Path) -> None:
 
 
 def read_complete_meta(out: Path) -> dict[str, Any]:
-    """``meta.json`` of a finished run; an unfinished or foreign folder is an :class:`EmbedError`
-    that says which of the two it is."""
-    if (out / PROGRESS).exists():
-        raise EmbedError(f"{out}: an unfinished san-embed run ({PROGRESS} is there); finish it with san-embed "
-                         "--resume and the same arguments")
-    if not (out / META).exists():
-        raise EmbedError(f"{out}: not san-embed output (no {META}); give the --out folder of a finished san-embed run")
-    return json.loads((out / META).read_text(encoding="utf-8"))
+    """``meta.json`` of a finished, consistent run (:func:`runtime.folder_schema.read_finished`); an
+    unfinished, foreign or damaged folder is an :class:`EmbedError` that says which it is."""
+    return read_finished(out).meta
 
 
 def _result(out: Path, processed: int = 0, seconds: float = 0.0) -> EmbedResult:
-    meta = read_complete_meta(out)
-    failures = [(path, error) for _, path, status, error in read_index(out / INDEX) if status != "ok"]
-    return EmbedResult(out, meta["counts"]["images"], meta["counts"]["ok"], failures, processed, seconds)
+    folder = read_finished(out)
+    failures = [(path, error) for _, path, status, error in folder.entries if status != "ok"]
+    return EmbedResult(out, folder.meta["counts"]["images"], folder.meta["counts"]["ok"], failures, processed, seconds)
 
 
-# -- decoding and embedding -------------------------------------------------------------
 def _decode_stream(
     root: Path, paths: list[str], spec: InputSpec, workers: int
 ) -> Iterator[tuple[np.ndarray | None, str]]:
@@ -541,13 +533,6 @@ def embed_batch(backend: Backend, options: EmbedOptions, images: np.ndarray) -> 
 # -- small file helpers -----------------------------------------------------------------
 def _index_writer(fh: Any) -> Any:
     return csv.writer(fh, lineterminator="\n")
-
-
-def read_index(path: Path) -> list[list[str]]:
-    """Rows of ``index.csv`` (row, path, status, error), header dropped."""
-    with open(path, encoding="utf-8", newline="", errors="surrogateescape") as fh:
-        rows = list(csv.reader(fh))
-    return rows[1:]
 
 
 def _encode(text: str) -> bytes:

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from runtime.base import Backend
-from runtime.embed import (EMBEDDINGS, INDEX, TIMING, EmbedError, EmbedOptions, embed_batch, read_complete_meta,
-                           read_index)
+from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedError, EmbedOptions, embed_batch
+from runtime.folder_schema import read_finished, read_json_object
 from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
 from san.error_reason import reason
@@ -271,25 +271,16 @@ class EmbeddingFolder:
         root = Path(root)
         if not root.is_dir():
             raise SearchError(f"{root}: embeddings folder not found (the --out folder of san-embed)")
-        try:
-            meta = read_complete_meta(root)
-        except EmbedError as exc:  # it says whether the run is unfinished or the folder is another kind
+        try:  # it says whether the run is unfinished, the folder another kind, or damaged
+            folder = read_finished(root)
+            timing = read_json_object(root / TIMING) if (root / TIMING).is_file() else {}
+        except EmbedError as exc:
             raise SearchError(str(exc)) from exc
-        try:
-            vectors = np.load(root / EMBEDDINGS, mmap_mode="r")
-            entries = read_index(root / INDEX)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise SearchError(f"{root}: not a finished san-embed output: {exc}") from exc
-        paths = [path for row, path, status, _ in entries if status == "ok"]
-        if len(vectors) == 0:
-            raise SearchError(f"{root}: holds no embeddings ({len(entries)} files listed in {INDEX}, none embedded); "
-                              "nothing to search")
-        if len(paths) != len(vectors) or [int(e[0]) for e in entries if e[2] == "ok"] != list(range(len(paths))):
-            raise SearchError(f"{root / INDEX}: lists {len(paths)} embedded rows, {root / EMBEDDINGS} holds "
-                              f"{len(vectors)}; the folder is inconsistent, embed it again")
-        timing_file = root / TIMING
-        timing = json.loads(timing_file.read_text(encoding="utf-8")) if timing_file.is_file() else {}
-        return cls(root, vectors, paths, meta, timing)
+        paths = [path for row, path, status, _ in folder.entries if status == "ok"]
+        if len(folder.vectors) == 0:
+            raise SearchError(f"{root}: holds no embeddings ({len(folder.entries)} files listed in {INDEX}, none "
+                              "embedded); nothing to search")
+        return cls(root, folder.vectors, paths, folder.meta, timing)
 
     @property
     def spec(self) -> InputSpec:

@@ -194,6 +194,16 @@ CASES = [
     case("san-search", "build {missing}", "{missing}: folder not found"),
     case("san-search", "build {emb}", f"{{emb}}/faiss.index: {FULL}", disk_full=True),
     case("san-search", "query {emb} --rows 0 --nprobe -1", "--nprobe"),
+    # damaged folders: read against one schema, refused naming the file, merged from never
+    case("san-search", "query {flat} --rows 0", "{flat}/embeddings.npy: holds float32 [12], but the contract's"),
+    case("san-search", "query {pickled} --rows 0", "{pickled}/embeddings.npy: not a plain float32 array"),
+    case("san-search", "query {nocontract} --rows 0", "{nocontract}/meta.json: no input contract"),
+    case("san-embed", "merge {shard1} {narrow} --out {new}", "{narrow}/embeddings.npy: holds float32 ["),
+    case("san-embed", "merge {shard1} {short} --out {new}", "{short}/index.csv: lists 8 embedded rows, {short}/embeddings.npy holds 7"),
+    case("san-embed", "{images} --model {onnx} --out {emptyprogress} --resume",
+         "{emptyprogress}/progress.json: 'plan' must be an object"),
+    case("san-embed", "{images} --model {onnx} --out {hugeprogress} --resume",
+         "{hugeprogress}/progress.json: records 0 rows and 1000000000000 index bytes"),
     case("san-search", "query {indexed} --rows 0", "{indexed}/faiss.index: FAISS cannot read this index (Error: 'ret"),
     case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
     case("san-search", "query {emb} --rows 0 -k 0", "-k"),
@@ -207,7 +217,7 @@ CASES = [
 def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     """Placeholder -> path of the files the cases point at (all made here, in one folder)."""
     from runtime import LocalRunner, embed_folder, open_backend
-    from runtime.embed import EmbedOptions
+    from runtime.embed import EmbedOptions, Shard
 
     root = module_tmp.mktemp("bad-arguments")
     shutil.copy(tiny / "model.pt", root / "model.pt")
@@ -225,6 +235,10 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     ensure_synthetic(root / "data", ids=8, cameras=2, height=64, width=32)
     with open_backend(root / "model.onnx") as backend:
         embed_folder(root / "images", backend, root / "emb", EmbedOptions(), runner=LocalRunner(0), progress=False)
+        for index in (1, 2):
+            embed_folder(root / "images", backend, root / f"shard{index}", EmbedOptions(chunk_size=4),
+                         shard=Shard(index, 2), runner=LocalRunner(0), progress=False)
+    damaged = _damaged_folders(root)
     shutil.copytree(root / "emb", root / "emb2")
     shutil.copytree(root / "emb", root / "indexed")  # its FAISS index cut short, as by a failed copy
     assert san_search(["build", str(root / "indexed"), "--index", "flat"]) == 0
@@ -246,7 +260,35 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
             "emb": str(root / "emb"), "emb2": str(root / "emb2"), "indexed": str(root / "indexed"), "ro": str(root / "readonly"),
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
             "huge_contract": str(root / "huge_contract.onnx"), "text_contract": str(root / "text_contract.onnx"),
-            "huge_head": str(root / "huge_head.pt"), **escapes}
+            "huge_head": str(root / "huge_head.pt"), "shard1": str(root / "shard1"), **escapes, **damaged}
+
+
+def _damaged_folders(root: Path) -> dict[str, str]:
+    """Copies of finished outputs, each damaged as a failing disk, a foreign tool or an attacker
+    would leave it, and an interrupted run whose progress.json points past its partial files."""
+    import numpy as np
+
+    def copy(source: str, name: str) -> Path:
+        shutil.copytree(root / source, root / name)
+        return root / name
+
+    vectors = np.load(root / "emb" / "embeddings.npy")
+    np.save(copy("emb", "flat") / "embeddings.npy", vectors[:, 0])  # 1-D
+    np.save(copy("emb", "pickled") / "embeddings.npy", np.array([{"rows": 1}], dtype=object), allow_pickle=True)
+    meta = json.loads((root / "emb" / "meta.json").read_text())
+    (copy("emb", "nocontract") / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "contract"}))
+    shard = np.load(root / "shard2" / "embeddings.npy")
+    np.save(copy("shard2", "narrow") / "embeddings.npy", shard[:, :-1])  # narrower than its contract
+    np.save(copy("shard2", "short") / "embeddings.npy", shard[:-1])  # fewer rows than its index lists
+    for name, progress in (("emptyprogress", {}),
+                           ("hugeprogress", {"plan": {}, "chunks_done": 0, "rows": 0, "index_bytes": 10**12})):
+        folder = root / name
+        folder.mkdir()
+        np.save(folder / "embeddings.partial.npy", np.zeros((4, vectors.shape[1]), np.float32))
+        (folder / "index.partial.csv").write_text("row,path,status,error\n")
+        (folder / "progress.json").write_text(json.dumps(progress))
+    return {name: str(root / name)
+            for name in ("flat", "pickled", "nocontract", "narrow", "short", "emptyprogress", "hugeprogress")}
 
 
 def _with_contract(source: Path, out: Path, **changes: object) -> None:
