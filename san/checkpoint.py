@@ -17,6 +17,7 @@ from san.hashing import file_sha256
 from san.model.network import SAN, build_model
 from san.model.state import describe_mismatch
 from san.spec import InputSpec
+from san.weights_file import load_weights_only
 
 FORMAT = "san-checkpoint"
 VERSION = 1
@@ -70,7 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(refused_pickle(path, f"weights_only loading rejected it: {exc}")) from exc
     except Exception as exc:  # noqa: BLE001 - on junk bytes the unpickler raises anything (KeyError, IndexError, ...)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from san.model.state import describe_mismatch
+from san.weights_file import load_weights_only
 
 if TYPE_CHECKING:
     from san.model.network import SAN
@@ -46,7 +47,7 @@ def load_imagenet_backbone(model: SAN, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported the same way
         raise PretrainedWeightsError(f"{path}: not a loadable state-dict file ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state:

@@ -423,3 +423,15 @@ def test_an_output_another_run_is_writing_is_refused_in_one_line(writer: tuple[s
     assert status == 2 and err.count("\n") == 1, err
     assert f"{held}: cannot write there: another run is writing it (pid {os.getpid()}: " in err
     assert _files(Path(world["root"])) == before
+
+
+@pytest.mark.parametrize("module", ["san.cli.info", "export.cli"])
+def test_a_junk_pickle_is_one_line_on_the_real_stderr(module: str, world: dict[str, str]) -> None:
+    """In a real process, where PyTorch's warnings reach stderr (pytest captures them in-process)."""
+    import subprocess
+    import sys
+
+    argv = [world["junk"]] if module == "san.cli.info" else ["--ckpt", world["junk"], "--out", world["new"] + ".onnx"]
+    done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("san-") and f"{world['junk']}: truncated or corrupt checkpoint" in done.stderr
