@@ -63,12 +63,15 @@ from san.artifact import (INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_st
                           read_contract)
 from san.atomic import atomic_write
 from san.command import foreign_prints_dropped
+from san.error_reason import reason
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
 from san.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
 from san.preprocess import load_image
 from san.progress import progress_bar
 from san.spec import METADATA_KEY, InputSpec
+
+log = logging.getLogger(__name__)
 
 #: Calibration methods: CLI name -> onnxruntime method.
 METHODS = {
@@ -480,7 +483,10 @@ def quantize_onnx(
     cache = Path(cache_dir or out.parent / ".calibration-cache") / (
         f"ranges-{options.method}-{cache_key(source_sha, options.method, images_sha)[:24]}.json"
     )
-    cache_hit = cache.is_file()
+    damage = range_cache_damage(cache, source) if cache.is_file() else None
+    if damage:
+        log.info(f"{cache}: {damage}; calibrating again, and the cache is rewritten")
+    cache_hit = cache.is_file() and damage is None
     reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress,
                                                 convention_of(source, onnx_path))
     mask_nodes = [name for p in paths for name in p.nodes]
@@ -545,6 +551,25 @@ def quantize_onnx(
     if ranges is not None:
         atomic_write(cache, lambda tmp: tmp.write_bytes(ranges))
     return QuantizeResult(out, cache, cache_hit, paths, calibration)
+
+
+def range_cache_damage(cache: Path, source: onnx.ModelProto) -> str | None:
+    """What is wrong with a range cache read back for ``source``, or None when it can be used:
+    readable, a finite (min, max) per tensor, every tensor one of the graph's."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    try:
+        data = load_tensors_data(cache)
+        ranges = {name: np.asarray(t.range_value, np.float64) for name, t in data.items()}
+    except Exception as exc:  # noqa: BLE001 - json, KeyError or TypeError from onnxruntime's reader
+        return f"a damaged range cache ({reason(exc)})"
+    if not ranges or any(r.shape != (2,) or not np.isfinite(r).all() or r[0] > r[1] for r in ranges.values()):
+        return "a range cache without a finite (min, max) for every tensor"
+    names = {out for node in source.graph.node for out in node.output} | {i.name for i in source.graph.input}
+    foreign = sorted(set(ranges) - names)
+    if foreign:
+        return f"a range cache of another graph (tensors {foreign[:3]} are not in this one)"
+    return None
 
 
 @contextlib.contextmanager

@@ -120,6 +120,31 @@ def test_range_cache_is_reused_and_invalidated_when_the_model_changes(
     assert sorted(calls) == sorted(map(str, calibration_images))  # every image decoded once, through load_image
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "not finite"])
+def test_a_damaged_or_foreign_range_cache_is_said_and_calibrated_again(
+    damage: str, quantized, fp32_onnx: Path, calibration_images: list[Path], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    cache = cache_dir / quantized.cache.name
+    good = json.loads(quantized.cache.read_text())  # onnxruntime's TensorsData: {"CLS": ..., "data": {tensor: ...}}
+    ranges = good["data"]
+    first = next(iter(ranges))
+    cache.write_text({"truncated": quantized.cache.read_text()[: len(quantized.cache.read_text()) // 2],
+                      "foreign": json.dumps({**good, "data": {"tensor_of_another_graph": ranges[first]}}),
+                      "not finite": json.dumps({**good, "data": {**ranges, first: {**ranges[first], "lowest": float("nan")}}}),
+                      }[damage])
+    with caplog.at_level("INFO", logger="calibration.quantize"):
+        again = quantize_onnx(fp32_onnx, calibration_images, tmp_path / "again.onnx", options=OPTIONS,
+                              cache_dir=cache_dir)
+    said = {"truncated": "a damaged range cache (", "foreign": "a range cache of another graph",
+            "not finite": "a range cache without a finite (min, max)"}[damage]
+    assert any(r.getMessage().startswith(f"{cache}: {said}") for r in caplog.records), caplog.text
+    assert not again.cache_hit and json.loads(cache.read_text()) == good  # calibrated again, the cache rewritten
+    assert onnx.load(again.out).graph == onnx.load(quantized.out).graph
+
+
 def test_int8_embeddings_meet_the_int8_rule_against_fp32(quantized, fp32_onnx: Path, synth: Path) -> None:
     """Random weights are the hard case: nothing learned to be robust, so every hard mask sits
     on noise. Judged as san-parity judges it, by
