@@ -19,6 +19,14 @@ MAX_EMBEDDING_DIM = 16384
 #: (2048 x 65536 floats) is already 512 MiB.
 MAX_HIDDEN_DIM = 65536
 
+#: One dataset read from CUHK03's MATLAB v7.3 release (HDF5): an image is 3 x ~300 x ~150 bytes
+#: and the cell arrays of references a few KB; a compressed dataset of a few KB can declare
+#: gigabytes, so its declared size is checked before it is read.
+MAX_MAT_DATASET_BYTES = 64 * 2**20
+#: One variable (and one file) of a MATLAB v5 protocol file: CUHK03's new-protocol lists of
+#: 14097 file names are under 2 MB; a zlib stream of 3 MB can inflate to 3 GB.
+MAX_MAT_VARIABLE_BYTES = 256 * 2**20
+
 
 class LimitError(ValueError):
     """A size a file asks for is beyond its limit."""

@@ -33,6 +33,7 @@ from PIL import Image
 
 from san.data.layout import locate, relabel, report
 from san.data.records import ImageRecord, ReidDataset
+from san.limits import MAX_MAT_DATASET_BYTES, MAX_MAT_VARIABLE_BYTES
 
 VARIANTS = ("labeled", "detected")
 PROTOCOLS = ("classic", "new")
@@ -91,6 +92,17 @@ def _open_mat(root: Path, key: str) -> h5py.File:
     return mat
 
 
+def _read(mat: h5py.File, key: str | h5py.Reference, where: str) -> np.ndarray:
+    """The dataset ``key`` of ``mat``, read only when its size is within :data:`MAX_MAT_DATASET_BYTES`
+    (a compressed dataset of a few KB can declare gigabytes)."""
+    dataset = mat[key]
+    size = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
+    if size > MAX_MAT_DATASET_BYTES:
+        raise ValueError(f"{where}: dataset {dataset.name} of shape {dataset.shape} holds {size} bytes, more than "
+                         f"the {MAX_MAT_DATASET_BYTES} a CUHK03 cell may (san.limits.MAX_MAT_DATASET_BYTES)")
+    return dataset[()]
+
+
 def _extract_images(root: Path, variant: str) -> Path:
     """Write every image of ``variant`` to ``<root>/images_{variant}/`` unless already done."""
     image_dir = root / f"images_{variant}"
@@ -98,11 +110,11 @@ def _extract_images(root: Path, variant: str) -> Path:
         return image_dir
     image_dir.mkdir(exist_ok=True)
     with _open_mat(root, variant) as mat:
-        for pair, pair_ref in enumerate(mat[variant][()].ravel(), start=1):
-            cells = mat[pair_ref][()].T  # (persons, 10) object references
+        for pair, pair_ref in enumerate(_read(mat, variant, mat.filename).ravel(), start=1):
+            cells = _read(mat, pair_ref, mat.filename).T  # (persons, 10) object references
             for person, row in enumerate(cells, start=1):
                 for idx, image_ref in enumerate(row, start=1):
-                    image = mat[image_ref][()]  # (3, W, H): HDF5 is column-major
+                    image = _read(mat, image_ref, mat.filename)  # (3, W, H): HDF5 is column-major
                     if image.ndim == 3 and image.size:  # empty cells: 0-size or [0, 0]
                         cam = 1 if idx <= IMAGES_PER_PERSON // 2 else 2
                         name = f"{pair}_{person:03d}_{cam}_{idx:02d}.png"
@@ -124,10 +136,10 @@ def _cached_images(image_dir: Path) -> dict[Identity, list[tuple[str, int]]]:
 
 def _testset(root: Path, split: int) -> set[Identity]:
     with _open_mat(root, "testsets") as mat:
-        refs = mat["testsets"][()].ravel()
+        refs = _read(mat, "testsets", mat.filename).ravel()
         if not 0 <= split < len(refs):
             raise ValueError(f"expected a classic split in 0..{len(refs) - 1}, got {split}")
-        pairs_persons = mat[refs[split]][()].T.astype(int)  # (N, 2) 1-based
+        pairs_persons = _read(mat, refs[split], mat.filename).T.astype(int)  # (N, 2) 1-based
     return {(pair, person) for pair, person in pairs_persons}
 
 
@@ -205,6 +217,9 @@ _MX_CELL, _MX_CHAR, _MX_NUMERIC = 1, 4, range(6, 16)
 
 def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
     """The variables named in ``keys`` of a MATLAB v5 MAT-file (what ``scipy.io.loadmat`` reads)."""
+    if path.stat().st_size > MAX_MAT_VARIABLE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_MAT_VARIABLE_BYTES} a CUHK03 "
+                         "protocol file may (san.limits.MAX_MAT_VARIABLE_BYTES)")
     data = path.read_bytes()
     endian = {b"IM": "<", b"MI": ">"}.get(data[126:128])
     if endian is None or struct.unpack_from(endian + "H", data, 124)[0] != 0x0100:
@@ -212,11 +227,24 @@ def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
     variables = {}
     for mtype, payload in _mat_elements(data[128:], endian):
         if mtype == _MI_COMPRESSED:
-            mtype, payload = next(_mat_elements(zlib.decompress(payload), endian))
+            mtype, payload = next(_mat_elements(_inflate(payload, path), endian))
         name = _matrix_parts(payload, endian)[2] if mtype == _MI_MATRIX else None
         if name in keys:
             variables[name] = _matrix_value(payload, endian)
     return variables
+
+
+def _inflate(payload: bytes, path: Path) -> bytes:
+    """A compressed element's bytes, decompressed no further than :data:`MAX_MAT_VARIABLE_BYTES`."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, MAX_MAT_VARIABLE_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"{path}: a compressed variable is damaged ({exc})") from None
+    if len(data) > MAX_MAT_VARIABLE_BYTES:
+        raise ValueError(f"{path}: a compressed variable expands beyond the {MAX_MAT_VARIABLE_BYTES} bytes a CUHK03 "
+                         "protocol variable may (san.limits.MAX_MAT_VARIABLE_BYTES)")
+    return data
 
 
 def _mat_elements(buf: bytes, endian: str) -> Iterator[tuple[int, bytes]]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import resource
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -339,3 +342,46 @@ def test_registry_names_and_unknown_name(tmp_path: Path) -> None:
         load_dataset("market", tmp_path)
     write_msmt17(tmp_path)
     assert load_dataset("msmt17", tmp_path, verbose=False).name == "msmt17"
+
+
+#: The address space a bomb test's process gets: the loader's own libraries fit, a bomb does not.
+BOMB_ADDRESS_SPACE = 1536 * 2**20
+
+
+def _load_under_address_limit(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a process whose address space is capped, so that a loader that inflated a
+    bomb would fail there, never take the machine down."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (BOMB_ADDRESS_SPACE, BOMB_ADDRESS_SPACE))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, preexec_fn=cap)
+
+
+def test_a_cuhk03_protocol_file_that_inflates_to_gigabytes_is_refused_before_inflating(tmp_path: Path) -> None:
+    """3 MB of zlib that inflates to 3 GB, as the new protocol's config file."""
+    write_cuhk03_mat(tmp_path / "cuhk-03.mat")
+    cuhk03(tmp_path, num_val=2, verbose=False)  # extracts the images
+    deflater, zeros, body = zlib.compressobj(9), bytes(2**24), b""
+    for _ in range(3 * 2**30 // len(zeros)):
+        body += deflater.compress(zeros)
+    body += deflater.flush()
+    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    (tmp_path / "cuhk03_new_protocol_config_labeled.mat").write_bytes(
+        header + struct.pack("<II", 15, len(body)) + body)
+    done = _load_under_address_limit(
+        f"from san.data.cuhk03 import cuhk03; cuhk03({str(tmp_path)!r}, protocol='new', verbose=False)")
+    assert "a compressed variable expands beyond the 268435456 bytes" in done.stderr, done.stderr[-2000:]
+    assert "MemoryError" not in done.stderr
+
+
+def test_a_cuhk03_release_whose_cell_declares_gigabytes_is_refused_before_reading(tmp_path: Path) -> None:
+    """A few KB of HDF5 whose image cell declares 3 x 30000 x 30000 bytes (never written: fill value)."""
+    with h5py.File(tmp_path / "cuhk-03.mat", "w") as mat:
+        huge = mat.create_dataset("#refs#/huge", shape=(3, 30000, 30000), dtype=np.uint8, chunks=(1, 1000, 1000),
+                                  compression="gzip")
+        cells = mat.create_dataset("#refs#/cells", data=np.array([[huge.ref]], dtype=h5py.ref_dtype))
+        mat.create_dataset("labeled", data=np.array([[cells.ref]], dtype=h5py.ref_dtype))
+    assert (tmp_path / "cuhk-03.mat").stat().st_size < 100_000
+    done = _load_under_address_limit(f"from san.data.cuhk03 import cuhk03; cuhk03({str(tmp_path)!r}, verbose=False)")
+    assert "dataset /#refs#/huge of shape (3, 30000, 30000) holds 2700000000 bytes" in done.stderr, done.stderr[-2000:]
+    assert "MemoryError" not in done.stderr
