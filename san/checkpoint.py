@@ -14,6 +14,7 @@ from san.artifact import refused_pickle
 from san.atomic import atomic_write
 from san.config import ModelConfig
 from san.hashing import file_sha256
+from san.limits import LimitError
 from san.model.network import SAN, build_model
 from san.model.state import describe_mismatch
 from san.spec import InputSpec
@@ -72,6 +73,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         payload = load_weights_only(path)
+    except LimitError as exc:
+        raise CheckpointError(f"{path}: refused: it {exc}") from exc
     except pickle.UnpicklingError as exc:
         raise CheckpointError(refused_pickle(path, f"weights_only loading rejected it: {exc}")) from exc
     except Exception as exc:  # noqa: BLE001 - on junk bytes the unpickler raises anything (KeyError, IndexError, ...)

@@ -27,6 +27,14 @@ MAX_MAT_DATASET_BYTES = 64 * 2**20
 #: 14097 file names are under 2 MB; a zlib stream of 3 MB can inflate to 3 GB.
 MAX_MAT_VARIABLE_BYTES = 256 * 2**20
 
+#: A checkpoint's contents once unpacked. A ResNet-50 SAN with its Adam state (``last.pt``) is
+#: about 450 MB; a zip archive of a few MB can declare many gigabytes of deflated zeros.
+MAX_CHECKPOINT_BYTES = 4 * 2**30
+
+#: A checkpoint's pickled record (``data.pkl``: config, training log, tensor references): about
+#: 100 KB for a SAN; read without torch by ``san-info``, so it is bounded on its own.
+MAX_CHECKPOINT_RECORD_BYTES = 64 * 2**20
+
 
 class LimitError(ValueError):
     """A size a file asks for is beyond its limit."""

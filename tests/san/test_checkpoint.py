@@ -140,3 +140,38 @@ def test_header_reads_like_torch_load_without_torch_and_refuses_code(model, tmp_
     torch.save({"format": "san-checkpoint", "x": os.system}, evil)
     with pytest.raises(ValueError, match="refused: the file contains pickled code"):
         read_checkpoint_header(evil)
+
+
+def test_a_zip_that_declares_more_than_a_checkpoint_may_is_refused_before_unpacking(tmp_path, monkeypatch) -> None:
+    """Deflated zeros in PyTorch's zip layout that declare 4 times the limit unpacked (the limit
+    lowered to 128 MiB, so that the bomb is made in a second)."""
+    import zipfile
+
+    import san.weights_file
+    from san.artifact import read_checkpoint_header
+
+    monkeypatch.setattr(san.weights_file, "MAX_CHECKPOINT_BYTES", 2**27)
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", pickle.dumps({"format": "san-checkpoint"}))
+        with archive.open("bomb/data/0", "w", force_zip64=True) as entry:
+            zeros = bytes(2**26)
+            for _ in range(4 * 2**27 // len(zeros)):
+                entry.write(zeros)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: it declares 5368\d+ bytes unpacked, more than the "
+                                              r"134217728"):
+        load_checkpoint(bomb)
+    assert read_checkpoint_header(bomb)["format"] == "san-checkpoint"  # its record alone is small
+
+
+def test_a_checkpoint_record_larger_than_the_limit_is_refused_without_torch(model, tmp_path, monkeypatch) -> None:
+    import san.artifact
+    from san.artifact import read_checkpoint_header
+
+    save_checkpoint(tmp_path / "model.pt", model)
+    monkeypatch.setattr(san.artifact, "MAX_CHECKPOINT_RECORD_BYTES", 100)
+    with pytest.raises(ValueError, match=r"model.pt: refused: its record \S+/data.pkl declares \d+ bytes, more than "
+                                         r"the 100"):
+        read_checkpoint_header(tmp_path / "model.pt")
