@@ -59,7 +59,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.half_floats import with_half_float_parts
-from san.artifact import (INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data,
+from san.artifact import (INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data, metadata_of,
                           read_contract)
 from san.atomic import atomic_write
 from san.command import foreign_prints_dropped
@@ -470,6 +470,11 @@ def quantize_onnx(
     onnx_path, out = Path(onnx_path), Path(out)
     spec = read_contract(onnx_path)
     source = load_onnx_with_data(onnx_path)
+    precision = metadata_of(source).get(PRECISION_KEY, "fp32")
+    quantized = sorted({n.op_type for n in source.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")})
+    if precision == "int8" or quantized:
+        found = f"precision {precision!r} in its metadata" if precision == "int8" else f"{'/'.join(quantized)} nodes"
+        raise QuantizeError(f"{onnx_path}: already quantized ({found}); calibrate the fp32 export it was made from")
     paths = find_mask_paths(source)
     expected = len(hard_mask_stages(source, onnx_path))
     if len(paths) != expected:

@@ -145,6 +145,19 @@ def test_a_damaged_or_foreign_range_cache_is_said_and_calibrated_again(
     assert onnx.load(again.out).graph == onnx.load(quantized.out).graph
 
 
+def test_an_int8_model_is_not_quantized_again(quantized, calibration_images: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(QuantizeError, match=r"already quantized \(precision 'int8' in its metadata\)"):
+        quantize_onnx(quantized.out, calibration_images, tmp_path / "twice.onnx", options=OPTIONS)
+    unmarked = onnx.load(quantized.out)  # Q/DQ nodes without the toolkit's mark
+    kept = [p for p in unmarked.metadata_props if p.key != "san.precision"]
+    del unmarked.metadata_props[:]
+    unmarked.metadata_props.extend(kept)
+    onnx.save(unmarked, tmp_path / "unmarked.onnx")
+    with pytest.raises(QuantizeError, match=r"already quantized \(DequantizeLinear/QuantizeLinear nodes\)"):
+        quantize_onnx(tmp_path / "unmarked.onnx", calibration_images, tmp_path / "twice.onnx", options=OPTIONS)
+    assert not (tmp_path / "twice.onnx").exists()
+
+
 def test_int8_embeddings_meet_the_int8_rule_against_fp32(quantized, fp32_onnx: Path, synth: Path) -> None:
     """Random weights are the hard case: nothing learned to be robust, so every hard mask sits
     on noise. Judged as san-parity judges it, by

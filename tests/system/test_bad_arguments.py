@@ -160,6 +160,8 @@ CASES = [
     case("san-embed", "{images} --model {absolute}/model.onnx --out {new}", "is not a plain path inside the model's folder"),
     case("san-embed", "{images} --model {linked}/model.onnx --out {new}", "outside the model's folder {linked}"),
     case("san-calibrate", "--onnx {up}/model.onnx --images {images} --out {new}.onnx", "{up}/model.onnx: refused"),
+    case("san-calibrate", "--onnx {int8} --images {images} --out {new}.onnx",
+         "{int8}: already quantized (precision 'int8' in its metadata); calibrate the fp32 export"),
     case("san-calibrate", "--onnx {nodata}/model.onnx --images {images} --out {new}.onnx",
          "{nodata}/model.onnx: its external data cannot be read (Data of TensorProto"),
     case("san-parity", "--ckpt {ckpt} --onnx {linked}/model.onnx --dataset synthetic --root {data}",
@@ -250,6 +252,9 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
     escapes = _models_whose_data_escape(root, onnx.load(tiny / "model.onnx"))
     _with_contract(tiny / "model.onnx", root / "huge_contract.onnx", height=10**6, width=10**6)
     _with_contract(tiny / "model.onnx", root / "text_contract.onnx", width="128")
+    proto = onnx.load(tiny / "model.onnx")
+    proto.metadata_props.add(key="san.precision", value="int8")  # as san-calibrate marks its output
+    onnx.save(proto, root / "model.int8.onnx")
     checkpoint = torch.load(tiny / "model.pt", weights_only=True)
     checkpoint["config"]["hidden_dim"] = 10**6
     checkpoint["state_dict"] = {}  # a few KB that ask for a 10**6-wide head
@@ -260,7 +265,7 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
             "emb": str(root / "emb"), "emb2": str(root / "emb2"), "indexed": str(root / "indexed"), "ro": str(root / "readonly"),
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
             "huge_contract": str(root / "huge_contract.onnx"), "text_contract": str(root / "text_contract.onnx"),
-            "huge_head": str(root / "huge_head.pt"), "shard1": str(root / "shard1"), **escapes, **damaged}
+            "huge_head": str(root / "huge_head.pt"), "int8": str(root / "model.int8.onnx"), "shard1": str(root / "shard1"), **escapes, **damaged}
 
 
 def _damaged_folders(root: Path) -> dict[str, str]:
