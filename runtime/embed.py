@@ -306,7 +306,7 @@ def _merge_shards(parts: Sequence[str | Path], out: Path, overwrite: bool) -> Em
     if unsharded:
         raise EmbedError(f"{', '.join(unsharded)}: not a shard's output (embedded without --shard); merge takes "
                          "the outputs of --shard 1/n .. n/n")
-    shards = sorted(((m["shard"]["index"], Path(p), f.vectors) for m, p, f in zip(metas, parts, folders)),
+    shards = sorted(((m["shard"]["index"], Path(p), f) for m, p, f in zip(metas, parts, folders)),
                     key=lambda shard: shard[0])
     count = metas[0]["shard"]["count"]
     got = [f"{i}/{n}" for i, n in sorted((m["shard"]["index"], m["shard"]["count"]) for m in metas)]
@@ -314,16 +314,16 @@ def _merge_shards(parts: Sequence[str | Path], out: Path, overwrite: bool) -> Em
         raise EmbedError(f"merge needs each of the shards 1/n .. n/n of one run once, got {', '.join(got)}")
     _clear_output(out, overwrite)
     dim = common[0]["contract"]["embedding_dim"]
-    sources = [vectors for _, _, vectors in shards]
+    sources = [folder.vectors for _, _, folder in shards]
     with atomic_path(out / EMBEDDINGS) as tmp:
         _write_npy(tmp, sources, dim)
     buffer, offset = io.StringIO(), 0
     writer = _index_writer(buffer)
     writer.writerow(INDEX_HEADER)
-    for (_, part, _), source in zip(shards, sources):
-        for row, path, status, error in read_index(part / INDEX):
+    for _, _, folder in shards:
+        for row, path, status, error in folder.entries:
             writer.writerow((int(row) + offset if status == "ok" else -1, path, status, error))
-        offset += len(source)
+        offset += len(folder.vectors)
     _write_bytes(out / INDEX, _encode(buffer.getvalue()))
     counts = {k: sum(m["counts"][k] for m in metas) for k in metas[0]["counts"]}
     atomic_write_json(out / META, {**common[0], "shard": None, "counts": counts})
