@@ -6,6 +6,7 @@ scored on the same test split with deterministic masks::
 
     python benchmarks/ablation.py --select    # choose SAN's configuration on the held-out twin split
     python benchmarks/ablation.py --decide    # then the pre-registered test: 8 seed pairs, test split once
+    python benchmarks/ablation.py --twin-masks --seeds 8  # SAN's deployed masks compared on the twin split
     python benchmarks/ablation.py --quick     # 3 variants x 3 seeds x 12 epochs
     python benchmarks/ablation.py             # 9 variants x 5 seeds x 30 epochs (a GPU: --device cuda)
     python benchmarks/ablation.py --smoke     # a tiny pair, one epoch: it runs
