@@ -228,9 +228,14 @@ def training_seconds(out: Path) -> float:
 def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str, Any], out: Path, data: Path,
                data_options: dict[str, Any], seed: int, after_epoch: Any = None) -> None:
     """Train the ``cpu-demo`` preset with these changes into ``out`` unless it finished there (an
-    interrupted run resumes); ``after_epoch`` as :func:`san.train.train` takes it."""
+    interrupted run resumes; one killed before its first checkpoint, which has nothing to resume,
+    starts again); ``after_epoch`` as :func:`san.train.train` takes it."""
     from san.presets import PRESETS
-    from san.train import train
+    from san.train import RUN_FILES, train
+
+    if not (out / "last.pt").is_file() and not (out / "model.pt").is_file():  # killed before its first checkpoint
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
     base = PRESETS["cpu-demo"].config(str(out), "synthetic", str(data), data_options)
     spec = replace(base.recipe.model.spec, height=args.height, width=args.width)
