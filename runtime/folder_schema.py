@@ -63,7 +63,7 @@ def check_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(meta.get("options"), dict):
         raise EmbedError(f"{path}: 'options' must be an object, got {meta.get('options')!r}")
     shard = meta.get("shard")
-    if shard is not None and not (isinstance(shard, dict) and all(_count(shard, k, path) for k in ("index", "count"))):
+    if shard is not None and (not isinstance(shard, dict) or min(_count(shard, k, path) for k in ("index", "count")) < 1):
         raise EmbedError(f"{path}: 'shard' must be null or an object with index and count, got {shard!r}")
     return meta
 
