@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
@@ -182,12 +183,16 @@ def run(args: argparse.Namespace) -> int:
     inputs = {name: path for name, path in (("--ckpt", args.ckpt), ("--int8", args.int8),
                                             ("--verify-images", args.verify_images)) if path is not None}
     refuse_overwriting_inputs(shared.onnx, inputs, "--out")
+    outputs = [shared.onnx]
     for name, options in requested.items():
         classes[name].check(options, shared, requested)
         for option, output in classes[name].outputs(options).items():
             refuse_overwriting_inputs(output, inputs, option)  # a folder emptied by --overwrite included
+            outputs.append(output)
     model, meta = load_checkpoint(args.ckpt)
-    with exclusive_output(shared.onnx):  # one export writes this --out (and its targets) at a time
+    with ExitStack() as held:
+        for output in outputs:  # one export writes each of these at a time
+            held.enter_context(exclusive_output(output))
         refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, args.overwrite)
         if args.verify_images:
             images = load_images(args.verify_images, meta.spec, args.verify_count)

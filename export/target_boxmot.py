@@ -59,12 +59,12 @@ class BoxMOTTarget(FolderTarget[BoxMOTOptions]):
     def options_from(cls, args: argparse.Namespace) -> BoxMOTOptions | None:
         return BoxMOTOptions(args.boxmot) if args.boxmot is not None else None
 
-    def write(self, job: ExportJob, options: BoxMOTOptions) -> Written:
-        onnx_path = self.export_for_consumer(job, options, ONNX_NAME, CONVENTION,
+    def write_into(self, job: ExportJob, options: BoxMOTOptions, folder: Path) -> Written:
+        onnx_path = self.export_for_consumer(job, folder, ONNX_NAME, CONVENTION,
                                              "BoxMOT resizes crops linearly (cv2.INTER_LINEAR)")
         if onnx_path is None:
-            return Written(self.name, options.folder / ONNX_NAME, passed=False)
+            return Written(self.name, folder / ONNX_NAME, passed=False)
         meta = onnx_path.with_name(onnx_path.name + ".metadata.json")
         atomic_write_json(meta, sidecar(job.meta.spec))
-        log.info(f"{options.folder}: {ONNX_NAME} and {meta.name}; use BotSort(reid_weights=Path('{onnx_path}'), ...)")
+        log.info(f"{options.folder}: {ONNX_NAME} and {meta.name}; use BotSort(reid_weights=Path('{self.final(onnx_path)}'), ...)")
         return Written(self.name, onnx_path, (onnx_path, meta))

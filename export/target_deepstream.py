@@ -224,33 +224,33 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
                                  args.deepstream_precision, args.deepstream_version,
                                  tuple(args.deepstream_class_id or (0,)), args.deepstream_model_dir)
 
-    def write(self, job: ExportJob, options: DeepStreamOptions) -> Written:
+    def write_into(self, job: ExportJob, options: DeepStreamOptions, folder: Path) -> Written:
         spec = job.meta.spec
-        onnx_path = self.export_for_consumer(job, options, ONNX_NAME, CONVENTION,
+        onnx_path = self.export_for_consumer(job, folder, ONNX_NAME, CONVENTION,
                                              "DeepStream scales object crops bilinearly (scaling-filter=1 in nvinfer)")
         if onnx_path is None:
-            return Written(self.name, options.folder, passed=False)
+            return Written(self.name, folder, passed=False)
         parser = parser_of(DEEPSTREAM_TENSORRT[options.version])
         if not parser.reduce_axes_input:
-            convert_for_attribute_axes(onnx_path, job.images)
+            convert_for_attribute_axes(onnx_path, job.images, self.final(onnx_path))
         require_tensorrt_compatible(onnx_path, parser)
-        if options.precision == "fp16" and not holds_in_fp16_everywhere(job, onnx_path):
+        if options.precision == "fp16" and not holds_in_fp16_everywhere(job, onnx_path, self.final(onnx_path)):
             log.error(f"{options.folder}: the graph with every layer in fp16 fails the fp16 rule (report above), "
                       "as DeepStream's FP16 engine may compute it; give --deepstream-precision fp32")
-            return Written(self.name, options.folder, (onnx_path,), passed=False)
+            return Written(self.name, folder, (onnx_path,), passed=False)
         opset = next(o.version for o in onnx.load(onnx_path).opset_import if o.domain in ("", "ai.onnx"))
         files = {TRACKER_CONFIG: tracker_config(spec, options.reid_type, options.batch, options.precision,
                                                 options.install_dir, options.version),
                  NVINFER_CONFIG: nvinfer_config(spec, options.batch, options.precision, list(options.class_ids)),
                  "README.txt": readme(spec, options.version, opset, options.install_dir)}
         for name, text in files.items():
-            atomic_write_text(options.folder / name, text)
+            atomic_write_text(folder / name, text)
         log.info(f"{options.folder}: {ONNX_NAME}, {', '.join(files)}")
-        return Written(self.name, options.folder, (onnx_path, *(options.folder / name for name in files)))
+        return Written(self.name, folder, (onnx_path, *(folder / name for name in files)))
 
 
-def holds_in_fp16_everywhere(job: ExportJob, path: Path) -> bool:
-    """Whether the graph at ``path``, computed as an FP16 engine may compute it (every tensor
+def holds_in_fp16_everywhere(job: ExportJob, path: Path, shown: Path) -> bool:
+    """Whether the graph at ``path`` (``shown`` in messages), computed as an FP16 engine may compute it (every tensor
     between layers in float16: :func:`export.fp16_emulation.in_fp16_everywhere`), passes the
     fp16 rule against PyTorch on the job's images."""
     from export.verify import verify_embeddings  # torch: not for `san-export --help` on an edge machine
@@ -259,13 +259,14 @@ def holds_in_fp16_everywhere(job: ExportJob, path: Path) -> bool:
     session = rounding_session(in_fp16_everywhere(onnx.load(path)))
     report = verify_embeddings(job.model, job.images, lambda batch: session.run(
         [OUTPUT_NAME], {INPUT_NAME: CONVENTION.encode(batch)})[0], kind="fp16", rule=job.rules["fp16"])
-    log.info(f"{path} with every layer in fp16: {report.render()}")
+    log.info(f"{shown} with every layer in fp16: {report.render()}")
     return report.passed
 
 
-def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:
-    """Replace the opset-18 graph at ``path`` by its opset-17 form (:func:`san.onnx_graph.with_attribute_axes`)
-    once onnxruntime gives both the same embeddings on ``images`` (uint8 N x 3 x H x W)."""
+def convert_for_attribute_axes(path: Path, images: np.ndarray, shown: Path) -> None:
+    """Replace the opset-18 graph at ``path`` (``shown`` in messages) by its opset-17 form
+    (:func:`san.onnx_graph.with_attribute_axes`) once onnxruntime gives both the same embeddings
+    on ``images`` (uint8 N x 3 x H x W)."""
     import onnxruntime as ort
 
     original = onnx.load(path)
@@ -275,6 +276,6 @@ def convert_for_attribute_axes(path: Path, images: np.ndarray) -> None:
                for m in (original, converted)]
     error = float(np.abs(outputs[0] - outputs[1]).max()) / max(float(np.abs(outputs[0]).max()), 1e-12)
     if error > CONVERSION_TOLERANCE:
-        raise ExportError(f"{path}: the opset-17 graph differs from the opset-18 one by {error:.2e} (relative); "
+        raise ExportError(f"{shown}: the opset-17 graph differs from the opset-18 one by {error:.2e} (relative); "
                           "refusing to write it")
     atomic_write(path, lambda tmp: onnx.save(converted, tmp))

@@ -79,10 +79,9 @@ class OpenVINOTarget(FolderTarget[OpenVINOOptions]):
     def options_from(cls, args: argparse.Namespace) -> OpenVINOOptions | None:
         return OpenVINOOptions(args.openvino, args.openvino_fp16_weights) if args.openvino is not None else None
 
-    def write(self, job: ExportJob, options: OpenVINOOptions) -> Written:
+    def write_into(self, job: ExportJob, options: OpenVINOOptions, folder: Path) -> Written:
         from export.verify import verify_embeddings
 
-        folder = self.prepare(job, options)
         sources = [(job.shared.onnx, folder / "model.xml", "fp32")]
         if job.shared.int8 is not None:
             sources.append((job.shared.int8, folder / "model.int8.xml", "int8"))
@@ -90,7 +89,7 @@ class OpenVINOTarget(FolderTarget[OpenVINOOptions]):
         for onnx_path, xml_path, kind in sources:
             write_ir(onnx_path, xml_path, options.fp16_weights)
             report = verify_embeddings(job.model, job.images, ir_embedder(xml_path), kind=kind, rule=job.rules[kind])
-            log.info(f"{xml_path}: {report.render()}")
+            log.info(f"{self.final(xml_path)}: {report.render()}")
             if report.passed:
                 files += [xml_path, xml_path.with_suffix(".bin")]
             else:

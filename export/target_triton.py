@@ -188,10 +188,9 @@ class TritonTarget(FolderTarget[TritonOptions]):
         if isinstance(engine, TensorRTOptions):
             require_within_profile(options.max_batch, engine.profile.min, engine.profile.max)
 
-    def write(self, job: ExportJob, options: TritonOptions) -> Written:
-        repo = self.prepare(job, options)
+    def write_into(self, job: ExportJob, options: TritonOptions, repo: Path) -> Written:
         folders = [write_onnx_model(repo, job.shared.onnx, options)]
         if TensorRTTarget.name in job.written:
             folders.append(write_plan_model(repo, job.written[TensorRTTarget.name].main, options))
-        log.info(f"{repo}: Triton model repository with {', '.join(f.name for f in folders)}")
+        log.info(f"{options.folder}: Triton model repository with {', '.join(f.name for f in folders)}")
         return Written(self.name, repo, tuple(folders))

@@ -1,7 +1,8 @@
 """Export targets: library calls with typed options, behind one registry.
 
 A target is one module with one :class:`ExportTarget` subclass, its options a small frozen
-dataclass, and ``write`` returns a :class:`Written` record. ``san-export`` always writes the
+dataclass, and ``write`` returns a :class:`Written` record (a :class:`FolderTarget` implements
+``write_into``, and its folder appears complete or not at all). ``san-export`` always writes the
 verified ONNX (the ``onnx`` target); every other target builds on that file and is asked for by
 its own option (``--trt``). Adding a target is a new file plus one row in :data:`TARGETS`: the
 writing order comes from each target's ``after`` (the targets whose files it reads), not from
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from san.artifact import CHECKPOINT_SHA_KEY
-from san.atomic import writing
+from san.atomic import staged_folder
 from san.input_convention import InputConvention
 from san.rules import Rule
 from san.spec import InputSpec
@@ -80,15 +80,16 @@ class ExportJob:
     shared: SharedOptions
     written: dict[str, Written] = field(default_factory=dict)
 
-    def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None) -> bool:
+    def export_verified(self, path: Path, precision: str, convention: InputConvention | None = None,
+                        shown: Path | None = None) -> bool:
         """Export ``model`` to ``path`` at ``precision`` with ``convention`` (default: the shared
-        one) and verify it under its rule; log the report."""
+        one) and verify it under its rule; log the report, under ``shown`` (default ``path``)."""
         from export.verify import export_and_verify
 
         report = export_and_verify(self.model, path, self.images, opset=self.shared.opset,
                                    provenance={CHECKPOINT_SHA_KEY: self.meta.sha256}, precision=precision,
                                    rule=self.rules[precision], convention=convention or self.shared.convention)
-        log.info(f"{path}: {report.render()}")
+        log.info(f"{shown or path}: {report.render()}")
         return report.passed
 
 
@@ -144,7 +145,10 @@ class ExportTarget(ABC, Generic[Options]):
 
 class FolderTarget(ExportTarget[FolderOptions]):
     """A target that writes into ``options.folder``: refused when it holds anything, unless
-    ``--overwrite`` (then emptied once everything before it succeeded)."""
+    ``--overwrite``. Its files are written into a temporary folder beside it that replaces it once
+    they are complete (:func:`san.atomic.staged_folder`): a kill leaves the old output or none."""
+
+    _staging: tuple[Path, Path]  # (the staging folder, options.folder) while write_into runs
 
     @classmethod
     def outputs(cls, options: FolderOptions) -> dict[str, Path]:
@@ -152,20 +156,34 @@ class FolderTarget(ExportTarget[FolderOptions]):
 
     @classmethod
     def check(cls, options: FolderOptions, shared: SharedOptions, requested: Mapping[str, object]) -> None:
-        prepare_folder(options.folder, cls.option, shared.overwrite, check_only=True)
+        check_folder(options.folder, cls.option, shared.overwrite)
 
-    def prepare(self, job: ExportJob, options: FolderOptions) -> Path:
-        """The empty output folder."""
-        return prepare_folder(options.folder, self.option, job.shared.overwrite)
+    def write(self, job: ExportJob, options: FolderOptions) -> Written:
+        check_folder(options.folder, self.option, job.shared.overwrite)
+        with staged_folder(options.folder) as staging:
+            self._staging = (staging, options.folder)
+            written = self.write_into(job, options, staging)
+        return Written(written.target, self.final(written.main), tuple(map(self.final, written.files)),
+                       written.passed)
 
-    def export_for_consumer(self, job: ExportJob, options: FolderOptions, name: str, convention: InputConvention,
+    @abstractmethod
+    def write_into(self, job: ExportJob, options: FolderOptions, folder: Path) -> Written:
+        """Write this target's files into the empty folder ``folder`` (the staging folder: name
+        paths in messages with :meth:`final`)."""
+
+    def final(self, path: Path) -> Path:
+        """Where ``path``, written into the staging folder, lies once that folder is in place."""
+        staging, folder = self._staging
+        return folder / path.relative_to(staging) if path.is_relative_to(staging) else path
+
+    def export_for_consumer(self, job: ExportJob, folder: Path, name: str, convention: InputConvention,
                             resizes: str) -> Path | None:
-        """Into the prepared folder, the graph ``name`` taking ``convention``: the input of a
-        consumer that crops and resizes itself (``resizes`` says how, bilinearly) and feeds that
-        convention; None when it fails verification."""
+        """Into ``folder``, the graph ``name`` taking ``convention``: the input of a consumer that
+        crops and resizes itself (``resizes`` says how, bilinearly) and feeds that convention; None
+        when it fails verification."""
         require_bilinear(job.meta.spec, self.option, resizes)
-        path = self.prepare(job, options) / name
-        return path if job.export_verified(path, "fp32", convention) else None
+        path = folder / name
+        return path if job.export_verified(path, "fp32", convention, shown=self.final(path)) else None
 
 
 def require_bilinear(spec: InputSpec, option: str, consumer: str) -> None:
@@ -176,20 +194,12 @@ def require_bilinear(spec: InputSpec, option: str, consumer: str) -> None:
                          "the features would not match the model's")
 
 
-def prepare_folder(folder: Path, option: str, overwrite: bool, check_only: bool = False) -> Path:
-    """An empty output folder for a target: refused when it exists and holds anything, unless
-    ``overwrite`` (then emptied, after the export succeeded: not with ``check_only``)."""
+def check_folder(folder: Path, option: str, overwrite: bool) -> None:
+    """Refuse an output folder that is not a folder, or holds anything without ``overwrite``."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {folder}: exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{option} {folder}: exists and is not empty; pass --overwrite to replace its contents")
-        if not check_only:
-            shutil.rmtree(folder)
-    if not check_only:
-        with writing(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"{option} {folder}: exists and is not empty; pass --overwrite to replace its contents")
 
 
 @dataclass(frozen=True)

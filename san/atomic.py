@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,9 +77,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def staged_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder``; once the block succeeds it replaces
+    ``folder`` and whatever ``folder`` held.
+
+    A multi-file output (an IR and its weights, a model repository) is written into the
+    temporary folder, so a kill leaves the old output or none, never a mix: the old folder is
+    renamed aside, the new one renamed in, and the old one removed. What a kill leaves is named
+    like an atomic write's temporary, so :func:`remove_stale_temporaries` of ``folder`` finds it.
+    On error the temporary folder is removed and ``folder`` stays as it was. A ``folder`` that
+    is a symbolic link keeps it: the folder it points to is the one replaced.
+    """
+    folder = Path(folder)
+    folder = folder.resolve() if folder.is_symlink() else folder
+    with writing(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=_TMP_SUFFIX, dir=folder.parent))
+    try:
+        yield staging
+        with writing(folder):
+            os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the usual mode of a new folder
+            failpoint("atomic.folder_staged")
+            if folder.is_dir() and any(folder.iterdir()):
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=_TMP_SUFFIX, dir=folder.parent))
+                os.replace(folder, old)  # onto an empty folder: POSIX rename replaces it
+                failpoint("atomic.folder_moved_aside")
+                os.replace(staging, folder)
+                shutil.rmtree(old)
+            else:
+                os.replace(staging, folder)  # no folder, or an empty one
+            _fsync_dir(folder.parent)
+    finally:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete the temporaries that atomic writes of ``path`` killed before their rename left
-    beside it; the paths removed.
+    """Delete the temporaries (files, and folders of :func:`staged_folder`) that writes of
+    ``path`` killed before their rename left beside it; the paths removed.
 
     Only for a writer that holds ``path`` (:func:`san.output_lock.exclusive_output`): a concurrent
     atomic write of it would lose its temporary.
@@ -86,7 +123,10 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     path = Path(path)
     stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_SUFFIX}"))
     for tmp in stale:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     return stale
 
 

@@ -42,8 +42,7 @@ class Throwaway(FolderTarget[ThrowawayOptions]):
     def options_from(cls, args):
         return ThrowawayOptions(args.throwaway) if args.throwaway is not None else None
 
-    def write(self, job, options):
-        folder = self.prepare(job, options)
+    def write_into(self, job, options, folder):
         spec = job.meta.spec
         onnx = job.written["onnx"].main
         made = folder / "made.txt"

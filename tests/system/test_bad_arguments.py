@@ -404,6 +404,7 @@ def test_a_model_whose_external_data_stays_in_its_folder_runs_as_the_inline_one(
 #: Every command that writes an output, and the output it holds while it writes.
 WRITERS = [
     ("san-export", "--ckpt {ckpt} --out {new}.onnx", "{new}.onnx"),
+    ("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {new}-repo", "{new}-repo"),
     ("san-calibrate", "--onnx {onnx} --images {images} --out {new}.onnx", "{new}.onnx"),
     ("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {data} --out {new}.pt", "{new}.pt"),
     ("san-train", "--preset cpu-demo --dataset synthetic --root {data} --epochs 1 --out {new}", "{new}"),
