@@ -34,6 +34,7 @@ from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
 from san.error_reason import reason
 from san.hashing import file_sha256
+from san.limits import address_space_at_most, faiss_read_allowance
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
 from san.progress import progress_bar
@@ -317,10 +318,18 @@ class EmbeddingFolder:
                               f"query with --metric {saved['metric']}, or build again with --metric {metric}")
         metric = metric or (saved or {}).get("metric") or "l2"
         if saved and engine == "faiss" == saved["engine"]:
+            path = self.root / FAISS_INDEX
+            allowance = faiss_read_allowance(path.stat().st_size)
+            faiss = faiss_module()
             try:
-                index = faiss_module().read_index(str(self.root / FAISS_INDEX))
-            except (RuntimeError, MemoryError) as exc:  # a truncated, foreign or damaged file
-                raise SearchError(f"{self.root / FAISS_INDEX}: FAISS cannot read this index ({reason(exc)}); "
+                with address_space_at_most(allowance):  # FAISS allocates what the file declares, then reads
+                    index = faiss.read_index(str(path))
+            except MemoryError:
+                raise SearchError(f"{path}: asks for more than the {allowance / 2**30:.1f} GiB an index of "
+                                  f"{path.stat().st_size} bytes may take to read (declared sizes beyond its "
+                                  "content: damaged or forged); build it again with san-search build") from None
+            except RuntimeError as exc:  # a truncated, foreign or damaged file
+                raise SearchError(f"{path}: FAISS cannot read this index ({reason(exc)}); "
                                   "build it again with san-search build") from None
             if index.d != self.vectors.shape[1] or index.ntotal != len(self.vectors):
                 raise SearchError(f"{self.root / FAISS_INDEX}: holds {index.ntotal} vectors of dimension {index.d}, "

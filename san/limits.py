@@ -9,6 +9,11 @@ the field, the value and the limit (:func:`check_size`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 #: Contract height and width, in pixels. Re-ID crops are 256 x 128 (the paper) to 384 x 192;
 #: 2048 leaves 5x room, and one uint8 batch of 32 images at 2048 x 2048 is already 400 MB.
 MAX_IMAGE_SIDE = 2048
@@ -35,6 +40,17 @@ MAX_CHECKPOINT_BYTES = 4 * 2**30
 #: 100 KB for a SAN; read without torch by ``san-info``, so it is bounded on its own.
 MAX_CHECKPOINT_RECORD_BYTES = 64 * 2**20
 
+#: What reading a FAISS index may allocate beyond twice its file's size: the tables FAISS computes
+#: on read (an IVF-PQ's precomputed distance tables, an HNSW's search buffers) are tens of MB for
+#: the toolkit's index kinds. FAISS allocates each array a file declares before reading it, so a
+#: few KB can ask for terabytes; the bound is enforced while FAISS reads (:func:`address_space_at_most`).
+FAISS_READ_ALLOWANCE_BYTES = 2**30
+
+
+def faiss_read_allowance(file_bytes: int) -> int:
+    """The memory reading a FAISS index file of ``file_bytes`` may take."""
+    return 2 * file_bytes + FAISS_READ_ALLOWANCE_BYTES
+
 
 class LimitError(ValueError):
     """A size a file asks for is beyond its limit."""
@@ -49,3 +65,33 @@ def check_size(value: object, limit: int, field: str) -> int:
     if not 1 <= value <= limit:
         raise LimitError(f"{field} must lie in 1..{limit}, got {value}")
     return value
+
+
+@contextmanager
+def address_space_at_most(extra_bytes: int) -> Iterator[None]:
+    """Let this process's address space grow by at most ``extra_bytes`` while the block runs, so
+    that a native reader allocating what a file declares gets ``MemoryError`` (a failed
+    allocation) instead of the machine's memory.
+
+    Linux's ``RLIMIT_AS``, lowered for the block and restored after it: the block must be the
+    only thing allocating (no other thread at work). Elsewhere, or when the limit is already
+    tighter, nothing changes.
+    """
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        used = pages * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, IndexError):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = used + extra_bytes if hard == resource.RLIM_INFINITY else min(used + extra_bytes, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

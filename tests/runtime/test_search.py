@@ -358,3 +358,38 @@ def test_query_rerank_prints_the_reranked_list(folder: Path, capsys: pytest.Capt
     assert [p for p, _ in shown] == [emb.paths[r] for r in expected.rows[0]]
     assert main(["query", str(folder), "--rows", "3", "-k", "5", "--rerank", "--candidates", "4"]) == 2
     assert "--candidates 4 must be at least -k 5" in capsys.readouterr().err
+
+
+FORGED_QUERY = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))  # the machine stays safe whatever the code does
+from runtime.cli_search import main
+status = main(["query", sys.argv[1], "--rows", "0"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+sys.exit(status)
+"""
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("faiss"), reason="needs faiss-cpu")
+@pytest.mark.parametrize("claimed", [4 * 2**30, 16 * 2**30])
+def test_a_faiss_index_declaring_gigabytes_is_refused_before_they_are_allocated(claimed: int, tmp_path: Path) -> None:
+    """A flat index whose codes array declares ``claimed`` bytes in a file of a few hundred: FAISS
+    would allocate (and zero) them before finding the file short; refused in one line instead,
+    the process never larger than its import."""
+    import struct
+    import subprocess
+    import sys
+
+    vectors = clustered_vectors(10, dim=8)
+    root = vector_folder(tmp_path / "emb", vectors)
+    assert main(["build", str(root), "--index", "flat"]) == 0
+    data = bytearray((root / FAISS_INDEX).read_bytes())
+    codes_size = 4 + 4 + 8 + 8 + 8 + 1 + 4  # IxF2 header: fourcc, d, ntotal, two dummies, is_trained, metric
+    assert data[:4] == b"IxF2" and struct.unpack_from("<Q", data, codes_size)[0] == vectors.size
+    struct.pack_into("<Q", data, codes_size, claimed // 4)  # counted in floats
+    (root / FAISS_INDEX).write_bytes(data)
+    done = subprocess.run([sys.executable, "-c", FORGED_QUERY, str(root)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"san-search query: error: {root / FAISS_INDEX}: asks for more than the 1.0 GiB an "
+                                  f"index of {len(data)} bytes may take to read"), done.stderr
+    assert int(done.stdout.split()[-1]) < 2**30  # nothing of the claim was allocated
