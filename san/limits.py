@@ -24,6 +24,12 @@ MAX_EMBEDDING_DIM = 16384
 #: (2048 x 65536 floats) is already 512 MiB.
 MAX_HIDDEN_DIM = 65536
 
+#: An image's decoded pixels, in bytes (its pixel count times its mode's bytes per pixel: 1 for
+#: 8-bit grey, 2 for 16-bit grey, 3 for RGB). Re-ID crops are tens of KB and an 8K RGB camera frame
+#: (7680 x 4320) is 100 MB; Pillow's own guard counts pixels alone (89.5 M), which lets a 16-bit
+#: image take 179 MB before conversion, in each decode worker.
+MAX_DECODED_IMAGE_BYTES = 128 * 2**20
+
 #: One dataset read from CUHK03's MATLAB v7.3 release (HDF5): an image is 3 x ~300 x ~150 bytes
 #: and the cell arrays of references a few KB; a compressed dataset of a few KB can declare
 #: gigabytes, so its declared size is checked before it is read.

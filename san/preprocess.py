@@ -9,12 +9,14 @@ Policy for awkward files (each failure is an :class:`ImageDecodeError` with a re
   reading (a FIFO named ``x.jpg`` would otherwise block forever);
 - the format is sniffed from the content, never taken from the suffix;
 - images over Pillow's ``Image.MAX_IMAGE_PIXELS`` (its documented setting, read at call
-  time) are refused from the header, before any pixel is decoded; the check is explicit
-  rather than a ``warnings`` filter, which is not thread-safe;
+  time), or whose decoded pixels would exceed :data:`san.limits.MAX_DECODED_IMAGE_BYTES` at
+  their bit depth, are refused from the header, before any pixel is decoded; the check is
+  explicit rather than a ``warnings`` filter, which is not thread-safe;
 - truncated or corrupt pixel data is an error, never grey-filled;
 - EXIF orientation is applied; animations give their first frame;
-- 16-bit samples are scaled by 255/65535 (a dark 16-bit image stays dark); transparency
-  is composited over black; every mode ends as 8-bit RGB.
+- 16-bit samples are scaled by 255/65535 (a dark 16-bit image stays dark), a band of rows
+  at a time in integers (no float copy of the image); transparency is composited over black;
+  every mode ends as 8-bit RGB.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import os
 import stat
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
+from san.limits import MAX_DECODED_IMAGE_BYTES
 from san.spec import InputSpec
 
 _RESAMPLE = {
@@ -35,6 +38,7 @@ _RESAMPLE = {
 }
 _UNDECODABLE = "cannot decode image"
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_CONVERSION_PIXELS = 2**18  # 16-bit samples converted per band of rows
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -101,8 +105,14 @@ def decode_image(path: str | os.PathLike[str]) -> Image.Image:
             raise ImageDecodeError(path, reason) from exc
 
 
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """What an image of ``mode`` and this size takes once decoded: pixels x bands x sample bytes."""
+    described = ImageMode.getmode(mode)
+    return width * height * len(described.bands) * np.dtype(described.typestr.replace("b1", "u1")).itemsize
+
+
 def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:
-    """Refuse images over ``Image.MAX_IMAGE_PIXELS`` from the header alone."""
+    """Refuse images over ``Image.MAX_IMAGE_PIXELS`` or :data:`MAX_DECODED_IMAGE_BYTES` from the header alone."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = img.width * img.height
     if limit is not None and pixels > limit:
@@ -111,13 +121,33 @@ def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:
             f"image too large (decompression-bomb guard): {img.width}x{img.height} = {pixels} pixels "
             f"exceeds PIL.Image.MAX_IMAGE_PIXELS = {limit}",
         )
+    size = decoded_bytes(img.mode, img.width, img.height)
+    if size > MAX_DECODED_IMAGE_BYTES:
+        raise ImageDecodeError(
+            path,
+            f"image too large: {img.width}x{img.height} in mode {img.mode} decodes to {size} bytes, over the "
+            f"limit of {MAX_DECODED_IMAGE_BYTES} (san.limits.MAX_DECODED_IMAGE_BYTES); crop it first",
+        )
+
+
+def _sixteen_bit_to_grey8(img: Image.Image) -> Image.Image:
+    """16-bit grey -> 8-bit grey, ``round(x * 255 / 65535)`` (= ``(x + 128) // 257``: 65535 is
+    255 x 257, and x / 257 never ends in .5), a band of rows at a time."""
+    samples = np.asarray(img)
+    grey = np.empty(samples.shape, np.uint8)
+    step = max(1, _CONVERSION_PIXELS // max(1, samples.shape[1]))
+    for top in range(0, samples.shape[0], step):
+        band = np.clip(samples[top : top + step], 0, 65535).astype(np.uint32)
+        band += 128
+        band //= 257
+        grey[top : top + step] = band
+    return Image.frombuffer("L", img.size, grey, "raw", "L", 0, 1)  # shares ``grey``: no copy
 
 
 def _to_rgb8(img: Image.Image) -> Image.Image:
     """Convert any PIL mode (16-bit, palette, RGBA, CMYK, grey, bilevel) to 8-bit RGB."""
     if img.mode in _SIXTEEN_BIT_MODES:
-        scaled = np.rint(np.clip(np.asarray(img, dtype=np.float64), 0, 65535) * (255.0 / 65535.0))
-        img = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        img = _sixteen_bit_to_grey8(img)
     if "A" in img.getbands() or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)

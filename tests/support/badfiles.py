@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from san.limits import MAX_DECODED_IMAGE_BYTES
+
 RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
 #: Allowed per-channel difference at a probe (JPEG is lossy).
 PROBE_TOLERANCE = 24
@@ -170,6 +172,11 @@ def make_bad_files(root: Path) -> list[BadCase]:
         reason=f"{side}x{side} = {side * side} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS")
     add("image over twice the decompression-bomb limit", "bomb2x.png", _bomb(2 * limit)[0], "error",
         reason="decompression-bomb guard")
+    # -- under Pillow's pixel limit, over the toolkit's decoded-bytes limit at 16 bits per sample
+    side16 = math.isqrt(MAX_DECODED_IMAGE_BYTES // 2) + 1
+    add("16-bit grayscale PNG whose pixels decode to over the byte limit", "gray16_huge.png",
+        _png(side16, side16, 16, 0, (bytes(2 * side16) for _ in range(side16))), "error",
+        reason=f"image too large: {side16}x{side16} in mode I;16 decodes to {2 * side16 * side16} bytes")
     # -- orientation and animation
     add("EXIF orientation 6 (rotate 90 CW)", "exif6.jpg", _exif_rotated(6), "ok",
         size=(20, 40), probes=((10, 5, RED), (10, 35, BLUE)))
