@@ -171,7 +171,7 @@ def build(args: argparse.Namespace) -> int:
     what = record.get("factory", "numpy (exact)")
     recall = record["recall_at_10"]
     measured = (f"recall@10 {recall['value']:.4f} on {recall['queries']} stored rows ({recall['held_out']} outside "
-                f"the training sample)" if recall["queries"] else "exact")
+                f"the training sample)" if recall["queries"] else recall.get("note", "exact"))
     settings = ", ".join(f"{k} {v}" for k, v in record.get("search_parameters", {}).items())
     print(f"built {what} ({record['metric']}) over {record['rows']} rows in {record['build_seconds']:.1f} s: "
           f"{measured}{f' ({settings})' if settings else ''} -> {args.folder / 'search.json'}")

@@ -357,7 +357,7 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
 
     The training sample holds what FAISS asks per centroid (39..256 points, all rows when there
     are fewer than 256 per centroid); recall@10 is measured on ``recall_queries`` stored rows,
-    those outside the sample first, against exact search with the same metric.
+    those outside the sample first, against exact search with the same metric (none: not measured).
     """
     started = time.perf_counter()
     vectors, rows = folder.vectors, len(folder.vectors)
@@ -382,11 +382,13 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
         queries = min(recall_queries, rows)  # rows outside the training sample first, then training rows
         probe = np.sort(np.concatenate([order[len(train_rows):], order[: len(train_rows)]])[:queries])
         held_out = min(queries, rows - len(train_rows))
-        recall = recall_at_k(searcher, FaissSearcher.exact(vectors, spec.metric), np.asarray(vectors[probe]))
+        recall = {"value": None, "queries": 0, "note": "recall@10 not measured (0 queries asked)"}
+        if queries:
+            value = recall_at_k(searcher, FaissSearcher.exact(vectors, spec.metric), np.asarray(vectors[probe]))
+            recall = {"value": round(value, 4), "queries": int(queries), "held_out": int(held_out)}
         atomic_write(folder.root / FAISS_INDEX, lambda tmp: faiss_module().write_index(index, str(tmp)))
         record.update(engine="faiss", factory=factory, gpu=gpu, train_rows=int(len(train_rows)),
-                      search_parameters=searcher.parameters,
-                      recall_at_10={"value": round(recall, 4), "queries": int(queries), "held_out": int(held_out)})
+                      search_parameters=searcher.parameters, recall_at_10=recall)
     record.update(build_seconds=round(time.perf_counter() - started, 3),
                   embeddings_sha256=file_sha256(folder.root / EMBEDDINGS))
     atomic_write_json(folder.root / SEARCH_META, record)
