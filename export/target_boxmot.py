@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.targets import ExportJob, FolderTarget, Written
-from san.arguments import output_folder
+from san.arguments import CommandParser, output_folder
 from san.atomic import atomic_write_json
 from san.input_convention import InputConvention
 from san.spec import InputSpec
@@ -51,7 +51,7 @@ class BoxMOTTarget(FolderTarget[BoxMOTOptions]):
     option = "--boxmot"
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         group = parser.add_argument_group("BoxMOT trackers (BotSort, DeepOcSort, StrongSort, ...)")
         group.add_argument("--boxmot", type=output_folder, metavar="DIR", help="write the BoxMOT ReID model here")
 

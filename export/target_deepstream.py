@@ -46,7 +46,7 @@ from export.errors import ExportError
 from export.fp16_emulation import in_fp16_everywhere, rounding_session
 from export.targets import ExportJob, FolderTarget, Written
 from export.tensorrt_lint import parser_of, require_tensorrt_compatible
-from san.arguments import count, output_folder
+from san.arguments import CommandParser, count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.atomic import atomic_write, atomic_write_text
 from san.input_convention import InputConvention
@@ -198,7 +198,7 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
     option = "--deepstream"
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         group = parser.add_argument_group("DeepStream (tracker ReID or nvinfer secondary GIE)")
         group.add_argument("--deepstream", type=output_folder, metavar="DIR", help="write the DeepStream files here")
         group.add_argument("--deepstream-reid-type", default="reassoc", choices=sorted(REID_TYPES),
@@ -215,6 +215,8 @@ class DeepStreamTarget(FolderTarget[DeepStreamOptions]):
         group.add_argument("--deepstream-model-dir", type=PurePosixPath, metavar="DIR",
                            help="absolute path the folder will have on the DeepStream machine; the tracker config "
                            "names its model files there (default: where --deepstream writes it)")
+        parser.only_with("--deepstream", "--deepstream-reid-type", "--deepstream-batch", "--deepstream-precision",
+                         "--deepstream-version", "--deepstream-class-id", "--deepstream-model-dir")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> DeepStreamOptions | None:

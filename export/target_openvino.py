@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from export.targets import ExportJob, FolderTarget, Written
-from san.arguments import output_folder
+from san.arguments import CommandParser, output_folder
 from san.artifact import IR_SECTION, OUTPUT_NAME, read_metadata, read_model_contract
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,14 @@ class OpenVINOTarget(FolderTarget[OpenVINOOptions]):
     reads_int8 = True
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         group = parser.add_argument_group("OpenVINO IR (Intel CPU, GPU, NPU; `pip install '.[openvino]'`)")
         group.add_argument("--openvino", type=output_folder, metavar="DIR",
                            help="write OpenVINO IR here (with --int8 QDQ.onnx, the INT8 file too)")
         group.add_argument("--openvino-fp16-weights", action="store_true",
                            help="store weights in fp16 (half the size); the arithmetic is still what the runtime "
                            "is told: f32 unless san-embed, san-search or san-parity get --precision bf16|fp16")
+        parser.only_with("--openvino", "--openvino-fp16-weights")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> OpenVINOOptions | None:

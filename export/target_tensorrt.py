@@ -12,7 +12,7 @@ from pathlib import Path
 from export.errors import TargetUnavailable
 from export.targets import ExportJob, ExportTarget, Written
 from export.tensorrt_build import BatchProfile
-from san.arguments import count, output_file
+from san.arguments import CommandParser, count, output_file
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
     reads_int8 = True
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         trt = parser.add_argument_group(
             "TensorRT (needs an NVIDIA GPU and `pip install -e '.[gpu-cu12]'` or '.[gpu-cu13]')")
         trt.add_argument("--trt", action="store_true", help="also build a TensorRT engine (INT8 with --int8)")
@@ -57,17 +57,15 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
         trt.add_argument("--tf32", action="store_true",
                          help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
                          "the sidecar then says precision tf32, judged like fp16 by san-parity)")
+        parser.only_with("--trt", "--fp16", "--engine", "--min-batch", "--opt-batch", "--max-batch", "--workspace-mb",
+                         "--timing-cache", "--trt-version-compatible", "--tf32")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> TensorRTOptions | None:
-        # checked whether --trt is given or not: a bad profile is a mistake either way
         if args.fp16 and args.int8 is not None:
             raise ValueError(f"--fp16 and --int8 {args.int8}: an engine has one precision; give one of them")
         options = TensorRTOptions(args.engine, args.fp16, BatchProfile(args.min_batch, args.opt_batch, args.max_batch),
                                   args.workspace_mb, args.timing_cache, args.trt_version_compatible, args.tf32)
-        if not args.trt and args.trt_version_compatible:
-            raise ValueError("--trt-version-compatible / --triton-trt-version-compatible builds the engine: "
-                             "it needs --trt")
         return options if args.trt else None
 
     @classmethod

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from export.target_tensorrt import TensorRTOptions, TensorRTTarget
 from export.targets import ExportJob, FolderTarget, SharedOptions, Written
-from san.arguments import count, output_folder
+from san.arguments import CommandParser, count, output_folder
 from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
 from san.atomic import atomic_write_text
 from san.input_convention import InputConvention
@@ -161,7 +161,7 @@ class TritonTarget(FolderTarget[TritonOptions]):
     after = ("onnx", "tensorrt")
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         group = parser.add_argument_group("Triton model repository")
         group.add_argument("--triton", type=output_folder, metavar="REPO", help="write a Triton model repository here")
         group.add_argument("--triton-name", default="san", help="model name (default san; the plan is NAME_trt)")
@@ -173,6 +173,8 @@ class TritonTarget(FolderTarget[TritonOptions]):
         group.add_argument("--triton-kind", default="auto", help="instance kind: auto (default), cpu or gpu")
         group.add_argument("--triton-ort-tensorrt", default="off",
                            help="onnxruntime's TensorRT accelerator for the ONNX model: off (default), fp32, fp16")
+        parser.only_with("--triton", "--triton-name", "--triton-max-batch", "--triton-delay-us", "--triton-instances",
+                         "--triton-kind", "--triton-ort-tensorrt")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> TritonOptions | None:

@@ -27,6 +27,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
+from san.arguments import CommandParser
 from san.artifact import CHECKPOINT_SHA_KEY
 from san.atomic import staged_folder
 from san.input_convention import InputConvention
@@ -119,7 +120,7 @@ class ExportTarget(ABC, Generic[Options]):
     reads_int8: ClassVar[bool] = False
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: CommandParser) -> None:
         """Add this target's options to ``san-export``'s parser."""
 
     @classmethod

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
     add_overwrite_argument(parser, "earlier output in --out")
     add_progress_argument(parser)
+    parser.only_with("--ray", "--ray-actors")
+    parser.never_with("--resume", "--overwrite", "--resume continues the run in --out, --overwrite starts it again")
     return parser
 
 

@@ -336,6 +336,10 @@ class EmbeddingFolder:
                                   f"{EMBEDDINGS} {len(self.vectors)} of {self.vectors.shape[1]}; build it again")
             params = saved.get("search_parameters", {})
             return FaissSearcher(index, metric, nprobe or params.get("nprobe"), ef_search or params.get("efSearch"))
+        if nprobe or ef_search:
+            raise SearchError(f"--nprobe and --ef-search tune a saved FAISS index, and this search is exact ({engine} "
+                              f"over {self.root / EMBEDDINGS}); build one with san-search build --index ivf or hnsw, "
+                              "or leave them out")
         return make_searcher(self.vectors, engine, metric)
 
     def saved_index(self) -> dict[str, Any] | None:

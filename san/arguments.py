@@ -28,7 +28,37 @@ class BadArguments(SystemExit):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """``argparse`` with one-line errors: ``prog: error: message`` (``--help`` shows the usage)."""
+    """``argparse`` with one-line errors: ``prog: error: message`` (``--help`` shows the usage),
+    and options that only mean something beside another one (:meth:`only_with`) or never beside
+    it (:meth:`never_with`) refused instead of silently ignored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._needs: list[tuple[str, str]] = []
+        self._excludes: list[tuple[str, str, str]] = []
+
+    def only_with(self, needs: str, *options: str) -> None:
+        """Refuse each of ``options``, given a value other than its default, without ``needs``."""
+        self._needs += [(option, needs) for option in options]
+
+    def never_with(self, option: str, other: str, why: str) -> None:
+        """Refuse ``option`` and ``other`` given together; ``why`` says what each does."""
+        self._excludes.append((option, other, why))
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for option, needs in self._needs:
+            if self._given(parsed, option) and not self._given(parsed, needs):
+                self.error(f"{option} only applies with {needs}; give {needs}, or leave {option} out")
+        for option, other, why in self._excludes:
+            if self._given(parsed, option) and self._given(parsed, other):
+                self.error(f"{option} and {other} contradict each other: {why}; give one of them")
+        return parsed, extras
+
+    def _given(self, parsed: argparse.Namespace, option: str) -> bool:
+        action = self._option_string_actions[option]
+        value = getattr(parsed, action.dest, action.default)
+        return value is not None and value is not False and value != action.default
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)

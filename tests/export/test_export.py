@@ -266,7 +266,7 @@ def test_cli_reports_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     torch.save({"not": "a SAN checkpoint"}, tmp_path / "plain.pt")
     assert san_export(["--ckpt", str(tmp_path / "plain.pt")]) == 2
     assert "not a SAN checkpoint" in capsys.readouterr().err
-    assert san_export(["--ckpt", str(tmp_path / "plain.pt"), "--min-batch", "8", "--max-batch", "4"]) == 2
+    assert san_export(["--ckpt", str(tmp_path / "plain.pt"), "--trt", "--min-batch", "8", "--max-batch", "4"]) == 2
     assert "min <= opt <= max" in capsys.readouterr().err
 
 

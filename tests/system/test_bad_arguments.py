@@ -104,6 +104,11 @@ CASES = [
     case("san-eval", "--ckpt {ckpt} --chunk 0", "--chunk"),
     case("san-eval", "--ckpt {ckpt} --cmc-png {dir}", "--cmc-png"),
     # san-export
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --fp16", "--fp16 only applies with --trt"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --max-batch 64", "--max-batch only applies with --trt"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton-name x", "--triton-name only applies with --triton"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --deepstream-batch 4", "--deepstream-batch only applies with"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --openvino-fp16-weights", "--openvino-fp16-weights only"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --input normalized --input-mean 0.4,0.4,0.4", "--input-std"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --input normalized --input-mean nan,0.4,0.4 "
          "--input-std 1,1,1", "--input-mean"),
@@ -120,7 +125,7 @@ CASES = [
     case("san-export", "--ckpt {ckpt} --out {onnx} --input float", "--out {onnx}"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --triton {text}", "{text} is a file"),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --opset 12", "--opset"),
-    case("san-export", "--ckpt {ckpt} --out {new}.onnx --min-batch 4 --max-batch 2", "--min-batch 4, --opt-batch 32"),
+    case("san-export", "--ckpt {ckpt} --out {new}.onnx --trt --min-batch 4 --max-batch 2", "--min-batch 4, --opt-batch 32"),
     case("san-export", "--ckpt {ckpt} --out {ro}/model.onnx", "read-only", read_only=True),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx", f"{{new}}.onnx: {FULL}", disk_full=True),
     case("san-export", "--ckpt {ckpt} --out {new}.onnx --boxmot {new}-boxmot", f"{{new}}.onnx: {FULL}",
@@ -145,6 +150,9 @@ CASES = [
          "--out {text}: exists; pass --overwrite"),
     case("san-calibrate", "threshold --ckpt {ckpt} --dataset synthetic --root {missing} --out {new}.pt", "--root"),
     # san-embed and san-embed merge
+    case("san-embed", "{images} --model {onnx} --out {new} --ray-actors 2", "--ray-actors only applies with --ray"),
+    case("san-embed", "{images} --model {onnx} --out {new} --resume --overwrite",
+         "--resume and --overwrite contradict each other"),
     case("san-embed", "{images} --model {missing}.engine", "{missing}.engine: model file not found"),
     case("san-embed", "{images} --model {onnx} --batch-size 0", "--batch-size"),
     case("san-embed", "{images} --model {onnx} --workers -1", "--workers"),
@@ -208,6 +216,7 @@ CASES = [
          "{hugeprogress}/progress.json: records 0 rows and 1000000000000 index bytes"),
     case("san-search", "query {indexed} --rows 0", "{indexed}/faiss.index: FAISS cannot read this index (Error: 'ret"),
     case("san-search", "query {emb} --rows 0 --ef-search -3", "--ef-search"),
+    case("san-search", "query {emb} --rows 0 --engine numpy --nprobe 4", "--nprobe and --ef-search tune a saved FAISS"),
     case("san-search", "query {emb} --rows 0 -k 0", "-k"),
     case("san-search", "query {images} --rows 0", "{images}: not san-embed output (no meta.json); give the --out"),
     case("san-search", "query {emb} --images {missing}.jpg --model {onnx}", "{missing}.jpg: file not found"),
