@@ -31,7 +31,7 @@ from onnx.external_data_helper import load_external_data_for_model
 from san.confinement import check_external_data, check_ir_weights
 from san.error_reason import reason
 from san.input_convention import InputConvention
-from san.limits import MAX_CHECKPOINT_RECORD_BYTES
+from san.limits import exceeds
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
 INPUT_NAME = "images"
@@ -342,9 +342,8 @@ def read_checkpoint_header(path: str | Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
             size = archive.getinfo(name).file_size
-            if size > MAX_CHECKPOINT_RECORD_BYTES:
-                raise ValueError(f"{path}: refused: its record {name} declares {size} bytes, more than the "
-                                 f"{MAX_CHECKPOINT_RECORD_BYTES} a checkpoint's may (san.limits.MAX_CHECKPOINT_RECORD_BYTES)")
+            if over := exceeds(size, "MAX_CHECKPOINT_RECORD_BYTES"):
+                raise ValueError(f"{path}: refused: its record {name} declares {size} bytes, {over}")
             with archive.open(name) as fh:
                 payload = _HeaderUnpickler(fh).load()
     except FileNotFoundError:

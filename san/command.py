@@ -20,6 +20,7 @@ from tqdm import tqdm
 from san.arguments import BadArguments
 from san.atomic import DestinationError
 from san.extras import missing_extra
+from san.limits import LimitError, check_overrides
 
 #: The toolkit's top-level packages: their loggers are what a command shows.
 PACKAGES = ("san", "export", "calibration", "runtime")
@@ -72,14 +73,18 @@ def show_library_messages() -> None:
 
 def command(prog: str) -> Callable[[Main], Main]:
     """Decorate a command's ``main``: show library messages, and end with exit 2 and one line
-    on stderr on bad arguments, a destination that cannot be written (full, read-only), or when
-    an optional dependency is missing."""
+    on stderr on bad arguments, a limit variable that is not one (``SAN_MAX_*``), a destination
+    that cannot be written (full, read-only), or when an optional dependency is missing."""
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
             show_library_messages()
             try:
+                check_overrides()  # a SAN_MAX_* variable that would fail in the middle of the work
                 return main(argv)
+            except LimitError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                return 2
             except BadArguments:  # the parser has said what was wrong, in one line
                 return 2
             except DestinationError as exc:  # raised where the write failed; what was written before stays

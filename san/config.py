@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from san.limits import MAX_HIDDEN_DIM, LimitError, check_size
+from san.limits import LimitError, check_size
 from san.spec import InputSpec
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -64,7 +64,7 @@ class ModelConfig:
         if not 0.0 < self.threshold_lambda < 1.0:
             problems.append(f"threshold_lambda must lie in (0, 1), got {self.threshold_lambda}")
         try:
-            check_size(self.hidden_dim, MAX_HIDDEN_DIM, "hidden_dim")
+            check_size(self.hidden_dim, "MAX_HIDDEN_DIM", "hidden_dim")
         except LimitError as exc:
             problems.append(str(exc))
         if self.context_stages and (self.spec.height % 32 or self.spec.width % 32):

@@ -5,6 +5,11 @@ A contract, a checkpoint's model config or a resume file is a few bytes that can
 terabytes. Each limit below is far above what a real re-ID model or run uses and far below
 what would exhaust a machine; a file beyond one is refused in one line that names the file,
 the field, the value and the limit (:func:`check_size`).
+
+A user who needs more (a larger model's checkpoint, larger frames) raises a limit with the
+environment variable named like it, ``SAN_MAX_CHECKPOINT_BYTES=8589934592``: code reads each
+limit through :func:`limit`, and every command checks the variables before it starts
+(:func:`check_overrides`).
 """
 
 from __future__ import annotations
@@ -62,15 +67,54 @@ class LimitError(ValueError):
     """A size a file asks for is beyond its limit."""
 
 
-def check_size(value: object, limit: int, field: str) -> int:
-    """``value`` when it is an integer in 1..``limit``; else :class:`LimitError` naming ``field``.
+#: The limits a variable ``SAN_<name>`` may override.
+OVERRIDABLE = ("MAX_IMAGE_SIDE", "MAX_EMBEDDING_DIM", "MAX_HIDDEN_DIM", "MAX_DECODED_IMAGE_BYTES",
+               "MAX_MAT_DATASET_BYTES", "MAX_MAT_VARIABLE_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_CHECKPOINT_RECORD_BYTES")
+
+
+def limit(name: str) -> int:
+    """The limit ``name`` (one of :data:`OVERRIDABLE`): the variable ``SAN_<name>`` when set, else
+    the constant; :class:`LimitError` for a variable that is not a whole number >= 1."""
+    text = os.environ.get(f"SAN_{name}")
+    if text is None:
+        return int(globals()[name])
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LimitError(f"SAN_{name}={text!r}: expected a whole number >= 1 (default {globals()[name]})")
+    return value
+
+
+def check_overrides() -> None:
+    """Raise :class:`LimitError` for the first ``SAN_MAX_*`` variable that is not a limit of
+    :data:`OVERRIDABLE` or not a whole number >= 1."""
+    for variable in sorted(v for v in os.environ if v.startswith("SAN_MAX_")):
+        if variable[len("SAN_"):] not in OVERRIDABLE:
+            raise LimitError(f"{variable}: not a limit; the limits are {', '.join(f'SAN_{n}' for n in OVERRIDABLE)}")
+        limit(variable[len("SAN_"):])
+
+
+def check_size(value: object, bound: str, field: str) -> int:
+    """``value`` when it is an integer in 1..``limit(bound)``; else :class:`LimitError` naming
+    ``field`` (and, beyond the limit, the limit and its variable).
 
     Booleans are not integers here (JSON ``true`` is not a size)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise LimitError(f"{field} must be an integer, got {value!r}")
-    if not 1 <= value <= limit:
-        raise LimitError(f"{field} must lie in 1..{limit}, got {value}")
+    if value < 1:
+        raise LimitError(f"{field} must be at least 1, got {value}")
+    if over := exceeds(value, bound):
+        raise LimitError(f"{field} {value} is {over}")
     return value
+
+
+def exceeds(size: int, bound: str) -> str:
+    """Empty when ``size`` is within ``limit(bound)``; else the words that say it is not, naming
+    the limit and how to raise it."""
+    largest = limit(bound)
+    return f"over the limit of {largest} (san.limits.{bound}; SAN_{bound} raises it)" if size > largest else ""
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import stat
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
-from san.limits import MAX_DECODED_IMAGE_BYTES
+from san.limits import exceeds
 from san.spec import InputSpec
 
 _RESAMPLE = {
@@ -112,7 +112,8 @@ def decoded_bytes(mode: str, width: int, height: int) -> int:
 
 
 def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:
-    """Refuse images over ``Image.MAX_IMAGE_PIXELS`` or :data:`MAX_DECODED_IMAGE_BYTES` from the header alone."""
+    """Refuse images over ``Image.MAX_IMAGE_PIXELS`` or :data:`san.limits.MAX_DECODED_IMAGE_BYTES`
+    from the header alone."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = img.width * img.height
     if limit is not None and pixels > limit:
@@ -122,12 +123,9 @@ def _check_pixels(path: str | os.PathLike[str], img: Image.Image) -> None:
             f"exceeds PIL.Image.MAX_IMAGE_PIXELS = {limit}",
         )
     size = decoded_bytes(img.mode, img.width, img.height)
-    if size > MAX_DECODED_IMAGE_BYTES:
-        raise ImageDecodeError(
-            path,
-            f"image too large: {img.width}x{img.height} in mode {img.mode} decodes to {size} bytes, over the "
-            f"limit of {MAX_DECODED_IMAGE_BYTES} (san.limits.MAX_DECODED_IMAGE_BYTES); crop it first",
-        )
+    if over := exceeds(size, "MAX_DECODED_IMAGE_BYTES"):
+        raise ImageDecodeError(path, f"image too large: {img.width}x{img.height} in mode {img.mode} decodes to "
+                               f"{size} bytes, {over}")
 
 
 def _sixteen_bit_to_grey8(img: Image.Image) -> Image.Image:

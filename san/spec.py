@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from san.limits import MAX_EMBEDDING_DIM, MAX_IMAGE_SIDE, LimitError, check_size
+from san.limits import LimitError, check_size
 
 #: Key under which the contract is stored in ONNX ``metadata_props`` and engine sidecars.
 METADATA_KEY = "san.input_spec"
@@ -55,9 +55,9 @@ class InputSpec:
     def __post_init__(self) -> None:
         # Accept lists (from JSON) but store tuples so the spec stays hashable.
         problems = []
-        for name, limit in (("height", MAX_IMAGE_SIDE), ("width", MAX_IMAGE_SIDE), ("embedding_dim", MAX_EMBEDDING_DIM)):
+        for name, bound in (("height", "MAX_IMAGE_SIDE"), ("width", "MAX_IMAGE_SIDE"), ("embedding_dim", "MAX_EMBEDDING_DIM")):
             try:  # sizes are checked, types first, before anything is allocated for them
-                check_size(getattr(self, name), limit, name)
+                check_size(getattr(self, name), bound, name)
             except LimitError as exc:
                 problems.append(str(exc))
         numbers = (*self.mean, *self.std) if _sequence(self.mean) and _sequence(self.std) else ()

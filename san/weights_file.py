@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from san.limits import MAX_CHECKPOINT_BYTES, LimitError
+from san.limits import LimitError, exceeds
 
 
 def load_weights_only(path: str | Path) -> Any:
@@ -21,9 +21,8 @@ def load_weights_only(path: str | Path) -> Any:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             declared = sum(entry.file_size for entry in archive.infolist())
-        if declared > MAX_CHECKPOINT_BYTES:
-            raise LimitError(f"declares {declared} bytes unpacked, more than the {MAX_CHECKPOINT_BYTES} a checkpoint "
-                             "may (san.limits.MAX_CHECKPOINT_BYTES)")
+        if over := exceeds(declared, "MAX_CHECKPOINT_BYTES"):
+            raise LimitError(f"declares {declared} bytes unpacked, {over}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -33,7 +33,7 @@ from PIL import Image
 
 from san.data.layout import locate, relabel, report
 from san.data.records import ImageRecord, ReidDataset
-from san.limits import MAX_MAT_DATASET_BYTES, MAX_MAT_VARIABLE_BYTES
+from san.limits import exceeds, limit
 
 VARIANTS = ("labeled", "detected")
 PROTOCOLS = ("classic", "new")
@@ -93,13 +93,12 @@ def _open_mat(root: Path, key: str) -> h5py.File:
 
 
 def _read(mat: h5py.File, key: str | h5py.Reference, where: str) -> np.ndarray:
-    """The dataset ``key`` of ``mat``, read only when its size is within :data:`MAX_MAT_DATASET_BYTES`
-    (a compressed dataset of a few KB can declare gigabytes)."""
+    """The dataset ``key`` of ``mat``, read only when its size is within
+    :data:`san.limits.MAX_MAT_DATASET_BYTES` (a compressed dataset of a few KB can declare gigabytes)."""
     dataset = mat[key]
     size = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
-    if size > MAX_MAT_DATASET_BYTES:
-        raise ValueError(f"{where}: dataset {dataset.name} of shape {dataset.shape} holds {size} bytes, more than "
-                         f"the {MAX_MAT_DATASET_BYTES} a CUHK03 cell may (san.limits.MAX_MAT_DATASET_BYTES)")
+    if over := exceeds(size, "MAX_MAT_DATASET_BYTES"):
+        raise ValueError(f"{where}: dataset {dataset.name} of shape {dataset.shape} holds {size} bytes, {over}")
     return dataset[()]
 
 
@@ -217,9 +216,8 @@ _MX_CELL, _MX_CHAR, _MX_NUMERIC = 1, 4, range(6, 16)
 
 def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
     """The variables named in ``keys`` of a MATLAB v5 MAT-file (what ``scipy.io.loadmat`` reads)."""
-    if path.stat().st_size > MAX_MAT_VARIABLE_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_MAT_VARIABLE_BYTES} a CUHK03 "
-                         "protocol file may (san.limits.MAX_MAT_VARIABLE_BYTES)")
+    if over := exceeds(path.stat().st_size, "MAX_MAT_VARIABLE_BYTES"):
+        raise ValueError(f"{path}: a protocol file of {path.stat().st_size} bytes, {over}")
     data = path.read_bytes()
     endian = {b"IM": "<", b"MI": ">"}.get(data[126:128])
     if endian is None or struct.unpack_from(endian + "H", data, 124)[0] != 0x0100:
@@ -235,15 +233,15 @@ def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
 
 
 def _inflate(payload: bytes, path: Path) -> bytes:
-    """A compressed element's bytes, decompressed no further than :data:`MAX_MAT_VARIABLE_BYTES`."""
+    """A compressed element's bytes, decompressed no further than :data:`san.limits.MAX_MAT_VARIABLE_BYTES`."""
     inflater = zlib.decompressobj()
+    largest = limit("MAX_MAT_VARIABLE_BYTES")
     try:
-        data = inflater.decompress(payload, MAX_MAT_VARIABLE_BYTES + 1)
+        data = inflater.decompress(payload, largest + 1)
     except zlib.error as exc:
         raise ValueError(f"{path}: a compressed variable is damaged ({exc})") from None
-    if len(data) > MAX_MAT_VARIABLE_BYTES:
-        raise ValueError(f"{path}: a compressed variable expands beyond the {MAX_MAT_VARIABLE_BYTES} bytes a CUHK03 "
-                         "protocol variable may (san.limits.MAX_MAT_VARIABLE_BYTES)")
+    if over := exceeds(len(data), "MAX_MAT_VARIABLE_BYTES"):
+        raise ValueError(f"{path}: a compressed variable expands beyond {largest} bytes, {over}")
     return data
 
 

@@ -147,10 +147,9 @@ def test_a_zip_that_declares_more_than_a_checkpoint_may_is_refused_before_unpack
     lowered to 128 MiB, so that the bomb is made in a second)."""
     import zipfile
 
-    import san.weights_file
     from san.artifact import read_checkpoint_header
 
-    monkeypatch.setattr(san.weights_file, "MAX_CHECKPOINT_BYTES", 2**27)
+    monkeypatch.setenv("SAN_MAX_CHECKPOINT_BYTES", str(2**27))
 
     bomb = tmp_path / "bomb.pt"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -160,18 +159,17 @@ def test_a_zip_that_declares_more_than_a_checkpoint_may_is_refused_before_unpack
             for _ in range(4 * 2**27 // len(zeros)):
                 entry.write(zeros)
     assert bomb.stat().st_size < 2**20
-    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: it declares 5368\d+ bytes unpacked, more than the "
-                                              r"134217728"):
+    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: it declares 5368\d+ bytes unpacked, over the limit "
+                                              r"of 134217728 \(san.limits.MAX_CHECKPOINT_BYTES; SAN_MAX_CHECKPOINT_BYTES"):
         load_checkpoint(bomb)
     assert read_checkpoint_header(bomb)["format"] == "san-checkpoint"  # its record alone is small
 
 
 def test_a_checkpoint_record_larger_than_the_limit_is_refused_without_torch(model, tmp_path, monkeypatch) -> None:
-    import san.artifact
     from san.artifact import read_checkpoint_header
 
     save_checkpoint(tmp_path / "model.pt", model)
-    monkeypatch.setattr(san.artifact, "MAX_CHECKPOINT_RECORD_BYTES", 100)
-    with pytest.raises(ValueError, match=r"model.pt: refused: its record \S+/data.pkl declares \d+ bytes, more than "
-                                         r"the 100"):
+    monkeypatch.setenv("SAN_MAX_CHECKPOINT_RECORD_BYTES", "100")
+    with pytest.raises(ValueError, match=r"model.pt: refused: its record \S+/data.pkl declares \d+ bytes, over the "
+                                         r"limit of 100 "):
         read_checkpoint_header(tmp_path / "model.pt")

@@ -159,9 +159,9 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --chunk-size 0", "--chunk-size"),
     case("san-embed", "{images} --model {text}", "{text}: not a readable model file"),
     # sizes a file asks for, refused before anything is allocated for them
-    case("san-embed", "{images} --model {huge_contract} --out {new}", "height must lie in 1..2048, got 1000000"),
+    case("san-embed", "{images} --model {huge_contract} --out {new}", "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE"),
     case("san-embed", "{images} --model {text_contract} --out {new}", "width must be an integer, got '128'"),
-    case("san-info", "{huge_head}", "hidden_dim must lie in 1..65536, got 1000000"),
+    case("san-info", "{huge_head}", "hidden_dim 1000000 is over the limit of 65536 (san.limits.MAX_HIDDEN_DIM"),
     # a model that names files outside its own folder (its weights: a copy of the real ones)
     case("san-embed", "{images} --model {up}/model.onnx --out {new}",
          "{up}/model.onnx: refused: the external data of tensor"),
