@@ -169,7 +169,7 @@ def _columns(run: SplitEmbeddings, part: slice) -> SplitEmbeddings:
     def take(e: Embedded) -> Embedded:
         return Embedded(e.features[:, part], e.records, e.failures, e.seconds)
 
-    return SplitEmbeddings(run.dataset, take(run.query), take(run.gallery))
+    return SplitEmbeddings(run.dataset, take(run.query), take(run.gallery), run.single_shot)
 
 
 def build_report(

@@ -127,7 +127,6 @@ def evaluate_model(
     model: nn.Module,
     dataset: ReidDataset,
     tta: str = "none",
-    single_shot: bool = False,
     batch_size: int = 128,
     workers: int | None = None,
     max_rank: int = 50,
@@ -136,16 +135,14 @@ def evaluate_model(
     seed: int = 0,
     rerank: RerankParams | None = None,
 ) -> EvalReport:
-    """Embed query and gallery of ``dataset`` with ``model`` and score the ranking.
-
-    ``single_shot``: CUHK03 classic protocol (one gallery image per id, from the other
-    camera, averaged over 20 seeded draws); otherwise the Market-1501 protocol with
-    distances computed ``chunk`` queries at a time, so a 20k x 20k evaluation fits in memory.
+    """Embed query and gallery of ``dataset`` with ``model`` and score the ranking under the data
+    set's protocol (:attr:`ReidDataset.single_shot`; Market-1501's computes distances ``chunk``
+    queries at a time, so a 20k x 20k evaluation fits in memory).
     """
     run = embed_split(ModelEmbedder(model), dataset, tta=tta, batch_size=batch_size, workers=workers,
                       progress=progress)
-    retrieval = score(run, max_rank=max_rank, single_shot=single_shot, seed=seed, chunk=chunk, rerank=rerank)
-    protocol = "cuhk03 single-shot x20" if single_shot else "market1501"
+    retrieval = score(run, max_rank=max_rank, seed=seed, chunk=chunk, rerank=rerank)
+    protocol = dataset.protocol
     if rerank is not None:
         protocol += f", k-reciprocal re-ranking (k1 {rerank.k1}, k2 {rerank.k2}, lambda {rerank.lam:g})"
     return EvalReport(dataset.name, protocol, tta, retrieval,
@@ -173,11 +170,6 @@ def save_cmc_png(report: EvalReport, path: str | Path) -> None:
 
 
 
-def is_single_shot(dataset: str, options: dict[str, Any]) -> bool:
-    """CUHK03 under its classic protocol is scored single-shot (paper IV-A)."""
-    return dataset == "cuhk03" and options.get("protocol", "classic") == "classic"
-
-
 def evaluate_checkpoint(
     ckpt: str | Path,
     dataset: str | None = None,
@@ -197,5 +189,5 @@ def evaluate_checkpoint(
     name, root, options = dataset_for_checkpoint(ckpt, dataset, root, options)
     data = load_dataset(name, root, verbose=verbose, **options)
     model, _ = load_checkpoint(ckpt, map_location=device)
-    return evaluate_model(model, data, tta, is_single_shot(name, options), batch_size, workers,
+    return evaluate_model(model, data, tta, batch_size, workers,
                           chunk=chunk, progress=verbose, rerank=rerank)

@@ -127,6 +127,7 @@ class SplitEmbeddings:
     dataset: str
     query: Embedded
     gallery: Embedded
+    single_shot: bool = False  # the data set's scoring protocol (ReidDataset.single_shot)
 
     @property
     def labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +154,7 @@ def embed_split(embedder: Embedder, dataset: ReidDataset, *, tta: str = "none", 
                             progress=progress, desc="gallery")
     if not query.records or not gallery.records:
         raise ValueError(f"{dataset.name}: no readable query or gallery image")
-    return SplitEmbeddings(dataset.name, query, gallery)
+    return SplitEmbeddings(dataset.name, query, gallery, dataset.single_shot)
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,12 @@ class Retrieval:
                 "cmc_percent": [100 * float(v) for v in self.cmc]}
 
 
-def score(run: SplitEmbeddings, *, max_rank: int = 50, single_shot: bool = False, seed: int = 0,
-          chunk: int = 1024, rerank: RerankParams | None = None) -> Retrieval:
-    """CMC/mAP of ``run`` by Euclidean distance: Market-1501 protocol, ``chunk`` queries at a
-    time; or CUHK03 classic single-shot (``single_shot``, 20 seeded gallery draws). ``rerank``
-    ranks by k-reciprocal re-ranked distances instead (:mod:`san.rerank`, dense)."""
-    q, g = run.query.features, run.gallery.features
+def score(run: SplitEmbeddings, *, max_rank: int = 50, seed: int = 0, chunk: int = 1024,
+          rerank: RerankParams | None = None) -> Retrieval:
+    """CMC/mAP of ``run`` by Euclidean distance under its data set's protocol: Market-1501's,
+    ``chunk`` queries at a time, or CUHK03 classic single-shot (20 gallery draws seeded by
+    ``seed``). ``rerank`` ranks by k-reciprocal re-ranked distances instead (:mod:`san.rerank`, dense)."""
+    q, g, single_shot = run.query.features, run.gallery.features, run.single_shot
     if rerank is None and not single_shot:
         result = evaluate_embeddings(q, g, *run.labels, max_rank=max_rank, chunk=chunk)
     else:

@@ -163,6 +163,7 @@ def _classic(root: Path, image_dir: Path, variant: str, split: int, num_val: int
         test,
         test,
         extra={"val": records(rest[len(rest) - num_val :])},
+        single_shot=True,
     )
 
 

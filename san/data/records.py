@@ -19,7 +19,10 @@ class ReidDataset:
     """Train/query/gallery splits of one data set.
 
     Training pids are relabelled to 0..N-1; query and gallery keep the original pids
-    (distractors, pid 0 in Market-1501, stay in the gallery).
+    (distractors, pid 0 in Market-1501, stay in the gallery). ``single_shot`` is the scoring
+    protocol the data set asks for, and every scorer follows it: CUHK03's classic protocol
+    (one gallery image per id, from the other camera, 20 seeded draws; paper IV-A), else
+    Market-1501's (every gallery image, same-camera matches of the query's id left out).
     """
 
     name: str
@@ -27,6 +30,12 @@ class ReidDataset:
     query: tuple[ImageRecord, ...]
     gallery: tuple[ImageRecord, ...]
     extra: dict = field(default_factory=dict, compare=False)
+    single_shot: bool = False
+
+    @property
+    def protocol(self) -> str:
+        """The scoring protocol's name, for reports."""
+        return "cuhk03 single-shot x20" if self.single_shot else "market1501"
 
     def summary(self) -> str:
         """A small table: ids, images and cameras per split."""

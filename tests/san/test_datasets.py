@@ -264,7 +264,7 @@ def test_cuhk03_classic_protocol(tmp_path: Path, capsys) -> None:
     # identities in (pair, person) order get pids 1..7; split 0 tests (1,1) -> 1 and (2,1) -> 5
     # non-test (1,2) (1,3) (1,4) (2,2) (2,3): the last two are val, the first three train
     assert pids(data.query) == pids(data.gallery) == [1, 5]
-    assert data.query == data.gallery and len(data.query) == 6
+    assert data.query == data.gallery and len(data.query) == 6 and data.single_shot
     assert {r.camid for r in data.query} == {0, 1}
     assert pids(data.extra["val"]) == [6, 7] and len(data.extra["val"]) == 6
     assert pids(data.train) == [0, 1, 2] and len(data.train) == 3 + 3 + 4  # (1,2) has 4 images
@@ -315,6 +315,7 @@ def test_cuhk03_new_protocol_from_cache(tmp_path: Path) -> None:
     assert pids(data.query) == pids(data.gallery) == [5, 6, 7]
     assert len(data.query) == 6 and {r.camid for r in data.query} == {0}
     assert len(data.gallery) == 3 and {r.camid for r in data.gallery} == {1}
+    assert not data.single_shot and data.protocol == "market1501"  # the new protocol is scored like Market-1501
     assert_absolute_existing(data)
     with pytest.raises(FileNotFoundError, match=r"cuhk03_new_protocol_config_detected\.mat"):
         write_cuhk03_mat(tmp_path / "cuhk-03.mat")

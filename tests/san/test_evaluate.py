@@ -16,7 +16,7 @@ from san.cli.eval import main as eval_main
 from san.data.augment import eval_views
 from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
-from san.evaluate import ModelEmbedder, evaluate_model, is_single_shot
+from san.evaluate import ModelEmbedder, evaluate_model
 from san.retrieval import embed_records
 from san.metrics import euclidean_distance, evaluate_ranking
 from san.preprocess import decode_image, load_image, resize_to_contract
@@ -96,11 +96,6 @@ def test_evaluate_model_equals_metrics_on_brute_force_distances(model, images) -
     np.testing.assert_allclose(report.cmc, cmc)
     assert report.valid_queries == 4 and set(report.ranks) == {1, 5, 10, 20}
     assert "mAP" in report.render() and report.to_dict()["rank1_percent"] == 100 * report.cmc[0]
-
-
-def test_cuhk03_classic_is_scored_single_shot() -> None:
-    assert is_single_shot("cuhk03", {}) and is_single_shot("cuhk03", {"protocol": "classic"})
-    assert not is_single_shot("cuhk03", {"protocol": "new"}) and not is_single_shot("market1501", {})
 
 
 def test_san_eval_cli_uses_the_recorded_synthetic_set(model, tmp_path: Path, capsys) -> None:
