@@ -8,6 +8,8 @@ backend reaches torch, TensorRT or OpenVINO only when it runs, and are allowed.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -100,3 +102,29 @@ def test_the_check_sees_torch_where_it_is() -> None:
     assert needs_torch("san.model.network") and needs_torch("san.checkpoint") and needs_torch("san.weights_file")
     assert not needs_torch("san.spec") and not needs_torch("san.artifact") and not needs_torch("san.output_lock")
     assert needs_torch("san.evaluate") and "san.checkpoint" in top_level_imports("runtime.torch_backend")
+
+
+BLOCKED = """
+import importlib
+import sys
+
+sys.modules["torch"] = sys.modules["torchvision"] = None  # importing either now fails
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:  # a backend's own runtime (pycuda, tensorrt) not installed here
+        if exc.name.split(".")[0] in ("torch", "torchvision") or not name.endswith("_backend"):
+            raise
+        print("absent", name, exc.name)
+"""
+
+
+def test_the_torch_free_modules_load_in_a_process_where_torch_cannot() -> None:
+    """The reading above, checked by Python itself: every module it finds torch-free (the whole
+    runtime but its torch backend among them) imports with torch blocked."""
+    free = [m for m in MODULES if not needs_torch(m)]
+    assert {m for m in MODULES if m.startswith("runtime.")} - set(free) == {"runtime.torch_backend"}
+    done = subprocess.run([sys.executable, "-c", BLOCKED, *free], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    absent = [line.split()[1:] for line in done.stdout.splitlines()]
+    assert all(module.endswith("_backend") and runtime in ("pycuda", "tensorrt") for module, runtime in absent), absent
