@@ -509,8 +509,8 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
         cache = out / ("deployment-twin" if twin else "deployment")
         cache.mkdir(exist_ok=True)
 
-        def scored(key: str, net: Any) -> tuple[np.ndarray, np.ndarray]:
-            """AP and rank-1 hit per query of the split, kept in the run's cache folder."""
+        def scored(key: str, net: Any, cache: Path = cache) -> tuple[np.ndarray, np.ndarray]:
+            """AP and rank-1 hit per query of the split, kept in this run's cache folder."""
             path = cache / f"{key}.npz"
             if not path.is_file():
                 q = score(embed_split(ModelEmbedder(net), split)).per_query
@@ -672,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
     add_device_argument(parser, "cpu")
     add_progress_argument(parser)
-    parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="data sets, and per budget the runs, scores, PNG and reports")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"),
+                        help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
     if args.mask_seeds < 0:
         parser.error(f"--mask-seeds must be at least 0, got {args.mask_seeds}")

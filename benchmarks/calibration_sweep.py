@@ -12,9 +12,10 @@ absent, with the parameters of the synthetic set ``--images`` belongs to and the
 numbered after its own (:func:`san.data.synth.held_out_params`), so nothing here sees the
 training or test identities the demo reports on, and no camera shift blurs the result
 (a set drawn with another seed has other cameras: a demo model's mAP fell from 17.5 on
-the held-out twin to 7.5 on a same-size set of seed 2, which hides INT8's effect on rank-1). For every setting the script quantizes the fp32 ONNX from the
-same calibration sample (``--num`` images of ``--images``, seed ``--seed``; the default
-setting once more with each of ``--seeds``), runs fp32 and INT8 with onnxruntime on the
+the held-out twin to 7.5 on a same-size set of seed 2, which hides INT8's effect on rank-1).
+For every setting the script quantizes the fp32 ONNX from the same calibration sample
+(``--num`` images of ``--images``, seed ``--seed``; the default setting once more with each
+of ``--seeds``), runs fp32 and INT8 with onnxruntime on the
 validation query/gallery (:func:`calibration.report.build_report`) and prints ΔmAP and
 Δrank-1 in points, embedding cosine, mask flips per block, and the INT8 model's speed
 over fp32 (median of ``--repeats`` batches, same batch, same threads). The table ends
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import fmt, load_average, markdown_table, parse_args
 
 #: Issue 5's bound on INT8 vs fp32, in points.

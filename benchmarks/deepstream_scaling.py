@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_name, markdown_table, parse_args
 from PIL import Image
 
-from common import cpu_name, markdown_table, parse_args
 from san.checkpoint import load_checkpoint, save_checkpoint
-from san.data.registry import load_dataset
 from san.data.records import ImageRecord
+from san.data.registry import load_dataset
 from san.metrics import evaluate_embeddings, paired_cosine, paired_map_delta, paired_rank1_delta
 from san.model.network import SAN
 from san.preprocess import decode_image, resize_to_contract

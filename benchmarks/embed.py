@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import (
     TreeRss,
     cpu_flags,
@@ -73,11 +72,12 @@ from common import (
     run_in_child,
     verdict,
 )
+
 from runtime.base import physical_cores
 from runtime.embed import EMBEDDINGS
-from san.retrieval import default_workers
 from san.discovery import discover_images
 from san.metrics import paired_cosine
+from san.retrieval import default_workers
 from san.rules import RULES
 
 #: Speed targets (ratios to the reference loop; decode share of model time).

@@ -35,6 +35,7 @@ from common import (
     run_in_child,
     verdict,
 )
+
 from runtime.base import physical_cores
 
 #: Target: SAN's step over the baseline's.

@@ -7,19 +7,30 @@ import sys
 from pathlib import Path
 
 from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_overwrite_argument,
-                           add_progress_argument, count, dataset_options, existing_folder, finite, model_file,
-                           output_file, output_folder)
-from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, TARGETS, METHODS, QuantizeError, QuantizeOptions, quantize_onnx
+from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, METHODS, TARGETS, QuantizeError, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
+from san.arguments import (
+    CommandParser,
+    add_dataset_arguments,
+    add_limit_argument,
+    add_overwrite_argument,
+    add_progress_argument,
+    count,
+    dataset_options,
+    existing_folder,
+    finite,
+    model_file,
+    output_file,
+    output_folder,
+)
+from san.command import command
 from san.data.registry import DATASETS, load_dataset
-from san.report import write_json
-from san.rules import RULES, Rule, override_rules
 from san.output_guard import refuse_overwriting_inputs, refuse_replacing
 from san.output_lock import exclusive_output
+from san.report import write_json
+from san.rules import RULES, Rule, override_rules
 from san.spec import ContractError
-from san.command import command
 
 DESCRIPTION = """\
 Make an exported SAN run in INT8, without calibrating on the test set.
@@ -104,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="san-calibrate", description=DESCRIPTION, formatter_class=raw)
     commands = parser.add_subparsers(dest="command", metavar="{quantize,threshold}")
 
-    q = commands.add_parser("quantize", help="INT8 Q/DQ ONNX (the default)", description=QUANTIZE_DESCRIPTION, formatter_class=raw)
+    q = commands.add_parser("quantize", help="INT8 Q/DQ ONNX (the default)", description=QUANTIZE_DESCRIPTION,
+                            formatter_class=raw)
     q.add_argument("--onnx", required=True, type=model_file("onnx"), metavar="PATH", help="fp32 ONNX written by san-export")
-    q.add_argument("--images", required=True, type=existing_folder, metavar="DIR", help="calibration images (e.g. the training split), searched recursively")
+    q.add_argument("--images", required=True, type=existing_folder, metavar="DIR",
+                   help="calibration images (e.g. the training split), searched recursively")
     q.add_argument("--out", type=output_file, metavar="PATH", help="INT8 ONNX (default: MODEL.int8.onnx beside --onnx)")
     q.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_OPTIONS.method, help="range calibration (default %(default)s)")
     q.add_argument("--num", type=count(1), default=256, metavar="N", help="images to sample (default %(default)s)")
@@ -123,27 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--float-blocks", type=count(0), default=DEFAULT_OPTIONS.float_blocks, metavar="N",
-        help="keep the stem and the first N stages (with their attention blocks) in fp32 (default %(default)s; 0: quantize all)",
+        help="keep the stem and the first N stages (with their attention blocks) in fp32 "
+        "(default %(default)s; 0: quantize all)",
     )
-    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (AVX2 CPUs without VNNI can saturate u8 x s8 sums)")
-    q.add_argument("--cache-dir", type=output_folder, metavar="DIR", help="range cache folder (default: .calibration-cache beside --out)")
-    q.add_argument("--batch-size", type=count(1), default=DEFAULT_OPTIONS.batch_size, metavar="N", help="calibration batch (default %(default)s)")
+    q.add_argument("--reduce-range", action="store_true",
+                   help="7-bit weights (AVX2 CPUs without VNNI can saturate u8 x s8 sums)")
+    q.add_argument("--cache-dir", type=output_folder, metavar="DIR",
+                   help="range cache folder (default: .calibration-cache beside --out)")
+    q.add_argument("--batch-size", type=count(1), default=DEFAULT_OPTIONS.batch_size, metavar="N",
+                   help="calibration batch (default %(default)s)")
     hygiene = q.add_argument_group("evaluation split (never calibrated on; also the report's held-out split)")
-    hygiene.add_argument("--exclude", type=existing_folder, action="append", default=[], metavar="DIR", help="evaluation image folder (repeatable)")
-    hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME", help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
+    hygiene.add_argument("--exclude", type=existing_folder, action="append", default=[], metavar="DIR",
+                         help="evaluation image folder (repeatable)")
+    hygiene.add_argument("--eval-dataset", choices=sorted(DATASETS), metavar="NAME",
+                         help=f"data set whose query/gallery are evaluation images: {', '.join(sorted(DATASETS))}")
     hygiene.add_argument("--eval-root", type=existing_folder, metavar="DIR", help="that data set's folder")
-    hygiene.add_argument("--report", type=output_file, metavar="PATH", help="report JSON (default: OUT.report.json; needs --eval-dataset)")
+    hygiene.add_argument("--report", type=output_file, metavar="PATH",
+                         help="report JSON (default: OUT.report.json; needs --eval-dataset)")
     add_limit_argument(hygiene, "int8.max_delta_map=2, as san-parity")
     add_overwrite_argument(q, "an existing --out (and its report)")
     add_progress_argument(q)
 
-    t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)", description=THRESHOLD_DESCRIPTION, formatter_class=raw)
+    t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)",
+                            description=THRESHOLD_DESCRIPTION, formatter_class=raw)
     t.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH", help="trained checkpoint")
     add_dataset_arguments(t, default=None, required=True, root=existing_folder,
                           root_help="the validation data set's folder (san-synth makes a synthetic one)")
     t.add_argument("--out", required=True, type=output_file, metavar="PATH", help="checkpoint to write")
-    t.add_argument("--thresholds", type=finite, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T", help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
-    t.add_argument("--draws", type=count(1), default=3, metavar="K", help="seeded draws of the stochastic reference (default %(default)s)")
+    t.add_argument("--thresholds", type=finite, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T",
+                   help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
+    t.add_argument("--draws", type=count(1), default=3, metavar="K",
+                   help="seeded draws of the stochastic reference (default %(default)s)")
     t.add_argument("--seed", type=count(0), default=0, metavar="S", help="seed of the first draw (default %(default)s)")
     t.add_argument("--batch-size", type=count(1), default=128, metavar="N", help="evaluation batch (default %(default)s)")
     t.add_argument("--workers", type=count(0), default=2, metavar="N", help="decoding workers (default %(default)s)")

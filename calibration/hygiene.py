@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from san.data.records import ReidDataset
 from san.discovery import discover_images
 from san.hashing import file_sha256
-from san.data.records import ReidDataset
 from san.preprocess import ImageDecodeError, decode_image, printable_path
 
 #: How many offending files an overlap error names.

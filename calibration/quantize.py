@@ -59,8 +59,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.half_floats import with_half_float_parts
-from san.artifact import (INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data, metadata_of,
-                          read_contract)
+from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data, metadata_of, read_contract
 from san.atomic import atomic_write
 from san.command import foreign_prints_dropped
 from san.error_reason import reason
@@ -263,7 +262,9 @@ def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> 
             if dq is None or dq.op_type != "DequantizeLinear" or g.is_constant(dq.input[0]):
                 continue
             q = g.producer.get(dq.input[0])
-            origin = g.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            origin = g.producer.get(q.input[0])
             if origin is not None and origin.name in members:
                 node.input[index] = q.input[0]
                 rewired += 1

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from calibration.threshold_choice import DEFAULT_THRESHOLDS, SweepPoint, choose_threshold
 from san.checkpoint import load_checkpoint, save_checkpoint
 from san.data.records import ReidDataset
 from san.evaluate import EvalReport, evaluate_model
 from san.model.network import SAN
 from san.model.sampled import StochasticMasks
 
-from calibration.threshold_choice import DEFAULT_THRESHOLDS, SweepPoint, choose_threshold
 
 @contextmanager
 def mask_density(model: SAN) -> Iterator[dict[int, list[float]]]:
@@ -131,7 +131,7 @@ def sweep_thresholds(
     bad = [t for t in thresholds if not 0.0 < t < 1.0]
     if not thresholds or bad:
         raise ValueError(f"thresholds must lie in (0, 1), got {list(thresholds) or 'none'}")
-    tau = {stage: g.temperature for stage, g in generators.items()}
+    tau = model.temperatures()
     was_training = model.training
     sampled = []
     try:

@@ -25,8 +25,12 @@ class SweepPoint:
 def choose_threshold(reference: SweepPoint, points: Sequence[SweepPoint]) -> float:
     """The threshold whose mAP is closest to the reference's; among equals (to 1e-9), the
     one closest to 0.5, then the lower one."""
-    def key(p: SweepPoint) -> tuple[float, float, float]:
-        return round(abs(p.mAP - reference.mAP), 9), round(abs(p.threshold - NOISELESS_THRESHOLD), 9), p.threshold
+    def threshold(p: SweepPoint) -> float:
+        if p.threshold is None:
+            raise ValueError("the sampled reference is not a threshold to choose")
+        return p.threshold
 
-    best = min(points, key=key)
-    return float(best.threshold)
+    def key(p: SweepPoint) -> tuple[float, float, float]:
+        return round(abs(p.mAP - reference.mAP), 9), round(abs(threshold(p) - NOISELESS_THRESHOLD), 9), threshold(p)
+
+    return threshold(min(points, key=key))

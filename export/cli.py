@@ -9,8 +9,16 @@ from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
 from export.tensorrt_lint import DEFAULT_PARSER, PARSERS, ParserVersion, parser_of
-from san.arguments import (CommandParser, add_limit_argument, add_overwrite_argument, count, existing_folder,
-                           finite_list, model_file, output_file)
+from san.arguments import (
+    CommandParser,
+    add_limit_argument,
+    add_overwrite_argument,
+    count,
+    existing_folder,
+    finite_list,
+    model_file,
+    output_file,
+)
 from san.command import command
 from san.input_convention import KINDS, InputConvention
 
@@ -115,10 +123,9 @@ def shared_options(args: argparse.Namespace) -> SharedOptions:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-export --help` answers without loading torch.
+    from export.errors import ExportError
     from san.preprocess import ImageDecodeError
     from san.spec import ContractError
-
-    from export.errors import ExportError
 
     def fail(message: str, status: int) -> int:
         print(f"san-export: error: {message}", file=sys.stderr)

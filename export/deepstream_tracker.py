@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from san.spec import InputSpec
 
+
 class ReidUse(NamedTuple):
     """What the tracker uses the features for: its ``reidType`` and the tracker it runs in."""
 
@@ -109,7 +110,8 @@ def tracker_sections(reid_type: str) -> dict[str, Section]:
     sections = {name: dict(values) for name, values in base.items()}
     if reid_type != "deepsort":
         sections["TrajectoryManagement"].update(REASSOCIATION)
-    return sections
+    typed: dict[str, Section] = dict(sections)
+    return typed
 
 
 def reid_section(spec: InputSpec, reid_type: str, batch_size: int, precision: str, onnx_file: PurePosixPath,

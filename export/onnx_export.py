@@ -20,12 +20,13 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import onnx
 import torch
 from torch import Tensor, nn
 
+from export.errors import ExportError
 from san.artifact import (
     BATCH_DIM,
     CONFIG_KEY,
@@ -41,8 +42,6 @@ from san.artifact import (
 from san.atomic import atomic_write
 from san.input_convention import InputConvention
 from san.spec import METADATA_KEY
-
-from export.errors import ExportError
 
 if TYPE_CHECKING:
     from san.model.network import SAN
@@ -113,6 +112,8 @@ def export_onnx(
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     _shapes_from_cast_input(proto)
     if not with_masks:
@@ -154,6 +155,8 @@ def _eval_graph(model: SAN, half: bool, convention: InputConvention) -> nn.Modul
         def __init__(self, san: SAN) -> None:
             super().__init__()
             self.san = san
+            self.scale: Tensor
+            self.offset: Tensor
             self.register_buffer("scale", scale, persistent=False)
             self.register_buffer("offset", offset, persistent=False)
 
@@ -171,7 +174,7 @@ def _eval_graph(model: SAN, half: bool, convention: InputConvention) -> nn.Modul
     nearest = [name for name, module in model.named_modules() if isinstance(module, NearestUpsample)]
     san = copy.deepcopy(model) if half or nearest else model
     for name in nearest:  # one ConvTranspose node each, its weights an initializer
-        san.set_submodule(name, san.get_submodule(name).as_conv_transpose())
+        san.set_submodule(name, cast(NearestUpsample, san.get_submodule(name)).as_conv_transpose())
     graph = EvalGraph(san.half() if half else san)
     return graph.to(next(model.parameters()).device)
 

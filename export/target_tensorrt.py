@@ -52,8 +52,9 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
         trt.add_argument("--trt-version-compatible", "--triton-trt-version-compatible", dest="trt_version_compatible",
                          action="store_true",
                          help="build a version-compatible engine (TensorRT 8.6 and later): later TensorRT releases of "
-                         "the same major version, and of the next major where TensorRT supports it (10 on 11), can run it; as --triton-trt-version-compatible, the Triton plan is "
-                         "that engine (start tritonserver with --backend-config=tensorrt,version-compatible=true)")
+                         "the same major version, and of the next major where TensorRT supports it (10 on 11), can "
+                         "run it; as --triton-trt-version-compatible, the Triton plan is that engine (start "
+                         "tritonserver with --backend-config=tensorrt,version-compatible=true)")
         trt.add_argument("--tf32", action="store_true",
                          help="let fp32 layers use TF32 tensor cores (off by default: 10-bit mantissa products; "
                          "the sidecar then says precision tf32, judged like fp16 by san-parity)")

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from export.errors import ExportInputError, TargetUnavailable
 from san.artifact import (
     INPUT_NAME,
     PRECISION_KEY,
@@ -31,7 +32,6 @@ from san.artifact import (
 from san.atomic import atomic_write, atomic_write_json
 from san.hashing import file_sha256
 from san.spec import METADATA_KEY
-from export.errors import ExportInputError, TargetUnavailable
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
 log = logging.getLogger(__name__)

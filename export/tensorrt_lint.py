@@ -371,7 +371,8 @@ def _node_rules(node: onnx.NodeProto, g: _Graph) -> Iterator[Broken]:
         return
     data = g.type_name(node.input[0]) if node.input and node.input[0] else None
     if data is not None and data not in SUPPORTED[node.op_type] and not (data == "UINT8" and node.op_type.startswith("Cast")):
-        yield "input-type", f"input {node.input[0]!r} is {data}; TensorRT's {node.op_type} takes {', '.join(sorted(SUPPORTED[node.op_type]))}"
+        takes = ", ".join(sorted(SUPPORTED[node.op_type]))
+        yield "input-type", f"input {node.input[0]!r} is {data}; TensorRT's {node.op_type} takes {takes}"
     if data == "UINT8" and node.input[0] not in g.inputs:
         yield "uint8-inside", f"input {node.input[0]!r} is UINT8 inside the graph; TensorRT takes UINT8 only as a network input or output"
     if any(g.type_name(o) in _QUANTIZED for o in node.output):

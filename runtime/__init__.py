@@ -14,9 +14,9 @@ when :func:`open_backend` first needs it, so an edge box with only onnxruntime r
 from __future__ import annotations
 
 from runtime.base import Backend, BackendError
-from san.discovery import discover_images
 from runtime.embed import EmbedError, EmbedOptions, EmbedResult, LocalRunner, Shard, embed_folder, merge_shards
 from runtime.registry import BACKENDS, open_backend
+from san.discovery import discover_images
 
 __all__ = [
     "BACKENDS",

@@ -17,15 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from san.hashing import file_sha256
-from san.input_convention import InputConvention
 from san.arguments import device_parts
 from san.embedding import ANY_BATCH
+from san.hashing import file_sha256
+from san.input_convention import InputConvention
 from san.spec import ContractError, InputSpec
+
+Loaded = TypeVar("Loaded")
 
 
 class BackendError(RuntimeError):
@@ -126,9 +128,14 @@ class Backend(ABC):
     @property
     def spec(self) -> InputSpec:
         """The input contract read from the artifact (needs an active backend)."""
-        if self._spec is None:
+        return self.loaded(self._spec)
+
+    def loaded(self, resource: Loaded | None) -> Loaded:
+        """``resource`` (a session, a compiled model, the contract) of the active backend; a
+        :class:`BackendError` when the backend is not active."""
+        if resource is None:
             raise BackendError(f"{self.name} backend for {self.artifact} is not active; use `with backend:` first")
-        return self._spec
+        return resource
 
     @property
     def sha256(self) -> str:

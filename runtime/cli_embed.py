@@ -7,15 +7,13 @@ import sys
 from pathlib import Path
 
 from runtime.base import BackendError
-from runtime.embed import (TTA_MODES, EmbedError, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder,
-                           merge_shards)
+from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
 from runtime.options import add_backend_arguments, backend_options
 from runtime.registry import BACKENDS, backend_for, open_backend
-from san.arguments import (CommandParser, add_overwrite_argument, add_progress_argument, count, existing_folder,
-                           model_file, output_folder)
+from san.arguments import CommandParser, add_overwrite_argument, add_progress_argument, count, existing_folder, model_file, output_folder
+from san.command import command
 from san.output_guard import refuse_overwriting_inputs
 from san.spec import ContractError
-from san.command import command
 
 EXAMPLES = """\
 output folder (default: <images>_embeddings beside the image folder):

@@ -8,16 +8,26 @@ import sys
 from runtime.base import BackendError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.parity import Artifact, ParityReport, run_parity
-from san.arguments import (CommandParser, add_dataset_arguments, add_limit_argument, add_progress_argument,
-                           add_rerank_arguments, count, dataset_options, existing_folder, model_file, output_file,
-                           rerank_params)
+from san.arguments import (
+    CommandParser,
+    add_dataset_arguments,
+    add_limit_argument,
+    add_progress_argument,
+    add_rerank_arguments,
+    count,
+    dataset_options,
+    existing_folder,
+    model_file,
+    output_file,
+    rerank_params,
+)
 from san.atomic import atomic_write_text
+from san.command import command
+from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.output_guard import refuse_overwriting_inputs
 from san.report import write_json
-from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
 from san.spec import ContractError
-from san.command import command
 
 
 def _defaults_table() -> str:

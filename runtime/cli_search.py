@@ -13,15 +13,37 @@ from runtime.embed import INDEX, EmbedError
 from runtime.options import add_backend_arguments, backend_options
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
-from runtime.search import (ENGINES, METRICS, EmbeddingFolder, Hits, IndexSpec, SearchError, build_index, default_engine,
-                            embed_query_images, faiss_module, reranked_search)
-from san.arguments import (CommandParser, add_device_argument, add_progress_argument, add_rerank_arguments, count,
-                           existing_file, existing_folder, model_file, output_file, output_folder, rerank_params)
+from runtime.search import (
+    ENGINES,
+    METRICS,
+    EmbeddingFolder,
+    Hits,
+    IndexSpec,
+    SearchError,
+    build_index,
+    default_engine,
+    embed_query_images,
+    faiss_module,
+    reranked_search,
+)
+from san.arguments import (
+    CommandParser,
+    add_device_argument,
+    add_progress_argument,
+    add_rerank_arguments,
+    count,
+    existing_file,
+    existing_folder,
+    model_file,
+    output_file,
+    output_folder,
+    rerank_params,
+)
+from san.command import command
 from san.confinement import confined
 from san.output_lock import exclusive_output
 from san.preprocess import ImageDecodeError
 from san.spec import ContractError
-from san.command import command
 
 DESCRIPTION = """\
 Search a folder of embeddings written by san-embed (embeddings.npy + index.csv + meta.json).
@@ -203,9 +225,9 @@ def query(args: argparse.Namespace) -> int:
             print(f"  skipped {outside} image(s) whose path in {folder.root / INDEX} leaves the image root {root}")
         if query_file is None:
             continue
-        results = [Tile(files[row], person_id(folder.paths[row]),
+        results = [Tile(file, person_id(folder.paths[row]),
                         (f"#{rank} {_id_text(person_id(folder.paths[row]))}", f"d {dist:.3g}"))
-                   for rank, (row, dist) in ranked if files[row] is not None]
+                   for rank, (row, dist) in ranked if (file := files[row]) is not None]
         out = ranked_list_png(Tile(query_file, person_id(name), ("query", _id_text(person_id(name)))), results,
                               _png_path(args.png, i, len(names)), tile_height, tile_width)
         print(f"  -> {out}")

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,16 +38,28 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.base import Backend
-from runtime.folder_schema import (EMBEDDINGS, INDEX, META, PARTIAL_EMBEDDINGS, PARTIAL_INDEX, PROGRESS, TIMING,
-                                   EmbedError, check_progress, read_finished, read_index, read_json_object)
+from runtime.folder_schema import (
+    EMBEDDINGS,
+    INDEX,
+    META,
+    PARTIAL_EMBEDDINGS,
+    PARTIAL_INDEX,
+    PROGRESS,
+    TIMING,
+    EmbedError,
+    check_progress,
+    read_finished,
+    read_index,
+    read_json_object,
+)
 from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
 from san.discovery import discover_images, list_digest
+from san.embedding import TTA_MODES as EVALUATION_TTA_MODES
+from san.embedding import embed_images
 from san.failpoints import failpoint
 from san.output_lock import exclusive_output
 from san.preprocess import ImageDecodeError, load_image
 from san.progress import progress_bar
-from san.embedding import TTA_MODES as EVALUATION_TTA_MODES
-from san.embedding import embed_images
 from san.retrieval import default_workers
 from san.spec import InputSpec
 
@@ -150,11 +162,13 @@ class Progress:
 class Runner(Protocol):
     """Where decoding and embedding happen; the driver only commits what comes back."""
 
-    #: Recorded in the plan: runners batch differently, so resuming must keep the runner.
-    name: str
+    @property
+    def name(self) -> str:
+        """Recorded in the plan: runners batch differently, so resuming must keep the runner."""
+        ...
 
     def results(self, root: Path, paths: list[str], spans: list[tuple[int, int]], backend: Backend,
-                options: EmbedOptions) -> Iterator[FileResult]:
+                options: EmbedOptions) -> Generator[FileResult, None, None]:
         """One :data:`FileResult` per file of ``spans`` (``[start, end)`` ranges of ``paths``), in order."""
         ...
 
@@ -175,7 +189,7 @@ class LocalRunner:
     name: str = "local"
 
     def results(self, root: Path, paths: list[str], spans: list[tuple[int, int]], backend: Backend,
-                options: EmbedOptions) -> Iterator[FileResult]:
+                options: EmbedOptions) -> Generator[FileResult, None, None]:
         decoded = _decode_stream(root, paths[spans[0][0] : spans[-1][1]] if spans else [], backend.spec,
                                  self.workers)
         try:
@@ -440,7 +454,7 @@ def _result(out: Path, processed: int = 0, seconds: float = 0.0) -> EmbedResult:
 
 def _decode_stream(
     root: Path, paths: list[str], spec: InputSpec, workers: int
-) -> Iterator[tuple[np.ndarray | None, str]]:
+) -> Generator[Decoded, None, None]:
     """(uint8 image or None, error) per path, in order; decoded by ``workers`` processes ahead of use."""
     tasks = [paths[i : i + TASK_SIZE] for i in range(0, len(paths), TASK_SIZE)]
     if workers <= 0:
@@ -452,16 +466,16 @@ def _decode_stream(
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
     pending: deque[Future] = deque()
     try:
-        remaining = iter(tasks)
+        remaining: Iterator[list[str]] = iter(tasks)
         for task in remaining:  # bounded prefetch: a few tasks per worker in flight
             pending.append(pool.submit(load_task, str(root), task, spec))
             if len(pending) >= 4 * workers:
                 break
         while pending:
             done = pending.popleft().result()
-            task = next(remaining, None)
-            if task is not None:
-                pending.append(pool.submit(load_task, str(root), task, spec))
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(pool.submit(load_task, str(root), following, spec))
             yield from done
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -499,11 +513,11 @@ def load_task(root: str, paths: Sequence[str], spec: InputSpec) -> list[Decoded]
 
 def embed_decoded(backend: Backend, options: EmbedOptions, decoded: Sequence[Decoded]) -> list[FileResult]:
     """Embed the readable images of ``decoded`` in batches of ``options.batch_size``, in order."""
-    ok = [i for i, (image, _) in enumerate(decoded) if image is not None]
+    ok = [(i, image) for i, (image, _) in enumerate(decoded) if image is not None]
     results: list[FileResult] = [(None, error) for _, error in decoded]
     for b in range(0, len(ok), options.batch_size):
-        batch = ok[b : b + options.batch_size]
-        rows = embed_batch(backend, options, np.stack([decoded[i][0] for i in batch]))
+        batch = [i for i, _ in ok[b : b + options.batch_size]]
+        rows = embed_batch(backend, options, np.stack([image for _, image in ok[b : b + options.batch_size]]))
         for i, row in zip(batch, rows):
             results[i] = (row, "")
     return results

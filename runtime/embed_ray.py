@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ import numpy as np
 from runtime.base import Backend
 from runtime.embed import TASK_SIZE, EmbedError, EmbedOptions, FileResult, embed_decoded, load_task
 from runtime.registry import open_backend
-from san.spec import InputSpec
 from san.extras import missing_extra
+from san.spec import InputSpec
 
 #: Seconds to wait for a cluster address to accept a connection before giving up.
 CONNECT_TIMEOUT = 5.0
@@ -125,7 +125,7 @@ class RayRunner:
         return {"runner": self.name, "ray_address": self.address or "local", "actors": self.actors}
 
     def results(self, root: Path, paths: list[str], spans: list[tuple[int, int]], backend: Backend,
-                options: EmbedOptions) -> Iterator[FileResult]:
+                options: EmbedOptions) -> Generator[FileResult, None, None]:
         if not spans:
             return
         ray = ray_module()
@@ -168,7 +168,7 @@ class RayRunner:
         )
 
     def _stream(self, ray: Any, root: Path, files: list[str], spec: InputSpec,
-                options: EmbedOptions) -> Iterator[FileResult]:
+                options: EmbedOptions) -> Generator[FileResult, None, None]:
         dataset = self.dataset(ray, root, files, spec, options)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for embedding, error in zip(batch["embedding"], batch["error"]):

@@ -99,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         feed = {self._input_name: as_model_dtype(batch, self._input_dtype, self.artifact)}
-        (out,) = self._session.run([self._output_name], feed)
+        (out,) = self.loaded(self._session).run([self._output_name], feed)
         return out
 
     def _deactivate(self) -> None:

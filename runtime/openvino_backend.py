@@ -89,22 +89,25 @@ class OpenVINOBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         batch = as_model_dtype(batch, self._dtype, self.artifact)
-        if len(batch) >= THROUGHPUT_FROM and self._queue is None:
+        if len(batch) < THROUGHPUT_FROM:
+            return self.loaded(self._request).infer({0: batch})[self._output].copy()
+        if self._queue is None:
             compiled = self._compile("THROUGHPUT")
             jobs = int(compiled.get_property(props.optimal_number_of_infer_requests))
             self._queue = ov.AsyncInferQueue(compiled, max(1, jobs))
-        if len(batch) < THROUGHPUT_FROM or len(self._queue) == 1:
-            return self._request.infer({0: batch})[self._output].copy()
-        chunks = np.array_split(batch, min(len(self._queue), len(batch) // (THROUGHPUT_FROM // 2)))
-        results: list[np.ndarray | None] = [None] * len(chunks)
+        queue = self._queue
+        if len(queue) == 1:
+            return self.loaded(self._request).infer({0: batch})[self._output].copy()
+        chunks = np.array_split(batch, min(len(queue), len(batch) // (THROUGHPUT_FROM // 2)))
+        results: list[np.ndarray] = [np.empty(0)] * len(chunks)
 
         def done(request: ov.InferRequest, index: int) -> None:
             results[index] = request.get_tensor(self._output).data.copy()
 
-        self._queue.set_callback(done)
+        queue.set_callback(done)
         for index, chunk in enumerate(chunks):
-            self._queue.start_async({0: np.ascontiguousarray(chunk)}, index)
-        self._queue.wait_all()
+            queue.start_async({0: np.ascontiguousarray(chunk)}, index)
+        queue.wait_all()
         return np.concatenate(results)
 
     def _deactivate(self) -> None:

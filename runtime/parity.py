@@ -270,7 +270,7 @@ def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval
         report = evaluate_model(StochasticMasks(model), dataset, batch_size=batch_size, workers=workers,
                                 max_rank=MAX_RANK, rerank=rerank, progress=progress)
         per_draw.append(report.retrieval)
-    return StochasticResult(draws, seed, {s: g.temperature for s, g in generators.items()}, per_draw, deterministic)
+    return StochasticResult(draws, seed, model.temperatures(), per_draw, deterministic)
 
 
 def run_parity(

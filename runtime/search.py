@@ -33,14 +33,14 @@ from runtime.folder_schema import read_finished, read_json_object
 from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
 from san.error_reason import reason
+from san.extras import missing_extra
 from san.hashing import file_sha256
 from san.limits import address_space_at_most, faiss_read_allowance
 from san.metrics import euclidean_distance, smallest_k
 from san.preprocess import load_image
 from san.progress import progress_bar
-from san.rerank import RerankParams, SparseReranker
+from san.rerank import RerankParams, Rows, SparseReranker
 from san.spec import ContractError, InputSpec
-from san.extras import missing_extra
 
 METRICS = ("l2", "cosine")
 SEARCH_META, FAISS_INDEX = "search.json", "faiss.index"
@@ -386,7 +386,7 @@ def build_index(folder: EmbeddingFolder, spec: IndexSpec, recall_queries: int = 
         queries = min(recall_queries, rows)  # rows outside the training sample first, then training rows
         probe = np.sort(np.concatenate([order[len(train_rows):], order[: len(train_rows)]])[:queries])
         held_out = min(queries, rows - len(train_rows))
-        recall = {"value": None, "queries": 0, "note": "recall@10 not measured (0 queries asked)"}
+        recall: dict[str, object] = {"value": None, "queries": 0, "note": "recall@10 not measured (0 queries asked)"}
         if queries:
             value = recall_at_k(searcher, FaissSearcher.exact(vectors, spec.metric), np.asarray(vectors[probe]))
             recall = {"value": round(value, 4), "queries": int(queries), "held_out": int(held_out)}
@@ -425,7 +425,7 @@ def reranked_search(searcher: Searcher, vectors: np.ndarray, queries: np.ndarray
     Distances are the re-ranked ones."""
     if candidates < k:
         raise SearchError(f"--candidates {candidates} must be at least -k {k}")
-    space = _UnitRows(vectors) if searcher.metric == "cosine" else vectors
+    space: Rows = _UnitRows(vectors) if searcher.metric == "cosine" else vectors
     reranker = SparseReranker(space, lambda x, n: searcher.search(x, n).rows, params)
     shortlist = searcher.search(queries, candidates)
     query_space = l2_normalize(np.asarray(queries, np.float64)) if searcher.metric == "cosine" else np.asarray(queries, np.float64)

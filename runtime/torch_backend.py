@@ -45,7 +45,7 @@ class TorchBackend(Backend):
         return meta.spec
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._model.infer(batch)
+        return self.loaded(self._model).infer(batch)
 
     def _deactivate(self) -> None:
         self._model = None

@@ -96,7 +96,7 @@ def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 class _DeprecatedAlias(argparse._AppendAction):
     """An old spelling of an appending option: works as the new one, and says so once, in one line."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         if not getattr(namespace, "_warned_" + self.dest, False):
             print(f"{parser.prog}: note: {option_string} is deprecated and will be removed in the next release; "
@@ -121,7 +121,7 @@ class _DeprecatedSwitch(argparse._StoreFalseAction):
         super().__init__(*args, **kwargs)
         self.replacement = replacement
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         print(f"{parser.prog}: note: {option_string} is deprecated and will be removed in the next release; "
               f"use {self.replacement}", file=sys.stderr)

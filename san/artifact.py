@@ -118,7 +118,7 @@ def _read_ir(path: str | Path) -> tuple[dict[str, str], list[int | None]]:
                             f"{IR_SECTION!r})")
     metadata = {child.tag: child.get("value", "") for child in section}
     layer = next((la for la in root.iter("layer") if la.get("type") == "Parameter" and la.get("name") == INPUT_NAME), None)
-    dims = [] if layer is None else [None if int(d.text or -1) < 0 else int(d.text) for d in layer.iter("dim")]
+    dims = [] if layer is None else [None if (size := int(d.text or -1)) < 0 else size for d in layer.iter("dim")]
     return metadata, dims
 
 
@@ -168,7 +168,7 @@ def convention_of(proto: onnx.ModelProto, where: str | Path) -> InputConvention:
     return _convention(metadata_of(proto), where)
 
 
-def _convention(metadata: dict[str, str], where: str | Path) -> InputConvention:
+def _convention(metadata: Mapping[str, str], where: str | Path) -> InputConvention:
     text = metadata.get(INPUT_CONVENTION_KEY)
     if text is None:
         return InputConvention()

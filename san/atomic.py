@@ -27,7 +27,8 @@ class DestinationError(OSError):
     what was written before it stays as it was."""
 
     def __str__(self) -> str:
-        return f"{self.filename}: cannot write there: {self.strerror[:1].lower()}{self.strerror[1:]}"
+        reason = self.strerror or "unknown reason"
+        return f"{self.filename}: cannot write there: {reason[:1].lower()}{reason[1:]}"
 
 
 @contextmanager
@@ -130,7 +131,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` and atomically move the result to ``path``."""
     with atomic_path(path) as tmp:
         write(tmp)

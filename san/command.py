@@ -14,6 +14,7 @@ import io
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -25,7 +26,10 @@ from san.limits import LimitError, check_overrides
 #: The toolkit's top-level packages: their loggers are what a command shows.
 PACKAGES = ("san", "export", "calibration", "runtime")
 
-Main = Callable[[list[str] | None], int]
+class Main(Protocol):
+    """A command's ``main``: the arguments (None: the process's), the exit status."""
+
+    def __call__(self, argv: list[str] | None = None) -> int: ...
 
 
 class _LineHandler(logging.Handler):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -78,13 +79,13 @@ class _GatherRows(torch.autograd.Function):
     """All ranks' rows in rank order; backward: this rank's rows of the gradient summed over ranks."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         rows, counts = _gather(x)
         ctx.counts, ctx.rank = counts, dist.get_rank()  # type: ignore[attr-defined]
         return rows
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)  # every rank's loss depends on every row
         start = sum(ctx.counts[: ctx.rank])  # type: ignore[attr-defined]
@@ -102,13 +103,13 @@ class _AllReduceSum(torch.autograd.Function):
     the sum over ranks too."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x)
         return x
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
         return grad
@@ -133,8 +134,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = _AllReduceSum.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                tracked = cast(Tensor, self.num_batches_tracked)
+                tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * var.detach() * count / (count - 1))
         out = centred * torch.rsqrt(var + self.eps).view(shape)
@@ -146,7 +148,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 def globalise_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm1d/2d/3d replaced by a :class:`GlobalBatchNorm` with the
     same parameters and buffers (the state dict keeps its keys)."""
-    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) in (nn.BatchNorm1d, nn.BatchNorm2d,
+                                                                                  nn.BatchNorm3d):
         replacement = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                       module.track_running_stats, device=module.running_mean.device
                                       if module.running_mean is not None else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,10 +20,10 @@ from torch import nn
 from san.checkpoint import load_checkpoint
 from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
-from san.preprocess import printable_path
-from san.rerank import RerankParams
 from san.embedding import ANY_BATCH
 from san.extras import missing_extra
+from san.preprocess import printable_path
+from san.rerank import RerankParams
 from san.retrieval import Retrieval, embed_split, score
 from san.spec import InputSpec
 
@@ -48,7 +48,7 @@ class ModelEmbedder:
 
     @property
     def spec(self) -> InputSpec:
-        return self.model.spec
+        return cast(InputSpec, self.model.spec)
 
     def batch_limits(self) -> tuple[int, int]:
         return ANY_BATCH

@@ -56,7 +56,7 @@ class InputConvention:
             problems.append(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if (self.mean is None) != (self.std is None):
             problems.append("mean and std go together (a normalised input needs both)")
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             if self.dtype != "float32":
                 problems.append("a normalised input must be float32")
             if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

@@ -9,8 +9,8 @@ match; CMC[k] is the fraction of valid queries with a true match within the top 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,9 +101,10 @@ def _as_labels(*labels: np.ndarray) -> list[np.ndarray]:
 
 
 def _check_shapes(
-    nq: int, ng: int, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+    shape: tuple[int, int], q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
 ) -> None:
-    """Raise ValueError unless the labels fit an (nq, ng) problem."""
+    """Raise ValueError unless the labels fit a (num_query, num_gallery) problem of ``shape``."""
+    nq, ng = shape
     if not (len(q_pids) == len(q_camids) == nq and len(g_pids) == len(g_camids) == ng):
         raise ValueError(
             f"expected {nq} query and {ng} gallery labels, got pids/camids of lengths "
@@ -122,7 +123,7 @@ def evaluate_ranking(
     """CMC/mAP of a (num_query, num_gallery) distance matrix under the Market-1501 protocol."""
     distmat = np.asarray(distmat)
     q_pids, g_pids, q_camids, g_camids = _as_labels(q_pids, g_pids, q_camids, g_camids)
-    _check_shapes(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
+    _check_shapes(distmat.shape, q_pids, g_pids, q_camids, g_camids)
     return _scores(distmat, *_relevance(q_pids, g_pids, q_camids, g_camids)).result(max_rank)
 
 
@@ -169,7 +170,7 @@ def evaluate_embeddings(
     ranks, masks): roughly 400 MB for 1024 queries against a 20k gallery.
     """
     q_pids, g_pids, q_camids, g_camids = _as_labels(q_pids, g_pids, q_camids, g_camids)
-    _check_shapes(len(q_feats), len(g_feats), q_pids, g_pids, q_camids, g_camids)
+    _check_shapes((len(q_feats), len(g_feats)), q_pids, g_pids, q_camids, g_camids)
     total = _NO_SCORES
     for rows, dist in euclidean_distance_chunks(q_feats, g_feats, chunk):
         total = total + _scores(dist, *_relevance(q_pids[rows], g_pids, q_camids[rows], g_camids))
@@ -202,7 +203,7 @@ def cuhk03_single_shot(
     """
     distmat = np.asarray(distmat)
     q_pids, g_pids, q_camids, g_camids = _as_labels(q_pids, g_pids, q_camids, g_camids)
-    _check_shapes(*distmat.shape, q_pids, g_pids, q_camids, g_camids)
+    _check_shapes(distmat.shape, q_pids, g_pids, q_camids, g_camids)
     same_pid, junk = _relevance(q_pids, g_pids, q_camids, g_camids)
     rng = np.random.default_rng(seed)
     rows = np.arange(len(q_pids))[:, None]

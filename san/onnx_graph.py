@@ -134,7 +134,8 @@ def with_attribute_axes(proto: onnx.ModelProto) -> onnx.ModelProto:
         converted = version_converter.convert_version(proto, ATTRIBUTE_AXES_OPSET)
     except RuntimeError as exc:  # "...BaseConverter.h:66: adapter_lookup: Assertion `false` failed: No Adapter ..."
         raise GraphConversionError(f"ONNX's version converter cannot write this graph at opset {ATTRIBUTE_AXES_OPSET} "
-                                   f"({reason(exc).split('failed: ')[-1]}): one of its ops has no opset-{ATTRIBUTE_AXES_OPSET} form") from exc
+                                   f"({reason(exc).split('failed: ')[-1]}): one of its ops has no "
+                                   f"opset-{ATTRIBUTE_AXES_OPSET} form") from exc
     for node in converted.graph.node:
         if node.op_type in REDUCE_AXES_INPUT_AT_18:
             kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]

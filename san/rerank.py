@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -105,6 +106,15 @@ def k_reciprocal_distances(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray,
 
 #: ``neighbours(vectors, k)``: the rows of the ``k`` stored vectors nearest each of ``vectors``.
 Neighbours = Callable[[np.ndarray, int], np.ndarray]
+
+
+class Rows(Protocol):
+    """Stored vectors read a few rows at a time: an array, a memory map, or a view that
+    transforms rows as they are read."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: int | slice) -> np.ndarray: ...
 _QUERY = -1  # the query's id in the universe "query + stored rows"
 
 
@@ -116,7 +126,7 @@ class SparseReranker:
     searches them. Lists of stored rows are cached across queries.
     """
 
-    def __init__(self, vectors: np.ndarray, neighbours: Neighbours, params: RerankParams = RerankParams(),
+    def __init__(self, vectors: Rows, neighbours: Neighbours, params: RerankParams = RerankParams(),
                  scale: float | None = None) -> None:
         self.vectors, self.neighbours, self.params = vectors, neighbours, params
         self.scale = float(scale) if scale is not None else squared_distance_bound(vectors)
@@ -201,7 +211,7 @@ def _sparse_min_sum(a: dict[int, float], b: dict[int, float]) -> float:
     return sum(min(w, large[j]) for j, w in small.items() if j in large)
 
 
-def squared_distance_bound(vectors: np.ndarray, block: int = 65536) -> float:
+def squared_distance_bound(vectors: Rows, block: int = 65536) -> float:
     """(2 max |x|)^2: no two of ``vectors`` are farther apart, squared (read in blocks)."""
     largest = max((float((np.asarray(vectors[i : i + block], np.float64) ** 2).sum(axis=1).max())
                    for i in range(0, len(vectors), block)), default=0.0)

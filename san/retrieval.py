@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from san.data.augment import eval_views
-from san.embedding import Embedder, embed_views
 from san.data.records import ImageRecord, ReidDataset
+from san.embedding import Embedder, embed_views
 from san.metrics import (
     PairedDelta,
     QueryScores,

@@ -26,13 +26,13 @@ def _count(module: torch.nn.Module) -> int:
 def parameter_table(model: SAN) -> list[ParamRow]:
     """Backbone, each context unit, the head and the total."""
     rows = [ParamRow("backbone", _count(model.stem) + _count(model.stages))]
-    for stage, block in model.attention.items():
+    for stage, block in model.blocks().items():
         if block.context is not None:
             rows.append(ParamRow(f"context unit {stage}", _count(block.context), block.context.paper_parameter_count()))
     rows.append(ParamRow("head", _count(model.head)))
     cu = [r for r in rows if r.paper is not None]
     if cu:
-        rows.append(ParamRow("context units", sum(r.trainable for r in cu), sum(r.paper for r in cu)))
+        rows.append(ParamRow("context units", sum(r.trainable for r in cu), sum(r.paper or 0 for r in cu)))
     rows.append(ParamRow("total", _count(model)))
     return rows
 

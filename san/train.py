@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -173,7 +173,7 @@ class _MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb: SummaryWriter | None = SummaryWriter(str(out / "tensorboard"))
         except ImportError:
             self.tb = None
 
@@ -306,12 +306,13 @@ class _Trainer:
             self.raw.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = self.raw
         if ctx.world_size > 1:
-            self.raw = globalise_batchnorm(self.raw)  # batch statistics of all ranks (san.distributed)
+            self.raw = cast(SAN, globalise_batchnorm(self.raw))  # batch statistics of all ranks (san.distributed)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
 
         self.train_pids = torch.tensor([r.pid for r in self.data.train])
-        self.sampler = PKSampler(self.train_pids.tolist(), cfg.recipe.batch_p, cfg.recipe.batch_k, cfg.recipe.seed, ctx.rank, ctx.world_size)
+        self.sampler = PKSampler(self.train_pids.tolist(), cfg.recipe.batch_p, cfg.recipe.batch_k, cfg.recipe.seed,
+                                 ctx.rank, ctx.world_size)
         self.loader = DataLoader(
             ReidImageDataset(self.data.train, cfg.recipe.model.spec, augment=TrainAugment()),
             batch_sampler=self.sampler,
@@ -459,6 +460,7 @@ class _Trainer:
         return _eval_summary(report)
 
     def _record(self, record: dict[str, Any]) -> None:
+        assert self.metrics is not None, "rank 0 keeps the metrics log"
         self.metrics.write(record)
         self.result.history.append(record)
 
@@ -485,6 +487,7 @@ class _Trainer:
     def _finish(self) -> None:
         """Write model.pt and print untrained vs trained quality."""
         result, cfg = self.result, self.cfg
+        assert self.metrics is not None, "rank 0 writes the model"
         final_eval = (result.history or self.metrics.records() or [{}])[-1].get("eval", {})
         save_checkpoint(self.out / "model.pt", self.raw, training={"epoch": cfg.recipe.epochs, "config": cfg.to_dict()},
                         extra={**self.extra, "eval": final_eval})

@@ -6,12 +6,22 @@ import argparse
 import json
 import sys
 
-from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument,
-                           add_rerank_arguments, count, dataset_options, existing_folder, model_file, output_file,
-                           rerank_params)
+from san.arguments import (
+    CommandParser,
+    add_dataset_arguments,
+    add_device_argument,
+    add_progress_argument,
+    add_rerank_arguments,
+    count,
+    dataset_options,
+    existing_folder,
+    model_file,
+    output_file,
+    rerank_params,
+)
+from san.command import command
 from san.data.augment import TENCROP_ENLARGE
 from san.embedding import TTA_MODES
-from san.command import command
 
 EPILOG = f"""\
 examples:

@@ -7,10 +7,10 @@ import json
 import sys
 
 from san.arguments import CommandParser, model_file
+from san.command import command
 from san.config import ConfigError, ModelConfig
 from san.model_arguments import add_model_arguments, model_from
 from san.presets import PRESETS
-from san.command import command
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from san.arguments import CommandParser, add_progress_argument, count, finite, output_folder
-from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
 from san.command import command
+from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
 from san.output_lock import exclusive_output
 
 DESCRIPTION = f"""\

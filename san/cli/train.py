@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from san.arguments import (CommandParser, add_dataset_arguments, add_device_argument, add_progress_argument, count,
-                           dataset_options, existing_file, finite, output_folder)
+from san.arguments import (
+    CommandParser,
+    add_dataset_arguments,
+    add_device_argument,
+    add_progress_argument,
+    count,
+    dataset_options,
+    existing_file,
+    finite,
+    output_folder,
+)
+from san.command import command
 from san.model_arguments import add_model_arguments, model_from
 from san.presets import PRESETS
-from san.command import command
 
 EPILOG = """\
 examples:

@@ -96,5 +96,5 @@ def eval_views(img: Image.Image, spec: InputSpec, tta: str = "none") -> np.ndarr
     big_h, big_w = round(h * TENCROP_ENLARGE), round(w * TENCROP_ENLARGE)
     big = resize_to_contract(img, replace(spec, height=big_h, width=big_w))
     corners = [(0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w), ((big_h - h) // 2, (big_w - w) // 2)]
-    crops = [big[:, t : t + h, l : l + w] for t, l in corners]
+    crops = [big[:, top : top + h, left : left + w] for top, left in corners]
     return np.ascontiguousarray(np.stack(crops + [mirrored(c) for c in crops]))

@@ -228,7 +228,7 @@ def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
         if mtype == _MI_COMPRESSED:
             mtype, payload = next(_mat_elements(_inflate(payload, path), endian))
         name = _matrix_parts(payload, endian)[2] if mtype == _MI_MATRIX else None
-        if name in keys:
+        if name is not None and name in keys:
             variables[name] = _matrix_value(payload, endian)
     return variables
 

@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from san.data.augment import TrainAugment, eval_views
-from san.embedding import TTA_MODES
 from san.data.records import ImageRecord
 from san.data.sampler import SampleKey
+from san.embedding import TTA_MODES
 from san.preprocess import ImageDecodeError, decode_image
 from san.spec import InputSpec
 

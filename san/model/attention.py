@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from san.config import ModelConfig
+    from san.model.context import ContextUnit
 
 #: The smallest normal float16, 2**-14: the guard of the L2 normalisation, which must hold in
 #: half precision too.
@@ -78,6 +79,8 @@ class MaskGenerator(nn.Module):
 
     #: Training-mode masks are random draws.
     sampled: ClassVar[bool] = False
+    #: Eval-mode masks are :func:`noise_free_mask` at the trained temperature (generators that sample).
+    noise_free: bool = False
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> MaskGenerator:
@@ -109,12 +112,11 @@ class SharpMask(MaskGenerator):
     """The paper's generator: Gumbel-Softmax sampling in training, 1[pi > threshold] in eval."""
 
     sampled = True
+    tau: Tensor  # the Gumbel-Softmax temperature (a buffer: saved with the weights)
 
     def __init__(self, threshold: float = 0.5, tau: float = 1.0) -> None:
         super().__init__()
         self.threshold = threshold
-        #: Eval-mode masks are :func:`noise_free_mask` at the trained temperature, not thresholded.
-        self.noise_free = False
         self.register_buffer("tau", torch.tensor(float(tau)))
 
     @classmethod
@@ -208,7 +210,11 @@ class AttentionBlock(nn.Module):
     F = (1 + alpha M) * T with CIL, F = T + alpha (A - T) without; alpha = 1 is the paper's.
     """
 
-    def __init__(self, generator: MaskGenerator, context: nn.Module | None, cross_feature: bool) -> None:
+    generator: MaskGenerator
+    context: ContextUnit | None
+    gain: float
+
+    def __init__(self, generator: MaskGenerator, context: ContextUnit | None, cross_feature: bool) -> None:
         super().__init__()
         self.generator = generator
         self.context = context

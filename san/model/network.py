@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -64,6 +65,9 @@ class SAN(nn.Module):
     normalises them itself and returns ``embedding_dim`` features per image.
     """
 
+    pixel_mean: Tensor  # buffers: the ImageNet mean and std on the 0..255 scale
+    pixel_std: Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -105,13 +109,21 @@ class SAN(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
 
+    def blocks(self) -> dict[int, AttentionBlock]:
+        """Stage -> attention block."""
+        return {int(stage): cast(AttentionBlock, block) for stage, block in self.attention.items()}
+
     def generators(self) -> dict[int, MaskGenerator]:
         """Stage -> mask generator of every attention block."""
-        return {int(stage): block.generator for stage, block in self.attention.items()}
+        return {stage: block.generator for stage, block in self.blocks().items()}
 
     def sampled_generators(self) -> dict[int, MaskGenerator]:
         """Stage -> generator of every block whose training-mode masks are random draws."""
         return {stage: g for stage, g in self.generators().items() if g.sampled}
+
+    def temperatures(self) -> dict[int, float]:
+        """Stage -> sampling temperature of every generator that samples."""
+        return {stage: t for stage, g in self.sampled_generators().items() if (t := g.temperature) is not None}
 
     def hard_mask_stages(self) -> tuple[int, ...]:
         """Stages whose eval-mode (deployed) mask is hard: 0/1 by a threshold on pi."""
@@ -126,7 +138,7 @@ class SAN(nn.Module):
         """Set alpha of every block (:class:`AttentionBlock`; the trainer's mask warm-up)."""
         if not 0.0 <= gain <= 1.0:
             raise ValueError(f"mask gain must lie in [0, 1], got {gain}")
-        for block in self.attention.values():
+        for block in self.blocks().values():
             block.gain = gain
 
     def set_mask_threshold(self, threshold: float) -> None:

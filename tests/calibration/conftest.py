@@ -12,8 +12,8 @@ from calibration.quantize import QuantizeOptions, QuantizeResult, quantize_onnx
 from san.checkpoint import load_checkpoint
 from san.data.synth import ensure_synthetic
 from san.model.network import SAN
-from support.module_folders import ModuleFolders
 from support.calibration_helpers import OPTIONS, SYNTH
+from support.module_folders import ModuleFolders
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from san.checkpoint import load_checkpoint
 from san.data.registry import load_dataset
 from san.preprocess import load_image
 from san.rules import RULES
-from support.module_folders import ModuleFolders
 from support.calibration_helpers import CFG, OPTIONS, embed_onnx
 from support.int8_faults import quantize_everything, scale_activation_ranges
+from support.module_folders import ModuleFolders
 
 
 def test_cli_quantizes_reports_and_refuses_evaluation_images(

@@ -19,7 +19,6 @@ from runtime import LocalRunner, embed_folder, open_backend
 from runtime.embed import EmbedOptions
 from san.data.synth import ensure_synthetic
 from san.metrics import paired_cosine
-
 from support.module_folders import ModuleFolders
 
 PROBE = Path(__file__).resolve().parents[1] / "support" / "boxmot_probe.py"

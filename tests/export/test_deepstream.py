@@ -17,7 +17,6 @@ from runtime import discover_images, open_backend
 from san.artifact import read_contract
 from san.metrics import paired_cosine
 from san.preprocess import load_image
-
 from support.module_folders import ModuleFolders
 
 yaml = pytest.importorskip("yaml", reason="needs the deploy extra")

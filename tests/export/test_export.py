@@ -16,24 +16,24 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from support.module_folders import ModuleFolders
-from support.tampering import tampered_block
 import torch
 from PIL import Image
 
 from export.cli import main as san_export
-from export.onnx_export import check_graph, export_onnx, random_ops
 from export.errors import ExportError
-from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
+from export.onnx_export import check_graph, export_onnx, random_ops
 from export.verify import BlockFlips, VerifyReport, export_and_verify, synthetic_images, verify_onnx
+from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
 from san.checkpoint import load_checkpoint, save_checkpoint
+from san.config import ModelConfig
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
-from san.config import ModelConfig
-from san.model.network import SAN, build_model
 from san.metrics import paired_cosine
+from san.model.network import SAN, build_model
 from san.rules import RULES, Rule
 from san.spec import METADATA_KEY, ContractError, InputSpec
+from support.module_folders import ModuleFolders
+from support.tampering import tampered_block
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
 STAGES = CFG.active_stages

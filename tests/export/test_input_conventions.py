@@ -19,7 +19,6 @@ from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.rules import RULES
-
 from support.module_folders import ModuleFolders
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

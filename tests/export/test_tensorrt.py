@@ -14,14 +14,8 @@ import torch
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from export.tensorrt_build import BatchProfile, build_engine
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
-from san.tensorrt_target import (
-    EngineCompatibilityError,
-    TargetEnvironment,
-    TensorRTUnavailable,
-    check_engine_compatible,
-)
 from export.verify import synthetic_images
+from san.artifact import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
 from san.input_convention import InputConvention
@@ -29,7 +23,12 @@ from san.metrics import paired_cosine
 from san.model.network import build_model
 from san.rules import RULES
 from san.spec import METADATA_KEY, InputSpec
-
+from san.tensorrt_target import (
+    EngineCompatibilityError,
+    TargetEnvironment,
+    TensorRTUnavailable,
+    check_engine_compatible,
+)
 from support.module_folders import ModuleFolders
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))

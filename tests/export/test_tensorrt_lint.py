@@ -10,22 +10,22 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from support.module_folders import ModuleFolders
-from support.looks_trained import looks_trained
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.hygiene import folder_images, sample_images
 from calibration.quantize import QuantizeOptions, quantize_onnx
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
-from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
-from san.onnx_graph import with_attribute_axes
 from export.tensorrt_lint import PARSERS, RULE_KINDS, lint_tensorrt, lint_tensorrt_file, parser_of
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
 from san.data.synth import ensure_synthetic
 from san.model.network import build_model
+from san.onnx_graph import with_attribute_axes
 from san.spec import InputSpec
+from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+from support.looks_trained import looks_trained
+from support.module_folders import ModuleFolders
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.tiny import make_images
 
 from runtime.base import BackendError, Device
 from runtime.cli_embed import main as san_embed
 from runtime.registry import open_backend
+from support.tiny import make_images
 
 
 @pytest.mark.parametrize(("text", "device"), [

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.module_folders import ModuleFolders
-from support.badfiles import make_bad_files
 from PIL import Image
-from support.embedding_runs import OPTIONS, reference_run
-from support.tiny import N_IMAGES, make_images
 
-from runtime import Backend, EmbedError, EmbedOptions, Shard, LocalRunner, embed_folder, merge_shards, open_backend
+from runtime import Backend, EmbedError, EmbedOptions, LocalRunner, Shard, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
 from runtime.embed import NON_FINITE
 from san.discovery import IMAGE_SUFFIXES
 from san.failpoints import ENV
 from san.spec import InputSpec
+from support.badfiles import make_bad_files
+from support.embedding_runs import OPTIONS, reference_run
+from support.module_folders import ModuleFolders
+from support.tiny import N_IMAGES, make_images
 
 IDENTITY = ("embeddings.npy", "index.csv", "meta.json")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.module_folders import ModuleFolders
-from support.tiny import make_images
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from runtime.embed import TASK_SIZE, read_index
 from san.failpoints import ENV
+from support.module_folders import ModuleFolders
+from support.tiny import make_images
 
 ray = pytest.importorskip("ray", reason="the cluster extra (ray[data]) is not installed")
 

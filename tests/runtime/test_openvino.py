@@ -20,8 +20,8 @@ from san.metrics import paired_cosine
 from san.preprocess import load_image
 from san.rules import RULES
 from san.spec import ContractError
-from support.module_folders import ModuleFolders
 from support.int8_faults import scale_one_weight
+from support.module_folders import ModuleFolders
 from support.tampering import tampered_block
 from support.tiny import make_images
 

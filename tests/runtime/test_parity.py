@@ -14,12 +14,11 @@ from onnx import numpy_helper
 from runtime import open_backend
 from runtime.cli_parity import main
 from runtime.parity import Artifact, run_parity
-from san.retrieval import Comparison
-from san.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
 from san.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
 from san.preprocess import load_image
-
+from san.retrieval import Comparison
+from san.rules import RULES, Rule, override_rules
 from support.module_folders import ModuleFolders
 
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}

@@ -14,8 +14,7 @@ from PIL import Image
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from runtime.cli_search import main
-from runtime.pictures import (BORDER, COLOURS, GAP, LEGEND, LINE, PAD, QUERY_COLOUR, mask_strip_size, person_id,
-                              ranked_list_size)
+from runtime.pictures import BORDER, COLOURS, GAP, LEGEND, LINE, PAD, QUERY_COLOUR, mask_strip_size, person_id, ranked_list_size
 from runtime.search import (
     FAISS_INDEX,
     SEARCH_META,
@@ -32,7 +31,6 @@ from san.data.synth import GALLERY, ensure_synthetic
 from san.metrics import euclidean_distance
 from san.rerank import RerankParams, k_reciprocal_distances
 from san.spec import InputSpec
-
 from support.module_folders import ModuleFolders
 
 ENGINES = [NumpySearcher, pytest.param("faiss", id="faiss")]
@@ -284,7 +282,7 @@ def test_approximate_index_records_the_recall_brute_force_measures(kind: str, me
     assert main(["build", str(root), "--index", kind, "--metric", metric, "--recall-queries", str(n), *flags]) == 0
     assert "recall@10" in capsys.readouterr().out
     record = json.loads((root / SEARCH_META).read_text())
-    factory = "IVF{},Flat".format(min(round(4 * n**0.5), n // 39)) if kind == "ivf" else "HNSW32"
+    factory = f"IVF{min(round(4 * n**0.5), n // 39)},Flat" if kind == "ivf" else "HNSW32"
     assert record["factory"] == factory and record["metric"] == metric and record["recall_at_10"]["queries"] == n
     if kind == "ivf":  # every training point set aside: 39..256 per list
         assert record["train_rows"] == min(n, 256 * int(factory[3:].split(",")[0])) >= 39 * int(factory[3:].split(",")[0])

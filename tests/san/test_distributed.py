@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from san.failpoints import ENV
-
 from support.module_folders import ModuleFolders
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

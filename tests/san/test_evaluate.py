@@ -17,10 +17,9 @@ from san.data.augment import eval_views
 from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
 from san.evaluate import ModelEmbedder, evaluate_model
-from san.retrieval import embed_records
 from san.metrics import euclidean_distance, evaluate_ranking
 from san.preprocess import decode_image, load_image, resize_to_contract
-
+from san.retrieval import embed_records
 from support.module_folders import ModuleFolders
 
 SPEC = InputSpec(height=64, width=32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.looks_trained import looks_trained
+from test_datasets import write_cuhk03_mat  # the release's real layout, written by the data-set tests
 
 from san import InputSpec, ModelConfig, build_model, save_checkpoint
 from san.data.cuhk03 import cuhk03
@@ -18,8 +18,7 @@ from san.data.records import ImageRecord, ReidDataset
 from san.metrics import cuhk03_single_shot, evaluate_ranking
 from san.preprocess import load_image
 from san.retrieval import Embedded, SplitEmbeddings, score
-
-from test_datasets import write_cuhk03_mat  # the release's real layout, written by the data-set tests
+from support.looks_trained import looks_trained
 
 SPEC = InputSpec(height=64, width=32)
 

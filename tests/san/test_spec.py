@@ -43,9 +43,11 @@ def test_invalid_values_are_named() -> None:
 @pytest.mark.parametrize(("changes", "message"), [
     ({"height": "256"}, "height must be an integer, got '256'"),
     ({"width": 2049}, "width 2049 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it)"),
-    ({"height": 10**6, "width": 10**6}, "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it); width 1000000 is over"),
+    ({"height": 10**6, "width": 10**6},
+     "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it); width 1000000 is over"),
     ({"embedding_dim": True}, "embedding_dim must be an integer, got True"),
-    ({"embedding_dim": 16385}, "embedding_dim 16385 is over the limit of 16384 (san.limits.MAX_EMBEDDING_DIM; SAN_MAX_EMBEDDING_DIM raises it)"),
+    ({"embedding_dim": 16385},
+     "embedding_dim 16385 is over the limit of 16384 (san.limits.MAX_EMBEDDING_DIM; SAN_MAX_EMBEDDING_DIM raises it)"),
     ({"mean": ["a", 0, 0]}, "mean, std and mask_threshold must be finite numbers"),
     ({"std": [1.0, float("nan"), 1.0]}, "mean, std and mask_threshold must be finite numbers"),
     ({"mask_threshold": "0.5"}, "mean, std and mask_threshold must be finite numbers"),

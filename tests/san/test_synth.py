@@ -12,7 +12,6 @@ from PIL import Image
 
 from san.cli.synth import main
 from san.data.synth import SynthParams, ensure_synthetic, generate
-
 from support.module_folders import ModuleFolders
 
 # Written from the Market-1501 naming rule, independently of the generator.

@@ -15,10 +15,10 @@ from PIL import Image
 
 import san.train
 from san import load_checkpoint
+from san.atomic import DestinationError
 from san.cli.train import main as train_main
 from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
-from san.atomic import DestinationError
 from san.data.torch_dataset import ReidImageDataset
 from san.hashing import file_sha256
 from san.preprocess import resize_to_contract

@@ -35,7 +35,6 @@ from san.cli.info import main as san_info
 from san.cli.synth import main as san_synth
 from san.cli.train import main as san_train
 from san.data.synth import ensure_synthetic
-
 from support.module_folders import ModuleFolders
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -159,7 +158,8 @@ CASES = [
     case("san-embed", "{images} --model {onnx} --chunk-size 0", "--chunk-size"),
     case("san-embed", "{images} --model {text}", "{text}: not a readable model file"),
     # sizes a file asks for, refused before anything is allocated for them
-    case("san-embed", "{images} --model {huge_contract} --out {new}", "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE"),
+    case("san-embed", "{images} --model {huge_contract} --out {new}",
+         "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE"),
     case("san-embed", "{images} --model {text_contract} --out {new}", "width must be an integer, got '128'"),
     case("san-info", "{huge_head}", "hidden_dim 1000000 is over the limit of 65536 (san.limits.MAX_HIDDEN_DIM"),
     # a model that names files outside its own folder (its weights: a copy of the real ones)
@@ -274,7 +274,8 @@ def world(tiny: Path, module_tmp: ModuleFolders) -> dict[str, str]:
             "emb": str(root / "emb"), "emb2": str(root / "emb2"), "indexed": str(root / "indexed"), "ro": str(root / "readonly"),
             "missing": str(root / "missing"), "new": str(root / "new"), "image": str(image), "root": str(root),
             "huge_contract": str(root / "huge_contract.onnx"), "text_contract": str(root / "text_contract.onnx"),
-            "huge_head": str(root / "huge_head.pt"), "int8": str(root / "model.int8.onnx"), "shard1": str(root / "shard1"), **escapes, **damaged}
+            "huge_head": str(root / "huge_head.pt"), "int8": str(root / "model.int8.onnx"), "shard1": str(root / "shard1"),
+            **escapes, **damaged}
 
 
 def _damaged_folders(root: Path) -> dict[str, str]:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support.module_folders import ModuleFolders
-from support.badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
 from san.data.registry import load_dataset
 from san.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
 from san.spec import InputSpec
+from support.badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
+from support.module_folders import ModuleFolders
 
 SPEC = InputSpec(height=64, width=32)
 NON_UTF8_NAME = os.fsdecode(b"c1_caf\xe9.jpg")

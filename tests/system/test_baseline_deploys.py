@@ -18,7 +18,6 @@ from runtime.cli_embed import main as san_embed
 from runtime.cli_parity import main as san_parity
 from san.checkpoint import load_checkpoint
 from san.cli.train import main as san_train
-
 from support.module_folders import ModuleFolders
 
 #: A small synthetic set on the cpu-demo recipe: 15 training ids (two P=8 batches need 8).

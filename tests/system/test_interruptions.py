@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.module_folders import ModuleFolders
-from support.badfiles import make_bad_files
-from support.embedding_runs import OPTIONS, reference_run
-from support.tiny import make_images
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from san import load_checkpoint
 from san.failpoints import ENV
+from support.badfiles import make_bad_files
+from support.embedding_runs import OPTIONS, reference_run
+from support.module_folders import ModuleFolders
+from support.tiny import make_images
 
 FINAL = ("embeddings.npy", "index.csv", "meta.json")
 CRASH_POINTS = ("replace", "fsync", "unlink")
@@ -332,7 +332,7 @@ def test_san_train_sigkilled_resumes_the_same_loss_sequence(market_with_bad_file
 
     # What a kill at other instants leaves: a metrics line torn mid-append, a checkpoint temporary.
     with open(out / "metrics.jsonl", "a") as fh:
-        fh.write('{"epoch": %d, "loss": 0.12' % (done + 1))
+        fh.write(f'{{"epoch": {done + 1}, "loss": 0.12')
     (out / ".last.pt.k1ll3d00.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")
     resumed = subprocess.run(_train_command(out, market_with_bad_files, "--resume"), env=env,
                              capture_output=True, text=True, timeout=600)

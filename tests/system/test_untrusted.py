@@ -20,15 +20,15 @@ from onnx import helper, numpy_helper
 from PIL import Image
 
 from export.cli import main as san_export
-from san.artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path
-from san.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
 from runtime import open_backend
 from runtime.cli_embed import main as san_embed
 from runtime.embed import NON_FINITE
+from san.artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path
 from san.cli.eval import main as san_eval
 from san.cli.train import main as san_train
 from san.preprocess import load_image
 from san.spec import METADATA_KEY, InputSpec
+from san.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
 
 HERE = TargetEnvironment(tensorrt_version="10.13.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 
