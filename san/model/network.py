@@ -16,7 +16,7 @@ from san.config import ModelConfig
 from san.model.attention import FP16_TINY, GENERATORS, AttentionBlock, MaskGenerator, total_variation
 from san.model.context import ContextUnit
 from san.model.pretrained import load_imagenet_backbone
-from san.spec import ContractError, InputSpec
+from san.spec import InputSpec
 
 #: Output planes of the first residual unit of each stage (before block expansion).
 _STAGE_PLANES = (64, 128, 256, 512)
@@ -149,11 +149,7 @@ class SAN(nn.Module):
 
     def forward(self, images: Tensor, details: bool = False) -> Tensor | SANOutput:
         """Embed a batch; with ``details`` also return A, M and pi of every block."""
-        if images.dim() != 4 or tuple(images.shape[1:]) != (3, self.spec.height, self.spec.width):
-            raise ContractError(
-                f"input batch has shape {tuple(images.shape)}; this model expects "
-                f"N x 3 x {self.spec.height} x {self.spec.width} (RGB, NCHW, 0..255)"
-            )
+        self.spec.check_batch_shape(tuple(images.shape))
         x = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         x = self.stem(x)
         attended, masks, probs = [], [], []

@@ -98,7 +98,7 @@ def test_plan_model_names_its_engine_and_compute_capability(fake_trt, tiny: Path
     (["--trt", "--min-batch", "2"], "Triton sends batches of 1"),
     (["--triton-kind", "tpu"], "--triton-kind must be one of"),
     (["--triton-name", "a b"], "one folder name"),
-    (["--triton-trt-version-compatible"], "it needs --trt"),
+    (["--triton-trt-version-compatible"], "--trt-version-compatible only applies with --trt"),
 ])
 def test_bad_triton_options_are_refused_in_one_line(argv: list[str], message: str, tiny: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
