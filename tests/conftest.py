@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,18 @@ import pytest
 from san.command import show_library_messages
 from support.module_folders import ModuleFolders
 from support.tiny import build_tiny
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Workers share the cores: each runs torch, and the commands it starts, on its share of
+    them (OMP_NUM_THREADS), instead of every worker spinning threads for every core."""
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

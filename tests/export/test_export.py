@@ -408,8 +408,11 @@ def test_both_context_unit_upsamplings_export_verify_pass_the_lint_and_quantize(
     adapted = export_onnx(model, tmp_path / f"{upsample}.bgr.onnx", convention=convention)
     session = ort.InferenceSession(str(adapted), providers=["CPUExecutionProvider"])
     bgr = np.ascontiguousarray(images[:, ::-1].transpose(0, 2, 3, 1)).astype(np.float32)
-    np.testing.assert_allclose(session.run(None, {INPUT_NAME: bgr})[0], model(torch.from_numpy(images)).detach().numpy(),
-                               rtol=1e-4, atol=1e-4)
+    reference = model(torch.from_numpy(images)).detach().numpy()
+    # float32 rounding of sums over thousands of terms: each element to a millionth of the
+    # embedding's largest, whatever the thread count's summation order
+    np.testing.assert_allclose(session.run(None, {INPUT_NAME: bgr})[0], reference, rtol=1e-4,
+                               atol=1e-6 * np.abs(reference).max())
     images = tmp_path / "calibration"
     images.mkdir()
     for i, array in enumerate(synthetic_images(model.spec, 8, seed=7)):
