@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from san.arguments import device_parts
+from san.device import Device
 from san.embedding import ANY_BATCH
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
@@ -32,30 +31,6 @@ Loaded = TypeVar("Loaded")
 
 class BackendError(RuntimeError):
     """A backend that cannot load its artifact or run; the message says why."""
-
-
-@dataclass(frozen=True)
-class Device:
-    """Where a backend runs: ``cpu``, CUDA device ``index`` (``cuda`` means ``cuda:0``), or
-    OpenVINO's ``gpu[:N]`` (an Intel GPU) and ``npu``."""
-
-    kind: str
-    index: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> Device:
-        """``"cpu"``, ``"cuda[:N]"``, ``"gpu[:N]"`` or ``"npu"`` (:func:`san.arguments.device_parts`;
-        ``auto`` is resolved by the backend first); ``ValueError`` naming ``--device`` otherwise."""
-        try:
-            kind, index = device_parts(text)
-        except ValueError as exc:
-            raise ValueError(f"--device {exc}") from None
-        if kind == "auto":
-            raise ValueError("--device auto: each backend decides what it means (Backend.auto_device)")
-        return cls(kind, index)
-
-    def __str__(self) -> str:
-        return self.kind if self.kind in ("cpu", "npu") else f"{self.kind}:{self.index}"
 
 
 class Backend(ABC):
@@ -75,8 +50,11 @@ class Backend(ABC):
         and ``providers`` (onnxruntime execution providers). Each backend maps them to its
         own settings; one it cannot honour goes into :attr:`notes`, one line each."""
         self.artifact = Path(artifact)
-        requested = device or self.default_device
-        self.device = Device.parse(self.auto_device() if requested == "auto" else requested)
+        try:
+            requested = Device.parse(device or self.default_device)
+            self.device = Device.parse(self.auto_device()) if requested.is_auto else requested
+        except ValueError as exc:
+            raise ValueError(f"--device {exc}") from None
         if self.device.kind not in self.device_kinds:
             raise ValueError(f"--device {self.device}: the {self.name} backend runs on "
                              f"{', '.join(sorted(self.device_kinds))}")

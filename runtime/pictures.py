@@ -171,14 +171,10 @@ def attention_overlay_pngs(ckpt: str | Path, images: Sequence[str | Path], out_d
     """
     import torch
 
-    from san.arguments import device_parts
     from san.checkpoint import load_checkpoint
     from san.evaluate import torch_device_name
 
-    if device_parts(device)[0] in ("gpu", "npu"):
-        raise ValueError(f"--device {device} is OpenVINO's; the masks come from the PyTorch model: cpu, cuda[:N] "
-                         "or auto")
-    device = torch_device_name(device)
+    device = torch_device_name(device)  # the masks come from the PyTorch model
     model, meta = load_checkpoint(ckpt, map_location=device)
     stages = model.cfg.active_stages
     if not stages:

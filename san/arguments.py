@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from san.artifact import MODEL_KINDS, sniff_model_kind
+from san.device import DEVICES, Device
 from san.rerank import RerankParams
-
-#: The one device vocabulary of every command (OpenVINO adds its own gpu[:N] and npu).
-DEVICES = "cpu, cuda, cuda:N or auto (a CUDA GPU when there is one, else the CPU)"
 
 
 class BadArguments(SystemExit):
@@ -65,21 +63,10 @@ class CommandParser(argparse.ArgumentParser):
         raise BadArguments(2)
 
 
-def device_parts(text: str) -> tuple[str, int]:
-    """(kind, index) of a device: ``cpu``, ``cuda[:N]``, ``auto``, or OpenVINO's ``gpu[:N]`` and
-    ``npu``; ``ValueError`` saying what is expected otherwise. The one reading of the vocabulary."""
-    kind, colon, index = text.strip().lower().partition(":")
-    if kind in ("cpu", "auto", "npu") and not colon:
-        return kind, 0
-    if kind in ("cuda", "gpu") and (not colon or index.isdigit()):
-        return kind, int(index or 0)
-    raise ValueError(f"{text!r}: expected cpu, cuda or cuda:N, or auto (OpenVINO also: gpu, gpu:N, npu)")
-
-
 def device_name(text: str) -> str:
-    """``--device``'s argument type (see :func:`device_parts`)."""
+    """``--device``'s argument type (:meth:`san.device.Device.parse`)."""
     try:
-        device_parts(text)
+        Device.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text.strip().lower()

@@ -20,6 +20,7 @@ from torch import nn
 from san.checkpoint import load_checkpoint
 from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
+from san.device import Device
 from san.embedding import ANY_BATCH
 from san.extras import missing_extra
 from san.preprocess import printable_path
@@ -31,10 +32,14 @@ REPORTED_RANKS = (1, 5, 10, 20)
 
 
 def torch_device_name(device: str, local_rank: int = 0) -> str:
-    """``--device`` for torch: ``auto`` is this process's CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
+    """``--device`` for torch: ``auto`` is this process's CUDA GPU when there is one, else the
+    CPU; OpenVINO's ``gpu`` and ``npu`` are refused in one line (``ValueError``)."""
+    parsed = Device.parse(device)
+    if parsed.kind in ("gpu", "npu"):
+        raise ValueError(f"--device {device} is OpenVINO's; a PyTorch model runs on cpu, cuda[:N] or auto")
+    if parsed.is_auto:
         return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(parsed)
 
 
 class ModelEmbedder:

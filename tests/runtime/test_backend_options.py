@@ -9,22 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from runtime.base import BackendError, Device
+from runtime.base import BackendError
 from runtime.cli_embed import main as san_embed
 from runtime.registry import open_backend
+from san.device import Device
 from support.tiny import make_images
 
 
 @pytest.mark.parametrize(("text", "device"), [
     ("cpu", Device("cpu")), ("cuda", Device("cuda", 0)), ("cuda:1", Device("cuda", 1)), ("CUDA:2", Device("cuda", 2)),
+    ("auto", Device("auto")), ("gpu:1", Device("gpu", 1)), ("npu", Device("npu")),
 ])
 def test_device_texts(text: str, device: Device) -> None:
     assert Device.parse(text) == device and Device.parse(str(device)) == device
 
 
 @pytest.mark.parametrize("text", ["gpu:x", "cuda:", "cuda:x", "cpu:0", "0", ""])  # gpu[:N] is OpenVINO's
-def test_bad_device_texts_name_the_option(text: str) -> None:
-    with pytest.raises(ValueError, match="--device .*expected cpu, cuda or cuda:N"):
+def test_bad_device_texts_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match="expected cpu, cuda or cuda:N"):
         Device.parse(text)
 
 

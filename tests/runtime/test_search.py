@@ -222,8 +222,8 @@ def test_attention_overlays_are_written_one_per_image(tiny: Path, tmp_path: Path
     assert capsys.readouterr().out.split() == [str(tmp_path / "a" / f"{images[0].stem}_masks.png")]
     assert main(["masks", "--ckpt", str(tiny / "model.pt"), "--images", str(images[0]), "--out", str(tmp_path / "b"),
                  "--device", "npu"]) == 2
-    assert capsys.readouterr().err == ("san-search masks: error: --device npu is OpenVINO's; the masks come from the "
-                                       "PyTorch model: cpu, cuda[:N] or auto\n")
+    assert capsys.readouterr().err == ("san-search masks: error: --device npu is OpenVINO's; a PyTorch model runs on "
+                                       "cpu, cuda[:N] or auto\n")
     for path in written:
         picture = Image.open(path)
         assert picture.size == mask_strip_size(4, 64, 32)  # image + 4 attention blocks
