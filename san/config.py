@@ -75,6 +75,9 @@ class ModelConfig:
             )
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
+        if self.attention == "threshold" and self.spec.mask_threshold != self.threshold_lambda:
+            # the contract records what the deployed graph computes: this variant's masks are 1[pi >= lambda]
+            object.__setattr__(self, "spec", replace(self.spec, mask_threshold=float(self.threshold_lambda)))
 
     @property
     def context_stages(self) -> tuple[int, ...]:
@@ -111,5 +114,8 @@ class ModelConfig:
         return cls(**data)
 
     def with_spec(self, **changes: Any) -> ModelConfig:
-        """A copy whose input contract has ``changes`` applied."""
+        """A copy whose input contract has ``changes`` applied (a new mask threshold is the
+        ``threshold`` variant's lambda too)."""
+        if self.attention == "threshold" and "mask_threshold" in changes:
+            return replace(self, spec=replace(self.spec, **changes), threshold_lambda=changes["mask_threshold"])
         return replace(self, spec=replace(self.spec, **changes))

@@ -164,7 +164,10 @@ class ThresholdMask(MaskGenerator):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ThresholdMask:
-        return cls(cfg.threshold_lambda)
+        return cls(cfg.spec.mask_threshold)  # lambda: the config keeps the contract's threshold equal to it
+
+    def set_contract_threshold(self, threshold: float) -> None:
+        self.lam = threshold
 
     @property
     def hard_threshold(self) -> float:
