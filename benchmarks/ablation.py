@@ -56,7 +56,7 @@ from common import fmt, load_average, markdown_table, parse_args
 from seed_stats import SeedPaired, paired_over_seeds, t_interval
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
-from san.arguments import add_device_argument, add_progress_argument
+from san.arguments import DeviceGroup, RunGroup
 
 if TYPE_CHECKING:
     from san.data.synth import SynthParams
@@ -240,7 +240,7 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
     base = PRESETS["cpu-demo"].config(str(out), "synthetic", str(data), data_options)
     spec = replace(base.recipe.model.spec, height=args.height, width=args.width)
     cfg = base.with_changes(model=replace(base.recipe.model, spec=spec, **model), seed=seed, epochs=args.epochs,
-                            eval_every=0, progress=args.progress, device=args.device,
+                            eval_every=0, progress=RUN.read(args).progress, device=str(DEVICE.read(args)),
                             resume=(out / "last.pt").is_file() and not (out / "model.pt").is_file(), **recipe)
     if not (out / "model.pt").is_file():
         train(cfg, after_epoch)
@@ -641,6 +641,10 @@ def twin_params(args: argparse.Namespace) -> SynthParams:
 
 
 # -- command line -------------------------------------------------------------------------------
+DEVICE = DeviceGroup("cpu")
+RUN = RunGroup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 variants x 3 seeds x 12 epochs (about an hour)")
@@ -670,8 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-images", type=int, default=256, help="test images the histogram is drawn from")
     parser.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
                         help="swept as san-calibrate threshold does (default 0.30 .. 0.70 step 0.05)")
-    add_device_argument(parser, "cpu")
-    add_progress_argument(parser)
+    DEVICE.add_to(parser)
+    RUN.add_to(parser)
     parser.add_argument("--work", type=Path, default=Path("runs/ablation"),
                         help="data sets, and per budget the runs, scores, PNG and reports")
     args = parse_args(parser, argv, smoke={**TINY, "mask_images": 8, "thresholds": [0.4, 0.5], "bn_images": 16})
@@ -691,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = (["baseline", chosen] if chosen else args.variants if args.twin_masks
                      else with_baselines(args.variants))
     started = time.perf_counter()
-    if args.progress:  # each run's epoch lines, and progress lines within an epoch (san.progress)
+    if RUN.read(args).progress:  # each run's epoch lines, and progress lines within an epoch (san.progress)
         from san.command import show_library_messages
 
         show_library_messages()

@@ -6,31 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.hygiene import CalibrationOverlapError, select_calibration_set
-from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, METHODS, TARGETS, QuantizeError, QuantizeOptions, quantize_onnx
+from calibration.hygiene import select_calibration_set
+from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, METHODS, TARGETS, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
 from san.arguments import (
     CommandParser,
-    add_dataset_arguments,
-    add_limit_argument,
+    DatasetGroup,
+    LimitGroup,
+    RunGroup,
     add_overwrite_argument,
-    add_progress_argument,
     count,
-    dataset_options,
     existing_folder,
     finite,
     model_file,
     output_file,
     output_folder,
 )
-from san.command import command
+from san.command import command, subcommand
 from san.data.registry import DATASETS, load_dataset
 from san.output_guard import refuse_overwriting_inputs, refuse_replacing
 from san.output_lock import exclusive_output
 from san.report import write_json
-from san.rules import RULES, Rule, override_rules
-from san.spec import ContractError
+from san.rules import Rule
 
 DESCRIPTION = """\
 Make an exported SAN run in INT8, without calibrating on the test set.
@@ -109,6 +107,13 @@ Example:
 COMMANDS = ("quantize", "threshold")
 
 
+QUANTIZE_LIMITS = LimitGroup("int8.max_delta_map=2, as san-parity")
+QUANTIZE_RUN = RunGroup()
+THRESHOLD_DATA = DatasetGroup(default=None, required=True, root=existing_folder,
+                              root_help="the validation data set's folder (san-synth makes a synthetic one)")
+THRESHOLD_RUN = RunGroup(workers=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-calibrate`` and its two commands."""
     raw = argparse.RawDescriptionHelpFormatter
@@ -153,15 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     hygiene.add_argument("--eval-root", type=existing_folder, metavar="DIR", help="that data set's folder")
     hygiene.add_argument("--report", type=output_file, metavar="PATH",
                          help="report JSON (default: OUT.report.json; needs --eval-dataset)")
-    add_limit_argument(hygiene, "int8.max_delta_map=2, as san-parity")
+    QUANTIZE_LIMITS.add(hygiene)
     add_overwrite_argument(q, "an existing --out (and its report)")
-    add_progress_argument(q)
+    QUANTIZE_RUN.add_to(q)
 
     t = commands.add_parser("threshold", help="calibrate the mask threshold (new checkpoint)",
                             description=THRESHOLD_DESCRIPTION, formatter_class=raw)
     t.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH", help="trained checkpoint")
-    add_dataset_arguments(t, default=None, required=True, root=existing_folder,
-                          root_help="the validation data set's folder (san-synth makes a synthetic one)")
+    THRESHOLD_DATA.add_to(t)
     t.add_argument("--out", required=True, type=output_file, metavar="PATH", help="checkpoint to write")
     t.add_argument("--thresholds", type=finite, nargs="+", default=DEFAULT_THRESHOLDS, metavar="T",
                    help="thresholds to sweep (default 0.30 .. 0.70 step 0.05)")
@@ -169,16 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeded draws of the stochastic reference (default %(default)s)")
     t.add_argument("--seed", type=count(0), default=0, metavar="S", help="seed of the first draw (default %(default)s)")
     t.add_argument("--batch-size", type=count(1), default=128, metavar="N", help="evaluation batch (default %(default)s)")
-    t.add_argument("--workers", type=count(0), default=2, metavar="N", help="decoding workers (default %(default)s)")
     add_overwrite_argument(t, "an existing --out")
-    add_progress_argument(t)
+    THRESHOLD_RUN.add_to(t)
     return parser
 
 
 def _quantize(args: argparse.Namespace) -> int:
     if (args.eval_dataset is None) != (args.eval_root is None):
         raise ValueError("--eval-dataset and --eval-root go together (the data set's name and its folder)")
-    rule = override_rules(RULES, args.limit)["int8"]
+    rule = QUANTIZE_LIMITS.read(args)["int8"]
     out = args.out or args.onnx.with_name(f"{args.onnx.stem}.int8.onnx")
     refuse_overwriting_inputs(out, {"--onnx": args.onnx})
     with exclusive_output(out):
@@ -193,15 +196,15 @@ def _quantize_into(args: argparse.Namespace, out: Path, rule: Rule) -> int:
     print(sample.render())
     options = QuantizeOptions(
         method=args.method, target=args.target, float_precision=args.float_precision, float_blocks=args.float_blocks,
-        reduce_range=args.reduce_range, batch_size=args.batch_size, progress=args.progress,
+        reduce_range=args.reduce_range, batch_size=args.batch_size, progress=QUANTIZE_RUN.read(args).progress,
     )
     result = quantize_onnx(args.onnx, sample.images, out, options=options, cache_dir=args.cache_dir, sampling=sample.sampling())
     print(result.render())
     if dataset is None:
         print("no report: pass --eval-dataset NAME --eval-root DIR to compare fp32 and INT8 on a held-out split")
         return 0
-    report = build_report(args.onnx, out, dataset, result.cache, result.calibration, progress=args.progress,
-                          rule=rule)
+    report = build_report(args.onnx, out, dataset, result.cache, result.calibration,
+                          progress=QUANTIZE_RUN.read(args).progress, rule=rule)
     print(report.render())
     print(f"report: {write_json(report, args.report or out.with_name(out.name + '.report.json'))}")
     return 0 if report.passed else 1
@@ -213,10 +216,11 @@ def _threshold(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs(args.out, {"--ckpt": args.ckpt})
     with exclusive_output(args.out):
         refuse_replacing(args.out, "--out", args.overwrite)
-        dataset = load_dataset(args.dataset, args.root, **(dataset_options(args) or {}))
+        data, run = THRESHOLD_DATA.read(args), THRESHOLD_RUN.read(args)
+        dataset = load_dataset(str(data.name), str(data.root), **(data.options or {}))
         report = calibrate_threshold(
             args.ckpt, dataset, args.out, args.thresholds, args.draws, args.seed,
-            batch_size=args.batch_size, workers=args.workers, progress=args.progress,
+            batch_size=args.batch_size, workers=run.workers, progress=run.progress,
         )
     print(report.render())
     print(f"wrote {args.out} (mask threshold {report.chosen:.2f} in its contract)")
@@ -235,11 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return _quantize(args) if args.command == "quantize" else _threshold(args)
-    except (CalibrationOverlapError, QuantizeError, ContractError, FileNotFoundError, ValueError) as error:
-        print(f"san-calibrate {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    subcommand(args.command)
+    return _quantize(args) if args.command == "quantize" else _threshold(args)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 
 from san.data.records import ReidDataset
 from san.discovery import discover_images
+from san.errors import ToolkitError
 from san.hashing import file_sha256
 from san.preprocess import ImageDecodeError, decode_image, printable_path
 
@@ -30,7 +31,7 @@ from san.preprocess import ImageDecodeError, decode_image, printable_path
 SHOWN_OFFENDERS = 5
 
 
-class CalibrationOverlapError(ValueError):
+class CalibrationOverlapError(ToolkitError, ValueError):
     """Calibration images that are also evaluation images."""
 
 

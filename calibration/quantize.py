@@ -63,6 +63,7 @@ from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_sta
 from san.atomic import atomic_write
 from san.command import foreign_prints_dropped
 from san.error_reason import reason
+from san.errors import ToolkitError
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
 from san.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
@@ -90,7 +91,7 @@ NORMALISE_OPS = frozenset(
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(ToolkitError, RuntimeError):
     """A model or option that cannot be quantized as asked; the message says why."""
 
 

@@ -11,7 +11,7 @@ from export.targets import SharedOptions, target_classes
 from export.tensorrt_lint import DEFAULT_PARSER, PARSERS, ParserVersion, parser_of
 from san.arguments import (
     CommandParser,
-    add_limit_argument,
+    LimitGroup,
     add_overwrite_argument,
     count,
     existing_folder,
@@ -61,6 +61,9 @@ exit status: 0 ok, 1 verification failed (or --check-tensorrt: not compatible), 
 """
 
 
+LIMITS = LimitGroup("fp32.min_cosine_min=0.995")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from san.rules import RULES, describe_rules
 
@@ -86,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--verify-images", type=existing_folder, metavar="DIR",
                         help="verify on these images (default: synthetic)")
     verify.add_argument("--verify-count", type=count(1), default=16, metavar="N", help="images to verify on (default 16)")
-    add_limit_argument(verify, "fp32.min_cosine_min=0.995")
+    LIMITS.add(verify)
     add_shared_arguments(parser)
     for target in target_classes().values():
         target.add_arguments(parser)
@@ -122,21 +125,7 @@ def shared_options(args: argparse.Namespace) -> SharedOptions:
 @command("san-export")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Imported here so `san-export --help` answers without loading torch.
-    from export.errors import ExportError
-    from san.preprocess import ImageDecodeError
-    from san.spec import ContractError
-
-    def fail(message: str, status: int) -> int:
-        print(f"san-export: error: {message}", file=sys.stderr)
-        return status
-
-    try:
-        return check_tensorrt(args.check_tensorrt, args.tensorrt, args.verbose) if args.check_tensorrt else run(args)
-    except ExportError as exc:  # TargetUnavailable (3), ExportInputError (2), a file that failed its check (1)
-        return fail(str(exc), exc.status)
-    except (ContractError, ImageDecodeError, FileNotFoundError, ValueError) as exc:
-        return fail(str(exc), 2)
+    return check_tensorrt(args.check_tensorrt, args.tensorrt, args.verbose) if args.check_tensorrt else run(args)
 
 
 def tensorrt_release(value: str) -> ParserVersion:
@@ -178,9 +167,8 @@ def run(args: argparse.Namespace) -> int:
     from san.checkpoint import load_checkpoint
     from san.output_guard import refuse_overwriting_inputs
     from san.output_lock import exclusive_output
-    from san.rules import RULES, override_rules
 
-    rules = override_rules(RULES, args.limit)
+    rules = LIMITS.read(args)
     shared = shared_options(args)
     classes = target_classes()
     requested = {name: options for name, cls in classes.items() if (options := cls.options_from(args)) is not None}

@@ -76,7 +76,8 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
     def write(self, job: ExportJob, options: TensorRTOptions) -> Written:
         from export.tensorrt_build import build_engine
         from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
-        from san.artifact import read_contract, sidecar_path
+        from san.artifact import read_contract
+        from san.engine_sidecar import sidecar_path
         from san.spec import ContractError
         from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
@@ -102,7 +103,8 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
                                timing_cache=options.timing_cache, environment=environment, tf32=options.tf32,
                                version_compatible=options.version_compatible)
         log.info(
-            f"{engine}: {sidecar['precision']} engine for {sidecar['gpu_name']} (compute capability "
-            f"{sidecar['compute_capability']}), TensorRT {sidecar['tensorrt_version']}, batch {profile.min}..{profile.max}"
+            f"{engine}: {sidecar.precision} engine for {sidecar.built_for.gpu_name} (compute capability "
+            f"{sidecar.built_for.compute_capability}), TensorRT {sidecar.built_for.tensorrt_version}, batch "
+            f"{profile.min}..{profile.max}"
         )
         return Written(self.name, engine, (engine, sidecar_path(engine)))

@@ -25,10 +25,11 @@ from pathlib import Path
 from export.target_tensorrt import TensorRTOptions, TensorRTTarget
 from export.targets import ExportJob, FolderTarget, SharedOptions, Written
 from san.arguments import CommandParser, count, output_folder
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention, read_sidecar
+from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention
 from san.atomic import atomic_write_text
+from san.engine_sidecar import EngineSidecar
 from san.input_convention import InputConvention
-from san.spec import METADATA_KEY, InputSpec
+from san.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -125,27 +126,26 @@ def write_onnx_model(repo: Path, onnx_path: Path, options: TritonOptions) -> Pat
 
 def write_plan_model(repo: Path, engine: Path, options: TritonOptions) -> Path:
     """``repo/<name>_trt/`` for a TensorRT engine and its sidecar; returns the model folder."""
-    sidecar = read_sidecar(engine)
-    require_within_profile(options.max_batch, int(sidecar["profile"]["min"]), int(sidecar["profile"]["max"]))
-    spec = InputSpec.from_dict(sidecar[METADATA_KEY])
+    sidecar = EngineSidecar.read(engine)
+    require_within_profile(options.max_batch, sidecar.batch.min, sidecar.batch.max)
     name = f"{options.name}_trt"
-    capability = sidecar.get("compute_capability")
+    capability = sidecar.built_for.compute_capability
     plan = plan_name(capability)
     folder = repo / name
     (folder / "1").mkdir(parents=True)
     shutil.copy2(engine, folder / "1" / plan)
-    config = model_config(name, "tensorrt_plan", spec, read_input_convention(engine), options, capability)
+    config = model_config(name, "tensorrt_plan", sidecar.spec, sidecar.convention, options, capability)
     atomic_write_text(folder / "config.pbtxt", config)
-    version = sidecar.get("tensorrt_version")
+    version = sidecar.built_for.tensorrt_version
     serve = (f"""Serve it with a Triton release whose TensorRT is {version} or a later release that runs
 version-compatible engines of it (the same major, or the next major TensorRT documents: 8 on 9 and 10,
 9 on 10, 10 on 11): it was built version-compatible, so start tritonserver with
 --backend-config=tensorrt,version-compatible=true
-""" if sidecar.get("version_compatible") else f"""Serve it with a Triton release whose TensorRT is {version}
+""" if sidecar.version_compatible else f"""Serve it with a Triton release whose TensorRT is {version}
 """)
     atomic_write_text(folder / "README.txt", f"""\
 1/{plan}: a TensorRT engine built by TensorRT {version} for compute capability {capability}
-({sidecar.get('gpu_name')}). {serve}(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
+({sidecar.built_for.gpu_name}). {serve}(NVIDIA's framework support matrix lists the TensorRT of each Triton container); on any other GPU
 architecture Triton finds no plan for it in cc_model_filenames and refuses to load the model.
 Build again with san-export --trt on the serving machine for another GPU or TensorRT.
 """)

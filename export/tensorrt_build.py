@@ -8,28 +8,19 @@ an explicit Q/DQ ONNX made by calibration.
 
 A serialized engine only runs with the TensorRT version that built it and is tuned for
 one GPU; :func:`san.tensorrt_target.check_engine_compatible` refuses it elsewhere, reading
-the sidecar this module writes (:func:`san.artifact.read_sidecar`).
+the sidecar this module writes (:class:`san.engine_sidecar.EngineSidecar`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from export.errors import ExportInputError, TargetUnavailable
-from san.artifact import (
-    INPUT_NAME,
-    PRECISION_KEY,
-    SIDECAR_FORMAT,
-    SIDECAR_VERSION,
-    read_contract,
-    read_input_convention,
-    read_metadata,
-    sidecar_path,
-)
-from san.atomic import atomic_write, atomic_write_json
+from san.artifact import INPUT_NAME, PRECISION_KEY, read_contract, read_input_convention, read_metadata
+from san.atomic import atomic_write
+from san.engine_sidecar import BatchProfile, EngineSidecar
 from san.hashing import file_sha256
 from san.spec import METADATA_KEY
 from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
@@ -45,22 +36,6 @@ class EngineBuildError(ExportInputError):
     """TensorRT could not parse the ONNX file or build an engine from it."""
 
 
-@dataclass(frozen=True)
-class BatchProfile:
-    """The optimization profile: batch sizes the engine accepts (min..max), tuned for opt."""
-
-    min: int = 1
-    opt: int = 32
-    max: int = 128
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(
-                f"--min-batch {self.min}, --opt-batch {self.opt}, --max-batch {self.max}: the batch profile needs "
-                "1 <= min <= opt <= max"
-            )
-
-
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -71,7 +46,7 @@ def build_engine(
     environment: TargetEnvironment | None = None,
     tf32: bool = False,
     version_compatible: bool = False,
-) -> dict[str, Any]:
+) -> EngineSidecar:
     """Build ``engine_path`` from ``onnx_path`` and write its sidecar; return the sidecar.
 
     The precision is the ONNX file's (``san.precision`` metadata; ``int8`` when the graph
@@ -112,7 +87,8 @@ def build_engine(
                                    "(TensorRT 8.6 and later can)")
         config.set_flag(flag)
     optimization = builder.create_optimization_profile()
-    shape = read_input_convention(onnx_path).dims(spec)  # (3, H, W), or (H, W, 3) for an NHWC graph
+    convention = read_input_convention(onnx_path)
+    shape = convention.dims(spec)  # (3, H, W), or (H, W, 3) for an NHWC graph
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
     config.add_optimization_profile(optimization)
     cache_path = Path(timing_cache) if timing_cache else None
@@ -131,20 +107,12 @@ def build_engine(
             atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(config.get_timing_cache().serialize())))
         except (OSError, RuntimeError) as exc:
             log.warning(f"--timing-cache {cache_path}: not updated ({exc}); the engine was written")
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "version": SIDECAR_VERSION,
-        METADATA_KEY: spec.to_dict(),
-        "precision": "tf32" if precision == "fp32" and tf32 else precision,
-        "tf32": tf32,
-        "version_compatible": version_compatible,
-        "profile": asdict(profile),
-        **asdict(environment),
-        "onnx_sha256": file_sha256(onnx_path),
-        "engine_sha256": file_sha256(engine_path),
-        "provenance": {k: v for k, v in metadata.items() if k != METADATA_KEY},
-    }
-    atomic_write_json(sidecar_path(engine_path), sidecar)
+    sidecar = EngineSidecar(
+        spec, convention, "tf32" if precision == "fp32" and tf32 else precision, tf32, version_compatible, profile,
+        environment, file_sha256(onnx_path), file_sha256(engine_path),
+        {k: v for k, v in metadata.items() if k != METADATA_KEY},
+    )
+    sidecar.write(engine_path)
     return sidecar
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from san.device import Device
 from san.embedding import ANY_BATCH
+from san.errors import ToolkitError
 from san.hashing import file_sha256
 from san.input_convention import InputConvention
 from san.spec import ContractError, InputSpec
@@ -29,7 +30,7 @@ from san.spec import ContractError, InputSpec
 Loaded = TypeVar("Loaded")
 
 
-class BackendError(RuntimeError):
+class BackendError(ToolkitError, RuntimeError):
     """A backend that cannot load its artifact or run; the message says why."""
 
 

@@ -6,14 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.base import BackendError
-from runtime.embed import TTA_MODES, EmbedError, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
-from runtime.options import add_backend_arguments, backend_options
+from runtime.embed import TTA_MODES, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
+from runtime.options import BACKEND
 from runtime.registry import BACKENDS, backend_for, open_backend
-from san.arguments import CommandParser, add_overwrite_argument, add_progress_argument, count, existing_folder, model_file, output_folder
+from san.arguments import CommandParser, RunGroup, add_overwrite_argument, count, existing_folder, model_file, output_folder
+from san.artifact import ARTIFACT_KINDS
 from san.command import command
 from san.output_guard import refuse_overwriting_inputs
-from san.spec import ContractError
 
 EXAMPLES = """\
 output folder (default: <images>_embeddings beside the image folder):
@@ -37,6 +36,9 @@ model or output folder).
 """
 
 
+RUN = RunGroup(workers=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-embed IMAGES --model MODEL``."""
     parser = CommandParser(
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=existing_folder, help="folder of images (searched recursively)")
-    parser.add_argument("--model", type=model_file("checkpoint", "onnx", "engine", "openvino"), required=True,
+    parser.add_argument("--model", type=model_file(*ARTIFACT_KINDS), required=True,
                         help="model.pt, model.onnx, model.engine or OpenVINO model.xml")
     parser.add_argument("--out", type=output_folder, help="output folder (default: <images>_embeddings)")
     parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
@@ -56,12 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per model call (default %(default)s)")
     parser.add_argument("--chunk-size", type=count(1), default=EmbedOptions.chunk_size,
                         help="files per committed chunk: the unit of --resume and --shard (default %(default)s)")
-    parser.add_argument("--workers", type=count(0),
-                        help="decode processes (default: half the CPUs, 1..8; 0 = decode inline)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="flip: average with the mirrored image's embedding")
     parser.add_argument("--l2-normalize", action="store_true", help="scale every embedding to unit length")
-    add_backend_arguments(parser)
+    BACKEND.add_to(parser)
     ray = parser.add_argument_group("Ray Data (pip install '.[cluster]')")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="decode in Ray tasks and embed in Ray actors: on the cluster at ADDRESS (HOST:PORT, "
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", type=shard_arg, metavar="I/N", help="embed only shard I of N (contiguous chunks)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same arguments)")
     add_overwrite_argument(parser, "earlier output in --out")
-    add_progress_argument(parser)
+    RUN.add_to(parser)
     parser.only_with("--ray", "--ray-actors")
     parser.never_with("--resume", "--overwrite", "--resume continues the run in --out, --overwrite starts it again")
     return parser
@@ -110,10 +110,11 @@ def default_out(images: Path, shard: Shard | None) -> Path:
 def make_runner(args: argparse.Namespace) -> Runner:
     """The local runner, or the Ray one with ``--ray``: each actor gets the first GPU Ray assigns it."""
     if args.ray is None:
-        return LocalRunner() if args.workers is None else LocalRunner(args.workers)
+        workers = RUN.read(args).workers
+        return LocalRunner() if workers is None else LocalRunner(workers)
     from runtime.embed_ray import ActorSpec, RayRunner
 
-    options = backend_options(args)
+    options = BACKEND.read(args)
     engine = (args.backend or backend_for(args.model)) == "tensorrt"
     on_gpu = (options.get("device") or ("cuda" if engine else "cpu")).startswith("cuda")  # auto: each actor decides
     if on_gpu:
@@ -150,25 +151,21 @@ def report(result: EmbedResult, what: str, shard: Shard | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-embed``."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["merge"]:
-            args = build_merge_parser().parse_args(argv[1:])
-            refuse_overwriting_inputs(args.out, {f"shard {i}": part for i, part in enumerate(args.parts, 1)})
-            return report(merge_shards(args.parts, args.out, overwrite=args.overwrite), "merged")
-        args = build_parser().parse_args(argv)
-        options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
-        out = args.out or default_out(args.images, args.shard)
-        refuse_overwriting_inputs(out, {"images": args.images, "--model": args.model})
-        runner = make_runner(args)
-        with open_backend(args.model, args.backend, **backend_options(args)) as backend:
-            for note in backend.notes:
-                print(f"san-embed: note: {note}", file=sys.stderr)
-            result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
-                                  resume=args.resume, overwrite=args.overwrite, progress=args.progress)
-        return report(result, "embedded", args.shard)
-    except (EmbedError, ContractError, BackendError, ValueError, OSError) as exc:
-        print(f"san-embed: error: {exc}", file=sys.stderr)
-        return 2
+    if argv[:1] == ["merge"]:
+        args = build_merge_parser().parse_args(argv[1:])
+        refuse_overwriting_inputs(args.out, {f"shard {i}": part for i, part in enumerate(args.parts, 1)})
+        return report(merge_shards(args.parts, args.out, overwrite=args.overwrite), "merged")
+    args = build_parser().parse_args(argv)
+    options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
+    out = args.out or default_out(args.images, args.shard)
+    refuse_overwriting_inputs(out, {"images": args.images, "--model": args.model})
+    runner = make_runner(args)
+    with open_backend(args.model, args.backend, **BACKEND.read(args)) as backend:
+        for note in backend.notes:
+            print(f"san-embed: note: {note}", file=sys.stderr)
+        result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
+                              resume=args.resume, overwrite=args.overwrite, progress=RUN.read(args).progress)
+    return report(result, "embedded", args.shard)
 
 
 if __name__ == "__main__":

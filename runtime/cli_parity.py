@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from runtime.base import BackendError
-from runtime.options import add_backend_arguments, backend_options
+from runtime.options import BACKEND
 from runtime.parity import Artifact, ParityReport, run_parity
 from san.arguments import (
     CommandParser,
-    add_dataset_arguments,
-    add_limit_argument,
-    add_progress_argument,
-    add_rerank_arguments,
+    DatasetGroup,
+    LimitGroup,
+    RerankGroup,
+    RunGroup,
     count,
-    dataset_options,
     existing_folder,
     model_file,
     output_file,
-    rerank_params,
 )
+from san.artifact import ARTIFACT_KINDS
 from san.atomic import atomic_write_text
 from san.command import command
 from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.output_guard import refuse_overwriting_inputs
 from san.report import write_json
-from san.rules import RULE_FIELDS, RULES, describe_rules, override_rules
-from san.spec import ContractError
+from san.rules import RULE_FIELDS, RULES, describe_rules
 
 
 def _defaults_table() -> str:
@@ -52,7 +50,7 @@ precision, read from the file (ONNX san.precision metadata, engine sidecar).
 
 examples:
   san-parity --ckpt runs/demo/model.pt --onnx runs/demo/model.onnx
-  san-parity --ckpt model.pt --onnx model.onnx --int8 model.int8.onnx --json parity.json --markdown parity.md
+  san-parity --ckpt model.pt --onnx model.onnx --int8 model.int8.onnx --report parity.json --markdown parity.md
   san-parity --ckpt model.pt --engine model.engine --device cuda       # on the GPU box
   san-parity --ckpt model.pt --onnx model.onnx --dataset market1501 --root data/Market-1501-v15.09.15
   san-parity --ckpt model.pt --int8 model.int8.onnx --limit int8.max_delta_map=2 --draws 0
@@ -63,6 +61,14 @@ data set: default the one the checkpoint was trained on (with its recorded root 
 exit status: 0 every artifact within its thresholds; 1 a threshold breached (each one named,
 e.g. "fp32.min_cosine_min: 0.71 < 0.99"); 2 nothing compared (bad arguments, files or data).
 """
+
+
+DATA = DatasetGroup(default=None, root=existing_folder, root_help="data set folder (default: see below)")
+LIMITS = LimitGroup("int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0")
+RUN = RunGroup(workers=True, json=True, quiet_alias=True, json_path_alias="--report")
+RERANK = RerankGroup()
+#: Each option that adds a compared file, with its kind (:data:`san.artifact.ARTIFACT_KINDS`).
+ROWS = [(kind, row) for kind in ARTIFACT_KINDS.values() for row in kind.parity]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,25 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ckpt", type=model_file("checkpoint"), required=True,
                         help="the PyTorch checkpoint (the reference)")
-    parser.add_argument("--onnx", type=model_file("onnx"), help="fp32 (or fp16) ONNX export of --ckpt")
-    parser.add_argument("--int8", type=model_file("onnx"), help="INT8 Q/DQ ONNX made by san-calibrate")
-    parser.add_argument("--engine", type=model_file("engine"),
-                        help="TensorRT engine (+ .json sidecar) made by san-export --trt")
-    parser.add_argument("--ir", type=model_file("openvino"), metavar="XML", help="OpenVINO IR made by san-export --openvino")
+    for kind, row in ROWS:
+        parser.add_argument(row.option, type=model_file(kind.name), metavar="PATH", help=row.help)
     parser.add_argument("--openvino", action="store_true",
                         help="also run --onnx and --int8 on OpenVINO (rows openvino-onnx, openvino-int8), at "
                         "--precision (f32 unless given; bf16 and fp16 are judged by the fp16 rule)")
-    add_dataset_arguments(parser, default=None, root=existing_folder, root_help="data set folder (default: see below)")
-    add_limit_argument(parser, "int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0")
+    LIMITS.add(parser)
     parser.add_argument("--draws", type=count(0), default=3, help="sampled-mask draws for torch (default 3; 0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
     parser.add_argument("--batch-size", type=count(1), default=32, help="images per model call (default 32)")
-    add_backend_arguments(parser)
-    parser.add_argument("--workers", type=count(0), help="decode threads (default: half the CPUs, 1..8)")
-    add_rerank_arguments(parser)
-    parser.add_argument("--json", type=output_file, metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--report", type=output_file, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--markdown", type=output_file, metavar="PATH", help="also write the report as Markdown")
-    add_progress_argument(parser, quiet_alias=True)
+    for group in (DATA, RUN, BACKEND, RERANK):
+        group.add_to(parser)
     return parser
 
 
@@ -102,41 +102,41 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-parity``."""
     args = build_parser().parse_args(argv)
-    backend = backend_options(args)
+    run, rules = RUN.read(args), LIMITS.read(args)
+    backend = BACKEND.read(args)
     precision = backend.pop("precision", None)  # OpenVINO's alone: the torch reference computes in fp32
-    given = [(name, path) for name, path in (("onnx", args.onnx), ("int8", args.int8), ("engine", args.engine),
-                                              ("ir", args.ir)) if path]
+    given = [(kind, row, path) for kind, row in ROWS if (path := getattr(args, row.option[2:]))]
     openvino = (("precision", precision),) if precision else ()
     judged = precision if precision in ("bf16", "fp16") else None
-    artifacts = [Artifact(name, path, "int8" if name == "int8" else None, options=openvino if name == "ir" else (),
-                          judged_as=judged if name == "ir" else None) for name, path in given]
-    if args.openvino:
-        artifacts += [Artifact(f"openvino-{name}", path, "int8" if name == "int8" else None, "openvino", openvino,
-                               judged) for name, path in given if name in ("onnx", "int8")]
-    try:
-        if not artifacts:
-            raise ValueError("nothing to compare: give at least one of --onnx, --int8, --engine, --ir")
-        if precision and not (args.openvino or args.ir):
-            raise ValueError(f"--precision {precision} is OpenVINO's: give --openvino or --ir")
-        if args.openvino and not (args.onnx or args.int8):
-            raise ValueError("--openvino runs the --onnx and --int8 files on OpenVINO: give at least one of them")
-        inputs = {"--ckpt": args.ckpt, **{f"--{name}": path for name, path in given}}
-        for option in ("--json", "--markdown"):
-            if getattr(args, option[2:]):
-                refuse_overwriting_inputs(getattr(args, option[2:]), inputs, option)
-        rules = override_rules(RULES, args.limit)
-        name, root, options = dataset_for_checkpoint(args.ckpt, args.dataset, args.root, dataset_options(args))
-        dataset = load_dataset(name, root, verbose=args.progress, **options)
-        report: ParityReport = run_parity(
-            args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-            options=backend, workers=args.workers, rerank=rerank_params(args), progress=args.progress,
-        )
-    except (ContractError, BackendError, ValueError, OSError) as exc:
-        print(f"san-parity: error: {exc}", file=sys.stderr)
-        return 2
-    print(report.render())
-    if args.json:
-        write_json(report, args.json)
+    on_openvino = [kind.backend == "openvino" for kind, _, _ in given]
+    artifacts = [Artifact(row.option[2:], path, row.precision, options=openvino if runs else (),
+                          judged_as=judged if runs else None) for (kind, row, path), runs in zip(given, on_openvino)]
+    if args.openvino:  # the ONNX files again, on OpenVINO
+        artifacts += [Artifact(f"openvino-{row.option[2:]}", path, row.precision, "openvino", openvino, judged)
+                      for kind, row, path in given if kind.name == "onnx"]
+    every = ", ".join(row.option for _, row in ROWS)
+    onnx_options = " and ".join(row.option for kind, row in ROWS if kind.name == "onnx")
+    if not artifacts:
+        raise ValueError(f"nothing to compare: give at least one of {every}")
+    if precision and not (args.openvino or any(on_openvino)):
+        raise ValueError(f"--precision {precision} is OpenVINO's: give --openvino or an OpenVINO model")
+    if args.openvino and not any(kind.name == "onnx" for kind, _, _ in given):
+        raise ValueError(f"--openvino runs the {onnx_options} files on OpenVINO: give at least one of them")
+    inputs = {"--ckpt": args.ckpt, **{row.option: path for _, row, path in given}}
+    for option, path in (("--report", args.report), ("--markdown", args.markdown)):
+        if path:
+            refuse_overwriting_inputs(path, inputs, option)
+    data = DATA.read(args)
+    name, root, options = dataset_for_checkpoint(args.ckpt, data.name, data.root, data.options)
+    dataset = load_dataset(name, root, verbose=run.progress and not run.json, **options)
+    report: ParityReport = run_parity(
+        args.ckpt, dataset, artifacts, rules, draws=args.draws, seed=args.seed,
+        batch_size=args.batch_size, options=backend, workers=run.workers, rerank=RERANK.read(args),
+        progress=run.progress and not run.json,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if run.json else report.render())
+    if args.report:
+        write_json(report, args.report)
     if args.markdown:
         atomic_write_text(args.markdown, report.markdown())
     return 0 if report.passed else 1

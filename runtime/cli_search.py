@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.base import BackendError
-from runtime.embed import INDEX, EmbedError
-from runtime.options import add_backend_arguments, backend_options
+from runtime.embed import INDEX
+from runtime.options import BACKEND
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import (
@@ -28,21 +27,20 @@ from runtime.search import (
 )
 from san.arguments import (
     CommandParser,
-    add_device_argument,
-    add_progress_argument,
-    add_rerank_arguments,
+    DeviceGroup,
+    RerankGroup,
+    RunGroup,
     count,
     existing_file,
     existing_folder,
     model_file,
     output_file,
     output_folder,
-    rerank_params,
 )
-from san.command import command
+from san.artifact import ARTIFACT_KINDS
+from san.command import command, subcommand
 from san.confinement import confined
 from san.output_lock import exclusive_output
-from san.preprocess import ImageDecodeError
 from san.spec import ContractError
 
 DESCRIPTION = """\
@@ -105,6 +103,11 @@ example:
 """
 
 
+BUILD_RUN = RunGroup()
+RERANK = RerankGroup()
+MASKS_DEVICE = DeviceGroup("cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-search`` and its three commands."""
     parser = CommandParser(prog="san-search", description=DESCRIPTION,
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HNSW search breadth (default %(default)s)")
     build.add_argument("--recall-queries", type=count(0), default=1000, metavar="N",
                        help="held-out rows recall@10 is measured on (default %(default)s)")
-    add_progress_argument(build)
+    BUILD_RUN.add_to(build)
 
     query = commands.add_parser("query", help="top k of query images or stored rows",
                                 epilog=QUERY_EPILOG, formatter_class=raw)
@@ -133,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", type=existing_file, nargs="+", metavar="IMAGE",
                         help="query image files (needs --model)")
     source.add_argument("--rows", type=count(0), nargs="+", metavar="ROW", help="rows of embeddings.npy to query with")
-    query.add_argument("--model", type=model_file("checkpoint", "onnx", "engine", "openvino"),
+    query.add_argument("--model", type=model_file(*ARTIFACT_KINDS),
                        help="model.pt / model.onnx / model.engine / model.xml that made EMB_DIR")
     query.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
     query.add_argument("-k", type=count(1), default=10, help="results per query (default 10)")
@@ -143,20 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--metric", choices=METRICS, help="default: the built index's, else l2")
     query.add_argument("--nprobe", type=count(1), help="override the built index's nprobe")
     query.add_argument("--ef-search", type=count(1), help="override the built index's efSearch")
-    add_rerank_arguments(query)
+    RERANK.add_to(query)
     query.add_argument("--candidates", type=count(1), default=100, metavar="N",
                        help="with --rerank: re-rank each query's top N from the index (default %(default)s)")
     query.add_argument("--png", type=output_file, metavar="PATH", help="also draw each ranked list as a PNG")
     query.add_argument("--image-root", type=existing_folder, metavar="DIR",
                        help="where the folder's images are now (default: recorded by san-embed)")
-    add_backend_arguments(query)
+    BACKEND.add_to(query)
 
     masks = commands.add_parser("masks", help="attention-mask overlays per block (paper Fig. 6)",
                                 epilog=MASKS_EPILOG, formatter_class=raw)
     masks.add_argument("--ckpt", type=model_file("checkpoint"), required=True, help="SAN checkpoint (.pt)")
     masks.add_argument("--images", type=existing_file, nargs="+", required=True, metavar="IMAGE", help="image files")
     masks.add_argument("--out", type=output_folder, required=True, help="folder for the PNGs (created)")
-    add_device_argument(masks, "cpu")
+    MASKS_DEVICE.add_to(masks)
     return parser
 
 
@@ -169,7 +172,7 @@ def _query_vectors(args: argparse.Namespace, folder: EmbeddingFolder) -> tuple[n
         return np.asarray(folder.vectors[args.rows]), [folder.paths[r] for r in args.rows]
     if args.model is None:
         raise SearchError("--images needs --model (the network that made the embeddings)")
-    with open_backend(args.model, args.backend, **backend_options(args)) as backend:
+    with open_backend(args.model, args.backend, **BACKEND.read(args)) as backend:
         for note in backend.notes:
             print(f"san-search: note: {note}", file=sys.stderr)
         if backend.sha256 != folder.meta.get("model_sha256"):
@@ -189,7 +192,8 @@ def build(args: argparse.Namespace) -> int:
     if kind != "numpy":
         faiss_module()  # a missing extra is named before any file is read
     with exclusive_output(args.folder):  # the lock san-embed holds while it writes the folder
-        record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries, progress=args.progress)
+        record = build_index(EmbeddingFolder.open(args.folder), spec, args.recall_queries,
+                             progress=BUILD_RUN.read(args).progress)
     what = record.get("factory", "numpy (exact)")
     recall = record["recall_at_10"]
     measured = (f"recall@10 {recall['value']:.4f} on {recall['queries']} stored rows ({recall['held_out']} outside "
@@ -205,7 +209,7 @@ def query(args: argparse.Namespace) -> int:
     folder = EmbeddingFolder.open(args.folder)
     vectors, names = _query_vectors(args, folder)
     searcher = folder.searcher(args.engine, args.metric, args.nprobe, args.ef_search)
-    params = rerank_params(args)
+    params = RERANK.read(args)
     hits: Hits = (reranked_search(searcher, folder.vectors, vectors, args.k, args.candidates, params) if params
                   else searcher.search(vectors, args.k))
     root = folder.image_root(args.image_root) if args.png else None
@@ -251,17 +255,14 @@ def _id_text(pid: int | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``san-search``; 0 done, 2 bad arguments or files."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "build":
-            return build(args)
-        if args.command == "query":
-            return query(args)
-        for path in attention_overlay_pngs(args.ckpt, args.images, args.out, args.device):
-            print(path)
-        return 0
-    except (SearchError, EmbedError, ContractError, BackendError, ImageDecodeError, ValueError, OSError) as exc:
-        print(f"san-search {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    subcommand(args.command)
+    if args.command == "build":
+        return build(args)
+    if args.command == "query":
+        return query(args)
+    for path in attention_overlay_pngs(args.ckpt, args.images, args.out, MASKS_DEVICE.read(args) or "cpu"):
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":

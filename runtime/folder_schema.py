@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from san.errors import ToolkitError
 from san.spec import ContractError, InputSpec
 
 EMBEDDINGS, INDEX, META, TIMING, PROGRESS = "embeddings.npy", "index.csv", "meta.json", "timing.json", "progress.json"
@@ -24,7 +25,7 @@ PARTIAL_EMBEDDINGS, PARTIAL_INDEX = "embeddings.partial.npy", "index.partial.csv
 COUNTS = ("images", "ok", "failed")
 
 
-class EmbedError(RuntimeError):
+class EmbedError(ToolkitError, RuntimeError):
     """An embedding run or folder that cannot be used; the message says what to do."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from san.data.market import DUKEMTMCREID, MARKET1501
+from san.device import Device
 from san.preprocess import decode_image, load_image
 
 BORDER, PAD, GAP = 4, 8, 18
@@ -164,7 +165,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> Image.I
 
 
 def attention_overlay_pngs(ckpt: str | Path, images: Sequence[str | Path], out_dir: str | Path,
-                           device: str = "cpu") -> list[Path]:
+                           device: Device | str = "cpu") -> list[Path]:
     """One PNG per image in ``out_dir``: the image, then the mask of each attention block (eval mode).
 
     Files are named ``<image stem>_masks.png`` (``_2``, ``_3``... when stems repeat).
@@ -174,8 +175,8 @@ def attention_overlay_pngs(ckpt: str | Path, images: Sequence[str | Path], out_d
     from san.checkpoint import load_checkpoint
     from san.evaluate import torch_device_name
 
-    device = torch_device_name(device)  # the masks come from the PyTorch model
-    model, meta = load_checkpoint(ckpt, map_location=device)
+    name = torch_device_name(device)  # the masks come from the PyTorch model
+    model, meta = load_checkpoint(ckpt, map_location=name)
     stages = model.cfg.active_stages
     if not stages:
         raise ValueError(f"{ckpt}: the model has no attention blocks (attention={model.cfg.attention!r})")
@@ -186,7 +187,7 @@ def attention_overlay_pngs(ckpt: str | Path, images: Sequence[str | Path], out_d
     for path in images:
         image = load_image(path, meta.spec)
         with torch.inference_mode():
-            masks = model(torch.from_numpy(image[None]).to(device), details=True).masks
+            masks = model(torch.from_numpy(image[None]).to(name), details=True).masks
         shares = [m[0].float().mean(0).cpu().numpy() for m in masks]  # C x h x w -> share of channels on, h x w
         tiles = [Image.fromarray(image.transpose(1, 2, 0)), *(overlay(image, share) for share in shares)]
         labels = [("image", f"{meta.spec.height}x{meta.spec.width}"),

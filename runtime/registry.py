@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import Backend, BackendError
-from san.artifact import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, IR_SUFFIXES, MODEL_KINDS, ONNX_SUFFIXES, sniff_model_kind
+from san.artifact import MODEL_KINDS, kind_for, sniff_model_kind
 from san.extras import missing_extra
 
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """Where a backend class lives, the artifact suffixes it is chosen for, and the model kinds
-    (:data:`san.artifact.MODEL_KINDS`) it runs."""
+    """Where a backend class lives, and the model kinds (:data:`san.artifact.ARTIFACT_KINDS`) it
+    runs; each kind names the backend its files get by default."""
 
     module: str
     cls: str
-    suffixes: tuple[str, ...]
     kinds: tuple[str, ...]
 
     def load(self) -> type[Backend]:
@@ -33,23 +32,19 @@ class BackendEntry:
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", CHECKPOINT_SUFFIXES, ("checkpoint",)),
-    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ONNX_SUFFIXES, ("onnx",)),
-    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ENGINE_SUFFIXES, ("engine",)),
-    "openvino": BackendEntry("runtime.openvino_backend", "OpenVINOBackend", IR_SUFFIXES, ("openvino", "onnx")),
+    "torch": BackendEntry("runtime.torch_backend", "TorchBackend", ("checkpoint",)),
+    "onnxruntime": BackendEntry("runtime.onnxruntime_backend", "OnnxRuntimeBackend", ("onnx",)),
+    "tensorrt": BackendEntry("runtime.tensorrt_backend", "TensorRTBackend", ("engine",)),
+    "openvino": BackendEntry("runtime.openvino_backend", "OpenVINOBackend", ("openvino", "onnx")),
 }
 
 
 def backend_for(artifact: Path) -> str:
-    """The backend name for an artifact's suffix (case-insensitive)."""
-    by_suffix = {suffix: name for name, entry in BACKENDS.items() for suffix in entry.suffixes}
+    """The default backend of an artifact's kind (:func:`san.artifact.kind_for`)."""
     try:
-        return by_suffix[artifact.suffix.lower()]
-    except KeyError:
-        raise ValueError(
-            f"{artifact}: cannot tell the backend from the suffix {artifact.suffix!r}; expected one of "
-            f"{sorted(by_suffix)} or an explicit backend ({sorted(BACKENDS)})"
-        ) from None
+        return kind_for(artifact).backend
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or an explicit backend ({sorted(BACKENDS)})") from None
 
 
 def open_backend(artifact: str | Path, backend: str | None = None, **options: Any) -> Backend:

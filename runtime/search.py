@@ -33,6 +33,7 @@ from runtime.folder_schema import read_finished, read_json_object
 from san.atomic import atomic_write, atomic_write_json
 from san.embedding import l2_normalize
 from san.error_reason import reason
+from san.errors import ToolkitError
 from san.extras import missing_extra
 from san.hashing import file_sha256
 from san.limits import address_space_at_most, faiss_read_allowance
@@ -55,7 +56,7 @@ ADD_ROWS = 65536
 log = logging.getLogger(__name__)
 
 
-class SearchError(RuntimeError):
+class SearchError(ToolkitError, RuntimeError):
     """A search that cannot run; the message names the file or argument and what to do."""
 
 

@@ -21,7 +21,7 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import read_model_contract, read_sidecar
+from san.engine_sidecar import EngineSidecar
 from san.spec import ContractError, InputSpec
 from san.tensorrt_target import (
     EngineCompatibilityError,
@@ -50,12 +50,13 @@ class TensorRTBackend(Backend):
         self._logger = trt.Logger(trt.Logger.WARNING)
 
     def _activate(self) -> InputSpec:
+        sidecar = EngineSidecar.read(self.artifact)
         try:
-            sidecar = read_sidecar(self.artifact)
-            check_engine_compatible(sidecar, TargetEnvironment.detect(self.device.index))
-        except (EngineCompatibilityError, TensorRTUnavailable, ValueError) as exc:
+            check_engine_compatible(sidecar.built_for, sidecar.version_compatible,
+                                    TargetEnvironment.detect(self.device.index))
+        except (EngineCompatibilityError, TensorRTUnavailable) as exc:
             raise BackendError(f"{self.artifact}: refused: {exc}") from exc
-        spec, self.convention = read_model_contract(self.artifact)
+        spec, self.convention = sidecar.spec, sidecar.convention
         try:
             cuda.init()
             self._cuda_context = cuda.Device(self.device.index).retain_primary_context()
@@ -64,7 +65,7 @@ class TensorRTBackend(Backend):
                                "with `nvidia-smi` and the device index") from exc
         self._cuda_context.push()
         try:
-            self._load_engine(spec, bool(sidecar.get("version_compatible")))
+            self._load_engine(sidecar)
         except BaseException:
             self._cuda_context.pop()
             self._cuda_context.detach()
@@ -72,7 +73,8 @@ class TensorRTBackend(Backend):
         self._cuda_context.pop()
         return spec
 
-    def _load_engine(self, spec: InputSpec, version_compatible: bool) -> None:
+    def _load_engine(self, sidecar: EngineSidecar) -> None:
+        spec = sidecar.spec
         try:
             self._runtime = trt.Runtime(self._logger)
         except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
@@ -80,7 +82,7 @@ class TensorRTBackend(Backend):
                                "with `nvidia-smi`") from exc
         # A version-compatible engine carries its lean runtime as host code, which TensorRT
         # runs only when allowed.
-        self._runtime.engine_host_code_allowed = version_compatible
+        self._runtime.engine_host_code_allowed = sidecar.version_compatible
         self._engine = self._runtime.deserialize_cuda_engine(self.artifact.read_bytes())
         if self._engine is None:
             raise BackendError(f"{self.artifact}: TensorRT {trt.__version__} cannot deserialize this engine; "
@@ -92,7 +94,7 @@ class TensorRTBackend(Backend):
             raise ContractError(f"{self.artifact}: expected one input and one output tensor, got {inputs} -> {outputs}")
         self._input, self._output = inputs[0], outputs[0]
         low, _, high = self._engine.get_tensor_profile_shape(self._input, 0)
-        expected = self.convention.dims(spec)
+        expected = sidecar.input_dims()
         if list(high[1:]) != expected:
             raise ContractError(
                 f"{self.artifact}: engine input shape {tuple(high)} contradicts its contract "

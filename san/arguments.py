@@ -12,13 +12,16 @@ import argparse
 import math
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from san.artifact import MODEL_KINDS, sniff_model_kind
 from san.device import DEVICES, Device
 from san.rerank import RerankParams
+from san.rules import RULES, Rule, override_rules
 
 
 class BadArguments(SystemExit):
@@ -72,14 +75,6 @@ def device_name(text: str) -> str:
     return text.strip().lower()
 
 
-def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str | None,
-                        note: str = "") -> None:
-    """The ``--device`` option, the same in every command (``default`` None: the backend's own)."""
-    shown = default or "cpu, or cuda for a TensorRT engine"
-    parser.add_argument("--device", type=device_name, default=default, metavar="DEVICE",
-                        help=f"{DEVICES}{note} (default {shown})")
-
-
 class _DeprecatedAlias(argparse._AppendAction):
     """An old spelling of an appending option: works as the new one, and says so once, in one line."""
 
@@ -90,15 +85,6 @@ class _DeprecatedAlias(argparse._AppendAction):
                   f"use --{self.dest.replace('_', '-')}", file=sys.stderr)
             setattr(namespace, "_warned_" + self.dest, True)
         super().__call__(parser, namespace, values, option_string)
-
-
-def add_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, example: str) -> None:
-    """``--limit KIND.FIELD=VALUE`` (repeatable): change one limit of the rule table for this run;
-    ``--threshold``, its former name, still works for one release."""
-    parser.add_argument("--limit", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                        help=f"change one limit of the rule table, repeatable (e.g. {example}; 'none' drops it)")
-    parser.add_argument("--threshold", action=_DeprecatedAlias, dest="limit", metavar="KIND.FIELD=VALUE",
-                        help=argparse.SUPPRESS)
 
 
 class _DeprecatedSwitch(argparse._StoreFalseAction):
@@ -115,15 +101,26 @@ class _DeprecatedSwitch(argparse._StoreFalseAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-def add_progress_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
-                          quiet_alias: bool = False) -> None:
-    """``--no-progress`` (``args.progress`` False): no progress bar on a terminal and no progress
-    lines in a log (:mod:`san.progress`). ``quiet_alias``: ``--quiet``, a former name, still works."""
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
-                        help="no progress bar on a terminal, no progress lines in a log")
-    if quiet_alias:
-        parser.add_argument("--quiet", dest="progress", action=_DeprecatedSwitch, replacement="--no-progress",
-                            help=argparse.SUPPRESS)
+class _JsonOrFormerPath(argparse.Action):
+    """``--json`` alone: print JSON; ``--json PATH``, its former meaning, still writes the report
+    to PATH as ``replacement PATH`` does, and says so in one line."""
+
+    def __init__(self, *args: Any, replacement: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is True:
+            setattr(namespace, self.dest, True)
+            return
+        print(f"{parser.prog}: note: {option_string} PATH is deprecated and will be removed in the next release; "
+              f"use {self.replacement} PATH ({option_string} alone prints JSON)", file=sys.stderr)
+        try:
+            path = output_file(values)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument {option_string}: {exc}")
+        setattr(namespace, self.replacement.lstrip("-").replace("-", "_"), path)
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
@@ -246,38 +243,167 @@ def _require_writable(folder: Path) -> None:
         raise argparse.ArgumentTypeError(f"{existing}: no permission to write there (read-only)")
 
 
-# -- argument groups that several commands share --------------------------------------------
-def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--rerank`` and its ``--k1``, ``--k2``, ``--lambda`` for a command that scores a split."""
-    group = parser.add_argument_group("k-reciprocal re-ranking (Zhong et al., CVPR 2017)")
-    group.add_argument("--rerank", action="store_true", help="rank by re-ranked distances")
-    group.add_argument("--k1", type=count(1), default=RerankParams.k1, help="k1 (default %(default)s)")
-    group.add_argument("--k2", type=count(1), default=RerankParams.k2, help="k2 (default %(default)s)")
-    group.add_argument("--lambda", dest="lam", type=finite, default=RerankParams.lam,
-                       help="weight of the original distance (default %(default)s)")
+# -- argument groups ------------------------------------------------------------------------
+Read = TypeVar("Read")
+Adder = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
-def rerank_params(args: argparse.Namespace) -> RerankParams | None:
-    """The re-ranking ``args`` ask for, or None."""
-    return RerankParams(args.k1, args.k2, args.lam) if args.rerank else None
+class ArgumentGroup(ABC, Generic[Read]):
+    """Options that commands add as one group and read back as one typed value (in the style of
+    Polygraphy's argument groups): each group adds its flags and is the only reader of them, so a
+    flag added is a flag read, and a flag means one thing in every command that has it."""
+
+    #: The group's heading in ``--help`` (None: the options join the command's own).
+    title: ClassVar[str | None] = None
+
+    def add_to(self, parser: CommandParser) -> None:
+        """Add the group's options to ``parser``, with the rules that tie them together."""
+        self.add(parser.add_argument_group(self.title) if self.title else parser)
+        self.tie(parser)
+
+    def tie(self, parser: CommandParser) -> None:
+        """Declare which options only apply beside another (:meth:`CommandParser.only_with`)."""
+
+    @abstractmethod
+    def add(self, parser: Adder) -> None:
+        """Add the options to ``parser`` (a parser or one of its groups)."""
+
+    @abstractmethod
+    def read(self, args: argparse.Namespace) -> Read:
+        """The options' value, from the parsed ``args``."""
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str | None,
-                          root: Callable[[str], Path], root_help: str, required: bool = False) -> None:
+@dataclass(frozen=True)
+class DeviceGroup(ArgumentGroup[Device | None]):
+    """``--device``: where the model runs (:class:`san.device.Device`); ``default`` None: the
+    backend's own."""
+
+    default: str | None
+    note: str = ""
+
+    def add(self, parser: Adder) -> None:
+        shown = self.default or "cpu, or cuda for a TensorRT engine"
+        parser.add_argument("--device", type=device_name, default=self.default, metavar="DEVICE",
+                            help=f"{DEVICES}{self.note} (default {shown})")
+
+    def read(self, args: argparse.Namespace) -> Device | None:
+        return None if args.device is None else Device.parse(args.device)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a command runs: decode workers (None: :func:`san.retrieval.default_workers`), whether
+    it shows progress, and whether it prints one JSON object instead of its tables."""
+
+    workers: int | None = None
+    progress: bool = True
+    json: bool = False
+
+
+#: What ``--workers`` means in every command that has it.
+WORKERS_HELP = "decode workers (default: half the CPUs, 1..8; 0: decode in the main thread)"
+
+
+@dataclass(frozen=True)
+class RunGroup(ArgumentGroup[Run]):
+    """``--no-progress`` (commands that show progress), ``--workers`` (commands that decode
+    images) and ``--json`` (commands that print a report); ``quiet_alias``: ``--quiet``, a former
+    name of ``--no-progress``, still works for one release."""
+
+    workers: bool = False
+    json: bool = False
+    progress: bool = True
+    quiet_alias: bool = False
+    #: The option that now writes the report file that ``--json PATH``, a former meaning, wrote.
+    json_path_alias: str | None = None
+
+    def add(self, parser: Adder) -> None:
+        if self.workers:
+            parser.add_argument("--workers", type=count(0), metavar="N", help=WORKERS_HELP)
+        if self.json and self.json_path_alias:
+            parser.add_argument("--json", action=_JsonOrFormerPath, nargs="?", const=True, default=False,
+                                replacement=self.json_path_alias, help="print one JSON object instead of tables")
+        elif self.json:
+            parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+        if self.progress:
+            parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                                help="no progress bar on a terminal, no progress lines in a log")
+        if self.quiet_alias:
+            parser.add_argument("--quiet", dest="progress", action=_DeprecatedSwitch, replacement="--no-progress",
+                                help=argparse.SUPPRESS)
+
+    def read(self, args: argparse.Namespace) -> Run:
+        return Run(args.workers if self.workers else None, self.progress and args.progress, self.json and args.json)
+
+
+@dataclass(frozen=True)
+class LimitGroup(ArgumentGroup[dict[str, Rule]]):
+    """``--limit KIND.FIELD=VALUE`` (repeatable): the rule table with this run's changes;
+    ``--threshold``, its former name, still works for one release."""
+
+    example: str
+
+    def add(self, parser: Adder) -> None:
+        parser.add_argument("--limit", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                            help=f"change one limit of the rule table, repeatable (e.g. {self.example}; 'none' "
+                            "drops it)")
+        parser.add_argument("--threshold", action=_DeprecatedAlias, dest="limit", metavar="KIND.FIELD=VALUE",
+                            help=argparse.SUPPRESS)
+
+    def read(self, args: argparse.Namespace) -> dict[str, Rule]:
+        return override_rules(RULES, args.limit)
+
+
+class RerankGroup(ArgumentGroup[RerankParams | None]):
+    """``--rerank`` and its ``--k1``, ``--k2``, ``--lambda`` (k-reciprocal re-ranking)."""
+
+    title = "k-reciprocal re-ranking (Zhong et al., CVPR 2017)"
+
+    def add(self, parser: Adder) -> None:
+        parser.add_argument("--rerank", action="store_true", help="rank by re-ranked distances")
+        parser.add_argument("--k1", type=count(1), default=RerankParams.k1, help="k1 (default %(default)s)")
+        parser.add_argument("--k2", type=count(1), default=RerankParams.k2, help="k2 (default %(default)s)")
+        parser.add_argument("--lambda", dest="lam", type=finite, default=RerankParams.lam,
+                            help="weight of the original distance (default %(default)s)")
+
+    def tie(self, parser: CommandParser) -> None:
+        parser.only_with("--rerank", "--k1", "--k2", "--lambda")
+
+    def read(self, args: argparse.Namespace) -> RerankParams | None:
+        return RerankParams(args.k1, args.k2, args.lam) if args.rerank else None
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """The data set a command was asked for: its name and folder (None: what the checkpoint
+    records) and its loader options from ``--dataset-arg`` (None: none given)."""
+
+    name: str | None
+    root: Path | None
+    options: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DatasetGroup(ArgumentGroup[DatasetRequest]):
     """``--dataset NAME``, ``--root DIR`` and ``--dataset-arg KEY=VALUE`` (repeatable)."""
-    from san.data.registry import DATASETS
 
-    names = ", ".join(sorted(DATASETS))
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default=default, required=required, metavar="NAME",
-                        help=f"{names} (default {default or 'the one the checkpoint was trained on'})")
-    parser.add_argument("--root", type=root, required=required, metavar="DIR", help=root_help)
-    parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="loader option, repeatable (cuhk03: variant=labeled|detected, protocol=classic|new, "
-                        "split=0..19; synthetic: ids=, cameras=, seed=)")
+    default: str | None
+    root: Callable[[str], Path]
+    root_help: str
+    required: bool = False
 
+    def add(self, parser: Adder) -> None:
+        from san.data.registry import DATASETS
 
-def dataset_options(args: argparse.Namespace) -> dict[str, object] | None:
-    """The ``--dataset-arg`` options given, or None."""
-    from san.data.registry import parse_dataset_args
+        names = ", ".join(sorted(DATASETS))
+        parser.add_argument("--dataset", choices=sorted(DATASETS), default=self.default, required=self.required,
+                            metavar="NAME", help=f"{names} (default {self.default or 'the one the checkpoint was trained on'})")
+        parser.add_argument("--root", type=self.root, required=self.required, metavar="DIR", help=self.root_help)
+        parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                            help="loader option, repeatable (cuhk03: variant=labeled|detected, protocol=classic|new, "
+                            "split=0..19; synthetic: ids=, cameras=, seed=)")
 
-    return parse_dataset_args(args.dataset_arg) if args.dataset_arg else None
+    def read(self, args: argparse.Namespace) -> DatasetRequest:
+        from san.data.registry import parse_dataset_args
+
+        return DatasetRequest(args.dataset, args.root, parse_dataset_args(args.dataset_arg) if args.dataset_arg else None)

@@ -6,7 +6,7 @@ Three artifact kinds carry a model and its input contract (:class:`san.spec.Inpu
   (:mod:`san.checkpoint`; :func:`read_checkpoint_header` reads all but the weights);
 - an ONNX file: the contract and provenance in ``metadata_props`` under the keys below,
   input ``images`` (uint8 RGB NCHW), output ``embeddings``;
-- a TensorRT engine: the same facts in a JSON sidecar ``<engine>.json``;
+- a TensorRT engine: the same facts in a JSON sidecar ``<engine>.json`` (:mod:`san.engine_sidecar`);
 - an OpenVINO IR (``.xml`` + ``.bin``): the ONNX file's ``metadata_props`` in the model's
   runtime info, section ``san`` (read from the XML, without OpenVINO).
 
@@ -20,7 +20,7 @@ import json
 import pickle
 import xml.etree.ElementTree as ElementTree
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
 from san.confinement import check_external_data, check_ir_weights
+from san.engine_sidecar import EngineSidecar
 from san.error_reason import reason
-from san.input_convention import InputConvention
+from san.input_convention import INPUT_CONVENTION_KEY, InputConvention
 from san.limits import exceeds
 from san.spec import METADATA_KEY, ContractError, InputSpec
 
@@ -45,18 +46,9 @@ EXPORTER_KEY = "san.exporter"
 PRECISION_KEY = "san.precision"
 #: Stages whose attention mask is hard (0/1) in the deployed graph, as the generators said at export.
 HARD_MASKS_KEY = "san.hard_mask_stages"
-#: How the ``images`` input is encoded (:class:`san.input_convention.InputConvention`); absent: uint8 RGB NCHW.
-INPUT_CONVENTION_KEY = "san.input_convention"
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
-IR_SUFFIXES = (".xml",)
 #: The runtime-info section of an OpenVINO IR that holds the ONNX file's ``metadata_props``.
 IR_SECTION = "san"
-
-SIDECAR_FORMAT = "san-tensorrt-engine"
-SIDECAR_VERSION = 1
 
 
 def pi_name(stage: int) -> str:
@@ -97,7 +89,7 @@ def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (or of the ONNX file an OpenVINO IR came from) as a dict."""
-    if Path(path).suffix.lower() in IR_SUFFIXES:
+    if kind_for(path).name == "openvino":
         return _read_ir(path)[0]
     return metadata_of(load_onnx(path))
 
@@ -186,18 +178,25 @@ def read_contract(path: str | Path) -> InputSpec:
 
 def read_model_contract(path: str | Path) -> tuple[InputSpec, InputConvention]:
     """A model file's input contract and input convention, one call for any exported kind
-    (ONNX, OpenVINO IR, TensorRT engine); the file is read once."""
-    path = Path(path)
-    if path.suffix.lower() in ENGINE_SUFFIXES:
-        sidecar = read_sidecar(path)
-        try:
-            return InputSpec.from_dict(sidecar[METADATA_KEY]), read_input_convention(path)
-        except (KeyError, TypeError) as exc:
-            raise ContractError(f"{sidecar_path(path)}: no valid input contract under {METADATA_KEY!r} ({exc})") from exc
-    if path.suffix.lower() in IR_SUFFIXES:
-        metadata, dims = _read_ir(path)
-        return contract_from(metadata, {INPUT_NAME: dims} if dims else {}, path)
+    (ONNX, OpenVINO IR, TensorRT engine: its kind's reader in :data:`ARTIFACT_KINDS`)."""
+    kind = kind_for(path)
+    if kind.contract is None:
+        raise ContractError(f"{path} is {kind.described}, whose contract is in its model config: load it with torch")
+    return kind.contract(Path(path))
+
+
+def _ir_contract(path: Path) -> tuple[InputSpec, InputConvention]:
+    metadata, dims = _read_ir(path)
+    return contract_from(metadata, {INPUT_NAME: dims} if dims else {}, path)
+
+
+def _onnx_file_contract(path: Path) -> tuple[InputSpec, InputConvention]:
     return _onnx_contract(load_onnx(path), path)
+
+
+def _engine_contract(path: Path) -> tuple[InputSpec, InputConvention]:
+    sidecar = EngineSidecar.read(path)
+    return sidecar.spec, sidecar.convention
 
 
 def hard_mask_stages(proto: onnx.ModelProto, where: str | Path) -> tuple[int, ...]:
@@ -212,40 +211,10 @@ def hard_mask_stages(proto: onnx.ModelProto, where: str | Path) -> tuple[int, ..
     return stages
 
 
-# -- TensorRT engine sidecars ----------------------------------------------------------------
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    """The sidecar of ``engine_path``; raises ``FileNotFoundError``/``ValueError`` naming it."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: engine sidecar not found (written by `san-export --trt` beside the engine)")
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{path}: not a SAN engine sidecar (expected format {SIDECAR_FORMAT!r})")
-    return sidecar
-
-
 def read_input_convention(path: str | Path) -> InputConvention:
     """The input convention of an ONNX file (metadata), an OpenVINO IR (runtime info) or an engine
     (sidecar provenance)."""
-    path = Path(path)
-    if path.suffix.lower() in IR_SUFFIXES:
-        return _convention(read_metadata(path), path)
-    if path.suffix.lower() in ENGINE_SUFFIXES:
-        text = read_sidecar(path).get("provenance", {}).get(INPUT_CONVENTION_KEY)
-        try:
-            return InputConvention() if text is None else InputConvention.from_json(text)
-        except ContractError as exc:
-            raise ContractError(f"{sidecar_path(path)}: {exc}") from exc
-    return convention_of(load_onnx(path), path)
+    return read_model_contract(path)[1] if kind_for(path).name != "onnx" else convention_of(load_onnx(path), path)
 
 
 # -- what a file is -------------------------------------------------------------------------
@@ -253,9 +222,56 @@ def read_input_convention(path: str | Path) -> InputConvention:
 _ONNX_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x72, 0x7A})
 
 
-#: What each model kind of :func:`sniff_model_kind` is, for messages.
-MODEL_KINDS = {"checkpoint": "a PyTorch checkpoint", "onnx": "an ONNX model", "engine": "a TensorRT engine",
-               "openvino": "an OpenVINO IR"}
+@dataclass(frozen=True)
+class ParityRow:
+    """A ``san-parity`` option that adds a row for a file of this kind, judged at ``precision``
+    (None: the one its file records)."""
+
+    option: str
+    help: str
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One kind of model file: how it is named and recognised, where its contract is read, what
+    runs it by default, and the ``san-parity`` rows it gets. A new kind is one row of
+    :data:`ARTIFACT_KINDS` plus its backend (``runtime/``)."""
+
+    name: str
+    described: str  # for messages: "an ONNX model"
+    suffixes: tuple[str, ...]
+    backend: str  # the runtime backend its suffix chooses (runtime.registry.BACKENDS)
+    contract: Callable[[Path], tuple[InputSpec, InputConvention]] | None  # None: in the model config
+    parity: tuple[ParityRow, ...] = ()
+
+
+ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
+    ArtifactKind("checkpoint", "a PyTorch checkpoint", (".pt", ".pth"), "torch", None),
+    ArtifactKind("onnx", "an ONNX model", (".onnx",), "onnxruntime", _onnx_file_contract, (
+        ParityRow("--onnx", "fp32 (or fp16) ONNX export of --ckpt"),
+        ParityRow("--int8", "INT8 Q/DQ ONNX made by san-calibrate", "int8"))),
+    ArtifactKind("engine", "a TensorRT engine", (".engine", ".plan"), "tensorrt", _engine_contract, (
+        ParityRow("--engine", "TensorRT engine (+ .json sidecar) made by san-export --trt"),)),
+    ArtifactKind("openvino", "an OpenVINO IR", (".xml",), "openvino", _ir_contract, (
+        ParityRow("--ir", "OpenVINO IR made by san-export --openvino"),)),
+)}
+#: What each model kind is, for messages.
+MODEL_KINDS = {name: kind.described for name, kind in ARTIFACT_KINDS.items()}
+
+
+def kind_for(path: str | Path) -> ArtifactKind:
+    """The kind a file's suffix names (case-insensitive), else the kind its content shows
+    (:func:`sniff_model_kind`); ``ValueError`` when neither tells."""
+    suffix = Path(path).suffix.lower()
+    for kind in ARTIFACT_KINDS.values():
+        if suffix in kind.suffixes:
+            return kind
+    sniffed = sniff_model_kind(path) if Path(path).is_file() else "unknown"
+    if sniffed in ARTIFACT_KINDS:
+        return ARTIFACT_KINDS[sniffed]
+    known = sorted(s for kind in ARTIFACT_KINDS.values() for s in kind.suffixes)
+    raise ValueError(f"{path}: cannot tell the kind of model from the suffix {suffix!r}; expected one of {known}")
 
 
 def sniff_model_kind(path: str | Path) -> str:
@@ -272,7 +288,7 @@ def sniff_model_kind(path: str | Path) -> str:
         return "onnx"
     if head.lstrip().startswith((b"<?xml", b"<net")):
         return "openvino"
-    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
+    if Path(path).suffix.lower() in ARTIFACT_KINDS["engine"].suffixes:
         return "engine"
     return "unknown"
 
@@ -288,10 +304,9 @@ class Provenance:
 
 def read_provenance(path: str | Path) -> Provenance:
     """The :class:`Provenance` of an ONNX file or OpenVINO IR (metadata) or an engine (sidecar)."""
-    path = Path(path)
-    if path.suffix.lower() in ENGINE_SUFFIXES:
-        sidecar = read_sidecar(path)
-        return Provenance(sidecar.get("precision", "fp32"), sidecar.get("provenance", {}).get(CHECKPOINT_SHA_KEY))
+    if kind_for(path).name == "engine":
+        sidecar = EngineSidecar.read(path)
+        return Provenance(sidecar.precision, sidecar.provenance.get(CHECKPOINT_SHA_KEY))
     metadata = read_metadata(path)
     return Provenance(metadata.get(PRECISION_KEY, "fp32"), metadata.get(CHECKPOINT_SHA_KEY))
 

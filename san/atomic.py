@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from san.errors import ToolkitError
 from san.failpoints import failpoint
 
 _TMP_SUFFIX = ".tmp"
@@ -22,7 +23,7 @@ _TMP_SUFFIX = ".tmp"
 _DESTINATION_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
-class DestinationError(OSError):
+class DestinationError(ToolkitError, OSError):
     """``filename`` cannot be written (``strerror`` says why); raised where the write happens, so
     what was written before it stays as it was."""
 

@@ -13,6 +13,7 @@ import torch
 from san.artifact import refused_pickle
 from san.atomic import atomic_write
 from san.config import ModelConfig
+from san.errors import ToolkitError
 from san.hashing import file_sha256
 from san.limits import LimitError
 from san.model.network import SAN, build_model
@@ -24,7 +25,7 @@ FORMAT = "san-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ToolkitError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 

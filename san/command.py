@@ -1,5 +1,5 @@
 """What every ``san-*`` command shares around its ``main``: library messages shown on stdout,
-and a missing optional dependency reported in one line instead of a traceback.
+and each error reported in one line with its exit status, in one place (:func:`command`).
 
 Library code reports through :mod:`logging` (loggers ``san``, ``export``, ``calibration``,
 ``runtime``) and never prints; a command shows those messages one per line, written
@@ -9,6 +9,7 @@ through tqdm so that they do not tear a progress bar on a terminal.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import io
 import logging
@@ -19,12 +20,16 @@ from typing import Protocol
 from tqdm import tqdm
 
 from san.arguments import BadArguments
-from san.atomic import DestinationError
+from san.errors import ToolkitError
 from san.extras import missing_extra
-from san.limits import LimitError, check_overrides
+from san.limits import check_overrides
 
 #: The toolkit's top-level packages: their loggers are what a command shows.
 PACKAGES = ("san", "export", "calibration", "runtime")
+
+#: The running command (and subcommand), as its errors name it.
+_PROG: contextvars.ContextVar[str] = contextvars.ContextVar("prog", default="san")
+
 
 class Main(Protocol):
     """A command's ``main``: the arguments (None: the process's), the exit status."""
@@ -75,32 +80,45 @@ def show_library_messages() -> None:
         logger.propagate = False
 
 
+def subcommand(name: str) -> None:
+    """Name the subcommand that runs (``san-search query``): errors are reported under it."""
+    _PROG.set(f"{_PROG.get()} {name}")
+
+
 def command(prog: str) -> Callable[[Main], Main]:
-    """Decorate a command's ``main``: show library messages, and end with exit 2 and one line
-    on stderr on bad arguments, a limit variable that is not one (``SAN_MAX_*``), a destination
-    that cannot be written (full, read-only), or when an optional dependency is missing."""
+    """Decorate a command's ``main``: show library messages, and report every error the toolkit
+    raises (:class:`~san.errors.ToolkitError`, with its exit status) and every input a library
+    refuses (``ValueError``, ``OSError``: exit 2) in one line on stderr, ``prog: error: ...``.
+    Also exit 2 on bad arguments (already reported by the parser), a limit variable that is not
+    one (``SAN_MAX_*``), and an optional dependency that is missing. The one place where a
+    command's errors become exit statuses."""
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
             show_library_messages()
+            token = _PROG.set(prog)
             try:
                 check_overrides()  # a SAN_MAX_* variable that would fail in the middle of the work
                 return main(argv)
-            except LimitError as exc:
-                print(f"{prog}: error: {exc}", file=sys.stderr)
-                return 2
             except BadArguments:  # the parser has said what was wrong, in one line
                 return 2
-            except DestinationError as exc:  # raised where the write failed; what was written before stays
-                print(f"{prog}: error: {exc}", file=sys.stderr)
-                return 2
+            except ToolkitError as exc:
+                return _report(exc, exc.exit_status)
             except ImportError as exc:
                 message = missing_extra(exc)
                 if message is None:
                     raise
-                print(f"{prog}: error: {message}", file=sys.stderr)
-                return 2
+                return _report(message, 2)
+            except (ValueError, OSError) as exc:  # an input a library refuses; what was written before stays
+                return _report(exc, 2)
+            finally:
+                _PROG.reset(token)
 
         return run
 
     return wrap
+
+
+def _report(error: object, status: int) -> int:
+    print(f"{_PROG.get()}: error: {error}", file=sys.stderr)
+    return status

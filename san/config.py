@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from san.errors import ToolkitError
 from san.limits import LimitError, check_size
 from san.spec import InputSpec
 
@@ -18,7 +19,7 @@ CU_UPSAMPLES = ("sparse", "nearest")
 LEGACY_CU_UPSAMPLE = "sparse"
 
 
-class ConfigError(ValueError):
+class ConfigError(ToolkitError, ValueError):
     """A model configuration that cannot be built."""
 
 

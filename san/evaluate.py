@@ -22,6 +22,7 @@ from san.data.records import ReidDataset
 from san.data.registry import dataset_for_checkpoint, load_dataset
 from san.device import Device
 from san.embedding import ANY_BATCH
+from san.errors import ToolkitError
 from san.extras import missing_extra
 from san.preprocess import printable_path
 from san.rerank import RerankParams
@@ -31,10 +32,10 @@ from san.spec import InputSpec
 REPORTED_RANKS = (1, 5, 10, 20)
 
 
-def torch_device_name(device: str, local_rank: int = 0) -> str:
+def torch_device_name(device: Device | str, local_rank: int = 0) -> str:
     """``--device`` for torch: ``auto`` is this process's CUDA GPU when there is one, else the
     CPU; OpenVINO's ``gpu`` and ``npu`` are refused in one line (``ValueError``)."""
-    parsed = Device.parse(device)
+    parsed = device if isinstance(device, Device) else Device.parse(device)
     if parsed.kind in ("gpu", "npu"):
         raise ValueError(f"--device {device} is OpenVINO's; a PyTorch model runs on cpu, cuda[:N] or auto")
     if parsed.is_auto:
@@ -162,7 +163,7 @@ def save_cmc_png(report: EvalReport, path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError(f"writing {path}: {missing_extra(exc) or exc}") from exc
+        raise ToolkitError(f"writing {path}: {missing_extra(exc) or exc}") from exc
     ranks = np.arange(1, len(report.cmc) + 1)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(ranks, 100 * report.cmc, marker=".")
@@ -183,7 +184,7 @@ def evaluate_checkpoint(
     tta: str = "none",
     batch_size: int = 128,
     workers: int | None = None,
-    device: str = "auto",
+    device: Device | str = "auto",
     chunk: int = 1024,
     verbose: bool = True,
     rerank: RerankParams | None = None,

@@ -26,6 +26,9 @@ CHANNELS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")
 #: ``--input`` names: uint8 pixels, float pixels on 0..255, float normalised (x / 255 - mean) / std.
 KINDS = ("uint8", "float", "normalized")
+#: Metadata key of a model's input convention (ONNX ``metadata_props``, an IR's runtime info, an
+#: engine sidecar's provenance); absent: uint8 RGB NCHW.
+INPUT_CONVENTION_KEY = "san.input_convention"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from san.errors import ToolkitError
+
 #: Contract height and width, in pixels. Re-ID crops are 256 x 128 (the paper) to 384 x 192;
 #: 2048 leaves 5x room, and one uint8 batch of 32 images at 2048 x 2048 is already 400 MB.
 MAX_IMAGE_SIDE = 2048
@@ -51,6 +53,9 @@ MAX_CHECKPOINT_BYTES = 4 * 2**30
 #: 100 KB for a SAN; read without torch by ``san-info``, so it is bounded on its own.
 MAX_CHECKPOINT_RECORD_BYTES = 64 * 2**20
 
+#: An engine's JSON sidecar (:mod:`san.engine_sidecar`): about 2 KB; it is read whole.
+MAX_SIDECAR_BYTES = 2**20
+
 #: What reading a FAISS index may allocate beyond twice its file's size: the tables FAISS computes
 #: on read (an IVF-PQ's precomputed distance tables, an HNSW's search buffers) are tens of MB for
 #: the toolkit's index kinds. FAISS allocates each array a file declares before reading it, so a
@@ -63,7 +68,7 @@ def faiss_read_allowance(file_bytes: int) -> int:
     return 2 * file_bytes + FAISS_READ_ALLOWANCE_BYTES
 
 
-class LimitError(ValueError):
+class LimitError(ToolkitError, ValueError):
     """A size a file asks for is beyond its limit."""
 
 

@@ -11,6 +11,7 @@ import onnx
 
 from san.artifact import pi_name
 from san.error_reason import reason
+from san.errors import ToolkitError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -118,7 +119,7 @@ REDUCE_AXES_INPUT_AT_18 = frozenset(
 )
 
 
-class GraphConversionError(ValueError):
+class GraphConversionError(ToolkitError, ValueError):
     """A graph that cannot be written at a lower opset; the message keeps the converter's reason."""
 
 

@@ -27,6 +27,7 @@ import stat
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
+from san.errors import ToolkitError
 from san.limits import exceeds
 from san.spec import InputSpec
 
@@ -42,7 +43,7 @@ _CONVERSION_PIXELS = 2**18  # 16-bit samples converted per band of rows
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-class ImageDecodeError(Exception):
+class ImageDecodeError(ToolkitError):
     """An image file that cannot be used; ``path`` names the file, ``reason`` says why.
 
     Picklable (it crosses process boundaries in decode workers); ``str()`` is printable

@@ -53,8 +53,11 @@ from san.spec import InputSpec
 SHOWN_RANKS = (1, 5, 10)
 #: Gallery entries per query whose overlap :func:`compare` measures.
 TOP_K = 10
+
+
 def default_workers() -> int:
-    """Decode workers: half the CPUs this process may use (the model needs the rest), 1..8."""
+    """Decode workers when none are asked for: half the CPUs this process may use (the model
+    needs the rest), 1..8. The one default of every command's ``--workers``."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cpus // 2))
 
@@ -71,17 +74,22 @@ class Embedded:
 
 def _decoded_chunks(records: Sequence[ImageRecord], spec: InputSpec, tta: str, chunk: int, workers: int
                     ) -> Iterator[list[np.ndarray | str]]:
-    """Per chunk of ``records``, each one's views or the reason it cannot be read; the next
-    chunk decodes while the caller embeds this one."""
+    """Per chunk of ``records``, each one's views or the reason it cannot be read; with
+    ``workers`` threads the next chunk decodes while the caller embeds this one (0: each chunk
+    decodes in the calling thread, when it is asked for)."""
     def load(record: ImageRecord) -> np.ndarray | str:
         try:
             return eval_views(decode_image(record.path), spec, tta)
         except ImageDecodeError as exc:
             return exc.reason
 
+    starts = range(0, len(records), chunk)
+    if workers == 0:
+        yield from ([load(r) for r in records[start : start + chunk]] for start in starts)
+        return
     with ThreadPoolExecutor(workers) as pool:
         pending = None
-        for start in range(0, len(records), chunk):
+        for start in starts:
             future = pool.map(load, records[start : start + chunk])
             if pending is not None:
                 yield list(pending)
@@ -105,7 +113,8 @@ def embed_records(
     features, kept, failures = [], [], []
     bar = progress_bar(enabled=progress, total=len(records), desc=desc, unit="img", leave=False)
     offset = 0
-    for loaded in _decoded_chunks(records, embedder.spec, tta, batch_size, workers or default_workers()):
+    for loaded in _decoded_chunks(records, embedder.spec, tta, batch_size,
+                                  default_workers() if workers is None else workers):
         chunk = records[offset : offset + len(loaded)]
         offset += len(loaded)
         good = [(r, x) for r, x in zip(chunk, loaded) if not isinstance(x, str)]

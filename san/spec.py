@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from san.errors import ToolkitError
 from san.limits import LimitError, check_size
 
 #: Key under which the contract is stored in ONNX ``metadata_props`` and engine sidecars.
@@ -21,7 +22,7 @@ METADATA_KEY = "san.input_spec"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 
-class ContractError(ValueError):
+class ContractError(ToolkitError, ValueError):
     """Input or artifact that disagrees with the input contract."""
 
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Any
 
+from san.errors import ToolkitError
 from san.extras import missing_extra
 
 #: CUDA driver attribute ids (cuda.h): compute capability major / minor.
 _CC_MAJOR, _CC_MINOR = 75, 76
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(ToolkitError, RuntimeError):
     """No TensorRT or no usable CUDA GPU on this machine."""
 
 
-class EngineCompatibilityError(RuntimeError):
+class EngineCompatibilityError(ToolkitError, RuntimeError):
     """An engine built for another GPU or TensorRT version."""
 
 
@@ -61,7 +61,8 @@ def _cuda_device(device: int) -> tuple[str, str]:
     return name.value.decode(), f"{major.value}.{minor.value}"
 
 
-def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment | None = None) -> None:
+def check_engine_compatible(built: TargetEnvironment, version_compatible: bool,
+                            current: TargetEnvironment | None = None) -> None:
     """Refuse an engine built for another GPU (name or compute capability) or TensorRT version
     (a version-compatible engine: a release this machine's TensorRT runs, :func:`_runs_later`).
 
@@ -70,15 +71,15 @@ def check_engine_compatible(sidecar: dict[str, Any], current: TargetEnvironment 
     """
     current = current or TargetEnvironment.detect()
     mismatches = [
-        f"{label}: engine {sidecar.get(key)!r}, this machine {getattr(current, key)!r}"
+        f"{label}: engine {getattr(built, key)!r}, this machine {getattr(current, key)!r}"
         for key, label in (
             ("tensorrt_version", "TensorRT version"),
             ("gpu_name", "GPU"),
             ("compute_capability", "compute capability"),
         )
-        if sidecar.get(key) != getattr(current, key)
-        and not (key == "tensorrt_version" and sidecar.get("version_compatible")
-                 and _runs_later(str(sidecar.get(key)), current.tensorrt_version))
+        if getattr(built, key) != getattr(current, key)
+        and not (key == "tensorrt_version" and version_compatible
+                 and _runs_later(built.tensorrt_version, current.tensorrt_version))
     ]
     if mismatches:
         raise EngineCompatibilityError(

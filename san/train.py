@@ -44,6 +44,7 @@ from san.model.network import SAN, SANOutput, build_model
 from san.output_lock import exclusive_output
 from san.preprocess import printable_path
 from san.progress import progress_bar
+from san.retrieval import default_workers
 from san.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class _Trainer:
         self.loader = DataLoader(
             ReidImageDataset(self.data.train, cfg.recipe.model.spec, augment=TrainAugment()),
             batch_sampler=self.sampler,
-            num_workers=cfg.run.workers,
+            num_workers=default_workers() if cfg.run.workers is None else cfg.run.workers,
             pin_memory=self.device.type == "cuda",
         )
         total_steps = cfg.recipe.epochs * len(self.sampler)

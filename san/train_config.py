@@ -65,7 +65,7 @@ class RunOptions:
 
     out: str
     root: str | None = None  # synthetic: defaults to <out>/synthetic
-    workers: int = 2
+    workers: int | None = None  # decode workers; None: san.retrieval.default_workers()
     eval_every: int = 10  # 0: never; else epoch 0 (untrained), every N epochs and the last
     eval_batch_size: int = 128
     device: str = "auto"
@@ -75,7 +75,7 @@ class RunOptions:
     def __post_init__(self) -> None:
         checks = (
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
-            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
         )
         _refuse([message for ok, message in checks if not ok])
 

@@ -8,16 +8,14 @@ import sys
 
 from san.arguments import (
     CommandParser,
-    add_dataset_arguments,
-    add_device_argument,
-    add_progress_argument,
-    add_rerank_arguments,
+    DatasetGroup,
+    DeviceGroup,
+    RerankGroup,
+    RunGroup,
     count,
-    dataset_options,
     existing_folder,
     model_file,
     output_file,
-    rerank_params,
 )
 from san.command import command
 from san.data.augment import TENCROP_ENLARGE
@@ -43,6 +41,13 @@ Unreadable images are skipped and listed with their reason at the end.
 """
 
 
+DATA = DatasetGroup(default=None, root=existing_folder,
+                    root_help="data set folder (default: the recorded one; san-synth makes a synthetic one)")
+DEVICE = DeviceGroup("auto")
+RUN = RunGroup(workers=True, json=True)
+RERANK = RerankGroup()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-eval``."""
     parser = CommandParser(
@@ -53,17 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ckpt", required=True, type=model_file("checkpoint"), metavar="PATH",
                         help="model.pt / best.pt / last.pt")
-    add_dataset_arguments(parser, default=None, root=existing_folder,
-                          root_help="data set folder (default: the recorded one; san-synth makes a synthetic one)")
+    DATA.add_to(parser)
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default none)")
-    add_rerank_arguments(parser)
     parser.add_argument("--batch-size", type=count(1), default=128, help="images per forward pass (default 128)")
-    parser.add_argument("--workers", type=count(0), help="decode threads (default: half the CPUs, 1..8)")
-    add_device_argument(parser, "auto")
     parser.add_argument("--chunk", type=count(1), default=1024, help="queries per distance block (default 1024)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (with the CMC curve) instead")
     parser.add_argument("--cmc-png", type=output_file, metavar="PATH", help="also plot the CMC curve (needs matplotlib)")
-    add_progress_argument(parser)
+    for group in (DEVICE, RUN, RERANK):
+        group.add_to(parser)
     return parser
 
 
@@ -73,23 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from san.evaluate import evaluate_checkpoint, save_cmc_png
 
-    try:
-        report = evaluate_checkpoint(
-            args.ckpt, args.dataset, args.root,
-            dataset_options(args),
-            tta=args.tta, batch_size=args.batch_size, workers=args.workers, device=args.device,
-            chunk=args.chunk, verbose=args.progress and not args.json, rerank=rerank_params(args),
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"san-eval: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    data, run, device = DATA.read(args), RUN.read(args), DEVICE.read(args) or "auto"
+    report = evaluate_checkpoint(
+        args.ckpt, data.name, data.root, data.options,
+        tta=args.tta, batch_size=args.batch_size, workers=run.workers, device=device,
+        chunk=args.chunk, verbose=run.progress and not run.json, rerank=RERANK.read(args),
+    )
+    print(json.dumps(report.to_dict(), indent=2) if run.json else report.render())
     if args.cmc_png:
-        try:
-            save_cmc_png(report, args.cmc_png)
-        except RuntimeError as exc:
-            print(f"san-eval: error: {exc}", file=sys.stderr)
-            return 2
+        save_cmc_png(report, args.cmc_png)
     return 0
 
 

@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 
-from san.arguments import CommandParser, model_file
+from san.arguments import CommandParser, RunGroup, model_file
 from san.command import command
-from san.config import ConfigError, ModelConfig
-from san.model_arguments import add_model_arguments, model_from
+from san.config import ModelConfig
+from san.model_arguments import ModelGroup
 from san.presets import PRESETS
+
+MODEL = ModelGroup("san-info", legacy_info=True)
+RUN = RunGroup(json=True, progress=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,35 +30,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", nargs="?", type=model_file("checkpoint"), help="a model.pt written by san-train")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this san-train preset's model "
                         "(the options below change it)")
-    add_model_arguments(parser, legacy_info=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    MODEL.add_to(parser)
+    RUN.add_to(parser)
     return parser
 
 
 def _described_config(args: argparse.Namespace) -> ModelConfig:
     """The preset's model (or the paper's), changed by the options given."""
-    return model_from(args, PRESETS[args.preset].base.recipe.model if args.preset else ModelConfig(), "san-info")
+    return MODEL.read(args).applied_to(PRESETS[args.preset].base.recipe.model if args.preset else ModelConfig())
 
 
 @command("san-info")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-info --help` answers without loading torch.
-    from san.checkpoint import CheckpointError, load_checkpoint
+    from san.checkpoint import load_checkpoint
     from san.model.network import build_model
     from san.summary import flops_per_image, format_table, parameter_table
 
-    try:
-        if args.checkpoint:
-            model, _ = load_checkpoint(args.checkpoint)
-        else:
-            model = build_model(_described_config(args))
-    except (CheckpointError, ConfigError, ValueError) as exc:
-        print(f"san-info: error: {exc}", file=sys.stderr)
-        return 2
+    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else build_model(_described_config(args))
     rows = parameter_table(model)
     flops = flops_per_image(model)
-    if args.json:
+    if RUN.read(args).json:
         print(json.dumps({
             "config": model.cfg.to_dict(),
             "parameters": {r.name: {"trainable": r.trainable, "table2_way": r.paper} for r in rows},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from san.arguments import CommandParser, add_progress_argument, count, finite, output_folder
+from san.arguments import CommandParser, RunGroup, count, finite, output_folder
 from san.command import command
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
 from san.output_lock import exclusive_output
@@ -22,6 +22,9 @@ Market-1501 layout:
 File names are PPPP_cCs1_FFFFFF_NN.jpg (pid, camera, frame, box). The same arguments
 always give byte-identical files; a complete set with the same arguments is reused.
 """
+
+
+RUN = RunGroup()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,31 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("MIN", "MAX"),
         help=f"images per identity in each camera it appears in (default {low} {high})",
     )
-    add_progress_argument(parser)
+    RUN.add_to(parser)
     return parser
 
 
 @command("san-synth")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, write (or reuse) the set, print its summary; 0 on success, 2 on bad input."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        with exclusive_output(args.out):
-            summary = ensure_synthetic(
-                args.out,
-                progress=rendering_progress(args.progress),
-                ids=args.ids,
-                test_fraction=args.test_fraction,
-                first_pid=args.first_pid,
-                cameras=args.cameras,
-                seed=args.seed,
-                images_per_camera=tuple(args.images_per_camera),
-                height=args.height,
-                width=args.width,
-            )
-    except (ValueError, FileExistsError) as error:
-        parser.error(str(error))
+    args = build_parser().parse_args(argv)
+    with exclusive_output(args.out):
+        summary = ensure_synthetic(
+            args.out,
+            progress=rendering_progress(RUN.read(args).progress),
+            ids=args.ids,
+            test_fraction=args.test_fraction,
+            first_pid=args.first_pid,
+            cameras=args.cameras,
+            seed=args.seed,
+            images_per_camera=tuple(args.images_per_camera),
+            height=args.height,
+            width=args.width,
+        )
     print(summary.describe())
     return 0
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from san.arguments import (
+    Adder,
+    ArgumentGroup,
     CommandParser,
-    add_dataset_arguments,
-    add_device_argument,
-    add_progress_argument,
+    DatasetGroup,
+    DeviceGroup,
+    RunGroup,
     count,
-    dataset_options,
     existing_file,
     finite,
     output_folder,
 )
 from san.command import command
-from san.model_arguments import add_model_arguments, model_from
+from san.model_arguments import ModelGroup
 from san.presets import PRESETS
 
 EPILOG = """\
@@ -43,6 +46,52 @@ exponential decay to 1e-3 x lr over the last third of the steps (Hermans et al.)
 """
 
 
+class TrainingGroup(ArgumentGroup[dict[str, Any]]):
+    """The recipe options san-train changes over its preset: each flag's destination is the
+    training config field it sets, and the group reads back exactly the flags it added."""
+
+    title = "training (default: the preset's)"
+
+    def __init__(self) -> None:
+        self.fields: tuple[str, ...] = ()
+
+    def add(self, parser: Adder) -> None:
+        actions = [
+            parser.add_argument("--epochs", type=count(1), help="epochs (one epoch visits every training id once)"),
+            parser.add_argument("--batch-p", type=count(2), help="identities per batch (paper 64)"),
+            parser.add_argument("--batch-k", type=count(2), help="images per identity (paper 4)"),
+            parser.add_argument("--lr", type=finite, help="Adam learning rate (paper 2e-4)"),
+            parser.add_argument("--mask-warmup", type=count(0), metavar="E",
+                                help="ramp the masks in over the first E epochs: F = (1 + alpha M) T, alpha 0 -> 1 "
+                                "(default 0: off)"),
+            parser.add_argument("--mu", type=finite, help="TV weight of Eq. 8 (paper 0.1)"),
+            parser.add_argument("--soft-margin", action="store_true", default=None, help="softplus instead of a 0.5 hinge"),
+            parser.add_argument("--seed", type=int, help="seed of every random draw (default 0)"),
+            parser.add_argument("--eval-every", type=count(0),
+                                help="evaluate every N epochs (and at epochs 0 and last; 0: never)"),
+            parser.add_argument("--pretrained", type=existing_file, metavar="PATH",
+                                help="torchvision ImageNet ResNet state dict for the backbone"),
+            parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
+                                help="mixed precision on CUDA (default auto)"),
+            parser.add_argument("--resume", action="store_true", default=None,
+                                help="continue the run in --out from last.pt"),
+        ]
+        self.fields = tuple(action.dest for action in actions)
+
+    def read(self, args: argparse.Namespace) -> dict[str, Any]:
+        values = {name: getattr(args, name) for name in self.fields}
+        return {name: str(value) if isinstance(value, Path) else value
+                for name, value in values.items() if value is not None}
+
+
+DATA = DatasetGroup(default="synthetic", root=output_folder,
+                    root_help="data set folder (synthetic: default OUT/synthetic, generated when absent)")
+TRAINING = TrainingGroup()
+MODEL = ModelGroup("san-train")
+DEVICE = DeviceGroup("auto")
+RUN = RunGroup(workers=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``san-train``."""
     parser = CommandParser(
@@ -55,27 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="named configuration (default %(default)s): "
                         + "; ".join(f"{k}: {p.description}" for k, p in PRESETS.items()).replace("%", "%%"))
     parser.add_argument("--out", required=True, type=output_folder, metavar="DIR", help="run folder (created)")
-    add_dataset_arguments(parser, default="synthetic", root=output_folder,
-                          root_help="data set folder (synthetic: default OUT/synthetic, generated when absent)")
-    parser.add_argument("--epochs", type=count(1), help="epochs (one epoch visits every training id once)")
-    parser.add_argument("--batch-p", type=count(2), help="identities per batch (paper 64)")
-    parser.add_argument("--batch-k", type=count(2), help="images per identity (paper 4)")
-    parser.add_argument("--lr", type=finite, help="Adam learning rate (paper 2e-4)")
-    parser.add_argument("--mask-warmup", type=count(0), metavar="E",
-                        help="ramp the masks in over the first E epochs: F = (1 + alpha M) T, alpha 0 -> 1 "
-                        "(default 0: off)")
-    parser.add_argument("--mu", type=finite, help="TV weight of Eq. 8 (paper 0.1)")
-    parser.add_argument("--soft-margin", action="store_true", default=None, help="softplus instead of a 0.5 hinge")
-    parser.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
-    parser.add_argument("--workers", type=count(0), help="data-loader worker processes (default 2)")
-    parser.add_argument("--eval-every", type=count(0), help="evaluate every N epochs (and at epochs 0 and last; 0: never)")
-    parser.add_argument("--pretrained", type=existing_file, metavar="PATH",
-                        help="torchvision ImageNet ResNet state dict for the backbone")
-    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA (default auto)")
-    add_model_arguments(parser)
-    add_device_argument(parser, "auto")
-    parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from last.pt")
-    add_progress_argument(parser)
+    for group in (DATA, TRAINING, MODEL, DEVICE, RUN):
+        group.add_to(parser)
     return parser
 
 
@@ -83,30 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the config, train; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
-    overrides = {
-        field: value
-        for field, value in {
-            "epochs": args.epochs, "batch_p": args.batch_p, "batch_k": args.batch_k, "lr": args.lr,
-            "soft_margin": args.soft_margin, "seed": args.seed, "workers": args.workers,
-            "eval_every": args.eval_every, "pretrained": args.pretrained and str(args.pretrained), "amp": args.amp,
-            "device": args.device, "resume": args.resume, "progress": args.progress,
-            "mask_warmup": args.mask_warmup, "mu": args.mu,
-        }.items()
-        if value is not None
-    }
     preset = PRESETS[args.preset]
+    overrides = TRAINING.read(args)
+    run = RUN.read(args)
+    overrides.update(device=str(DEVICE.read(args)), progress=run.progress,
+                     **({} if run.workers is None else {"workers": run.workers}))
+    overrides["model"] = MODEL.read(args).applied_to(preset.base.recipe.model)
+    if overrides["model"].attention == "none" and overrides.get("mask_warmup"):
+        raise ValueError("--mask-warmup ramps attention masks in, but --attention none has none")
+    data = DATA.read(args)
     from san.train import train
 
-    try:
-        overrides["model"] = model_from(args, preset.base.recipe.model, "san-train")
-        if overrides["model"].attention == "none" and args.mask_warmup:
-            raise ValueError("--mask-warmup ramps attention masks in, but --attention none has none")
-        options = dataset_options(args)
-        cfg = preset.config(str(args.out), args.dataset, args.root and str(args.root), options, **overrides)
-        train(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"san-train: error: {exc}", file=sys.stderr)
-        return 2
+    root = None if data.root is None else str(data.root)
+    train(preset.config(str(args.out), str(data.name), root, data.options, **overrides))
     return 0
 
 

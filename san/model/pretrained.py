@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from san.errors import ToolkitError
 from san.model.state import describe_mismatch
 from san.weights_file import load_weights_only
 
@@ -20,7 +21,7 @@ _OWN_STAGE_KEY = re.compile(r"^stages\.([0-3])\.")
 _STEM_KEYS = {"conv1.": "stem.0.", "bn1.": "stem.1."}
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(ToolkitError, ValueError):
     """A pretrained file that does not fit the configured backbone."""
 
 

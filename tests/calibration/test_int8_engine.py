@@ -19,4 +19,4 @@ def test_qdq_file_builds_as_an_int8_tensorrt_engine(request: pytest.FixtureReque
         pytest.skip(f"needs an NVIDIA GPU with TensorRT: {exc}")
     qdq = request.getfixturevalue("quantized_tensorrt").out
     sidecar = build_engine(qdq, tmp_path / "model.engine", profile=BatchProfile(1, 4, 8))
-    assert sidecar["precision"] == "int8" and (tmp_path / "model.engine").stat().st_size > 0
+    assert sidecar.precision == "int8" and (tmp_path / "model.engine").stat().st_size > 0

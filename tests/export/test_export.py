@@ -282,10 +282,11 @@ def test_contract_and_engine_check_work_without_torch(random_onnx: Path) -> None
 
         sys.meta_path.insert(0, NoTorch())
         from san.artifact import read_contract
+        from san.engine_sidecar import EngineSidecar
         from san.tensorrt_target import TargetEnvironment, check_engine_compatible
 
         here = TargetEnvironment("10.0", "GPU", "9.0")
-        check_engine_compatible(dict(tensorrt_version="10.0", gpu_name="GPU", compute_capability="9.0"), here)
+        check_engine_compatible(here, False, here)
         print(read_contract({str(random_onnx)!r}).height)
         """
     )

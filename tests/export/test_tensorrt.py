@@ -15,14 +15,15 @@ from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from export.tensorrt_build import BatchProfile, build_engine
 from export.verify import synthetic_images
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
+from san.artifact import INPUT_NAME, OUTPUT_NAME
 from san.checkpoint import save_checkpoint
 from san.config import ModelConfig
+from san.engine_sidecar import EngineSidecar, sidecar_path
 from san.input_convention import InputConvention
 from san.metrics import paired_cosine
 from san.model.network import build_model
 from san.rules import RULES
-from san.spec import METADATA_KEY, InputSpec
+from san.spec import ContractError, InputSpec
 from san.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
@@ -35,10 +36,6 @@ CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))
 HERE = TargetEnvironment("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
 
 
-def _sidecar(env: TargetEnvironment) -> dict[str, str]:
-    return {"tensorrt_version": env.tensorrt_version, "gpu_name": env.gpu_name, "compute_capability": env.compute_capability}
-
-
 def _tensorrt_available() -> bool:
     try:
         TargetEnvironment.detect()
@@ -48,7 +45,7 @@ def _tensorrt_available() -> bool:
 
 
 def test_engine_for_this_machine_is_accepted() -> None:
-    check_engine_compatible(_sidecar(HERE), HERE)
+    check_engine_compatible(HERE, False, HERE)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +58,7 @@ def test_engine_for_this_machine_is_accepted() -> None:
 )
 def test_engine_for_another_machine_is_refused_with_rebuild_advice(built_on: TargetEnvironment, what: str) -> None:
     with pytest.raises(EngineCompatibilityError) as refused:
-        check_engine_compatible(_sidecar(built_on), HERE)
+        check_engine_compatible(built_on, False, HERE)
     message = str(refused.value)
     assert what in message and "san-export --ckpt" in message and "--trt" in message
 
@@ -74,21 +71,15 @@ def test_engine_for_another_machine_is_refused_with_rebuild_advice(built_on: Tar
     ("11.1.0.2", "10.15.1.29", False), ("8.5.3.1", "8.6.1.6", False),  # older runtime; before version compatibility
 ])
 def test_a_version_compatible_engine_runs_where_tensorrt_documents_it(built: str, here: str, runs: bool) -> None:
-    built = {**_sidecar(TargetEnvironment(built, HERE.gpu_name, HERE.compute_capability)), "version_compatible": True}
+    engine = TargetEnvironment(built, HERE.gpu_name, HERE.compute_capability)
     machine = TargetEnvironment(here, HERE.gpu_name, HERE.compute_capability)
     if runs:
-        check_engine_compatible(built, machine)
+        check_engine_compatible(engine, True, machine)
     else:
         with pytest.raises(EngineCompatibilityError, match="TensorRT version"):
-            check_engine_compatible(built, machine)
+            check_engine_compatible(engine, True, machine)
     with pytest.raises(EngineCompatibilityError, match="TensorRT version"):  # without the flag: its own release only
-        check_engine_compatible({**built, "version_compatible": False}, TargetEnvironment("10.15.1.29", HERE.gpu_name,
-                                                                                          HERE.compute_capability))
-
-
-def test_sidecar_without_environment_is_refused() -> None:
-    with pytest.raises(EngineCompatibilityError, match="TensorRT version: engine None"):
-        check_engine_compatible({}, HERE)
+        check_engine_compatible(engine, False, TargetEnvironment("10.15.1.29", HERE.gpu_name, HERE.compute_capability))
 
 
 def test_batch_profile_must_be_ordered() -> None:
@@ -101,11 +92,11 @@ def test_batch_profile_must_be_ordered() -> None:
 
 def test_read_sidecar_names_the_problem(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
-    with pytest.raises(FileNotFoundError, match="model.engine.json"):
-        read_sidecar(engine)
+    with pytest.raises(ContractError, match="model.engine.json"):
+        EngineSidecar.read(engine)
     sidecar_path(engine).write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match="not a SAN engine sidecar"):
-        read_sidecar(engine)
+    with pytest.raises(ContractError, match="not a SAN engine sidecar"):
+        EngineSidecar.read(engine)
 
 
 def test_trt_fails_early_after_onnx_is_written_and_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,10 +150,9 @@ def test_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
         onnx_path, engine, profile=BatchProfile(1, 8, 32), workspace_mb=1024, timing_cache=cache
     )
     assert engine.is_file() and cache.stat().st_size > 0
-    assert read_sidecar(engine) == sidecar and sidecar["precision"] == precision
-    assert InputSpec.from_dict(sidecar[METADATA_KEY]) == model.spec
-    assert sidecar["profile"] == {"min": 1, "opt": 8, "max": 32}
-    check_engine_compatible(sidecar)
+    assert EngineSidecar.read(engine) == sidecar and sidecar.precision == precision
+    assert sidecar.spec == model.spec and sidecar.batch == BatchProfile(1, 8, 32)
+    check_engine_compatible(sidecar.built_for, sidecar.version_compatible)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for batch in (1, 7, 32):
         images = synthetic_images(model.spec, batch, seed=batch)
@@ -200,8 +190,8 @@ def test_fp32_engines_are_built_without_tf32_unless_asked(fake_trt, small_onnx: 
     sidecar = build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, tf32=tf32)
     (flags,) = [call[1] for call in fake_trt.calls if call[0] == "build"]
     assert (fake_trt_flag("TF32") in flags) == tf32  # TensorRT enables TF32 by default: cleared here
-    assert sidecar["precision"] == ("tf32" if tf32 else "fp32") and sidecar["tf32"] is tf32
-    assert read_sidecar(tmp_path / "m.engine")["precision"] == sidecar["precision"]
+    assert sidecar.precision == ("tf32" if tf32 else "fp32") and sidecar.tf32 is tf32
+    assert EngineSidecar.read(tmp_path / "m.engine") == sidecar
 
 
 def test_version_compatible_engines_set_the_flag_where_tensorrt_has_it(fake_trt, small_onnx: Path, tmp_path: Path,
@@ -213,8 +203,8 @@ def test_version_compatible_engines_set_the_flag_where_tensorrt_has_it(fake_trt,
 
     sidecar = build_engine(small_onnx, tmp_path / "m.engine", environment=HERE, version_compatible=True)
     (flags,) = [call[1] for call in fake_trt.calls if call[0] == "build"]
-    assert fake_trt_flag("VERSION_COMPATIBLE") in flags and sidecar["version_compatible"] is True
-    assert build_engine(small_onnx, tmp_path / "p.engine", environment=HERE)["version_compatible"] is False
+    assert fake_trt_flag("VERSION_COMPATIBLE") in flags and sidecar.version_compatible is True
+    assert build_engine(small_onnx, tmp_path / "p.engine", environment=HERE).version_compatible is False
     monkeypatch.setitem(sys.modules, "tensorrt", module(fake_trt, version="8.5.3.1"))
     with pytest.raises(EngineBuildError, match="TensorRT 8.5.3.1 cannot build version-compatible engines"):
         build_engine(small_onnx, tmp_path / "q.engine", environment=HERE, version_compatible=True)

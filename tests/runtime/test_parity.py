@@ -66,7 +66,7 @@ def test_torch_vs_onnxruntime_fp32_passes_and_its_numbers_match_an_independent_c
     tiny: Path, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--draws", "0",
-                     "--json", str(tmp_path / "p.json"), "--markdown", str(tmp_path / "p.md")))
+                     "--report", str(tmp_path / "p.json"), "--markdown", str(tmp_path / "p.md")))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASSED" in out and "onnx" in out
@@ -158,7 +158,7 @@ def test_int8_from_san_calibrate_is_judged_by_the_int8_rule(
     # so this run gates the paired cosine only, at the int8 rule's own floor.
     relaxed = ["--limit", "int8.max_delta_map=none", "--limit", "int8.max_delta_rank1=none"]
     assert main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--int8", str(int8), "--draws", "0",
-                     "--json", str(tmp_path / "p.json"), *relaxed)) == 0, capsys.readouterr().out
+                     "--report", str(tmp_path / "p.json"), *relaxed)) == 0, capsys.readouterr().out
     rows = json.loads((tmp_path / "p.json").read_text())["results"]
     assert [r["kind"] for r in rows] == ["reference", "fp32", "int8"]
     c = rows[2]["comparison"]
@@ -212,9 +212,11 @@ def test_rerank_scores_every_backend_on_re_ranked_distances(tiny: Path, synth: P
     from san.rerank import RerankParams, k_reciprocal_distances
 
     code = main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--draws", "0", "--rerank", "--k1", "6",
-                     "--k2", "3", "--json", str(tmp_path / "p.json")))
-    assert code == 0, capsys.readouterr().out
+                     "--k2", "3", "--report", str(tmp_path / "p.json"), "--json"))
+    out = capsys.readouterr().out
+    assert code == 0, out
     report = json.loads((tmp_path / "p.json").read_text())
+    assert json.loads(out[out.index("{"):]) == report  # --json prints the report --report writes
     assert any("k-reciprocal re-ranked distances (k1 6, k2 3, lambda 0.3)" in n for n in report["notes"])
     q, g, _, _ = independent(tiny / "model.onnx", synth)
     data = load_dataset("synthetic", synth, verbose=False)
@@ -235,3 +237,16 @@ def test_quiet_is_a_deprecated_spelling_of_no_progress(tiny: Path, capsys: pytes
     assert build_parser().parse_args([*given, "--quiet"]).progress is False
     assert capsys.readouterr().err == ("san-parity: note: --quiet is deprecated and will be removed in the next "
                                        "release; use --no-progress\n")
+
+
+def test_json_prints_and_its_former_file_meaning_is_a_deprecated_spelling_of_report(
+        tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.cli_parity import build_parser
+
+    given = ["--ckpt", str(tiny / "model.pt"), "--onnx", str(tiny / "model.onnx")]
+    parsed = build_parser().parse_args([*given, "--json"])
+    assert (parsed.json, parsed.report, capsys.readouterr().err) == (True, None, "")
+    parsed = build_parser().parse_args([*given, "--json", str(tmp_path / "p.json")])
+    assert (parsed.json, parsed.report) == (False, tmp_path / "p.json")
+    assert capsys.readouterr().err == ("san-parity: note: --json PATH is deprecated and will be removed in the next "
+                                       "release; use --report PATH (--json alone prints JSON)\n")

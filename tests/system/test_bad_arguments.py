@@ -189,14 +189,14 @@ CASES = [
          disk_full=True),
     # san-parity
     case("san-parity", "--ckpt {junk} --onnx {onnx}", "{junk}"),
-    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {dir}", "--json"),
-    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ckpt}", "--json"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --report {dir}", "--report"),
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --report {ckpt}", "--report"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --limit fp32.min_cosine_min=nan", "--limit"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --batch-size 0", "--batch-size"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --precision bf16", "--precision"),
     case("san-parity", "--ckpt {ckpt} --onnx {ckpt}", "is a PyTorch checkpoint"),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ro}/p.json", "read-only", read_only=True),
-    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --dataset synthetic --root {data} --json {new}.json",
+    case("san-parity", "--ckpt {ckpt} --onnx {onnx} --dataset synthetic --root {data} --report {new}.json",
          f"{{new}}.json: {FULL}", disk_full=True),
     # san-search build / query / masks
     case("san-search", "build {emb} --recall-queries -4", "--recall-queries"),

@@ -63,7 +63,7 @@ def test_the_baseline_deploys_through_every_path(baseline: Path, tmp_path: Path,
     assert np.load(tmp_path / "emb" / "embeddings.npy").shape[0] == len(list((data / "query").iterdir()))
     capsys.readouterr()
     status = san_parity(["--ckpt", str(baseline / "model.pt"), "--onnx", str(onnx_path), "--int8", str(int8),
-                         "--dataset", "synthetic", "--root", str(data), "--json", str(tmp_path / "parity.json"),
+                         "--dataset", "synthetic", "--root", str(data), "--report", str(tmp_path / "parity.json"),
                          "--no-progress"])
     out = capsys.readouterr().out
     assert "no sampled-mask comparison: the model has no sampled attention mask" in out

@@ -23,11 +23,12 @@ from export.cli import main as san_export
 from runtime import open_backend
 from runtime.cli_embed import main as san_embed
 from runtime.embed import NON_FINITE
-from san.artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path
 from san.cli.eval import main as san_eval
 from san.cli.train import main as san_train
+from san.engine_sidecar import BatchProfile, EngineSidecar, sidecar_path
+from san.input_convention import InputConvention
 from san.preprocess import load_image
-from san.spec import METADATA_KEY, InputSpec
+from san.spec import METADATA_KEY, ContractError, InputSpec
 from san.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
 
 HERE = TargetEnvironment(tensorrt_version="10.13.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
@@ -62,9 +63,9 @@ def test_san_export_refuses_pickled_code_without_running_it(evil_checkpoint, cap
     assert not marker.exists() and not path.with_suffix(".onnx").exists()
 
 
-def _sidecar(**changes: str) -> dict[str, str]:
-    return {"format": SIDECAR_FORMAT, "tensorrt_version": HERE.tensorrt_version, "gpu_name": HERE.gpu_name,
-            "compute_capability": HERE.compute_capability, **changes}
+def _sidecar() -> EngineSidecar:
+    return EngineSidecar(InputSpec(height=64, width=32), InputConvention(), "fp16", False, False, BatchProfile(1, 8, 32),
+                         HERE, "0" * 64, "1" * 64, {"san.checkpoint_sha256": "2" * 64})
 
 
 @pytest.mark.parametrize(
@@ -78,27 +79,42 @@ def _sidecar(**changes: str) -> dict[str, str]:
 )
 def test_engine_for_another_gpu_or_tensorrt_is_refused(changes: dict[str, str], named: str) -> None:
     with pytest.raises(EngineCompatibilityError, match="built for another machine") as info:
-        check_engine_compatible(_sidecar(**changes), HERE)
+        check_engine_compatible(TargetEnvironment(**{**HERE.__dict__, **changes}), False, HERE)
     assert named in str(info.value) and "rebuild it on this machine" in str(info.value)
 
 
-def test_engine_sidecar_that_omits_the_environment_is_refused() -> None:
-    with pytest.raises(EngineCompatibilityError, match="TensorRT version: engine None"):
-        check_engine_compatible({"format": SIDECAR_FORMAT}, HERE)
-    check_engine_compatible(_sidecar(), HERE)  # the machine it was built on
+@pytest.mark.parametrize(("change", "named"), [
+    ({"gpu_name": None}, "field 'gpu_name' is missing or not a str"),
+    ({"tensorrt_version": 10}, "field 'tensorrt_version' is missing or not a str (10)"),
+    ({"profile": {"min": 8, "opt": 4, "max": 32}}, "field 'profile': batch 8..32 (opt 4) is not 1 <= min <= opt <= max"),
+    ({"profile": {"min": True, "opt": 4, "max": 32}}, "field 'min' is missing or not a int (True)"),
+    ({"version_compatible": "yes"}, "field 'version_compatible' is missing or not a bool"),
+    ({"provenance": {"san.input_convention": 3}}, "field 'provenance' must map names to strings"),
+    ({METADATA_KEY: {"height": 64}}, "input contract keys do not match"),
+])
+def test_an_engine_sidecar_with_a_field_missing_or_mistyped_is_refused_naming_it(
+        tmp_path: Path, change: dict, named: str) -> None:
+    engine = tmp_path / "model.engine"
+    written = _sidecar()
+    written.write(engine)
+    assert EngineSidecar.read(engine) == written  # what the build writes reads back whole
+    sidecar_path(engine).write_text(json.dumps({k: v for k, v in {**written.to_dict(), **change}.items() if v is not None}))
+    with pytest.raises(ContractError) as refused:
+        EngineSidecar.read(engine)
+    assert str(refused.value).startswith(f"{sidecar_path(engine)}: ") and named in str(refused.value)
 
 
 def test_missing_or_forged_sidecar_is_refused(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 64)
-    with pytest.raises(FileNotFoundError, match="sidecar not found"):
-        read_sidecar(engine)
+    with pytest.raises(ContractError, match="sidecar not found"):
+        EngineSidecar.read(engine)
     sidecar_path(engine).write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        read_sidecar(engine)
+    with pytest.raises(ContractError, match="not valid JSON"):
+        EngineSidecar.read(engine)
     sidecar_path(engine).write_text(json.dumps({"gpu_name": HERE.gpu_name}))
-    with pytest.raises(ValueError, match="not a SAN engine sidecar"):
-        read_sidecar(engine)
+    with pytest.raises(ContractError, match="not a SAN engine sidecar"):
+        EngineSidecar.read(engine)
 
 
 # -- ONNX files through san-embed ---------------------------------------------------------------------------------
