@@ -56,7 +56,7 @@ from common import fmt, load_average, markdown_table, parse_args
 from seed_stats import SeedPaired, paired_over_seeds, t_interval
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
-from san.arguments import DeviceGroup, RunGroup
+from san.cli.arguments import DeviceGroup, RunGroup
 
 if TYPE_CHECKING:
     from san.data.synth import SynthParams
@@ -146,10 +146,10 @@ class Layout:
 def train_and_score(args: argparse.Namespace, name: str, seed: int, layout: Layout) -> dict[str, Any]:
     """Train ``name`` with ``seed`` (resuming, never retraining a finished run), then score it on the
     test split; the per-query scores are kept in the run folder."""
-    from san.checkpoint import load_checkpoint
     from san.data.registry import load_dataset
-    from san.evaluate import ModelEmbedder
-    from san.retrieval import embed_split, score
+    from san.evaluation.evaluate import ModelEmbedder
+    from san.evaluation.retrieval import embed_split, score
+    from san.training.checkpoint import load_checkpoint
 
     out = layout.runs / name / f"seed{seed}"
     scores = out / "scores.npz"
@@ -205,7 +205,7 @@ def validation_hook(args: argparse.Namespace, layout: Layout) -> Any:
     """The trainer's ``after_epoch``: mAP and rank-1 (%) on the held-out twin split (other
     people, the same cameras) every ``--val-every`` epochs and at the last epoch. The split is
     read on the first epoch scored, so a finished run, which scores none, never reads it."""
-    from san.evaluate import evaluate_model
+    from san.evaluation.evaluate import evaluate_model
 
     validation = None
 
@@ -229,9 +229,9 @@ def train_once(args: argparse.Namespace, model: dict[str, Any], recipe: dict[str
                data_options: dict[str, Any], seed: int, after_epoch: Any = None) -> None:
     """Train the ``cpu-demo`` preset with these changes into ``out`` unless it finished there (an
     interrupted run resumes; one killed before its first checkpoint, which has nothing to resume,
-    starts again); ``after_epoch`` as :func:`san.train.train` takes it."""
-    from san.presets import PRESETS
-    from san.train import RUN_FILES, train
+    starts again); ``after_epoch`` as :func:`san.training.train.train` takes it."""
+    from san.training.presets import PRESETS
+    from san.training.train import RUN_FILES, train
 
     if not (out / "last.pt").is_file() and not (out / "model.pt").is_file():  # killed before its first checkpoint
         for name in RUN_FILES:
@@ -252,9 +252,9 @@ def pretrained_backbone(args: argparse.Namespace, layout: Layout, kind: str) -> 
     many other people as the test set's, 80 % of them in its training split. Made once."""
     import torch
 
-    from san.atomic import atomic_write
-    from san.checkpoint import load_checkpoint
+    from san.io.atomic import atomic_write
     from san.model.pretrained import torchvision_backbone_state
+    from san.training.checkpoint import load_checkpoint
 
     path = layout.runs / f"pretrain-{kind}" / "backbone.pth"
     if not path.is_file():
@@ -290,7 +290,7 @@ def synthetic_options(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- the table ----------------------------------------------------------------------------------
 def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
-    from san.metrics import paired_delta
+    from san.evaluation.metrics import paired_delta
 
     def per_query(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """AP and rank-1 hit of every query, each averaged over the seeds."""
@@ -491,12 +491,12 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
 
     from calibration.batchnorm import reestimate_batchnorm
     from calibration.threshold import sweep_thresholds
-    from san.checkpoint import load_checkpoint
     from san.data.registry import load_dataset
-    from san.evaluate import ModelEmbedder
-    from san.metrics import paired_delta
+    from san.evaluation.evaluate import ModelEmbedder
+    from san.evaluation.metrics import paired_delta
+    from san.evaluation.retrieval import embed_split, score
     from san.model.sampled import NoiseFreeMasks, StochasticMasks
-    from san.retrieval import embed_split, score
+    from san.training.checkpoint import load_checkpoint
 
     test = load_dataset("synthetic", layout.test, verbose=False)
     validation = validation_set(args, layout)
@@ -568,10 +568,10 @@ def mask_sharpness(args: argparse.Namespace, layout: Layout) -> str:
     """Histogram PNG of mask values on the test split and the share within 0.1 of 0 or 1."""
     import torch
 
-    from san.checkpoint import load_checkpoint
     from san.data.registry import load_dataset
+    from san.io.preprocess import load_image
     from san.model.sampled import StochasticMasks
-    from san.preprocess import load_image
+    from san.training.checkpoint import load_checkpoint
 
     dataset = load_dataset("synthetic", layout.test, verbose=False)
     records = (dataset.query + dataset.gallery)[: args.mask_images]
@@ -621,7 +621,7 @@ def _histogram(values: dict[str, np.ndarray], png: Path) -> None:
 def test_params(args: argparse.Namespace) -> SynthParams:
     """The synthetic set every run trains on and is scored on: the ``cpu-demo`` one at this budget."""
     from san.data.synth import SynthParams
-    from san.presets import PRESETS
+    from san.training.presets import PRESETS
 
     return SynthParams(**{**PRESETS["cpu-demo"].synthetic, **synthetic_options(args)})
 
@@ -695,8 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = (["baseline", chosen] if chosen else args.variants if args.twin_masks
                      else with_baselines(args.variants))
     started = time.perf_counter()
-    if RUN.read(args).progress:  # each run's epoch lines, and progress lines within an epoch (san.progress)
-        from san.command import show_library_messages
+    if RUN.read(args).progress:  # each run's epoch lines, and progress lines within an epoch (san.io.progress)
+        from san.cli.command import show_library_messages
 
         show_library_messages()
     args.command = f"python benchmarks/ablation.py {' '.join(sys.argv[1:] if argv is None else argv)}"

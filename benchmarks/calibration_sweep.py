@@ -73,7 +73,7 @@ def model_ms(path: Path, batch: np.ndarray, repeats: int) -> float:
     """Median milliseconds of one onnxruntime call on ``batch`` (after a warm-up call)."""
     import onnxruntime as ort
 
-    from san.artifact import INPUT_NAME
+    from san.contract.artifact import INPUT_NAME
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     session.run(None, {INPUT_NAME: batch})
@@ -90,9 +90,9 @@ def sweep(args: argparse.Namespace, onnx_path: Path, images: Path, val: Path) ->
     from calibration.hygiene import select_calibration_set
     from calibration.quantize import QuantizeOptions, quantize_onnx
     from calibration.report import build_report
-    from san.artifact import read_contract
+    from san.contract.artifact import read_contract
     from san.data.registry import load_dataset
-    from san.preprocess import load_image
+    from san.io.preprocess import load_image
 
     dataset = load_dataset("synthetic", val, verbose=False)
     spec = read_contract(onnx_path)
@@ -147,10 +147,10 @@ def smoke_inputs(work: Path, ids: int) -> tuple[Path, Path, Path]:
     import torch
 
     from export.onnx_export import export_onnx
-    from san.config import ModelConfig
+    from san.contract.spec import InputSpec
     from san.data.synth import ensure_synthetic
+    from san.model.config import ModelConfig
     from san.model.network import build_model
-    from san.spec import InputSpec
 
     ensure_synthetic(work / "train", ids=ids, cameras=2, height=64, width=32)
     make_validation_set(work / "train", work / "val")

@@ -31,13 +31,13 @@ import torch
 from common import cpu_name, markdown_table, parse_args
 from PIL import Image
 
-from san.checkpoint import load_checkpoint, save_checkpoint
+from san.contract.spec import InputSpec
 from san.data.records import ImageRecord
 from san.data.registry import load_dataset
-from san.metrics import evaluate_embeddings, paired_cosine, paired_map_delta, paired_rank1_delta
+from san.evaluation.metrics import evaluate_embeddings, paired_cosine, paired_map_delta, paired_rank1_delta
+from san.io.preprocess import decode_image, resize_to_contract
 from san.model.network import SAN
-from san.preprocess import decode_image, resize_to_contract
-from san.spec import InputSpec
+from san.training.checkpoint import load_checkpoint, save_checkpoint
 
 Resize = Callable[[Image.Image, InputSpec], np.ndarray]
 

@@ -33,14 +33,14 @@ OpenVINO INT8 with every batch on its LATENCY model, which shows where the backe
 to THROUGHPUT requests pays.
 
 Columns: end-to-end img/s (files to embeddings); model-only img/s (the same backend on
-pre-decoded batches: the library's uint8 from :func:`san.preprocess.load_image`, the
+pre-decoded batches: the library's uint8 from :func:`san.io.preprocess.load_image`, the
 reference's own float tensors); p50/p99 of the per-batch model call in the end-to-end run;
 decode+resize per image (serial, inline) and its share of the model time per image;
 effective GFLOP/s (FLOPs per image x end-to-end img/s) and its share of the float32
 matrix-multiply peak measured here on the same threads; peak RSS of the child process
 after the end-to-end run, and of its process tree (decode workers included, sampled);
 the mean and lowest cosine similarity of its embeddings to the reference's, judged by the
-rule of the row's precision (:data:`san.rules.RULES`, as san-parity judges it); ratios to the
+rule of the row's precision (:data:`san.contract.rules.RULES`, as san-parity judges it); ratios to the
 reference. The table ends with the project's speed targets.
 """
 
@@ -75,10 +75,10 @@ from common import (
 
 from runtime.base import physical_cores
 from runtime.embed import EMBEDDINGS
-from san.discovery import discover_images
-from san.metrics import paired_cosine
-from san.retrieval import default_workers
-from san.rules import RULES
+from san.contract.rules import RULES
+from san.evaluation.metrics import paired_cosine
+from san.evaluation.retrieval import default_workers
+from san.io.discovery import discover_images
 
 #: Speed targets (ratios to the reference loop; decode share of model time).
 ORT_FP32_TARGET, ORT_INT8_TARGET, DECODE_SHARE_TARGET = 1.8, 2.2, 0.10
@@ -141,7 +141,7 @@ class Competitor:
     run: Callable[..., Measurement]
     args: tuple[Any, ...] = ()
     skip: str | None = None
-    kind: str = "fp32"  #: the precision whose rule judges its embeddings (san.rules.RULES)
+    kind: str = "fp32"  #: the precision whose rule judges its embeddings (san.contract.rules.RULES)
 
 
 def judged(kind: str, cos: np.ndarray) -> str:
@@ -163,7 +163,7 @@ def eager_loop(setup: Setup, ckpt: Path, device: str = "cpu", compiled: bool = F
     import torchvision.transforms as T
     from PIL import Image
 
-    from san.checkpoint import load_checkpoint
+    from san.training.checkpoint import load_checkpoint
 
     torch.set_num_threads(setup.threads)
     model, meta = load_checkpoint(ckpt, map_location=device)
@@ -211,7 +211,7 @@ def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any
     model-only; ``on_ray``: with the Ray runner (per-batch latencies are then inside the actor,
     not measured)."""
     from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
-    from san.preprocess import load_image
+    from san.io.preprocess import load_image
 
     if on_ray:
         from runtime.embed_ray import ActorSpec, RayRunner
@@ -270,7 +270,7 @@ def model_sweep(setup: Setup, artifact: Path, backend: str, options: dict[str, A
     """The backend on pre-decoded images at each batch size (a warm-up call first); with
     ``latency_only``, OpenVINO runs every batch on its LATENCY-compiled model."""
     from runtime import open_backend
-    from san.preprocess import load_image
+    from san.io.preprocess import load_image
 
     if latency_only:
         import runtime.openvino_backend
@@ -381,11 +381,11 @@ def prepare_models(args: argparse.Namespace, calibration_pool: Path, embedded: P
     import torch
 
     from export.onnx_export import export_onnx
-    from san.checkpoint import load_checkpoint, save_checkpoint
-    from san.config import ModelConfig
+    from san.contract.spec import InputSpec
+    from san.evaluation.summary import flops_per_image
+    from san.model.config import ModelConfig
     from san.model.network import build_model
-    from san.spec import InputSpec
-    from san.summary import flops_per_image
+    from san.training.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = args.ckpt
     if ckpt is None:
@@ -464,7 +464,7 @@ def tensorrt_engine(onnx: Path, batch_size: int, fp16_from: Path | None = None) 
     """Build (once) a TensorRT engine for ``onnx``; with ``fp16_from``, from its half-precision export."""
     from export.onnx_export import export_onnx
     from export.tensorrt_build import BatchProfile, build_engine
-    from san.checkpoint import load_checkpoint
+    from san.training.checkpoint import load_checkpoint
 
     source = onnx
     if fp16_from is not None:

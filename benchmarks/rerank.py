@@ -1,6 +1,6 @@
 """Re-ranking benchmark: Euclidean ranking vs k-reciprocal re-ranking of the same embeddings.
 
-A checkpoint's query and gallery are embedded once (the retrieval core, :mod:`san.retrieval`)
+A checkpoint's query and gallery are embedded once (the retrieval core, :mod:`san.evaluation.retrieval`)
 and scored both ways; the table gives mAP and rank-1 of each, the paired deltas with their 95 %
 intervals over queries and McNemar's test of the rank-1 changes (as ``san-parity`` reports
 them), and the time each ranking takes, as a ratio::
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambda", dest="lam", type=float, default=0.3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/san-bench-rerank"), help="for --smoke's files")
     args = parse_args(parser, argv, smoke={"k1": 6, "k2": 3})
-    from san.checkpoint import load_checkpoint
     from san.data.registry import dataset_for_checkpoint, load_dataset
-    from san.evaluate import ModelEmbedder
-    from san.metrics import paired_map_delta, paired_rank1_delta
-    from san.rerank import RerankParams
-    from san.retrieval import embed_split, score
+    from san.evaluation.evaluate import ModelEmbedder
+    from san.evaluation.metrics import paired_map_delta, paired_rank1_delta
+    from san.evaluation.rerank import RerankParams
+    from san.evaluation.retrieval import embed_split, score
+    from san.training.checkpoint import load_checkpoint
 
     if args.smoke:
         args.work.mkdir(parents=True, exist_ok=True)

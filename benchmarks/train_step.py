@@ -1,7 +1,7 @@
 """Training-step benchmark: SAN vs the ResNet-50 baseline (``ModelConfig(attention="none")``).
 
-One step is what ``san.train`` does per batch: forward with ``details=True``, the loss of
-Eq. 8 (:func:`san.losses.san_loss`: batch-hard triplet + mu * TV), backward and an Adam
+One step is what ``san.training.train`` does per batch: forward with ``details=True``, the loss of
+Eq. 8 (:func:`san.training.losses.san_loss`: batch-hard triplet + mu * TV), backward and an Adam
 step, on the same random P x K batch of uint8 images for every model::
 
     python benchmarks/train_step.py            # ResNet-50, 256x128, P x K = 8 x 4
@@ -46,7 +46,7 @@ PROFILE_ROWS = 15
 
 @dataclass(frozen=True)
 class Variant:
-    """A row: a name and the :class:`san.config.ModelConfig` fields that differ from the default."""
+    """A row: a name and the :class:`san.model.config.ModelConfig` fields that differ from the default."""
 
     name: str
     config: dict[str, Any]
@@ -72,11 +72,11 @@ def train_steps(variant: Variant, args: argparse.Namespace, threads: int, profil
     """Child side: build the model, warm up, time ``args.steps`` optimizer steps."""
     import torch
 
-    from san.config import ModelConfig
-    from san.losses import san_loss
+    from san.contract.spec import InputSpec
+    from san.evaluation.summary import flops_per_image
+    from san.model.config import ModelConfig
     from san.model.network import build_model
-    from san.spec import InputSpec
-    from san.summary import flops_per_image
+    from san.training.losses import san_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from san.io.preprocess import load_image
 from san.model.network import SAN
-from san.preprocess import load_image
 
 #: Images per forward pass of the re-estimation.
 BATCH = 64

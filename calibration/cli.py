@@ -10,7 +10,7 @@ from calibration.hygiene import select_calibration_set
 from calibration.quantize import DEFAULT_OPTIONS, FLOAT_PRECISIONS, METHODS, TARGETS, QuantizeOptions, quantize_onnx
 from calibration.report import build_report
 from calibration.threshold_choice import DEFAULT_THRESHOLDS
-from san.arguments import (
+from san.cli.arguments import (
     CommandParser,
     DatasetGroup,
     LimitGroup,
@@ -23,12 +23,12 @@ from san.arguments import (
     output_file,
     output_folder,
 )
-from san.command import command, subcommand
+from san.cli.command import command, subcommand
+from san.contract.rules import Rule
 from san.data.registry import DATASETS, load_dataset
-from san.output_guard import refuse_overwriting_inputs, refuse_replacing
-from san.output_lock import exclusive_output
-from san.report import write_json
-from san.rules import Rule
+from san.evaluation.report import write_json
+from san.io.output_guard import refuse_overwriting_inputs, refuse_replacing
+from san.io.output_lock import exclusive_output
 
 DESCRIPTION = """\
 Make an exported SAN run in INT8, without calibrating on the test set.

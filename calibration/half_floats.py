@@ -28,8 +28,8 @@ from onnx import TensorProto
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from san.artifact import OUTPUT_NAME
-from san.onnx_graph import GraphIndex, drop_unread
+from san.contract.artifact import OUTPUT_NAME
+from san.contract.onnx_graph import GraphIndex, drop_unread
 
 #: Lowest opset whose QuantizeLinear/DequantizeLinear take float16 inputs and scales.
 HALF_QDQ_OPSET = 19

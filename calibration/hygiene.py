@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from san.data.records import ReidDataset
-from san.discovery import discover_images
-from san.errors import ToolkitError
-from san.hashing import file_sha256
-from san.preprocess import ImageDecodeError, decode_image, printable_path
+from san.io.discovery import discover_images
+from san.io.errors import ToolkitError
+from san.io.hashing import file_sha256
+from san.io.preprocess import ImageDecodeError, decode_image, printable_path
 
 #: How many offending files an overlap error names.
 SHOWN_OFFENDERS = 5

@@ -34,7 +34,7 @@ int8 kernels gain nothing anyway. Stages are found the same way for every model,
 plain ResNet (:func:`stage_outputs`), so "the stem and stage 1 in float" and "the head in
 float" (:func:`float_head`) mean the same for both.
 
-Calibration images stream through :func:`san.preprocess.load_image` (the contract's one
+Calibration images stream through :func:`san.io.preprocess.load_image` (the contract's one
 decode + resize). The collected ranges are cached in a JSON file keyed by the source
 model's sha256, the method and the image list's content hash; a second run with the same
 key reuses them without running the model.
@@ -59,17 +59,25 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.half_floats import with_half_float_parts
-from san.artifact import INPUT_NAME, PRECISION_KEY, convention_of, hard_mask_stages, load_onnx_with_data, metadata_of, read_contract
-from san.atomic import atomic_write
-from san.command import foreign_prints_dropped
-from san.error_reason import reason
-from san.errors import ToolkitError
-from san.hashing import file_sha256
-from san.input_convention import InputConvention
-from san.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
-from san.preprocess import load_image
-from san.progress import progress_bar
-from san.spec import METADATA_KEY, InputSpec
+from san.cli.command import foreign_prints_dropped
+from san.contract.artifact import (
+    INPUT_NAME,
+    PRECISION_KEY,
+    convention_of,
+    hard_mask_stages,
+    load_onnx_with_data,
+    metadata_of,
+    read_contract,
+)
+from san.contract.input_convention import InputConvention
+from san.contract.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
+from san.contract.spec import METADATA_KEY, InputSpec
+from san.io.atomic import atomic_write
+from san.io.error_reason import reason
+from san.io.errors import ToolkitError
+from san.io.hashing import file_sha256
+from san.io.preprocess import load_image
+from san.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 - ranges per layer: the calibrated (min, max) of every tensor, read from the range cache
   the quantization run wrote or reused;
 - mask-flip rate per attention block: each graph's own hard mask (the comparison that
-  consumes ``pi_<stage>``, :func:`san.onnx_graph.mask_tensors`; the mask path is float in
+  consumes ``pi_<stage>``, :func:`san.contract.onnx_graph.mask_tensors`; the mask path is float in
   both, see :mod:`calibration.quantize`) is exposed and compared element by element;
 - CMC/mAP of the fp32 ONNX and the INT8 ONNX on a held-out split (query/gallery of an
   evaluation data set), the deltas with their 95 % intervals over queries and the McNemar
-  test of the rank-1 change (:mod:`san.metrics`), plus the cosine agreement of their
+  test of the rank-1 change (:mod:`san.evaluation.metrics`), plus the cosine agreement of their
   embeddings. Images that cannot be decoded are left out and listed in the notes;
 - the verdict: the INT8 file against the ``int8`` rule of the one rule table
-  (:mod:`san.rules`) that ``san-parity`` applies too, every breached limit named.
+  (:mod:`san.contract.rules`) that ``san-parity`` applies too, every breached limit named.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization.calibrate import load_tensors_data
 
-from san.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, convention_of, hard_mask_stages, load_onnx
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME, contract_of, convention_of, hard_mask_stages, load_onnx
+from san.contract.onnx_graph import mask_tensors, session_exposing
+from san.contract.rules import RULES, Rule
+from san.contract.spec import InputSpec
 from san.data.records import ReidDataset
-from san.embedding import ANY_BATCH
-from san.metrics import PairedDelta, Rank1Change
-from san.onnx_graph import mask_tensors, session_exposing
-from san.preprocess import printable_path
-from san.retrieval import (
+from san.evaluation.embedding import ANY_BATCH
+from san.evaluation.metrics import PairedDelta, Rank1Change
+from san.evaluation.retrieval import (
     SHOWN_RANKS,
     Comparison,
     Embedded,
@@ -39,8 +40,7 @@ from san.retrieval import (
     embed_split,
     score,
 )
-from san.rules import RULES, Rule
-from san.spec import InputSpec
+from san.io.preprocess import printable_path
 
 #: Widest calibrated ranges shown in the printed report.
 SHOWN_RANGES = 5
@@ -122,7 +122,7 @@ class CalibrationReport:
         lines += [f"    {name}: [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in widest]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  FAILED {b}" for b in self.breaches]
-        lines.append("  PASSED: within the int8 rule (san.rules)" if self.passed else "  FAILED: see above")
+        lines.append("  PASSED: within the int8 rule (san.contract.rules)" if self.passed else "  FAILED: see above")
         return "\n".join(lines)
 
 

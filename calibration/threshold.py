@@ -27,11 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from calibration.threshold_choice import DEFAULT_THRESHOLDS, SweepPoint, choose_threshold
-from san.checkpoint import load_checkpoint, save_checkpoint
 from san.data.records import ReidDataset
-from san.evaluate import EvalReport, evaluate_model
+from san.evaluation.evaluate import EvalReport, evaluate_model
 from san.model.network import SAN
 from san.model.sampled import StochasticMasks
+from san.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @contextmanager
@@ -116,7 +116,7 @@ def sweep_thresholds(
     **eval_options: Any,
 ) -> ThresholdReport:
     """Measure the stochastic reference and every deterministic threshold on ``dataset``'s
-    query/gallery (a validation split); ``eval_options`` go to :func:`san.evaluate.evaluate_model`.
+    query/gallery (a validation split); ``eval_options`` go to :func:`san.evaluation.evaluate.evaluate_model`.
 
     The model's own threshold is restored afterwards.
     """

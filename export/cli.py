@@ -9,7 +9,7 @@ from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
 from export.tensorrt_lint import DEFAULT_PARSER, PARSERS, ParserVersion, parser_of
-from san.arguments import (
+from san.cli.arguments import (
     CommandParser,
     LimitGroup,
     add_overwrite_argument,
@@ -19,13 +19,13 @@ from san.arguments import (
     model_file,
     output_file,
 )
-from san.command import command
-from san.input_convention import KINDS, InputConvention
+from san.cli.command import command
+from san.contract.input_convention import KINDS, InputConvention
 
 EPILOG = """\
 what it writes:
   model.onnx          input `images` uint8 RGB NCHW at the contract's HxW (0..255, decoded and
-                      resized by san.preprocess.load_image; mean/std are inside the graph),
+                      resized by san.io.preprocess.load_image; mean/std are inside the graph),
                       output `embeddings` float32 [N, D]; hard masks 1[pi > threshold], no random
                       ops, dynamic batch; the input contract and provenance in metadata_props
   model.engine(.json) with --trt: the engine and its sidecar (contract, precision, batch
@@ -34,7 +34,7 @@ what it writes:
 
 every ONNX file is verified against the PyTorch eval model with onnxruntime before anything
 else happens, under the rule of its precision in the one rule table that san-parity and the
-INT8 report read too (san.rules):
+INT8 report read too (san.contract.rules):
 {rules}
 A mask element whose pi lies within flip_margin of the threshold may flip in one runtime and
 not the other, and moves every later block of that image: such flips are expected, and the
@@ -65,7 +65,7 @@ LIMITS = LimitGroup("fp32.min_cosine_min=0.995")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from san.rules import RULES, describe_rules
+    from san.contract.rules import RULES, describe_rules
 
     parser = CommandParser(
         prog="san-export",
@@ -164,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
     the exit status."""
     from export.targets import ExportJob, write_targets
     from export.verify import load_images, synthetic_images
-    from san.checkpoint import load_checkpoint
-    from san.output_guard import refuse_overwriting_inputs
-    from san.output_lock import exclusive_output
+    from san.io.output_guard import refuse_overwriting_inputs
+    from san.io.output_lock import exclusive_output
+    from san.training.checkpoint import load_checkpoint
 
     rules = LIMITS.read(args)
     shared = shared_options(args)
@@ -201,8 +201,8 @@ def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: 
                                     overwrite: bool) -> None:
     """Refuse to replace an existing ``onnx`` that is not this checkpoint's export with this input
     convention (another checkpoint, another convention, or not a SAN export), unless ``overwrite``."""
-    from san.artifact import CHECKPOINT_SHA_KEY, convention_of, load_onnx, metadata_of
-    from san.spec import ContractError
+    from san.contract.artifact import CHECKPOINT_SHA_KEY, convention_of, load_onnx, metadata_of
+    from san.contract.spec import ContractError
 
     if overwrite or not onnx.exists():
         return

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
 
 
 class ReidUse(NamedTuple):

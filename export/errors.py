@@ -1,9 +1,9 @@
 """The errors of export, in a module that imports nothing from export (so any module may raise
-them without a cycle). Each ends ``san-export`` with its :attr:`~san.errors.ToolkitError.exit_status`."""
+them without a cycle). Each ends ``san-export`` with its :attr:`~san.io.errors.ToolkitError.exit_status`."""
 
 from __future__ import annotations
 
-from san.errors import ToolkitError
+from san.io.errors import ToolkitError
 
 
 class ExportError(ToolkitError, RuntimeError):

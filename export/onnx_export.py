@@ -1,7 +1,7 @@
 """SAN -> ONNX: the eval-mode graph (hard masks, no random ops) carrying its input contract.
 
 The graph takes ``images``: uint8 RGB NCHW at the contract's height x width (0..255, the
-output of :func:`san.preprocess.load_image`); it casts to float and applies mean/std
+output of :func:`san.io.preprocess.load_image`); it casts to float and applies mean/std
 itself. It returns ``embeddings``: float32 [N, embedding_dim]. Only uint8 enters the graph:
 one input type keeps every backend and the TensorRT profile simple, and it is 4x less
 data to copy to a GPU than float32.
@@ -11,7 +11,7 @@ graph; ``with_masks=True`` also lists them as outputs. The deployed file lists o
 ``embeddings``, and :mod:`export.verify` exposes the named tensors again in memory to count
 mask flips on exactly the deployed nodes.
 
-The names and metadata keys are :mod:`san.artifact`'s, which reads them back without torch.
+The names and metadata keys are :mod:`san.contract.artifact`'s, which reads them back without torch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from export.errors import ExportError
-from san.artifact import (
+from san.contract.artifact import (
     BATCH_DIM,
     CONFIG_KEY,
     EXPORTER_KEY,
@@ -39,9 +39,9 @@ from san.artifact import (
     TORCH_VERSION_KEY,
     pi_name,
 )
-from san.atomic import atomic_write
-from san.input_convention import InputConvention
-from san.spec import METADATA_KEY
+from san.contract.input_convention import InputConvention
+from san.contract.spec import METADATA_KEY
+from san.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     from san.model.network import SAN
@@ -86,7 +86,7 @@ def export_onnx(
     ``precision="fp16"`` exports a half-precision graph (uint8 in, float32 out) for
     strongly typed TensorRT FP16 engines. The file passes ``onnx.checker`` (full check,
     with shape inference) and contains no random op, or nothing is written. ``convention``
-    puts an input adapter in front of the model (:mod:`san.input_convention`): the graph then
+    puts an input adapter in front of the model (:mod:`san.contract.input_convention`): the graph then
     takes that encoding and maps it back to the model's 0..255 RGB NCHW inside.
     """
     if opset < MIN_OPSET:

@@ -3,7 +3,7 @@
 BoxMOT's ONNX backend crops each box from the BGR frame, resizes it with OpenCV (linear),
 converts it to RGB, scales to 0..1 and normalises with the ImageNet mean and std, then feeds
 float NCHW and L2-normalises the output. So the graph written here takes exactly that
-(:class:`san.input_convention.InputConvention` float32, normalised) and maps it back to the
+(:class:`san.contract.input_convention.InputConvention` float32, normalised) and maps it back to the
 model's pixels inside. BoxMOT reads the crop size from the graph's static H x W and the
 ``<file>.onnx.metadata.json`` sidecar written beside it (``model_name``, ``img_size``,
 ``preprocess``).
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.targets import ExportJob, FolderTarget, Written
-from san.arguments import CommandParser, output_folder
-from san.atomic import atomic_write_json
-from san.input_convention import InputConvention
-from san.spec import InputSpec
+from san.cli.arguments import CommandParser, output_folder
+from san.contract.input_convention import InputConvention
+from san.contract.spec import InputSpec
+from san.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -46,12 +46,12 @@ from export.errors import ExportError
 from export.fp16_emulation import in_fp16_everywhere, rounding_session
 from export.targets import ExportJob, FolderTarget, Written
 from export.tensorrt_lint import parser_of, require_tensorrt_compatible
-from san.arguments import CommandParser, count, output_folder
-from san.artifact import INPUT_NAME, OUTPUT_NAME
-from san.atomic import atomic_write, atomic_write_text
-from san.input_convention import InputConvention
-from san.onnx_graph import with_attribute_axes
-from san.spec import InputSpec
+from san.cli.arguments import CommandParser, count, output_folder
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME
+from san.contract.input_convention import InputConvention
+from san.contract.onnx_graph import with_attribute_axes
+from san.contract.spec import InputSpec
+from san.io.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def holds_in_fp16_everywhere(job: ExportJob, path: Path, shown: Path) -> bool:
 
 def convert_for_attribute_axes(path: Path, images: np.ndarray, shown: Path) -> None:
     """Replace the opset-18 graph at ``path`` (``shown`` in messages) by its opset-17 form
-    (:func:`san.onnx_graph.with_attribute_axes`) once onnxruntime gives both the same embeddings
+    (:func:`san.contract.onnx_graph.with_attribute_axes`) once onnxruntime gives both the same embeddings
     on ``images`` (uint8 N x 3 x H x W)."""
     import onnxruntime as ort
 

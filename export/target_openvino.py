@@ -3,7 +3,7 @@ calibration's INT8 Q/DQ file with ``--int8``, for Intel CPUs, GPUs and NPUs.
 
 ``DIR/model.xml`` + ``model.bin`` come from OpenVINO's ONNX converter; the ONNX file's
 ``metadata_props`` (contract, input convention, precision, provenance) go into the model's
-runtime info, section ``san``, where :mod:`san.artifact` reads them. Weights stay f32 unless
+runtime info, section ``san``, where :mod:`san.contract.artifact` reads them. Weights stay f32 unless
 ``--openvino-fp16-weights``. The INT8 file converts with its Q/DQ pairs (``model.int8.xml``):
 OpenVINO runs the quantized layers in INT8 and keeps in float what calibration kept in float.
 Each IR is run by OpenVINO on the CPU at f32 inference precision (:func:`ir_embedder`; export
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from export.targets import ExportJob, FolderTarget, Written
-from san.arguments import CommandParser, output_folder
-from san.artifact import IR_SECTION, OUTPUT_NAME, read_metadata, read_model_contract
+from san.cli.arguments import CommandParser, output_folder
+from san.contract.artifact import IR_SECTION, OUTPUT_NAME, read_metadata, read_model_contract
 
 log = logging.getLogger(__name__)
 

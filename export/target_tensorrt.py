@@ -12,7 +12,7 @@ from pathlib import Path
 from export.errors import TargetUnavailable
 from export.targets import ExportJob, ExportTarget, Written
 from export.tensorrt_build import BatchProfile
-from san.arguments import CommandParser, count, output_file
+from san.cli.arguments import CommandParser, count, output_file
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ class TensorRTTarget(ExportTarget[TensorRTOptions]):
     def write(self, job: ExportJob, options: TensorRTOptions) -> Written:
         from export.tensorrt_build import build_engine
         from export.tensorrt_lint import installed_parser, require_tensorrt_compatible
-        from san.artifact import read_contract
-        from san.engine_sidecar import sidecar_path
-        from san.spec import ContractError
-        from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+        from san.contract.artifact import read_contract
+        from san.contract.engine_sidecar import sidecar_path
+        from san.contract.spec import ContractError
+        from san.contract.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
         shared, profile = job.shared, options.profile
         if shared.int8 and read_contract(shared.int8) != job.meta.spec:

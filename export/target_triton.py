@@ -24,12 +24,12 @@ from pathlib import Path
 
 from export.target_tensorrt import TensorRTOptions, TensorRTTarget
 from export.targets import ExportJob, FolderTarget, SharedOptions, Written
-from san.arguments import CommandParser, count, output_folder
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention
-from san.atomic import atomic_write_text
-from san.engine_sidecar import EngineSidecar
-from san.input_convention import InputConvention
-from san.spec import InputSpec
+from san.cli.arguments import CommandParser, count, output_folder
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention
+from san.contract.engine_sidecar import EngineSidecar
+from san.contract.input_convention import InputConvention
+from san.contract.spec import InputSpec
+from san.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -27,20 +27,20 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
-from san.arguments import CommandParser
-from san.artifact import CHECKPOINT_SHA_KEY
-from san.atomic import staged_folder
-from san.input_convention import InputConvention
-from san.rules import Rule
-from san.spec import InputSpec
+from san.cli.arguments import CommandParser
+from san.contract.artifact import CHECKPOINT_SHA_KEY
+from san.contract.input_convention import InputConvention
+from san.contract.rules import Rule
+from san.contract.spec import InputSpec
+from san.io.atomic import staged_folder
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from san.checkpoint import CheckpointMeta
     from san.model.network import SAN
+    from san.training.checkpoint import CheckpointMeta
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class ExportTarget(ABC, Generic[Options]):
 class FolderTarget(ExportTarget[FolderOptions]):
     """A target that writes into ``options.folder``: refused when it holds anything, unless
     ``--overwrite``. Its files are written into a temporary folder beside it that replaces it once
-    they are complete (:func:`san.atomic.staged_folder`): a kill leaves the old output or none."""
+    they are complete (:func:`san.io.atomic.staged_folder`): a kill leaves the old output or none."""
 
     _staging: tuple[Path, Path]  # (the staging folder, options.folder) while write_into runs
 

@@ -7,8 +7,8 @@ a half-precision ONNX export (``export_onnx(..., precision="fp16")``), INT8 engi
 an explicit Q/DQ ONNX made by calibration.
 
 A serialized engine only runs with the TensorRT version that built it and is tuned for
-one GPU; :func:`san.tensorrt_target.check_engine_compatible` refuses it elsewhere, reading
-the sidecar this module writes (:class:`san.engine_sidecar.EngineSidecar`).
+one GPU; :func:`san.contract.tensorrt_target.check_engine_compatible` refuses it elsewhere, reading
+the sidecar this module writes (:class:`san.contract.engine_sidecar.EngineSidecar`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportInputError, TargetUnavailable
-from san.artifact import INPUT_NAME, PRECISION_KEY, read_contract, read_input_convention, read_metadata
-from san.atomic import atomic_write
-from san.engine_sidecar import BatchProfile, EngineSidecar
-from san.hashing import file_sha256
-from san.spec import METADATA_KEY
-from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+from san.contract.artifact import INPUT_NAME, PRECISION_KEY, read_contract, read_input_convention, read_metadata
+from san.contract.engine_sidecar import BatchProfile, EngineSidecar
+from san.contract.spec import METADATA_KEY
+from san.contract.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+from san.io.atomic import atomic_write
+from san.io.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_engine(
     the engine is written, so later builds on the same GPU and TensorRT version are faster;
     a cache from another GPU or version is set aside (a warning says so) and replaced.
     ``version_compatible`` sets TensorRT's version-compatible flag (8.6 and later): the engine
-    embeds its lean runtime and later releases can run it (:func:`san.tensorrt_target.check_engine_compatible`).
+    embeds its lean runtime and later releases can run it (:func:`san.contract.tensorrt_target.check_engine_compatible`).
     """
     import tensorrt as trt
 

@@ -53,8 +53,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from export.errors import ExportError
-from san.artifact import load_onnx_with_data
-from san.onnx_graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
+from san.contract.artifact import load_onnx_with_data
+from san.contract.onnx_graph import REDUCE_AXES_INPUT_AT_18, GraphIndex
 
 _FLOATS = frozenset({"FLOAT", "FLOAT16", "BFLOAT16"})
 _NUMBERS = _FLOATS | {"INT32", "INT64"}

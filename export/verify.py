@@ -1,7 +1,7 @@
 """An exported ONNX file next to the PyTorch eval model: does it compute the same thing?
 
 :func:`verify_onnx` runs both on the same uint8 images and judges the file by the rule of
-its precision in the one rule table (:mod:`san.rules`, which ``san-parity`` and the INT8
+its precision in the one rule table (:mod:`san.contract.rules`, which ``san-parity`` and the INT8
 report read too). Per attention block with hard masks it counts the mask elements that
 flipped between the two. A flip is *near threshold* when the PyTorch probability lies
 within the rule's ``flip_margin`` of the threshold (float rounding may legitimately push
@@ -25,16 +25,16 @@ import onnx
 import torch
 
 from export.onnx_export import eval_mode, export_onnx
-from san.artifact import INPUT_NAME, OUTPUT_NAME, convention_of, pi_name
-from san.discovery import IMAGE_SUFFIXES, discover_images
-from san.input_convention import InputConvention
-from san.metrics import paired_cosine
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME, convention_of, pi_name
+from san.contract.input_convention import InputConvention
+from san.contract.onnx_graph import mask_tensors, session_exposing, unused_tensors
+from san.contract.rules import RULES, Rule
+from san.contract.spec import ContractError, InputSpec
+from san.evaluation.metrics import paired_cosine
+from san.evaluation.retrieval import MaskFlips
+from san.io.discovery import IMAGE_SUFFIXES, discover_images
+from san.io.preprocess import load_image
 from san.model.network import SAN
-from san.onnx_graph import mask_tensors, session_exposing, unused_tensors
-from san.preprocess import load_image
-from san.retrieval import MaskFlips
-from san.rules import RULES, Rule
-from san.spec import ContractError, InputSpec
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def verify_onnx(
     """Run ``onnx_path`` with onnxruntime (CPU) and ``model`` in eval mode on ``images``.
 
     ``images`` is uint8 N x 3 x H x W at the model's contract size. The file is judged by
-    ``rule`` (default: the one rule table's entry for ``kind``, :data:`san.rules.RULES`),
+    ``rule`` (default: the one rule table's entry for ``kind``, :data:`san.contract.rules.RULES`),
     per image; the report names each problem:
 
     - a hard-mask block whose mask the graph lacks or does not use for the embeddings;

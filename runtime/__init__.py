@@ -16,7 +16,7 @@ from __future__ import annotations
 from runtime.base import Backend, BackendError
 from runtime.embed import EmbedError, EmbedOptions, EmbedResult, LocalRunner, Shard, embed_folder, merge_shards
 from runtime.registry import BACKENDS, open_backend
-from san.discovery import discover_images
+from san.io.discovery import discover_images
 
 __all__ = [
     "BACKENDS",

@@ -20,12 +20,12 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from san.device import Device
-from san.embedding import ANY_BATCH
-from san.errors import ToolkitError
-from san.hashing import file_sha256
-from san.input_convention import InputConvention
-from san.spec import ContractError, InputSpec
+from san.contract.device import Device
+from san.contract.input_convention import InputConvention
+from san.contract.spec import ContractError, InputSpec
+from san.evaluation.embedding import ANY_BATCH
+from san.io.errors import ToolkitError
+from san.io.hashing import file_sha256
 
 Loaded = TypeVar("Loaded")
 
@@ -138,7 +138,7 @@ class Backend(ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Embed ``batch`` (uint8 or float32 on 0..255, N x 3 x H x W): float32 N x D.
 
-        Raises :class:`~san.spec.ContractError` when the batch or the output disagrees
+        Raises :class:`~san.contract.spec.ContractError` when the batch or the output disagrees
         with the contract.
         """
         spec = self.spec
@@ -186,7 +186,7 @@ def as_model_dtype(batch: np.ndarray, dtype: np.dtype | type, artifact: Path) ->
         if not (np.all((batch >= 0) & (batch <= 255)) and np.array_equal(batch, np.round(batch))):
             raise ContractError(
                 f"{artifact}: the model takes uint8 images; a float batch is accepted only with "
-                "whole numbers in 0..255 (decode with san.preprocess.load_image)"
+                "whole numbers in 0..255 (decode with san.io.preprocess.load_image)"
             )
     return batch.astype(dtype)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from runtime.embed import TTA_MODES, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
 from runtime.options import BACKEND
 from runtime.registry import BACKENDS, backend_for, open_backend
-from san.arguments import CommandParser, RunGroup, add_overwrite_argument, count, existing_folder, model_file, output_folder
-from san.artifact import ARTIFACT_KINDS
-from san.command import command
-from san.output_guard import refuse_overwriting_inputs
+from san.cli.arguments import CommandParser, RunGroup, add_overwrite_argument, count, existing_folder, model_file, output_folder
+from san.cli.command import command
+from san.contract.artifact import ARTIFACT_KINDS
+from san.io.output_guard import refuse_overwriting_inputs
 
 EXAMPLES = """\
 output folder (default: <images>_embeddings beside the image folder):

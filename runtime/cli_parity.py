@@ -8,7 +8,7 @@ import sys
 
 from runtime.options import BACKEND
 from runtime.parity import Artifact, ParityReport, run_parity
-from san.arguments import (
+from san.cli.arguments import (
     CommandParser,
     DatasetGroup,
     LimitGroup,
@@ -19,17 +19,17 @@ from san.arguments import (
     model_file,
     output_file,
 )
-from san.artifact import ARTIFACT_KINDS
-from san.atomic import atomic_write_text
-from san.command import command
+from san.cli.command import command
+from san.contract.artifact import ARTIFACT_KINDS
+from san.contract.rules import RULE_FIELDS, RULES, describe_rules
 from san.data.registry import dataset_for_checkpoint, load_dataset
-from san.output_guard import refuse_overwriting_inputs
-from san.report import write_json
-from san.rules import RULE_FIELDS, RULES, describe_rules
+from san.evaluation.report import write_json
+from san.io.atomic import atomic_write_text
+from san.io.output_guard import refuse_overwriting_inputs
 
 
 def _defaults_table() -> str:
-    return "\n".join(["default thresholds (san.rules; |deltas| in points vs torch; cosines per image):",
+    return "\n".join(["default thresholds (san.contract.rules; |deltas| in points vs torch; cosines per image):",
                       describe_rules(RULES), f"  fields: {', '.join(RULE_FIELDS)} (none = not checked)"])
 
 
@@ -67,7 +67,7 @@ DATA = DatasetGroup(default=None, root=existing_folder, root_help="data set fold
 LIMITS = LimitGroup("int8.min_cosine_mean=0.95, fp32.max_rank1_flips=0")
 RUN = RunGroup(workers=True, json=True, quiet_alias=True, json_path_alias="--report")
 RERANK = RerankGroup()
-#: Each option that adds a compared file, with its kind (:data:`san.artifact.ARTIFACT_KINDS`).
+#: Each option that adds a compared file, with its kind (:data:`san.contract.artifact.ARTIFACT_KINDS`).
 ROWS = [(kind, row) for kind in ARTIFACT_KINDS.values() for row in kind.parity]
 
 

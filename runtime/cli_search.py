@@ -25,7 +25,7 @@ from runtime.search import (
     faiss_module,
     reranked_search,
 )
-from san.arguments import (
+from san.cli.arguments import (
     CommandParser,
     DeviceGroup,
     RerankGroup,
@@ -37,11 +37,11 @@ from san.arguments import (
     output_file,
     output_folder,
 )
-from san.artifact import ARTIFACT_KINDS
-from san.command import command, subcommand
-from san.confinement import confined
-from san.output_lock import exclusive_output
-from san.spec import ContractError
+from san.cli.command import command, subcommand
+from san.contract.artifact import ARTIFACT_KINDS
+from san.contract.confinement import confined
+from san.contract.spec import ContractError
+from san.io.output_lock import exclusive_output
 
 DESCRIPTION = """\
 Search a folder of embeddings written by san-embed (embeddings.npy + index.csv + meta.json).

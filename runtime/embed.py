@@ -52,16 +52,16 @@ from runtime.folder_schema import (
     read_index,
     read_json_object,
 )
-from san.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
-from san.discovery import discover_images, list_digest
-from san.embedding import TTA_MODES as EVALUATION_TTA_MODES
-from san.embedding import embed_images
-from san.failpoints import failpoint
-from san.output_lock import exclusive_output
-from san.preprocess import ImageDecodeError, load_image
-from san.progress import progress_bar
-from san.retrieval import default_workers
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.evaluation.embedding import TTA_MODES as EVALUATION_TTA_MODES
+from san.evaluation.embedding import embed_images
+from san.evaluation.retrieval import default_workers
+from san.io.atomic import atomic_path, atomic_write, atomic_write_json, remove_stale_temporaries, writing
+from san.io.discovery import discover_images, list_digest
+from san.io.failpoints import failpoint
+from san.io.output_lock import exclusive_output
+from san.io.preprocess import ImageDecodeError, load_image
+from san.io.progress import progress_bar
 
 FORMAT, VERSION = "san-embeddings", 1
 OUTPUT_FILES = (EMBEDDINGS, INDEX, META, TIMING, PROGRESS, PARTIAL_EMBEDDINGS, PARTIAL_INDEX)
@@ -221,7 +221,7 @@ def embed_folder(
     continues an interrupted run with the same plan (starts afresh when there is nothing to
     resume); ``overwrite`` discards earlier output. Unreadable files and non-finite
     embeddings are listed in ``index.csv`` and in ``EmbedResult.failures``; they never stop
-    the run. The folder is held by this run while it writes (:func:`san.output_lock.exclusive_output`):
+    the run. The folder is held by this run while it writes (:func:`san.io.output_lock.exclusive_output`):
     a second run on it is refused.
     """
     with exclusive_output(out):

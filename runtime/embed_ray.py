@@ -25,8 +25,8 @@ import numpy as np
 from runtime.base import Backend
 from runtime.embed import TASK_SIZE, EmbedError, EmbedOptions, FileResult, embed_decoded, load_task
 from runtime.registry import open_backend
-from san.extras import missing_extra
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.io.extras import missing_extra
 
 #: Seconds to wait for a cluster address to accept a connection before giving up.
 CONNECT_TIMEOUT = 5.0

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from san.errors import ToolkitError
-from san.spec import ContractError, InputSpec
+from san.contract.spec import ContractError, InputSpec
+from san.io.errors import ToolkitError
 
 EMBEDDINGS, INDEX, META, TIMING, PROGRESS = "embeddings.npy", "index.csv", "meta.json", "timing.json", "progress.json"
 PARTIAL_EMBEDDINGS, PARTIAL_INDEX = "embeddings.partial.npy", "index.partial.csv"

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: CPU by default, CUDA / TensorRT execution providers on request.
 
-The contract and input convention are read by :func:`san.artifact.contract_from`, like every
+The contract and input convention are read by :func:`san.contract.artifact.contract_from`, like every
 backend's, from what the session already holds (its metadata and input shape), so the file is
 parsed once; this module opens the session and checks its output against them.
 """
@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import contract_from, load_onnx
-from san.error_reason import reason
-from san.spec import ContractError, InputSpec
+from san.contract.artifact import contract_from, load_onnx
+from san.contract.spec import ContractError, InputSpec
+from san.io.error_reason import reason
 
 #: Short provider names accepted by ``providers=``; the order is the preference order.
 PROVIDERS = {

@@ -1,7 +1,7 @@
 """OpenVINO backend: ``.onnx`` files (fp32, fp16 or the toolkit's INT8 Q/DQ) and OpenVINO IR
 (``.xml`` + ``.bin`` from ``san-export --openvino``), on Intel CPUs, GPUs and NPUs.
 
-The contract and input convention come from :func:`san.artifact.read_model_contract`, like
+The contract and input convention come from :func:`san.contract.artifact.read_model_contract`, like
 every backend's. Precision is explicit: OpenVINO's default on CPUs with BF16 runs float parts
 in bf16, so ``precision`` (``f32`` unless asked) pins the inference precision hint; ``bf16``
 and ``fp16`` are opt-in and judged by the fp16 rule. Small batches run on a model compiled
@@ -22,9 +22,9 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.artifact import OUTPUT_NAME, read_model_contract
-from san.error_reason import reason
-from san.spec import ContractError, InputSpec
+from san.contract.artifact import OUTPUT_NAME, read_model_contract
+from san.contract.spec import ContractError, InputSpec
+from san.io.error_reason import reason
 
 #: ``--precision`` -> OpenVINO's inference precision hint.
 PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "fp16": ov.Type.f16}

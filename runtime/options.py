@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from san.arguments import Adder, ArgumentGroup, DeviceGroup, count
+from san.cli.arguments import Adder, ArgumentGroup, DeviceGroup, count
 
 DEVICE = DeviceGroup(None, "; OpenVINO also gpu, gpu:N, npu")
 

@@ -1,9 +1,9 @@
 """Retrieval-level parity of exported artifacts with the PyTorch eval model (``san-parity``).
 
 Every backend, the PyTorch reference included, embeds the query and gallery of a data set
-through the retrieval core (:mod:`san.retrieval`: the one decoder, so every backend gets
+through the retrieval core (:mod:`san.evaluation.retrieval`: the one decoder, so every backend gets
 the same uint8 arrays), is scored like the reference (CMC/mAP under the Market-1501
-protocol, :mod:`san.metrics`) and compared with the PyTorch eval model (deterministic masks):
+protocol, :mod:`san.evaluation.metrics`) and compared with the PyTorch eval model (deterministic masks):
 
 - deltas of mAP and rank-1/5/10, in percentage points;
 - paired cosine of each image's two embeddings (min and mean over query + gallery);
@@ -16,15 +16,15 @@ in eval mode; :class:`san.model.sampled.StochasticMasks`) are scored over a few 
 draws and compared with the deterministic masks it deploys: a property of the model, reported,
 not gated.
 
-Each artifact is judged by the :class:`san.rules.Rule` of its precision (read from the
+Each artifact is judged by the :class:`san.contract.rules.Rule` of its precision (read from the
 artifact: ONNX ``san.precision`` metadata, engine sidecar), from the one rule table that
-export verification and the INT8 report read too; :mod:`san.rules` says why each limit is
+export verification and the INT8 report read too; :mod:`san.contract.rules` says why each limit is
 what it is.
 
 On a set of Q queries one query moves rank-1 by 100/Q points, and INT8 rounding moves
 some queries' first match to or away from rank 1 in both directions. So next to each
 delta the report gives its 95 % interval over queries and McNemar's exact test of the
-rank-1 gains against the losses (:mod:`san.metrics`), and it notes when the split
+rank-1 gains against the losses (:mod:`san.evaluation.metrics`), and it notes when the split
 measures rank-1 more coarsely than the limit, i.e. when noise alone can breach it (an
 INT8 demo model on 609 queries: +-2.3 points, 51 queries changed their rank-1 verdict).
 """
@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 
 from runtime.registry import open_backend
-from san.artifact import read_provenance
+from san.contract.artifact import read_provenance
+from san.contract.rules import RULES, Rule
+from san.contract.spec import ContractError
 from san.data.records import ReidDataset
-from san.hashing import file_sha256
-from san.rerank import RerankParams
-from san.retrieval import SHOWN_RANKS, Comparison, Retrieval, compare, embed_split, score
-from san.rules import RULES, Rule
-from san.spec import ContractError
+from san.evaluation.rerank import RerankParams
+from san.evaluation.retrieval import SHOWN_RANKS, Comparison, Retrieval, compare, embed_split, score
+from san.io.hashing import file_sha256
 
 MAX_RANK = 20  # CMC length kept in the JSON report
 
@@ -255,9 +255,9 @@ def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval
     before draw k embeds the query, then the gallery); None when no mask is sampled."""
     import torch  # the PyTorch reference, measured only here and in the torch backend
 
-    from san.checkpoint import load_checkpoint
-    from san.evaluate import evaluate_model
+    from san.evaluation.evaluate import evaluate_model
     from san.model.sampled import StochasticMasks
+    from san.training.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(ckpt, map_location=device)
     generators = model.sampled_generators()
@@ -291,7 +291,7 @@ def run_parity(
 
     ``draws=0`` skips the sampled-mask measurement. ``options`` (device, threads,
     providers) go to every backend, the PyTorch reference included. ``progress``: a bar or
-    log lines (:mod:`san.progress`) for each split each run embeds. Images stream through
+    log lines (:mod:`san.io.progress`) for each split each run embeds. Images stream through
     each backend; peak memory holds the embeddings of two runs.
     """
     ckpt = Path(ckpt)

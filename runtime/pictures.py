@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from san.contract.device import Device
 from san.data.market import DUKEMTMCREID, MARKET1501
-from san.device import Device
-from san.preprocess import decode_image, load_image
+from san.io.preprocess import decode_image, load_image
 
 BORDER, PAD, GAP = 4, 8, 18
 #: Text size in pixels: readable at 100 % on a screen (PIL's own bitmap font is 11 pixels).
@@ -172,8 +172,8 @@ def attention_overlay_pngs(ckpt: str | Path, images: Sequence[str | Path], out_d
     """
     import torch
 
-    from san.checkpoint import load_checkpoint
-    from san.evaluate import torch_device_name
+    from san.evaluation.evaluate import torch_device_name
+    from san.training.checkpoint import load_checkpoint
 
     name = torch_device_name(device)  # the masks come from the PyTorch model
     model, meta = load_checkpoint(ckpt, map_location=name)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from runtime.base import Backend, BackendError
-from san.artifact import MODEL_KINDS, kind_for, sniff_model_kind
-from san.extras import missing_extra
+from san.contract.artifact import MODEL_KINDS, kind_for, sniff_model_kind
+from san.io.extras import missing_extra
 
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """Where a backend class lives, and the model kinds (:data:`san.artifact.ARTIFACT_KINDS`) it
+    """Where a backend class lives, and the model kinds (:data:`san.contract.artifact.ARTIFACT_KINDS`) it
     runs; each kind names the backend its files get by default."""
 
     module: str
@@ -40,7 +40,7 @@ BACKENDS: dict[str, BackendEntry] = {
 
 
 def backend_for(artifact: Path) -> str:
-    """The default backend of an artifact's kind (:func:`san.artifact.kind_for`)."""
+    """The default backend of an artifact's kind (:func:`san.contract.artifact.kind_for`)."""
     try:
         return kind_for(artifact).backend
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """Nearest neighbours over a ``san-embed`` output folder: exact NumPy top-k, or a FAISS index.
 
 - ``numpy`` (nothing to install): exact brute force in query chunks, distances from
-  :func:`san.metrics.euclidean_distance` in float64 (a float32 expansion
+  :func:`san.evaluation.metrics.euclidean_distance` in float64 (a float32 expansion
   |q|^2 + |g|^2 - 2 q.g puts an image ~1e-3 away from itself); holds a float64 copy;
 - FAISS (the ``search`` extra), any index ``faiss.index_factory`` makes: ``flat`` (exact),
   ``ivf`` (inverted lists, ``nprobe`` of them searched), ``hnsw`` (graph, ``efSearch``), or a
@@ -30,18 +30,18 @@ import numpy as np
 from runtime.base import Backend
 from runtime.embed import EMBEDDINGS, INDEX, TIMING, EmbedError, EmbedOptions, embed_batch
 from runtime.folder_schema import read_finished, read_json_object
-from san.atomic import atomic_write, atomic_write_json
-from san.embedding import l2_normalize
-from san.error_reason import reason
-from san.errors import ToolkitError
-from san.extras import missing_extra
-from san.hashing import file_sha256
-from san.limits import address_space_at_most, faiss_read_allowance
-from san.metrics import euclidean_distance, smallest_k
-from san.preprocess import load_image
-from san.progress import progress_bar
-from san.rerank import RerankParams, Rows, SparseReranker
-from san.spec import ContractError, InputSpec
+from san.contract.limits import address_space_at_most, faiss_read_allowance
+from san.contract.spec import ContractError, InputSpec
+from san.evaluation.embedding import l2_normalize
+from san.evaluation.metrics import euclidean_distance, smallest_k
+from san.evaluation.rerank import RerankParams, Rows, SparseReranker
+from san.io.atomic import atomic_write, atomic_write_json
+from san.io.error_reason import reason
+from san.io.errors import ToolkitError
+from san.io.extras import missing_extra
+from san.io.hashing import file_sha256
+from san.io.preprocess import load_image
+from san.io.progress import progress_bar
 
 METRICS = ("l2", "cosine")
 SEARCH_META, FAISS_INDEX = "search.json", "faiss.index"
@@ -207,7 +207,7 @@ def set_search_parameters(index: Any, **values: int | None) -> dict[str, int]:
 def new_index(dim: int, factory: str, metric: str, vectors: np.ndarray | None = None, train: np.ndarray | None = None,
                gpu: bool = False, progress: bool = False) -> Any:
     """An index of ``factory``, trained on ``train`` and filled with ``vectors`` (as the metric wants them);
-    ``progress``: a bar or log lines (:mod:`san.progress`) over the rows added."""
+    ``progress``: a bar or log lines (:mod:`san.io.progress`) over the rows added."""
     faiss = faiss_module()
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)

@@ -1,7 +1,7 @@
 """Native TensorRT backend: a serialized engine plus its ``<engine>.json`` sidecar.
 
 The sidecar (contract, TensorRT version, GPU) is read and checked with
-:mod:`san.artifact` and :mod:`san.tensorrt_target`; the batch range comes from the engine's
+:mod:`san.contract.artifact` and :mod:`san.contract.tensorrt_target`; the batch range comes from the engine's
 own optimization profile.
 
 TensorRT 10+ tensor API. tensorrt and pycuda are imported only here. Buffers are
@@ -21,9 +21,9 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.engine_sidecar import EngineSidecar
-from san.spec import ContractError, InputSpec
-from san.tensorrt_target import (
+from san.contract.engine_sidecar import EngineSidecar
+from san.contract.spec import ContractError, InputSpec
+from san.contract.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
     TensorRTUnavailable,

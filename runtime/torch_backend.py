@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from runtime.base import Backend, BackendError
-from san.checkpoint import load_checkpoint
-from san.evaluate import ModelEmbedder, torch_device_name
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.evaluation.evaluate import ModelEmbedder, torch_device_name
+from san.training.checkpoint import load_checkpoint
 
 
 class TorchBackend(Backend):

@@ -4,8 +4,8 @@ Public API (kept small)::
 
     from san import ModelConfig, InputSpec, build_model, save_checkpoint, load_checkpoint
 
-Importing ``san`` does not import torch: the contract (:mod:`san.spec`), preprocessing
-(:mod:`san.preprocess`) and metrics (:mod:`san.metrics`) stay usable on torch-free edge
+Importing ``san`` does not import torch: the contract (:mod:`san.contract.spec`), preprocessing
+(:mod:`san.io.preprocess`) and metrics (:mod:`san.evaluation.metrics`) stay usable on torch-free edge
 boxes; the torch-backed names below load on first use.
 """
 
@@ -14,15 +14,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.moved import install
+
+install()  # former module names (san.spec, san.train, ...) still import, for one release
 
 _LAZY = {
-    "ModelConfig": "san.config",
+    "ModelConfig": "san.model.config",
     "build_model": "san.model.network",
     "SAN": "san.model.network",
-    "save_checkpoint": "san.checkpoint",
-    "load_checkpoint": "san.checkpoint",
-    "CheckpointError": "san.checkpoint",
+    "save_checkpoint": "san.training.checkpoint",
+    "load_checkpoint": "san.training.checkpoint",
+    "CheckpointError": "san.training.checkpoint",
 }
 
 __all__ = ["InputSpec", *_LAZY]

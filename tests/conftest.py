@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from san.command import show_library_messages
+from san.cli.command import show_library_messages
 from support.module_folders import ModuleFolders
 from support.tiny import build_tiny
 

@@ -1,4 +1,4 @@
-"""``san-eval``: CMC/mAP of a checkpoint on a data set's query/gallery (see :mod:`san.evaluate`)."""
+"""``san-eval``: CMC/mAP of a checkpoint on a data set's query/gallery (see :mod:`san.evaluation.evaluate`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from san.arguments import (
+from san.cli.arguments import (
     CommandParser,
     DatasetGroup,
     DeviceGroup,
@@ -17,9 +17,9 @@ from san.arguments import (
     model_file,
     output_file,
 )
-from san.command import command
+from san.cli.command import command
 from san.data.augment import TENCROP_ENLARGE
-from san.embedding import TTA_MODES
+from san.evaluation.embedding import TTA_MODES
 
 EPILOG = f"""\
 examples:
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, evaluate, print; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
-    from san.evaluate import evaluate_checkpoint, save_cmc_png
+    from san.evaluation.evaluate import evaluate_checkpoint, save_cmc_png
 
     data, run, device = DATA.read(args), RUN.read(args), DEVICE.read(args) or "auto"
     report = evaluate_checkpoint(

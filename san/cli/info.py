@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from san.arguments import CommandParser, RunGroup, model_file
-from san.command import command
-from san.config import ModelConfig
-from san.model_arguments import ModelGroup
-from san.presets import PRESETS
+from san.cli.arguments import CommandParser, RunGroup, model_file
+from san.cli.command import command
+from san.cli.model_arguments import ModelGroup
+from san.model.config import ModelConfig
+from san.training.presets import PRESETS
 
 MODEL = ModelGroup("san-info", legacy_info=True)
 RUN = RunGroup(json=True, progress=False)
@@ -44,9 +44,9 @@ def _described_config(args: argparse.Namespace) -> ModelConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so `san-info --help` answers without loading torch.
-    from san.checkpoint import load_checkpoint
+    from san.evaluation.summary import flops_per_image, format_table, parameter_table
     from san.model.network import build_model
-    from san.summary import flops_per_image, format_table, parameter_table
+    from san.training.checkpoint import load_checkpoint
 
     model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else build_model(_described_config(args))
     rows = parameter_table(model)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from san.arguments import CommandParser, RunGroup, count, finite, output_folder
-from san.command import command
+from san.cli.arguments import CommandParser, RunGroup, count, finite, output_folder
+from san.cli.command import command
 from san.data.synth import GALLERY, MANIFEST, QUERY, TRAIN, SynthParams, ensure_synthetic, rendering_progress
-from san.output_lock import exclusive_output
+from san.io.output_lock import exclusive_output
 
 DESCRIPTION = f"""\
 Render a synthetic person re-identification data set (pure NumPy + PIL, fast) in the

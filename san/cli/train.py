@@ -1,4 +1,4 @@
-"""``san-train``: train a SAN with a named preset (see :mod:`san.presets`, :mod:`san.train`)."""
+"""``san-train``: train a SAN with a named preset (see :mod:`san.training.presets`, :mod:`san.training.train`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from san.arguments import (
+from san.cli.arguments import (
     Adder,
     ArgumentGroup,
     CommandParser,
@@ -19,9 +19,9 @@ from san.arguments import (
     finite,
     output_folder,
 )
-from san.command import command
-from san.model_arguments import ModelGroup
-from san.presets import PRESETS
+from san.cli.command import command
+from san.cli.model_arguments import ModelGroup
+from san.training.presets import PRESETS
 
 EPILOG = """\
 examples:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides["model"].attention == "none" and overrides.get("mask_warmup"):
         raise ValueError("--mask-warmup ramps attention masks in, but --attention none has none")
     data = DATA.read(args)
-    from san.train import train
+    from san.training.train import train
 
     root = None if data.root is None else str(data.root)
     train(preset.config(str(args.out), str(data.name), root, data.options, **overrides))

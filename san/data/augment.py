@@ -1,6 +1,6 @@
 """Image transforms on decoded PIL images: training augmentation and test-time views.
 
-Both end in :func:`san.preprocess.resize_to_contract`, the one resize function, and give
+Both end in :func:`san.io.preprocess.resize_to_contract`, the one resize function, and give
 uint8 RGB arrays; mean/std normalisation stays inside the model. As in torchvision's
 transforms v2, random parameters are drawn (:meth:`TrainAugment.draw`) separately from
 being applied (:meth:`TrainAugment.apply`), so tests can fix them.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from san.embedding import TTA_MODES, flip_views, mirrored
-from san.preprocess import resize_to_contract
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.evaluation.embedding import TTA_MODES, flip_views, mirrored
+from san.io.preprocess import resize_to_contract
 
 #: 10-crop testing first resizes to this multiple of the contract size (256x128 -> 288x144).
 TENCROP_ENLARGE = 1.125

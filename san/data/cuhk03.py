@@ -11,7 +11,7 @@ Protocols:
 * ``classic``, ``split`` 0..19: test ids are ``testsets[split]``; of the other ids (sorted
   by (pair, person)) the last ``num_val`` (100) go to ``extra["val"]`` and the rest train
   (1,367 = 1,267 + 100). Query and gallery both hold every test image (camid 0/1 for
-  camera A/B); evaluate with :func:`san.metrics.cuhk03_single_shot`. Query, gallery and
+  camera A/B); evaluate with :func:`san.evaluation.metrics.cuhk03_single_shot`. Query, gallery and
   val pids are 1-based positions of (pair, person) in sorted order.
 * ``new`` (767 train / 700 test ids): ``cuhk03_new_protocol_config_{variant}.mat`` (a
   MATLAB v5 file, read by the small reader below) lists files, labels and 1-based
@@ -31,9 +31,9 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from san.contract.limits import exceeds, limit
 from san.data.layout import locate, relabel, report
 from san.data.records import ImageRecord, ReidDataset
-from san.limits import exceeds, limit
 
 VARIANTS = ("labeled", "detected")
 PROTOCOLS = ("classic", "new")
@@ -94,7 +94,7 @@ def _open_mat(root: Path, key: str) -> h5py.File:
 
 def _read(mat: h5py.File, key: str | h5py.Reference, where: str) -> np.ndarray:
     """The dataset ``key`` of ``mat``, read only when its size is within
-    :data:`san.limits.MAX_MAT_DATASET_BYTES` (a compressed dataset of a few KB can declare gigabytes)."""
+    :data:`san.contract.limits.MAX_MAT_DATASET_BYTES` (a compressed dataset of a few KB can declare gigabytes)."""
     dataset = mat[key]
     size = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
     if over := exceeds(size, "MAX_MAT_DATASET_BYTES"):
@@ -234,7 +234,7 @@ def _read_mat_v5(path: Path, keys: Collection[str]) -> dict[str, Any]:
 
 
 def _inflate(payload: bytes, path: Path) -> bytes:
-    """A compressed element's bytes, decompressed no further than :data:`san.limits.MAX_MAT_VARIABLE_BYTES`."""
+    """A compressed element's bytes, decompressed no further than :data:`san.contract.limits.MAX_MAT_VARIABLE_BYTES`."""
     inflater = zlib.decompressobj()
     largest = limit("MAX_MAT_VARIABLE_BYTES")
     try:

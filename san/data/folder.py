@@ -14,7 +14,7 @@ from pathlib import Path
 
 from san.data.layout import relabel, report, require_dirs
 from san.data.records import ImageRecord, ReidDataset
-from san.discovery import IMAGE_SUFFIXES
+from san.io.discovery import IMAGE_SUFFIXES
 
 FOLDER_EXAMPLE = "<pid>/<camera>_<anything>.jpg"
 

@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from san.artifact import read_checkpoint_header
+from san.contract.artifact import read_checkpoint_header
 from san.data.cuhk03 import cuhk03
 from san.data.folder import folder
 from san.data.layout import report

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from san.atomic import writing
-from san.progress import progress_bar
+from san.io.atomic import writing
+from san.io.progress import progress_bar
 
 GENERATOR_VERSION = 1  # bump whenever rendering changes, so cached sets are regenerated
 MANIFEST = "synth.json"
@@ -45,7 +45,7 @@ Progress = Callable[[Sequence["SynthImage"]], Iterable["SynthImage"]]
 
 def rendering_progress(enabled: bool) -> Progress:
     """What wraps the images being rendered: a bar on a terminal, lines in a log
-    (:mod:`san.progress`), or nothing when not ``enabled``."""
+    (:mod:`san.io.progress`), or nothing when not ``enabled``."""
     return lambda images: progress_bar(images, enabled=enabled, desc="rendering", unit="img")
 
 # Few colours, so that many identities share an upper/lower colour pair.

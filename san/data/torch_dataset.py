@@ -1,4 +1,4 @@
-"""Torch ``Dataset`` over :class:`ImageRecord` s: decode with :mod:`san.preprocess`, then
+"""Torch ``Dataset`` over :class:`ImageRecord` s: decode with :mod:`san.io.preprocess`, then
 augment (training) or build test-time views (evaluation). Yields uint8 tensors.
 
 An unreadable image does not stop a data loader: its item is all zeros and carries the
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from san.contract.spec import InputSpec
 from san.data.augment import TrainAugment, eval_views
 from san.data.records import ImageRecord
 from san.data.sampler import SampleKey
-from san.embedding import TTA_MODES
-from san.preprocess import ImageDecodeError, decode_image
-from san.spec import InputSpec
+from san.evaluation.embedding import TTA_MODES
+from san.io.preprocess import ImageDecodeError, decode_image
 
 #: One item: (image, index into the records, "" or the reason the file could not be used).
 Item = tuple[torch.Tensor, int, str]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from san.config import ModelConfig
+    from san.model.config import ModelConfig
     from san.model.context import ContextUnit
 
 #: The smallest normal float16, 2**-14: the guard of the L2 normalisation, which must hold in

@@ -12,11 +12,11 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from san.config import ModelConfig
+from san.contract.spec import InputSpec
 from san.model.attention import FP16_TINY, GENERATORS, AttentionBlock, MaskGenerator, total_variation
+from san.model.config import ModelConfig
 from san.model.context import ContextUnit
 from san.model.pretrained import load_imagenet_backbone
-from san.spec import InputSpec
 
 #: Output planes of the first residual unit of each stage (before block expansion).
 _STAGE_PLANES = (64, 128, 256, 512)

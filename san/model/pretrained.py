@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from san.errors import ToolkitError
+from san.io.errors import ToolkitError
 from san.model.state import describe_mismatch
-from san.weights_file import load_weights_only
+from san.training.weights_file import load_weights_only
 
 if TYPE_CHECKING:
     from san.model.network import SAN

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from san.contract.spec import InputSpec
 from san.model.network import SAN
-from san.spec import InputSpec
 
 
 class MaskReference(nn.Module):

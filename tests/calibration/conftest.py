@@ -9,9 +9,9 @@ import pytest
 
 from calibration.hygiene import folder_images, sample_images
 from calibration.quantize import QuantizeOptions, QuantizeResult, quantize_onnx
-from san.checkpoint import load_checkpoint
 from san.data.synth import ensure_synthetic
 from san.model.network import SAN
+from san.training.checkpoint import load_checkpoint
 from support.calibration_helpers import OPTIONS, SYNTH
 from support.module_folders import ModuleFolders
 

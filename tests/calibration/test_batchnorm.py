@@ -11,8 +11,8 @@ from torch import nn
 
 from calibration.batchnorm import reestimate_batchnorm
 from calibration.hygiene import folder_images
+from san.io.preprocess import load_image
 from san.model.network import SAN, SANOutput
-from san.preprocess import load_image
 
 
 def batchnorm_inputs(model: SAN, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], SANOutput]:

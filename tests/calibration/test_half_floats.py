@@ -13,9 +13,9 @@ from calibration.half_floats import HALF_QDQ_OPSET, l2_tail, with_half_float_par
 from calibration.hygiene import folder_images
 from calibration.quantize import QuantizeError, QuantizeOptions, find_mask_paths, quant_nodes_on_path, quantize_onnx
 from export.tensorrt_lint import PARSERS, lint_tensorrt
-from san.artifact import read_contract
-from san.preprocess import load_image
-from san.rules import RULES
+from san.contract.artifact import read_contract
+from san.contract.rules import RULES
+from san.io.preprocess import load_image
 from support.calibration_helpers import embed_onnx
 
 

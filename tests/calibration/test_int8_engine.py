@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.tensorrt
 def test_qdq_file_builds_as_an_int8_tensorrt_engine(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     from export.tensorrt_build import BatchProfile, build_engine
-    from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+    from san.contract.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 
     try:
         TargetEnvironment.detect()

@@ -12,11 +12,11 @@ from calibration.cli import main as san_calibrate
 from calibration.hygiene import folder_images, sample_images
 from calibration.quantize import quantize_onnx
 from export.onnx_export import export_onnx
-from san.artifact import read_contract
-from san.checkpoint import load_checkpoint
+from san.contract.artifact import read_contract
+from san.contract.rules import RULES
 from san.data.registry import load_dataset
-from san.preprocess import load_image
-from san.rules import RULES
+from san.io.preprocess import load_image
+from san.training.checkpoint import load_checkpoint
 from support.calibration_helpers import CFG, OPTIONS, embed_onnx
 from support.int8_faults import quantize_everything, scale_activation_ranges
 from support.module_folders import ModuleFolders
@@ -69,8 +69,8 @@ TRAINED_SYNTH = {"ids": 416, "cameras": 4, "seed": 0, "height": 64, "width": 32,
 def trained_int8(module_tmp: ModuleFolders):
     """(fp32 ONNX, default INT8 result, evaluation data set, calibration images) of a model
     trained 4 epochs, so BatchNorm statistics and folded biases are real."""
-    from san.train import train
-    from san.train_config import TrainConfig
+    from san.training.train import train
+    from san.training.train_config import TrainConfig
 
     tmp = module_tmp.mktemp("trained-int8")
     root = tmp / "synth"

@@ -20,12 +20,12 @@ from calibration.quantize import (
     quantize_onnx,
     read_calibration,
 )
-from san.artifact import read_contract
-from san.hashing import file_sha256
-from san.metrics import paired_cosine
-from san.preprocess import load_image
-from san.rules import RULES
-from san.spec import METADATA_KEY
+from san.contract.artifact import read_contract
+from san.contract.rules import RULES
+from san.contract.spec import METADATA_KEY
+from san.evaluation.metrics import paired_cosine
+from san.io.hashing import file_sha256
+from san.io.preprocess import load_image
 from support.calibration_helpers import CFG, OPTIONS, counting_load_image, embed_onnx, float_prefix_of
 
 

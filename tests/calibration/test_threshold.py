@@ -8,9 +8,9 @@ import pytest
 
 from calibration.cli import main as san_calibrate
 from calibration.threshold_choice import SweepPoint, choose_threshold
-from san.checkpoint import load_checkpoint, save_checkpoint
 from san.data.synth import ensure_synthetic
 from san.model.network import SAN
+from san.training.checkpoint import load_checkpoint, save_checkpoint
 from support.calibration_helpers import SYNTH
 
 

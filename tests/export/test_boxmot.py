@@ -18,7 +18,7 @@ from export.cli import main as san_export
 from runtime import LocalRunner, embed_folder, open_backend
 from runtime.embed import EmbedOptions
 from san.data.synth import ensure_synthetic
-from san.metrics import paired_cosine
+from san.evaluation.metrics import paired_cosine
 from support.module_folders import ModuleFolders
 
 PROBE = Path(__file__).resolve().parents[1] / "support" / "boxmot_probe.py"
@@ -123,7 +123,7 @@ def probed_openvino(exported: Path) -> dict:
     metadata sidecar beside the .xml for the crop size."""
     from export.target_boxmot import sidecar
     from export.target_openvino import write_ir
-    from san.artifact import read_contract
+    from san.contract.artifact import read_contract
 
     folder = exported / "san_reid_openvino_model"
     folder.mkdir()

@@ -14,9 +14,9 @@ import pytest
 
 from export.cli import main as san_export
 from runtime import discover_images, open_backend
-from san.artifact import read_contract
-from san.metrics import paired_cosine
-from san.preprocess import load_image
+from san.contract.artifact import read_contract
+from san.evaluation.metrics import paired_cosine
+from san.io.preprocess import load_image
 from support.module_folders import ModuleFolders
 
 yaml = pytest.importorskip("yaml", reason="needs the deploy extra")

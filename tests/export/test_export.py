@@ -23,15 +23,15 @@ from export.cli import main as san_export
 from export.errors import ExportError
 from export.onnx_export import check_graph, export_onnx, random_ops
 from export.verify import BlockFlips, VerifyReport, export_and_verify, synthetic_images, verify_onnx
-from san.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
-from san.checkpoint import load_checkpoint, save_checkpoint
-from san.config import ModelConfig
-from san.hashing import file_sha256
-from san.input_convention import InputConvention
-from san.metrics import paired_cosine
+from san.contract.artifact import BATCH_DIM, INPUT_NAME, OUTPUT_NAME, pi_name, read_contract, read_metadata
+from san.contract.input_convention import InputConvention
+from san.contract.rules import RULES, Rule
+from san.contract.spec import METADATA_KEY, ContractError, InputSpec
+from san.evaluation.metrics import paired_cosine
+from san.io.hashing import file_sha256
+from san.model.config import ModelConfig
 from san.model.network import SAN, build_model
-from san.rules import RULES, Rule
-from san.spec import METADATA_KEY, ContractError, InputSpec
+from san.training.checkpoint import load_checkpoint, save_checkpoint
 from support.module_folders import ModuleFolders
 from support.tampering import tampered_block
 
@@ -281,9 +281,9 @@ def test_contract_and_engine_check_work_without_torch(random_onnx: Path) -> None
                     raise ImportError("torch is blocked in this test")
 
         sys.meta_path.insert(0, NoTorch())
-        from san.artifact import read_contract
-        from san.engine_sidecar import EngineSidecar
-        from san.tensorrt_target import TargetEnvironment, check_engine_compatible
+        from san.contract.artifact import read_contract
+        from san.contract.engine_sidecar import EngineSidecar
+        from san.contract.tensorrt_target import TargetEnvironment, check_engine_compatible
 
         here = TargetEnvironment("10.0", "GPU", "9.0")
         check_engine_compatible(here, False, here)

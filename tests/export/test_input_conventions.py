@@ -13,12 +13,12 @@ from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from export.tensorrt_lint import lint_tensorrt_file
 from runtime import discover_images, open_backend
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention
-from san.checkpoint import load_checkpoint
-from san.input_convention import InputConvention
-from san.metrics import paired_cosine
-from san.preprocess import load_image
-from san.rules import RULES
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME, read_contract, read_input_convention
+from san.contract.input_convention import InputConvention
+from san.contract.rules import RULES
+from san.evaluation.metrics import paired_cosine
+from san.io.preprocess import load_image
+from san.training.checkpoint import load_checkpoint
 from support.module_folders import ModuleFolders
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

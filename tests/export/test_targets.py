@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.targets import FolderTarget, Written
-from san.arguments import output_folder
+from san.cli.arguments import output_folder
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def test_a_target_in_a_new_module_plus_one_row_exports(tiny: Path, tmp_path: Pat
 def test_targets_are_library_calls_with_typed_options_and_records(tiny: Path, tmp_path: Path) -> None:
     from export.target_boxmot import BoxMOTOptions
     from export.verify import synthetic_images
-    from san.checkpoint import load_checkpoint
-    from san.rules import RULES
+    from san.contract.rules import RULES
+    from san.training.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(tiny / "model.pt")
     job = ExportJob(model, meta, synthetic_images(meta.spec, 2), RULES, SharedOptions(onnx=tmp_path / "m.onnx"))

@@ -15,21 +15,21 @@ from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from export.tensorrt_build import BatchProfile, build_engine
 from export.verify import synthetic_images
-from san.artifact import INPUT_NAME, OUTPUT_NAME
-from san.checkpoint import save_checkpoint
-from san.config import ModelConfig
-from san.engine_sidecar import EngineSidecar, sidecar_path
-from san.input_convention import InputConvention
-from san.metrics import paired_cosine
-from san.model.network import build_model
-from san.rules import RULES
-from san.spec import ContractError, InputSpec
-from san.tensorrt_target import (
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME
+from san.contract.engine_sidecar import EngineSidecar, sidecar_path
+from san.contract.input_convention import InputConvention
+from san.contract.rules import RULES
+from san.contract.spec import ContractError, InputSpec
+from san.contract.tensorrt_target import (
     EngineCompatibilityError,
     TargetEnvironment,
     TensorRTUnavailable,
     check_engine_compatible,
 )
+from san.evaluation.metrics import paired_cosine
+from san.model.config import ModelConfig
+from san.model.network import build_model
+from san.training.checkpoint import save_checkpoint
 from support.module_folders import ModuleFolders
 
 CFG = ModelConfig(backbone="resnet18", spec=InputSpec(height=64, width=32))

@@ -17,13 +17,13 @@ from calibration.quantize import QuantizeOptions, quantize_onnx
 from export.cli import main as san_export
 from export.onnx_export import export_onnx
 from export.tensorrt_lint import PARSERS, RULE_KINDS, lint_tensorrt, lint_tensorrt_file, parser_of
-from san.checkpoint import save_checkpoint
-from san.config import ModelConfig
+from san.contract.onnx_graph import with_attribute_axes
+from san.contract.spec import InputSpec
+from san.contract.tensorrt_target import TargetEnvironment, TensorRTUnavailable
 from san.data.synth import ensure_synthetic
+from san.model.config import ModelConfig
 from san.model.network import build_model
-from san.onnx_graph import with_attribute_axes
-from san.spec import InputSpec
-from san.tensorrt_target import TargetEnvironment, TensorRTUnavailable
+from san.training.checkpoint import save_checkpoint
 from support.looks_trained import looks_trained
 from support.module_folders import ModuleFolders
 
@@ -386,7 +386,7 @@ def test_a_tensorrt_without_pip_metadata_is_read_from_its_module(monkeypatch: py
 def test_a_graph_without_an_opset_17_form_is_refused_in_one_line() -> None:
     """Split-18 (``num_outputs``) has no down-conversion in ONNX's converter, which raises a bare
     RuntimeError naming a C++ assertion; the conversion for TensorRT 8.6 names the reason."""
-    from san.onnx_graph import GraphConversionError
+    from san.contract.onnx_graph import GraphConversionError
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
     nodes = [helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1, num_outputs=2),

@@ -11,9 +11,9 @@ import pytest
 from export.cli import main as san_export
 from export.target_triton import TritonOptions, write_plan_model
 from export.tensorrt_build import BatchProfile, build_engine
-from san.artifact import INPUT_NAME, OUTPUT_NAME, read_contract
-from san.hashing import file_sha256
-from san.tensorrt_target import TargetEnvironment
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME, read_contract
+from san.contract.tensorrt_target import TargetEnvironment
+from san.io.hashing import file_sha256
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs the deploy extra")
 text_format = pytest.importorskip("google.protobuf.text_format")

@@ -12,7 +12,7 @@ import pytest
 from runtime.base import BackendError
 from runtime.cli_embed import main as san_embed
 from runtime.registry import open_backend
-from san.device import Device
+from san.contract.device import Device
 from support.tiny import make_images
 
 

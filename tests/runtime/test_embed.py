@@ -18,9 +18,9 @@ from PIL import Image
 from runtime import Backend, EmbedError, EmbedOptions, LocalRunner, Shard, embed_folder, merge_shards, open_backend
 from runtime.cli_embed import main
 from runtime.embed import NON_FINITE
-from san.discovery import IMAGE_SUFFIXES
-from san.failpoints import ENV
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
+from san.io.discovery import IMAGE_SUFFIXES
+from san.io.failpoints import ENV
 from support.badfiles import make_bad_files
 from support.embedding_runs import OPTIONS, reference_run
 from support.module_folders import ModuleFolders

@@ -17,7 +17,7 @@ import pytest
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from runtime.embed import TASK_SIZE, read_index
-from san.failpoints import ENV
+from san.io.failpoints import ENV
 from support.module_folders import ModuleFolders
 from support.tiny import make_images
 
@@ -129,7 +129,7 @@ import ray
 from pathlib import Path
 from runtime.embed import EmbedOptions
 from runtime.embed_ray import ActorSpec, RayRunner
-from san.spec import InputSpec
+from san.contract.spec import InputSpec
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 runner = RayRunner(ActorSpec({str(tiny / "model.onnx")!r}))
 runner.dataset(ray, Path({str(folder)!r}), ["a.png"], InputSpec(), EmbedOptions()).explain()

@@ -14,12 +14,12 @@ from export.target_openvino import write_ir
 from runtime import discover_images, open_backend
 from runtime.cli_embed import main as san_embed
 from runtime.parity import Artifact, run_parity
-from san.artifact import read_contract, read_input_convention, read_metadata, read_provenance
+from san.contract.artifact import read_contract, read_input_convention, read_metadata, read_provenance
+from san.contract.rules import RULES
+from san.contract.spec import ContractError
 from san.data.registry import load_dataset
-from san.metrics import paired_cosine
-from san.preprocess import load_image
-from san.rules import RULES
-from san.spec import ContractError
+from san.evaluation.metrics import paired_cosine
+from san.io.preprocess import load_image
 from support.int8_faults import scale_one_weight
 from support.module_folders import ModuleFolders
 from support.tampering import tampered_block

@@ -14,11 +14,11 @@ from onnx import numpy_helper
 from runtime import open_backend
 from runtime.cli_parity import main
 from runtime.parity import Artifact, run_parity
+from san.contract.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
-from san.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
-from san.preprocess import load_image
-from san.retrieval import Comparison
-from san.rules import RULES, Rule, override_rules
+from san.evaluation.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
+from san.evaluation.retrieval import Comparison
+from san.io.preprocess import load_image
 from support.module_folders import ModuleFolders
 
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
@@ -52,7 +52,7 @@ def args(tiny: Path, synth: Path, *extra: str) -> list[str]:
 
 
 def independent(artifact: Path, synth: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(query, gallery embeddings, mAP, rank-1) computed directly: decode, one backend call, san.metrics."""
+    """(query, gallery embeddings, mAP, rank-1) computed directly: decode, one backend call, san.evaluation.metrics."""
     data = load_dataset("synthetic", synth, verbose=False)
     with open_backend(artifact, threads=1) as backend:
         q, g = (backend.infer(np.stack([load_image(r.path, backend.spec) for r in split]))
@@ -209,7 +209,7 @@ def test_cli_refuses_bad_arguments_with_exit_2(tiny: Path, synth: Path, tmp_path
 
 def test_rerank_scores_every_backend_on_re_ranked_distances(tiny: Path, synth: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from san.rerank import RerankParams, k_reciprocal_distances
+    from san.evaluation.rerank import RerankParams, k_reciprocal_distances
 
     code = main(args(tiny, synth, "--onnx", str(tiny / "model.onnx"), "--draws", "0", "--rerank", "--k1", "6",
                      "--k2", "3", "--report", str(tmp_path / "p.json"), "--json"))

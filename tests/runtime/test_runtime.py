@@ -13,8 +13,8 @@ import pytest
 
 from runtime import BackendError, discover_images, open_backend
 from runtime.registry import backend_for
-from san.preprocess import load_image
-from san.spec import ContractError
+from san.contract.spec import ContractError
+from san.io.preprocess import load_image
 from support.tiny import N_IMAGES
 
 

@@ -27,10 +27,10 @@ from runtime.search import (
     recall_at_k,
     reranked_search,
 )
+from san.contract.spec import InputSpec
 from san.data.synth import GALLERY, ensure_synthetic
-from san.metrics import euclidean_distance
-from san.rerank import RerankParams, k_reciprocal_distances
-from san.spec import InputSpec
+from san.evaluation.metrics import euclidean_distance
+from san.evaluation.rerank import RerankParams, k_reciprocal_distances
 from support.module_folders import ModuleFolders
 
 ENGINES = [NumpySearcher, pytest.param("faiss", id="faiss")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.options import BackendGroup
-from san.arguments import (
+from san.cli.arguments import (
     ArgumentGroup,
     CommandParser,
     DatasetGroup,
@@ -19,10 +19,10 @@ from san.arguments import (
     RunGroup,
     existing_folder,
 )
+from san.cli.model_arguments import ModelGroup
 from san.cli.train import TrainingGroup
-from san.device import Device
-from san.model_arguments import ModelGroup
-from san.rules import RULES
+from san.contract.device import Device
+from san.contract.rules import RULES
 
 #: A value other than the default for each flag of the groups below.
 SAMPLES = {

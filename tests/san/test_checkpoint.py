@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from san import InputSpec, ModelConfig, build_model, load_checkpoint, save_checkpoint
-from san.checkpoint import CheckpointError
+from san.training.checkpoint import CheckpointError
 
 SPEC = InputSpec(height=64, width=32, mask_threshold=0.55)
 
@@ -122,7 +122,7 @@ def test_checkpoint_is_readable_by_others_like_any_new_file(model, tmp_path) -> 
 
 
 def test_header_reads_like_torch_load_without_torch_and_refuses_code(model, tmp_path) -> None:
-    from san.artifact import read_checkpoint_header
+    from san.contract.artifact import read_checkpoint_header
 
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.zeros(2, 3, 64, 32, dtype=torch.uint8)).sum().backward()
@@ -147,7 +147,7 @@ def test_a_zip_that_declares_more_than_a_checkpoint_may_is_refused_before_unpack
     lowered to 128 MiB, so that the bomb is made in a second)."""
     import zipfile
 
-    from san.artifact import read_checkpoint_header
+    from san.contract.artifact import read_checkpoint_header
 
     monkeypatch.setenv("SAN_MAX_CHECKPOINT_BYTES", str(2**27))
 
@@ -160,13 +160,13 @@ def test_a_zip_that_declares_more_than_a_checkpoint_may_is_refused_before_unpack
                 entry.write(zeros)
     assert bomb.stat().st_size < 2**20
     with pytest.raises(CheckpointError, match=r"bomb.pt: refused: it declares 5368\d+ bytes unpacked, over the limit "
-                                              r"of 134217728 \(san.limits.MAX_CHECKPOINT_BYTES; SAN_MAX_CHECKPOINT_BYTES"):
+                                              r"of 134217728 \(san.contract.limits.MAX_CHECKPOINT_BYTES; SAN_MAX_CHECKPOINT_BYTES"):
         load_checkpoint(bomb)
     assert read_checkpoint_header(bomb)["format"] == "san-checkpoint"  # its record alone is small
 
 
 def test_a_checkpoint_record_larger_than_the_limit_is_refused_without_torch(model, tmp_path, monkeypatch) -> None:
-    from san.artifact import read_checkpoint_header
+    from san.contract.artifact import read_checkpoint_header
 
     save_checkpoint(tmp_path / "model.pt", model)
     monkeypatch.setenv("SAN_MAX_CHECKPOINT_RECORD_BYTES", "100")

@@ -1,5 +1,5 @@
-"""Errors become exit statuses in one place (:func:`san.command.command`): every error the
-toolkit raises carries its status (:class:`san.errors.ToolkitError`), a library's refusal of an
+"""Errors become exit statuses in one place (:func:`san.cli.command.command`): every error the
+toolkit raises carries its status (:class:`san.io.errors.ToolkitError`), a library's refusal of an
 input is a 2, and each is one line on stderr under the command's (and subcommand's) name."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 from calibration.quantize import QuantizeError
 from export.errors import ExportError, ExportInputError, TargetUnavailable
 from runtime.base import BackendError
-from san.atomic import DestinationError
-from san.command import command, subcommand
-from san.errors import ToolkitError
-from san.spec import ContractError
+from san.cli.command import command, subcommand
+from san.contract.spec import ContractError
+from san.io.atomic import DestinationError
+from san.io.errors import ToolkitError
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The modules that hold a command's ``main``.

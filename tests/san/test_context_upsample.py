@@ -14,8 +14,8 @@ from PIL import Image
 
 from san import InputSpec, ModelConfig, build_model, load_checkpoint, save_checkpoint
 from san.data.synth import SynthParams, plan_images, render_image
+from san.io.preprocess import resize_to_contract
 from san.model.context import NearestUpsample, SparseUpsample
-from san.preprocess import resize_to_contract
 from support.looks_trained import looks_trained
 
 SPEC = InputSpec(height=128, width=64)

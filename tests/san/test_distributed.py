@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from san.failpoints import ENV
+from san.io.failpoints import ENV
 from support.module_folders import ModuleFolders
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from san.error_reason import MAX_REASON, reason
+from san.io.error_reason import MAX_REASON, reason
 
 LOCATION = re.compile(r"\.(?:c|cc|cpp|cxx|h|hpp):\d+")
 

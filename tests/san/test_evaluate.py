@@ -16,10 +16,10 @@ from san.cli.eval import main as eval_main
 from san.data.augment import eval_views
 from san.data.records import ImageRecord, ReidDataset
 from san.data.registry import load_dataset
-from san.evaluate import ModelEmbedder, evaluate_model
-from san.metrics import euclidean_distance, evaluate_ranking
-from san.preprocess import decode_image, load_image, resize_to_contract
-from san.retrieval import embed_records
+from san.evaluation.evaluate import ModelEmbedder, evaluate_model
+from san.evaluation.metrics import euclidean_distance, evaluate_ranking
+from san.evaluation.retrieval import embed_records
+from san.io.preprocess import decode_image, load_image, resize_to_contract
 from support.module_folders import ModuleFolders
 
 SPEC = InputSpec(height=64, width=32)
@@ -134,7 +134,7 @@ def test_san_eval_cli_errors_name_the_problem(model, tmp_path: Path, capsys) -> 
 
 
 def test_evaluate_model_reranks_with_the_dense_k_reciprocal_distances(model, images) -> None:
-    from san.rerank import RerankParams, k_reciprocal_distances
+    from san.evaluation.rerank import RerankParams, k_reciprocal_distances
 
     query, gallery = images[0::2], images
     params = RerankParams(k1=3, k2=2, lam=0.3)

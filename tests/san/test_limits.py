@@ -9,11 +9,12 @@ import resource
 import numpy as np
 import pytest
 
-from san.limits import LimitError, address_space_at_most, check_overrides, check_size, limit
+from san.contract.limits import LimitError, address_space_at_most, check_overrides, check_size, limit
 
 
 @pytest.mark.parametrize("value, message", [(0, "must be at least 1, got 0"),
-                                            (9, "9 is over the limit of 8 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it)"),
+                                            (9, "9 is over the limit of 8 (san.contract.limits.MAX_IMAGE_SIDE; "
+                                                "SAN_MAX_IMAGE_SIDE raises it)"),
                                             (True, "must be an integer, got True"), ("4", "must be an integer, got '4'"),
                                             (4.0, "must be an integer, got 4.0")])
 def test_a_size_outside_its_limit_or_not_an_integer_is_refused_naming_the_field(

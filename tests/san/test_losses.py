@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from san.losses import batch_hard_triplet, san_loss
 from san.model.network import SANOutput
+from san.training.losses import batch_hard_triplet, san_loss
 
 
 def brute_force(emb: torch.Tensor, pids: list[int], margin: float, soft: bool) -> float:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import san.train
+import san.training.train
 from san import ModelConfig
-from san.train import train
-from san.train_config import TrainConfig
+from san.training.train import train
+from san.training.train_config import TrainConfig
 from support.tiny_training import SPEC, tiny_config
 
 
@@ -56,13 +56,13 @@ def test_one_epoch_logs_every_mask_health_field_and_each_matches_a_brute_force_r
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = []
-    real_loss = san.train.san_loss
+    real_loss = san.training.train.san_loss
 
     def keep(output, pids, *args, **kwargs):  # the step's own tensors, as the trainer computed them
         seen.append((output, pids))
         return real_loss(output, pids, *args, **kwargs)
 
-    monkeypatch.setattr(san.train, "san_loss", keep)
+    monkeypatch.setattr(san.training.train, "san_loss", keep)
     out = tmp_path / "run"
     train(one_batch_config(out))
     assert len(seen) == 1
@@ -94,22 +94,22 @@ def test_the_baseline_logs_triplets_and_no_masks(tmp_path: Path) -> None:
 
 def test_mask_warmup_ramps_the_gain_from_0_to_1_and_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gains = []
-    real_loss = san.train.san_loss
+    real_loss = san.training.train.san_loss
 
     def keep(output, pids, *args, **kwargs):
         gains.append({block.gain for block in model_blocks[0]})
         return real_loss(output, pids, *args, **kwargs)
 
     model_blocks: list = []
-    real_build = san.train.build_model
+    real_build = san.training.train.build_model
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
         model_blocks.append(list(model.attention.values()))
         return model
 
-    monkeypatch.setattr(san.train, "san_loss", keep)
-    monkeypatch.setattr(san.train, "build_model", build)
+    monkeypatch.setattr(san.training.train, "san_loss", keep)
+    monkeypatch.setattr(san.training.train, "build_model", build)
     result = train(one_batch_config(tmp_path / "run", epochs=3, mask_warmup=2))
     assert gains == [{0.0}, {0.5}, {1.0}]  # one step per epoch: step / (2 epochs x 1 step)
     assert [r["mask_gain"] for r in result.history] == [0.0, 0.5, 1.0]

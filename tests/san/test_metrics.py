@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from san.metrics import (
+from san.evaluation.metrics import (
     Z95,
     QueryScores,
     RetrievalResult,

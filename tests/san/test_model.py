@@ -7,10 +7,10 @@ import torch
 import torchvision
 
 from san import InputSpec, ModelConfig, build_model
-from san.config import ConfigError
+from san.contract.spec import ContractError
+from san.model.config import ConfigError
 from san.model.context import SparseUpsample
 from san.model.pretrained import PretrainedWeightsError, load_imagenet_backbone, torchvision_backbone_state
-from san.spec import ContractError
 
 SMALL = InputSpec(height=64, width=32)
 
@@ -141,7 +141,7 @@ def test_the_contracts_threshold_is_the_one_the_masks_use_for_every_kind(attenti
     import onnxruntime as ort
 
     from export.onnx_export import export_onnx
-    from san.artifact import INPUT_NAME, read_contract
+    from san.contract.artifact import INPUT_NAME, read_contract
 
     torch.manual_seed(0)
     model = build_model(small_cfg(attention=attention, threshold_lambda=0.25)).eval()

@@ -1,4 +1,4 @@
-"""Progress in a log (san.progress): lines at an interval with done/total and the time left,
+"""Progress in a log (san.io.progress): lines at an interval with done/total and the time left,
 none for work shorter than the interval, nothing when turned off."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import logging
 import pytest
 from tqdm import tqdm
 
-import san.progress
-from san.progress import INTERVAL_VARIABLE, LOG_INTERVAL_S, LogProgress, log_interval_s, progress_bar
+import san.io.progress
+from san.io.progress import INTERVAL_VARIABLE, LOG_INTERVAL_S, LogProgress, log_interval_s, progress_bar
 
 
 class FakeClock:
@@ -33,12 +33,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "san.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "san.io.progress"]
 
 
 def test_a_log_gets_one_line_per_interval_with_the_time_left_and_a_last_line(
         clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="san.progress"):
+    with caplog.at_level(logging.INFO, logger="san.io.progress"):
         bar = progress_bar(total=100, desc="embedding", unit="img")
         assert isinstance(bar, LogProgress)
         for _ in range(100):  # 10 s an image: 1000 s in all
@@ -53,7 +53,7 @@ def test_a_log_gets_one_line_per_interval_with_the_time_left_and_a_last_line(
 
 
 def test_work_shorter_than_the_interval_writes_no_line(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="san.progress"):
+    with caplog.at_level(logging.INFO, logger="san.io.progress"):
         for _ in progress_bar(range(5), desc="query"):
             clock.now += LOG_INTERVAL_S / 10
     assert _lines(caplog) == []
@@ -61,7 +61,7 @@ def test_work_shorter_than_the_interval_writes_no_line(clock: FakeClock, caplog:
 
 def test_a_resumed_count_estimates_from_the_work_done_in_this_run(clock: FakeClock,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="san.progress"):
+    with caplog.at_level(logging.INFO, logger="san.io.progress"):
         with progress_bar(total=100, initial=50, desc="embedding", unit="img") as bar:
             clock.now += 30
             bar.update(10)  # 10 images in 30 s, 40 to go: 2 minutes
@@ -69,7 +69,7 @@ def test_a_resumed_count_estimates_from_the_work_done_in_this_run(clock: FakeClo
 
 
 def test_turned_off_there_is_neither_bar_nor_line(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="san.progress"):
+    with caplog.at_level(logging.INFO, logger="san.io.progress"):
         bar = progress_bar(total=10, enabled=False)
         clock.now += 3600
         bar.update(10)
@@ -94,4 +94,4 @@ def test_the_interval_comes_from_the_environment_when_it_is_a_positive_number(
         monkeypatch: pytest.MonkeyPatch, text: str, seconds: float) -> None:
     monkeypatch.setenv(INTERVAL_VARIABLE, text)
     assert log_interval_s() == seconds
-    assert san.progress.LOG_INTERVAL_S == 30.0
+    assert san.io.progress.LOG_INTERVAL_S == 30.0

@@ -15,9 +15,9 @@ from test_datasets import write_cuhk03_mat  # the release's real layout, written
 from san import InputSpec, ModelConfig, build_model, save_checkpoint
 from san.data.cuhk03 import cuhk03
 from san.data.records import ImageRecord, ReidDataset
-from san.metrics import cuhk03_single_shot, evaluate_ranking
-from san.preprocess import load_image
-from san.retrieval import Embedded, SplitEmbeddings, score
+from san.evaluation.metrics import cuhk03_single_shot, evaluate_ranking
+from san.evaluation.retrieval import Embedded, SplitEmbeddings, score
+from san.io.preprocess import load_image
 from support.looks_trained import looks_trained
 
 SPEC = InputSpec(height=64, width=32)
@@ -79,7 +79,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, 
 def test_every_scorer_scores_cuhk03_classic_single_shot(classic: ReidDataset, trained) -> None:
     from calibration.threshold import sweep_thresholds
     from runtime.parity import run_parity
-    from san.evaluate import evaluate_model
+    from san.evaluation.evaluate import evaluate_model
 
     model, ckpt = trained
     with torch.no_grad():

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from san.metrics import euclidean_distance
-from san.rerank import MAX_IMAGES, RerankParams, SparseReranker, k_reciprocal_distances, squared_distance_bound
+from san.evaluation.metrics import euclidean_distance
+from san.evaluation.rerank import MAX_IMAGES, RerankParams, SparseReranker, k_reciprocal_distances, squared_distance_bound
 
 
 def oracle(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lam: float, scale: float | None = None) -> np.ndarray:

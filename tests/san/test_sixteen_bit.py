@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 from PIL import Image
 
-from san.preprocess import _to_rgb8, decoded_bytes
+from san.io.preprocess import _to_rgb8, decoded_bytes
 
 
 def test_every_16_bit_value_maps_to_its_rounded_8_bit_value() -> None:

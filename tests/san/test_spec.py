@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from san.preprocess import ImageDecodeError, load_image
-from san.spec import ContractError, InputSpec
+from san.contract.spec import ContractError, InputSpec
+from san.io.preprocess import ImageDecodeError, load_image
 
 
 def test_json_round_trip_and_canonical_form() -> None:
@@ -42,12 +42,12 @@ def test_invalid_values_are_named() -> None:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"height": "256"}, "height must be an integer, got '256'"),
-    ({"width": 2049}, "width 2049 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it)"),
+    ({"width": 2049}, "width 2049 is over the limit of 2048 (san.contract.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it)"),
     ({"height": 10**6, "width": 10**6},
-     "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it); width 1000000 is over"),
+     "height 1000000 is over the limit of 2048 (san.contract.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE raises it); width 1000000 is over"),
     ({"embedding_dim": True}, "embedding_dim must be an integer, got True"),
     ({"embedding_dim": 16385},
-     "embedding_dim 16385 is over the limit of 16384 (san.limits.MAX_EMBEDDING_DIM; SAN_MAX_EMBEDDING_DIM raises it)"),
+     "embedding_dim 16385 is over the limit of 16384 (san.contract.limits.MAX_EMBEDDING_DIM; SAN_MAX_EMBEDDING_DIM raises it)"),
     ({"mean": ["a", 0, 0]}, "mean, std and mask_threshold must be finite numbers"),
     ({"std": [1.0, float("nan"), 1.0]}, "mean, std and mask_threshold must be finite numbers"),
     ({"mask_threshold": "0.5"}, "mean, std and mask_threshold must be finite numbers"),
@@ -61,7 +61,7 @@ def test_a_contract_that_asks_for_too_much_or_the_wrong_type_is_refused_by_name(
 
 
 def test_a_model_config_that_asks_for_a_huge_head_is_refused_before_building() -> None:
-    from san.config import ConfigError, ModelConfig
+    from san.model.config import ConfigError, ModelConfig
 
     with pytest.raises(ConfigError, match=re.escape("hidden_dim 1000000 is over the limit of 65536")):
         ModelConfig(hidden_dim=10**6)
@@ -111,7 +111,7 @@ def test_contract_and_preprocessing_import_without_torch() -> None:
         "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import san, san.spec, san.preprocess\n"
+        "import san, san.contract.spec, san.io.preprocess\n"
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

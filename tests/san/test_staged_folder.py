@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from san.atomic import remove_stale_temporaries, staged_folder
-from san.failpoints import ENV
+from san.io.atomic import remove_stale_temporaries, staged_folder
+from san.io.failpoints import ENV
 
 WRITER = """
 import sys
 from pathlib import Path
-from san.atomic import staged_folder
+from san.io.atomic import staged_folder
 
 with staged_folder(Path(sys.argv[1])) as staging:
     (staging / "model.xml").write_text("new xml")

@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-import san.train
+import san.training.train
 from san import load_checkpoint
-from san.atomic import DestinationError
 from san.cli.train import main as train_main
 from san.data.augment import AugmentParams, CropBox, TrainAugment
 from san.data.records import ImageRecord
 from san.data.torch_dataset import ReidImageDataset
-from san.hashing import file_sha256
-from san.preprocess import resize_to_contract
-from san.train import lr_factor, temperature, train
+from san.io.atomic import DestinationError
+from san.io.hashing import file_sha256
+from san.io.preprocess import resize_to_contract
+from san.training.train import lr_factor, temperature, train
 from support.tiny_training import SPEC, tiny_config
 
 
@@ -85,13 +85,13 @@ def losses(run: Path) -> list[tuple]:
 def test_resume_replays_the_uninterrupted_run_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train(tiny_config(tmp_path / "full"))
 
-    real_save = san.train.save_checkpoint
+    real_save = san.training.train.save_checkpoint
 
     def save_then_die(path, *args, **kwargs):  # "killed" right after epoch 1's checkpoint
         real_save(path, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(san.train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(san.training.train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tmp_path / "cut"))
     monkeypatch.undo()
@@ -110,7 +110,7 @@ def test_resume_replays_the_uninterrupted_run_exactly(tmp_path: Path, monkeypatc
 
 def test_a_disk_that_fills_up_keeps_the_last_epoch_and_resume_finishes(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = san.train.save_checkpoint
+    real_save = san.training.train.save_checkpoint
 
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -120,7 +120,7 @@ def test_a_disk_that_fills_up_keeps_the_last_epoch_and_resume_finishes(tmp_path:
             monkeypatch.setattr(os, "fsync", no_space)
         real_save(path, *args, **kwargs)
 
-    monkeypatch.setattr(san.train, "save_checkpoint", save_on_a_full_disk)
+    monkeypatch.setattr(san.training.train, "save_checkpoint", save_on_a_full_disk)
     run = tmp_path / "run"
     with pytest.raises(DestinationError) as full:
         train(tiny_config(run))
@@ -142,7 +142,7 @@ def test_resume_of_a_finished_run_changes_no_byte_and_says_so(tmp_path: Path,
     run = tmp_path / "run"
     train(tiny_config(run, eval_every=2))
     before = _tree_hashes(run)
-    with caplog.at_level("INFO", logger="san.train"):
+    with caplog.at_level("INFO", logger="san.training.train"):
         train(tiny_config(run, eval_every=2, resume=True))
     assert _tree_hashes(run) == before  # model.pt, last.pt, best.pt, metrics.jsonl, TensorBoard's files
     said = [r.getMessage() for r in caplog.records if "already finished" in r.getMessage()]
@@ -188,7 +188,7 @@ def test_paired_runs_start_identical_outside_the_attention_blocks_and_see_identi
     from dataclasses import replace
 
     seen: dict[str, list] = {}
-    real_step = san.train._Trainer._step
+    real_step = san.training.train._Trainer._step
 
     def recording_step(self, images, indices, errors, epoch):
         record = seen.setdefault(str(self.out), [])
@@ -197,7 +197,7 @@ def test_paired_runs_start_identical_outside_the_attention_blocks_and_see_identi
         record.append(images.clone())
         return real_step(self, images, indices, errors, epoch)
 
-    monkeypatch.setattr(san.train._Trainer, "_step", recording_step)
+    monkeypatch.setattr(san.training.train._Trainer, "_step", recording_step)
     base = tiny_config(tmp_path / "san", epochs=1)
     runs = {"san": base, "baseline": tiny_config(tmp_path / "baseline", epochs=1,
                                                  model=replace(base.recipe.model, attention="none")),

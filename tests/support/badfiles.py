@@ -1,7 +1,7 @@
 """Generator of bad and awkward image files, shared by the hardening tests.
 
 ``make_bad_files(root)`` writes one file (or link, or folder) per kind under ``root`` and
-returns what :func:`san.preprocess.decode_image` must do with each, and whether
+returns what :func:`san.io.preprocess.decode_image` must do with each, and whether
 :func:`runtime.discovery.discover_images` lists it. Everything is small and built in
 well under a second; the decompression bombs are real (over Pillow's actual
 ``Image.MAX_IMAGE_PIXELS``) but are PNGs of an empty bilevel canvas, a few kB on disk.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from san.limits import MAX_DECODED_IMAGE_BYTES
+from san.contract.limits import MAX_DECODED_IMAGE_BYTES
 
 RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
 #: Allowed per-channel difference at a probe (JPEG is lossy).

@@ -11,10 +11,10 @@ import pytest
 
 import calibration.quantize
 from calibration.quantize import QuantizeOptions, float_prefix
-from san.artifact import INPUT_NAME, OUTPUT_NAME
-from san.config import ModelConfig
-from san.preprocess import load_image
-from san.spec import InputSpec
+from san.contract.artifact import INPUT_NAME, OUTPUT_NAME
+from san.contract.spec import InputSpec
+from san.io.preprocess import load_image
+from san.model.config import ModelConfig
 from support.tiny import TINY_SPEC
 
 #: The config of the session's tiny model (:mod:`support.tiny`).

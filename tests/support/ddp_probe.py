@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from san import train as training
-from san.presets import PRESETS
+from san.training.presets import PRESETS
 
 
 def digest(tensors: list[torch.Tensor]) -> str:

@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from calibration.quantize import ImageReader
-from san.artifact import PRECISION_KEY, read_contract
+from san.contract.artifact import PRECISION_KEY, read_contract
 
 
 def quantize_everything(fp32: Path, images: Sequence[Path], out: Path) -> Path:

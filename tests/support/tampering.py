@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from san.artifact import OUTPUT_NAME
-from san.onnx_graph import mask_tensors
+from san.contract.artifact import OUTPUT_NAME
+from san.contract.onnx_graph import mask_tensors
 
 
 def tampered_block(source: Path, out: Path, stage: int, how: str) -> Path:

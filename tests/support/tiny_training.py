@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from san import InputSpec, ModelConfig
-from san.train_config import TrainConfig
+from san.training.train_config import TrainConfig
 
 SPEC = InputSpec(height=64, width=32)
 

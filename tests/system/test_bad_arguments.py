@@ -159,9 +159,9 @@ CASES = [
     case("san-embed", "{images} --model {text}", "{text}: not a readable model file"),
     # sizes a file asks for, refused before anything is allocated for them
     case("san-embed", "{images} --model {huge_contract} --out {new}",
-         "height 1000000 is over the limit of 2048 (san.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE"),
+         "height 1000000 is over the limit of 2048 (san.contract.limits.MAX_IMAGE_SIDE; SAN_MAX_IMAGE_SIDE"),
     case("san-embed", "{images} --model {text_contract} --out {new}", "width must be an integer, got '128'"),
-    case("san-info", "{huge_head}", "hidden_dim 1000000 is over the limit of 65536 (san.limits.MAX_HIDDEN_DIM"),
+    case("san-info", "{huge_head}", "hidden_dim 1000000 is over the limit of 65536 (san.contract.limits.MAX_HIDDEN_DIM"),
     # a model that names files outside its own folder (its weights: a copy of the real ones)
     case("san-embed", "{images} --model {up}/model.onnx --out {new}",
          "{up}/model.onnx: refused: the external data of tensor"),
@@ -308,7 +308,7 @@ def _damaged_folders(root: Path) -> dict[str, str]:
 
 def _with_contract(source: Path, out: Path, **changes: object) -> None:
     """``source`` with its contract's fields changed as another machine's file might have them."""
-    from san.spec import METADATA_KEY
+    from san.contract.spec import METADATA_KEY
 
     proto = onnx.load(source)
     entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
@@ -404,7 +404,7 @@ def test_a_model_whose_external_data_stays_in_its_folder_runs_as_the_inline_one(
     import numpy as np
 
     from runtime import open_backend
-    from san.preprocess import load_image
+    from san.io.preprocess import load_image
 
     with open_backend(world["onnx"]) as inline, open_backend(Path(world["root"]) / "weights.onnx") as external:
         batch = np.stack([load_image(p, inline.spec) for p in sorted(Path(world["images"]).rglob("*.png"))])
@@ -428,7 +428,7 @@ WRITERS = [
 @pytest.mark.parametrize("writer", WRITERS, ids=[f"{c} {a}" for c, a, _ in WRITERS])
 def test_an_output_another_run_is_writing_is_refused_in_one_line(writer: tuple[str, str, str], world: dict[str, str],
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from san.output_lock import exclusive_output
+    from san.io.output_lock import exclusive_output
 
     name, argv, held = writer
     held = held.format(**world)

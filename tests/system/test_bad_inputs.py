@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from san.contract.spec import InputSpec
 from san.data.registry import load_dataset
-from san.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
-from san.spec import InputSpec
+from san.io.preprocess import ImageDecodeError, decode_image, load_image, printable_path, resize_to_contract
 from support.badfiles import PROBE_TOLERANCE, BadCase, make_bad_files
 from support.module_folders import ModuleFolders
 

@@ -16,8 +16,8 @@ from calibration.quantize import float_head
 from export.cli import main as san_export
 from runtime.cli_embed import main as san_embed
 from runtime.cli_parity import main as san_parity
-from san.checkpoint import load_checkpoint
 from san.cli.train import main as san_train
+from san.training.checkpoint import load_checkpoint
 from support.module_folders import ModuleFolders
 
 #: A small synthetic set on the cpu-demo recipe: 15 training ids (two P=8 batches need 8).

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torchvision
 
-from san.progress import INTERVAL_VARIABLE
-from san.rules import RULES
+from san.contract.rules import RULES
+from san.io.progress import INTERVAL_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_HEADER = "| target "

@@ -18,10 +18,10 @@ import onnx
 import pytest
 
 from runtime import open_backend
-from san.artifact import PRECISION_KEY
+from san.contract.artifact import PRECISION_KEY
 from san.data.synth import ensure_synthetic
-from san.metrics import paired_cosine
-from san.preprocess import load_image
+from san.evaluation.metrics import paired_cosine
+from san.io.preprocess import load_image
 from support.module_folders import ModuleFolders
 from support.tiny import N_IMAGES, TINY_SPEC
 

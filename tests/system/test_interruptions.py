@@ -27,7 +27,7 @@ import torch
 
 from runtime import EmbedOptions, LocalRunner, embed_folder, open_backend
 from san import load_checkpoint
-from san.failpoints import ENV
+from san.io.failpoints import ENV
 from support.badfiles import make_bad_files
 from support.embedding_runs import OPTIONS, reference_run
 from support.module_folders import ModuleFolders
@@ -357,7 +357,7 @@ def test_san_export_killed_during_its_multi_file_writes_leaves_each_folder_old_o
     half-written (every point of the move: tests/san/test_staged_folder.py). Taking the second
     folder's lock, as the next export to it does first, removes what the kill left and says so."""
     from export.targets import writing_order
-    from san.output_lock import exclusive_output
+    from san.io.output_lock import exclusive_output
 
     first, second, *rest = [name for name in writing_order(set(FOLDER_TARGETS) | {"onnx"}) if name in FOLDER_TARGETS]
     old = {}

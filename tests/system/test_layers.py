@@ -99,9 +99,9 @@ def test_runtime_loads_torch_only_in_the_torch_backend() -> None:
 def test_the_check_sees_torch_where_it_is() -> None:
     """The reading itself, on modules whose status is known: the model loads torch, the
     contract and the artifact readers do not."""
-    assert needs_torch("san.model.network") and needs_torch("san.checkpoint") and needs_torch("san.weights_file")
-    assert not needs_torch("san.spec") and not needs_torch("san.artifact") and not needs_torch("san.output_lock")
-    assert needs_torch("san.evaluate") and "san.checkpoint" in top_level_imports("runtime.torch_backend")
+    assert needs_torch("san.model.network") and needs_torch("san.training.checkpoint") and needs_torch("san.training.weights_file")
+    assert not needs_torch("san.contract.spec") and not needs_torch("san.contract.artifact") and not needs_torch("san.io.output_lock")
+    assert needs_torch("san.evaluation.evaluate") and "san.training.checkpoint" in top_level_imports("runtime.torch_backend")
 
 
 BLOCKED = """

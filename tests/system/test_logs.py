@@ -1,6 +1,6 @@
 """The README's "One example, end to end", run as written after the demo with its output going
 to a pipe, reads as a log: one line per epoch or stage, progress lines for long work
-(san.progress) with no progress-bar frames (carriage returns), no third-party chatter from the
+(san.io.progress) with no progress-bar frames (carriage returns), no third-party chatter from the
 quantizer; and it leaves the demo's folder as it was.
 
 The commands are read from README.md itself, so the test and the README cannot drift apart;
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from san.progress import INTERVAL_VARIABLE
+from san.io.progress import INTERVAL_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What makes each command small enough for the suite: appended, never replacing a word of the README's.
@@ -31,7 +31,7 @@ SIZES = {
                       "int8.max_delta_rank1=none"],
     "san-parity": ["--draws", "1", "--limit", "int8.max_delta_map=none", "--limit", "int8.max_delta_rank1=none"],
 }
-#: A progress line of san.progress: what, done/total, the share, the time taken (and left).
+#: A progress line of san.io.progress: what, done/total, the share, the time taken (and left).
 PROGRESS = re.compile(r"^(?P<what>[^:]+): (?P<done>\d+)/(?P<total>\d+)( \w+)? \(\d+%\), \d+:\d\d elapsed(, ~\d+:\d\d left)?$")
 
 

@@ -25,11 +25,11 @@ from runtime.cli_embed import main as san_embed
 from runtime.embed import NON_FINITE
 from san.cli.eval import main as san_eval
 from san.cli.train import main as san_train
-from san.engine_sidecar import BatchProfile, EngineSidecar, sidecar_path
-from san.input_convention import InputConvention
-from san.preprocess import load_image
-from san.spec import METADATA_KEY, ContractError, InputSpec
-from san.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
+from san.contract.engine_sidecar import BatchProfile, EngineSidecar, sidecar_path
+from san.contract.input_convention import InputConvention
+from san.contract.spec import METADATA_KEY, ContractError, InputSpec
+from san.contract.tensorrt_target import EngineCompatibilityError, TargetEnvironment, check_engine_compatible
+from san.io.preprocess import load_image
 
 HERE = TargetEnvironment(tensorrt_version="10.13.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 
