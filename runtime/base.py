@@ -53,9 +53,9 @@ class Backend(ABC):
         self.artifact = Path(artifact)
         try:
             requested = Device.parse(device or self.default_device)
-            self.device = Device.parse(self.auto_device()) if requested.is_auto else requested
         except ValueError as exc:
             raise ValueError(f"--device {exc}") from None
+        self.device = requested.resolved(self.auto_device)
         if self.device.kind not in self.device_kinds:
             raise ValueError(f"--device {self.device}: the {self.name} backend runs on "
                              f"{', '.join(sorted(self.device_kinds))}")

@@ -38,9 +38,7 @@ def torch_device_name(device: Device | str, local_rank: int = 0) -> str:
     parsed = device if isinstance(device, Device) else Device.parse(device)
     if parsed.kind in ("gpu", "npu"):
         raise ValueError(f"--device {device} is OpenVINO's; a PyTorch model runs on cpu, cuda[:N] or auto")
-    if parsed.is_auto:
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return str(parsed)
+    return str(parsed.resolved(lambda: f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
 
 
 class ModelEmbedder:

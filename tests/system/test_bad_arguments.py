@@ -347,8 +347,23 @@ def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(owner, name, full)
 
 
+#: Content hashes by file and stat signature: a file whose size, mtime and ctime are unchanged
+#: holds the bytes it held (every write moves its ctime, which no call can set back), so each look
+#: after the first hashes only the files that were written.
+_HASHES: dict[tuple[Path, int, int, int, int], str] = {}
+
+
 def _files(root: Path) -> dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root`` and its content hash."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+            if key not in _HASHES:
+                _HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            files[path] = _HASHES[key]
+    return files
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
