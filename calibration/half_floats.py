@@ -28,25 +28,11 @@ from onnx import TensorProto
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from san.contract.artifact import OUTPUT_NAME
 from san.contract.onnx_graph import GraphIndex, drop_unread
+from san.contract.precision import l2_tail
 
 #: Lowest opset whose QuantizeLinear/DequantizeLinear take float16 inputs and scales.
 HALF_QDQ_OPSET = 19
-_HEAD_OPS = frozenset({"Gemm", "MatMul"})
-
-
-def l2_tail(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes between the head's last Gemm/MatMul and the ``embeddings`` output
-    (the L2 normalisation, if the contract has one; else none)."""
-    g = GraphIndex(model.graph)
-    name = OUTPUT_NAME
-    while (node := g.producer.get(name)) is not None and node.op_type not in _HEAD_OPS:
-        name = node.input[0]
-    if node is None:
-        return []
-    before = {id(n) for n in g.ancestors(node.output[0])}
-    return [n.name for n in g.ancestors(OUTPUT_NAME) if id(n) not in before]
 
 
 def with_half_float_parts(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -70,7 +70,8 @@ from san.contract.artifact import (
     read_contract,
 )
 from san.contract.input_convention import InputConvention
-from san.contract.onnx_graph import COMPARE_OPS, GraphIndex, drop_unread
+from san.contract.onnx_graph import GraphIndex, drop_unread
+from san.contract.precision import MaskPath, find_mask_paths
 from san.contract.spec import METADATA_KEY, InputSpec
 from san.io.atomic import atomic_write
 from san.io.error_reason import reason
@@ -91,102 +92,11 @@ METHODS = {
 PERCENTILE = 99.999
 #: metadata_props key of the calibration record (sample, seed, method, source sha256).
 CALIBRATION_KEY = "san.calibration"
-#: Ops the exporter may emit for Eq. 3 (flatten, min/max over H x W, subtract, guard, divide).
-NORMALISE_OPS = frozenset(
-    {"Reshape", "Flatten", "ReduceMin", "ReduceMax", "Sub", "Div", "Clip", "Max", "Min", "Shape",
-     "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Expand", "Identity", "Cast", "Constant"}
-)
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 class QuantizeError(ToolkitError, RuntimeError):
     """A model or option that cannot be quantized as asked; the message says why."""
-
-
-# -- the float mask path --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MaskPath:
-    """One attention block's hard-mask computation, kept in float.
-
-    ``source`` is X (the tensor min-max normalised), ``mask`` the float 0/1 mask tensor,
-    ``entry`` the producers of X and of the masked feature (kept in float, but they may
-    read quantized inputs), ``nodes`` every node name of the path in graph order, the
-    entry nodes included.
-    """
-
-    compare: str
-    source: str
-    mask: str
-    entry: tuple[str, ...]
-    nodes: tuple[str, ...]
-    output: str = ""  # the block's output F (the Add of Eq. 2, else the Mul)
-
-
-def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
-    """Every hard-mask path of the graph: a comparison of a min-max-normalised tensor with
-    a constant, its Cast to float and the Mul applying it.
-
-    Walks back from each comparison through :data:`NORMALISE_OPS` until the first other
-    op (the producer of X: the context unit's ConvTranspose or the stage's ReLU); a walk
-    that meets no ReduceMin and ReduceMax is not a mask path and is skipped.
-    """
-    g = GraphIndex(model.graph)
-    paths = []
-    for compare in (n for n in g.nodes if n.op_type in COMPARE_OPS):
-        variable = [name for name in compare.input if not g.is_constant(name)]
-        if len(variable) != 1:
-            continue
-        normalise, source = _walk_normalisation(g, variable[0])
-        if not {"ReduceMin", "ReduceMax"} <= {n.op_type for n in normalise}:
-            continue
-        applied, mask = _walk_application(g, compare)
-        features = [name for n in applied if n.op_type == "Mul" for name in n.input if name != mask]
-        producers = {id(p): p for name in (source, *features) if (p := g.producer.get(name)) is not None}
-        members = {id(n): n for n in (*normalise, compare, *applied, *producers.values())}
-        entry = tuple(n.name for n in producers.values())
-        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), _block_output(g, applied)))
-    return paths
-
-
-def _walk_normalisation(g: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], str]:
-    """Nodes of Eq. 3 feeding ``start``, and X: the one non-constant tensor entering them."""
-    found: dict[int, onnx.NodeProto] = {}
-    entering: set[str] = set()
-    stack = [start]
-    while stack:
-        name = stack.pop()
-        node = g.producer.get(name)
-        if node is None or node.op_type not in NORMALISE_OPS:
-            if not g.is_constant(name):
-                entering.add(name)
-            continue
-        if id(node) not in found:
-            found[id(node)] = node
-            stack.extend(node.input)
-    source = next(iter(entering)) if len(entering) == 1 else ""
-    return (list(found.values()) if source else []), source
-
-
-def _walk_application(g: GraphIndex, compare: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
-    """The Cast of the comparison to float and the Mul(s) by that mask; the mask tensor."""
-    applied: list[onnx.NodeProto] = []
-    mask = compare.output[0]
-    for node in g.consumers.get(mask, []):
-        if node.op_type == "Cast":
-            applied.append(node)
-            mask = node.output[0]
-            applied += [m for m in g.consumers.get(mask, []) if m.op_type == "Mul"]
-    return applied, mask
-
-
-def _block_output(g: GraphIndex, applied: Sequence[onnx.NodeProto]) -> str:
-    """The block's output F: the Add of Eq. 2 reading A = M * T, else A itself."""
-    mul = next((n for n in applied if n.op_type == "Mul"), None)
-    if mul is None:
-        return ""
-    return next((c.output[0] for c in g.consumers.get(mul.output[0], []) if c.op_type == "Add"), mul.output[0])
 
 
 #: The exporter's record of each node's module path (torch.onnx, dynamo): e.g. ``['', 'san',

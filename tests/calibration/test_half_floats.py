@@ -9,11 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.half_floats import HALF_QDQ_OPSET, l2_tail, with_half_float_parts
+from calibration.half_floats import HALF_QDQ_OPSET, with_half_float_parts
 from calibration.hygiene import folder_images
-from calibration.quantize import QuantizeError, QuantizeOptions, find_mask_paths, quant_nodes_on_path, quantize_onnx
+from calibration.quantize import QuantizeError, QuantizeOptions, quant_nodes_on_path, quantize_onnx
 from export.tensorrt_lint import PARSERS, lint_tensorrt
 from san.contract.artifact import read_contract
+from san.contract.precision import find_mask_paths, l2_tail
 from san.contract.rules import RULES
 from san.io.preprocess import load_image
 from support.calibration_helpers import embed_onnx

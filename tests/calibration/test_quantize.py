@@ -14,13 +14,13 @@ from calibration.quantize import (
     CALIBRATION_KEY,
     QuantizeError,
     QuantizeOptions,
-    find_mask_paths,
     float_head,
     quant_nodes_on_path,
     quantize_onnx,
     read_calibration,
 )
 from san.contract.artifact import read_contract
+from san.contract.precision import find_mask_paths
 from san.contract.rules import RULES
 from san.contract.spec import METADATA_KEY
 from san.evaluation.metrics import paired_cosine
