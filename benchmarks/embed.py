@@ -253,6 +253,39 @@ def san_embed(setup: Setup, artifact: Path, backend: str, options: dict[str, Any
     return Measurement(len(files), e2e, model_s, decode_s, latencies, rss, tree.peak_mib, embeddings)
 
 
+def first_embedding_s(artifact: Path, backend: str, options: dict[str, Any], height: int, width: int) -> float:
+    """Seconds from opening ``artifact`` to its first embedding of one image: what a start of
+    ``san-embed`` waits before its first result (OpenVINO compiles here, or reads its cache)."""
+    from runtime import open_backend
+
+    started = time.perf_counter()
+    with open_backend(artifact, backend, **options) as model:
+        model.infer(np.zeros((1, 3, height, width), np.uint8))
+    return time.perf_counter() - started
+
+
+def startup_report(setup: Setup, art: Artifacts, height: int, width: int) -> str:
+    """Cold and warm starts, each in a fresh process: onnxruntime (its file read from the page
+    cache the second time), and OpenVINO with an empty compiled-model cache, then with the
+    entry the first start wrote."""
+    starts = [("onnxruntime fp32", art.onnx, "onnxruntime", {"threads": setup.threads, "providers": ["cpu"]}, None)]
+    for label, artifact in (("fp32", art.onnx), ("INT8 Q/DQ", art.int8)):
+        skip = (artifact if isinstance(artifact, str) else None) or openvino_skip()
+        cache = setup.work / f"compile-cache-{label.split()[0].lower()}"
+        starts.append((f"OpenVINO {label} at f32", artifact, "openvino",
+                       {"threads": setup.threads, "compile_cache": str(cache)}, skip))
+    lines = ["| first embedding after a start | cold ms | warm ms | warm / cold |", "|---|---|---|---|"]
+    for name, artifact, backend, options, skip in starts:
+        if skip is not None:
+            lines.append(f"| {name} | {skip} | | |")
+            continue
+        if "compile_cache" in options:
+            shutil.rmtree(options["compile_cache"], ignore_errors=True)
+        cold, warm = (run_in_child(first_embedding_s, artifact, backend, options, height, width) for _ in range(2))
+        lines.append(f"| {name} | {1000 * cold:.0f} | {1000 * warm:.0f} | {warm / cold:.2f}x |")
+    return "\n".join(lines)
+
+
 @dataclass
 class Sweep:
     """One competitor's model-only numbers per batch size."""
@@ -636,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {c.name} ...", flush=True)
             results[c.name] = run_in_child(c.run, *c.args)
     print(f"load average after: {load_average()}\n")
+    print(startup_report(setup, art, args.height, args.width) + "\n")
     print(report(rows, results, art.flops, peak))
     if args.sweep:
         sweep_rows = [c for c in sweep_plan(setup, art, args.sweep) if not args.only or c.key in {"ort", *args.only}]

@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run, rules = RUN.read(args), LIMITS.read(args)
     backend = BACKEND.read(args)
-    precision = backend.pop("precision", None)  # OpenVINO's alone: the torch reference computes in fp32
+    # OpenVINO's alone: the torch reference computes in fp32, and nothing else compiles to a cache
+    openvino = tuple((name, backend.pop(name)) for name in ("precision", "compile_cache") if name in backend)
+    precision = dict(openvino).get("precision")
     given = [(kind, row, path) for kind, row in ROWS if (path := getattr(args, row.option[2:]))]
-    openvino = (("precision", precision),) if precision else ()
     judged = precision if precision in ("bf16", "fp16") else None
     on_openvino = [kind.backend == "openvino" for kind, _, _ in given]
     artifacts = [Artifact(row.option[2:], path, row.precision, options=openvino if runs else (),
@@ -118,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     onnx_options = " and ".join(row.option for kind, row in ROWS if kind.name == "onnx")
     if not artifacts:
         raise ValueError(f"nothing to compare: give at least one of {every}")
-    if precision and not (args.openvino or any(on_openvino)):
-        raise ValueError(f"--precision {precision} is OpenVINO's: give --openvino or an OpenVINO model")
+    for name, value in openvino:
+        if not (args.openvino or any(on_openvino)):
+            flag = f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} {value} is OpenVINO's: give --openvino or an OpenVINO model")
     if args.openvino and not any(kind.name == "onnx" for kind, _, _ in given):
         raise ValueError(f"--openvino runs the {onnx_options} files on OpenVINO: give at least one of them")
     inputs = {"--ckpt": args.ckpt, **{row.option: path for _, row, path in given}}

@@ -8,10 +8,19 @@ and ``fp16`` are opt-in and judged by the fp16 rule. Small batches run on a mode
 for LATENCY; larger ones are split over the asynchronous requests of a model compiled for
 THROUGHPUT (CPU streams), which measured faster from :data:`THROUGHPUT_FROM` images on
 (``benchmarks/embed.py``).
+
+Compiling is most of a start (seconds for a ResNet-50 SAN), so compiled models go to OpenVINO's
+model cache (``ov::cache_dir``): in ``compile_cache`` (default :func:`default_compile_cache`,
+the platform's cache folder; ``none``: off). OpenVINO keys each entry by the model's content,
+the device, the options that change the compiled graph and its own version, so a changed model
+or OpenVINO compiles afresh; the CPU plugin applies the inference precision after the cache
+(one entry serves f32 and bf16, each computing in its own precision). :meth:`describe` says
+whether the model came from the cache.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,12 @@ THROUGHPUT_FROM = 8
 _DTYPES = {ov.Type.u8: np.uint8, ov.Type.f32: np.float32}
 
 
+def default_compile_cache() -> Path:
+    """Where compiled models are kept unless told: ``$XDG_CACHE_HOME/san/openvino`` (Linux's
+    cache folder; ``~/.cache`` when the variable is unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "san" / "openvino"
+
+
 class OpenVINOBackend(Backend):
     """Run an ONNX file or OpenVINO IR with OpenVINO.
 
@@ -45,8 +60,11 @@ class OpenVINOBackend(Backend):
     device_kinds = frozenset({"cpu", "gpu", "npu"})
 
     def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
-                 providers: Sequence[str] | None = None, precision: str | None = None) -> None:
+                 providers: Sequence[str] | None = None, precision: str | None = None,
+                 compile_cache: str | None = None) -> None:
         super().__init__(artifact, device, threads)
+        cache = compile_cache or str(default_compile_cache())
+        self.compile_cache = None if cache == "none" else Path(cache)
         if providers:
             self._note_ignored("--providers", ",".join(providers), "execution providers are onnxruntime's")
         self.precision = precision or "f32"
@@ -58,6 +76,13 @@ class OpenVINOBackend(Backend):
     def _activate(self) -> InputSpec:
         spec, self.convention = read_model_contract(self.artifact)
         core = ov.Core()
+        if self.compile_cache is not None:
+            try:
+                self.compile_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"--compile-cache {self.compile_cache}: cannot be created ({exc.strerror}); give "
+                                   "another folder, or --compile-cache none") from exc
+            core.set_property({props.cache_dir: str(self.compile_cache)})
         try:
             model = core.read_model(str(self.artifact))
         except RuntimeError as exc:
@@ -114,7 +139,10 @@ class OpenVINOBackend(Backend):
         self._compiled, self._request, self._queue, self._model, self._core = {}, None, None, None, None
 
     def describe(self) -> dict[str, Any]:
-        described = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}
+        described: dict[str, Any] = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}
         if "LATENCY" in self._compiled:  # what OpenVINO actually runs (a CPU without bf16 falls back to f32)
-            described["inference_precision"] = self._compiled["LATENCY"].get_property(hints.inference_precision).get_type_name()
+            compiled = self._compiled["LATENCY"]
+            described["inference_precision"] = compiled.get_property(hints.inference_precision).get_type_name()
+            described["compile_cache"] = None if self.compile_cache is None else {
+                "folder": str(self.compile_cache), "loaded_from_cache": bool(compiled.get_property(props.loaded_from_cache))}
         return described

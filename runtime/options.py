@@ -17,8 +17,8 @@ DEVICE = DeviceGroup(None, "; OpenVINO also gpu, gpu:N, npu")
 
 
 class BackendGroup(ArgumentGroup[dict[str, Any]]):
-    """``--device``, ``--threads``, ``--providers`` and ``--precision``, read back as the keyword
-    options of the backends' constructor (only those given)."""
+    """``--device``, ``--threads``, ``--providers``, ``--precision`` and ``--compile-cache``, read
+    back as the keyword options of the backends' constructor (only those given)."""
 
     title = "backend"
 
@@ -32,12 +32,14 @@ class BackendGroup(ArgumentGroup[dict[str, Any]]):
         parser.add_argument("--precision", choices=("f32", "bf16", "fp16"),
                             help="OpenVINO's inference precision (default f32; bf16 and fp16 are judged by the fp16 "
                             "rule)")
+        parser.add_argument("--compile-cache", metavar="DIR",
+                            help="OpenVINO's compiled-model cache (default: $XDG_CACHE_HOME/san/openvino; none: off)")
 
     def read(self, args: argparse.Namespace) -> dict[str, Any]:
         device = DEVICE.read(args)
         providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
         options = {"device": device and str(device), "threads": args.threads, "providers": providers,
-                   "precision": args.precision}
+                   "precision": args.precision, "compile_cache": args.compile_cache}
         return {k: v for k, v in options.items() if v is not None}
 
 

@@ -16,8 +16,15 @@ from support.tiny import build_tiny
 
 def pytest_configure(config: pytest.Config) -> None:
     """Workers share the cores: each runs torch, and the commands it starts, on its share of
-    them (OMP_NUM_THREADS), instead of every worker spinning threads for every core."""
+    them (OMP_NUM_THREADS), instead of every worker spinning threads for every core. Caches the
+    commands keep by default (OpenVINO's compiled models) go to a folder of this run, not the
+    user's home."""
+    import tempfile
+
     import torch
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="san-test-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True))
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:

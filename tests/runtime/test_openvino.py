@@ -169,3 +169,36 @@ def test_openvino_refuses_devices_and_precisions_it_does_not_have(tiny: Path) ->
         open_backend(tiny / "model.onnx", "openvino", precision="int4")
     with pytest.raises(ValueError, match="the onnxruntime backend runs on cpu, cuda"):
         open_backend(tiny / "model.onnx", "onnxruntime", device="npu")
+
+
+def test_a_second_start_loads_the_compiled_model_from_its_cache_and_a_change_compiles_afresh(
+        tiny: Path, images: np.ndarray, tmp_path: Path) -> None:
+    """OpenVINO's own cache (``ov::cache_dir``): the second start reads what the first compiled and
+    embeds the same; a start at bf16 from that entry still computes at bf16 (where the CPU has it)."""
+    cache = tmp_path / "cache"
+
+    def start() -> tuple[dict, np.ndarray]:
+        with open_backend(tiny / "model.onnx", "openvino", compile_cache=str(cache), threads=1) as backend:
+            return backend.describe()["compile_cache"], backend.infer(images[:2])
+
+    (first, a), (second, b) = start(), start()
+    assert first == {"folder": str(cache), "loaded_from_cache": False} and second["loaded_from_cache"] is True
+    assert np.array_equal(a, b) and any(cache.iterdir())
+    with open_backend(tiny / "model.onnx", "openvino", compile_cache=str(cache), precision="bf16", threads=1) as backend:
+        c = backend.infer(images[:2])
+        bf16 = backend.describe()["inference_precision"] == "bf16"  # a CPU without BF16 computes in f32
+    assert np.array_equal(a, c) != bf16
+    with open_backend(tiny / "model.onnx", "openvino", compile_cache="none") as backend:
+        assert backend.describe()["compile_cache"] is None
+
+
+def test_the_default_cache_is_the_platform_cache_folder_and_an_unusable_one_is_one_line(
+        tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.base import BackendError
+    from runtime.openvino_backend import default_compile_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_compile_cache() == tmp_path / "xdg" / "san" / "openvino"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackendError, match=r"--compile-cache .*file/cache: cannot be created .*--compile-cache none"):
+        open_backend(tiny / "model.onnx", "openvino", compile_cache=str(tmp_path / "file" / "cache")).activate()

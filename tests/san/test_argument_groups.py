@@ -30,7 +30,7 @@ SAMPLES = {
     "--device": ["cuda:1"], "--workers": ["3"], "--json": [], "--no-progress": [], "--quiet": [],
     "--limit": ["int8.max_delta_map=7"], "--threshold": ["int8.max_delta_map=7"],
     "--rerank": [], "--k1": ["5"], "--k2": ["2"], "--lambda": ["0.5"],
-    "--threads": ["2"], "--providers": ["cpu"], "--precision": ["bf16"],
+    "--threads": ["2"], "--providers": ["cpu"], "--precision": ["bf16"], "--compile-cache": ["none"],
     "--backbone": ["resnet18"], "--attention": ["soft"], "--attention-stages": ["1,2"], "--no-context-unit": [],
     "--no-cross-feature": [], "--cu-upsample": ["nearest"], "--threshold-lambda": ["0.4"], "--power": ["3"],
     "--input-size": ["64x32"], "--stages": ["1", "2"], "--height": ["64"], "--width": ["32"],

@@ -73,6 +73,10 @@ def test_embed_benchmark_smoke(tmp_path: Path) -> None:
         assert RULES[kind].breaches(kind, cosines) == [], rows[name]
     if subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"]).returncode:
         assert rows["GPU: torch eager loop"]["img/s e2e"] == "skipped: no CUDA GPU"
+    starts = {row[0]: row[1:] for row in table_rows(lines, "| first embedding after a start ")}
+    assert list(starts) == ["onnxruntime fp32", "OpenVINO fp32 at f32", "OpenVINO INT8 Q/DQ at f32"]
+    assert all(cold.isdigit() and warm.isdigit() and ratio.endswith("x") for cold, warm, ratio in starts.values())
+    assert [p.name for p in tmp_path.glob("compile-cache-*")] != []  # the warm starts read what the cold ones wrote
     targets = table_rows(lines, TARGET_HEADER)
     assert [t[0] for t in targets] == [
         "ORT fp32 end-to-end / reference", "decode+resize / model time (ORT fp32)", "ORT INT8 end-to-end / reference"]
