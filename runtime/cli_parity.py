@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     onnx_options = " and ".join(row.option for kind, row in ROWS if kind.name == "onnx")
     if not artifacts:
         raise ValueError(f"nothing to compare: give at least one of {every}")
-    for option, value in openvino:
+    for setting, value in openvino:
         if not (args.openvino or any(on_openvino)):
-            raise ValueError(f"--{option.replace('_', '-')} {value} is OpenVINO's: give --openvino or an OpenVINO model")
+            raise ValueError(f"--{setting.replace('_', '-')} {value} is OpenVINO's: give --openvino or an OpenVINO model")
     if args.openvino and not any(kind.name == "onnx" for kind, _, _ in given):
         raise ValueError(f"--openvino runs the {onnx_options} files on OpenVINO: give at least one of them")
     inputs = {"--ckpt": args.ckpt, **{row.option: path for _, row, path in given}}
