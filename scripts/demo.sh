@@ -38,7 +38,7 @@ san-embed "$DATA/query" --model "$OUT/model.onnx" --out "$OUT/query_embeddings" 
 step "parity: PyTorch vs ONNX fp32 vs ONNX INT8 (CMC/mAP)"
 status=0
 san-parity --ckpt "$OUT/model.pt" --onnx "$OUT/model.onnx" --int8 "$OUT/model.int8.onnx" \
-    --json "$OUT/parity.json" --markdown "$OUT/parity.md" || status=$?
+    --report "$OUT/parity.json" --markdown "$OUT/parity.md" || status=$?
 printf '\nreport: %s\n' "$OUT/parity.md"
 [ "$status" -eq 0 ] || echo "parity gate breached (exit $status): the report names each threshold" >&2
 exit "$status"
