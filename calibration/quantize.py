@@ -163,6 +163,16 @@ def float_head(model: onnx.ModelProto) -> list[str]:
     return list(g.names([g.producer[output], *g.descendants(output)]))
 
 
+def float_placement(model: onnx.ModelProto, options: QuantizeOptions) -> list[str]:
+    """The nodes the toolkit keeps in float, by name, in graph order: every mask path
+    (:func:`san.contract.precision.find_mask_paths`), the stem and the first ``float_blocks``
+    stages, and the head when ``float_head``. One placement for every quantizer that takes an
+    exclusion list (onnxruntime's ``nodes_to_exclude``, NNCF's ignored scope)."""
+    mask_nodes = [name for path in find_mask_paths(model) for name in path.nodes]
+    kept = [*float_prefix(model, options.float_blocks), *(float_head(model) if options.float_head else [])]
+    return list(dict.fromkeys([*mask_nodes, *kept]))
+
+
 def restore_float_inputs(model: onnx.ModelProto, float_nodes: Iterable[str]) -> int:
     """Rewire float nodes that read ``DQ(Q(x))`` to ``x`` itself when ``x`` is produced by a
     float node; drop the Q/DQ nodes left without readers. Returns the inputs rewired.
@@ -414,10 +424,8 @@ def quantize_onnx(
     cache_hit = cache.is_file() and damage is None
     reader = None if cache_hit else ImageReader(images, spec, options.batch_size, options.progress,
                                                 convention_of(source, onnx_path))
-    mask_nodes = [name for p in paths for name in p.nodes]
-    kept = [*float_prefix(source, options.float_blocks), *(float_head(source) if options.float_head else [])]
     target = TARGETS[options.target]
-    excluded = list(dict.fromkeys([*mask_nodes, *kept]))
+    excluded = float_placement(source, options)
     with tempfile.TemporaryDirectory(prefix="san-quant-") as tmp, _quiet_quantizer():
         raw = Path(tmp) / "model.int8.onnx"
         fresh_cache = Path(tmp) / cache.name  # onnxruntime writes it; moved into place after the model
@@ -467,7 +475,7 @@ def quantize_onnx(
         "float_precision": options.float_precision,
         "float_blocks": options.float_blocks,
         "float_head": options.float_head,
-        "float_mask_path_nodes": mask_nodes,
+        "float_mask_path_nodes": [name for path in paths for name in path.nodes],
         "float_nodes": len(excluded),
         "onnxruntime": onnxruntime.__version__,
     }

@@ -251,3 +251,29 @@ def test_deepstream_scaling_measures_what_each_crop_resize_costs(tmp_path: Path)
         delta = re.fullmatch(r"([+-]\d+\.\d\d) \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]", row["ΔmAP vs contract [95 %]"])
         assert delta and float(delta[2]) <= float(delta[1]) <= float(delta[3])
         assert abs(float(row["mAP %"]) - float(contract["mAP %"]) - float(delta[1])) < 0.02
+
+
+def test_openvino_int8_benchmark_judges_each_quantizer_by_the_int8_rule(tiny: Path, tmp_path: Path) -> None:
+    """The NNCF comparison runs whole on a tiny model: every row timed and judged; NNCF's rows say
+    why they are missing where NNCF is not installed."""
+    import shutil
+
+    from calibration.quantize import QuantizeOptions, quantize_onnx
+    from san.data.synth import ensure_synthetic
+
+    for name in ("model.pt", "model.onnx"):
+        shutil.copy(tiny / name, tmp_path / name)
+    ensure_synthetic(tmp_path / "train", ids=6, cameras=2, height=64, width=32)
+    ensure_synthetic(tmp_path / "twin", ids=8, cameras=2, height=64, width=32, first_pid=101, test_fraction=0.75)
+    calibration = sorted((tmp_path / "train" / "bounding_box_train").glob("*.jpg"))[:8]
+    quantize_onnx(tmp_path / "model.onnx", calibration, tmp_path / "model.int8.onnx",
+                  options=QuantizeOptions(batch_size=4, progress=False))
+    lines = run_script("openvino_int8.py", "--smoke", "--ckpt", str(tmp_path / "model.pt"),
+                       "--calib-images", str(tmp_path / "train" / "bounding_box_train"),
+                       "--eval-root", str(tmp_path / "twin"), "--threads", "1")
+    rows = {row[0]: row for row in table_rows(lines, "| model ")}
+    assert list(rows)[:3] == ["onnxruntime fp32", "OpenVINO fp32 at f32", "OpenVINO, the toolkit's Q/DQ file"]
+    assert rows["onnxruntime fp32"][1:3] == ["1.00x", "1.00x"] and rows["onnxruntime fp32"][-1] == "fp32: pass"
+    assert rows["OpenVINO fp32 at f32"][-1] == "fp32: pass" and rows["OpenVINO, the toolkit's Q/DQ file"][-1].startswith("int8: ")
+    for name in ("OpenVINO, NNCF, the toolkit's placement ignored", "OpenVINO, NNCF defaults"):
+        assert rows[name][-1].startswith("int8: ") or rows[name][1].startswith("skipped: ")
