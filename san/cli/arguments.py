@@ -1,6 +1,7 @@
 """The argument layer every ``san-*`` command shares (torch-free): a parser whose errors are one
-line, and argument types that check ranges, finiteness and path kinds while parsing, before any
-work starts.
+line, argument types that check ranges, finiteness and path kinds while parsing, before any
+work starts, and argument groups (:class:`ArgumentGroup`) that add a set of flags and are the one
+reader of them, into a typed value.
 
 A bad value ends the command with exit status 2 and one line on stderr naming the argument,
 ``san-export: error: argument --batch-size: must be >= 1, got 0``, never a traceback.
