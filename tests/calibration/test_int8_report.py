@@ -95,7 +95,7 @@ def reference(trained_int8) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: The broken files are judged on every 6th query and gallery image (627): their cosines lie 0.015
-#: and 0.12 below the floor, and the interval each test asserts is about 0.003 wide there.
+#: and 0.12 below the floor, and the half-width of the interval each test asserts is at most about 0.003 there.
 EVERY = 6
 
 
