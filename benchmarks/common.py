@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import resource
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.machine import instruction_sets
 
 MIB = 1024.0 * 1024.0
 
@@ -169,26 +169,9 @@ def load_average() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> str:
-    """Which of the SIMD extensions that matter for int8 GEMMs the CPU has."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni"
+    """Which of the SIMD extensions that matter for int8 GEMMs the CPU has (:mod:`runtime.machine`)."""
+    return " ".join(instruction_sets()) or "none of avx2/avx512/vnni"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_name, markdown_table, parse_args
+from common import markdown_table, parse_args
 from PIL import Image
 
+from runtime.machine import cpu_name
 from san.contract.spec import InputSpec
 from san.data.records import ImageRecord
 from san.data.registry import load_dataset

@@ -61,7 +61,6 @@ import numpy as np
 from common import (
     TreeRss,
     cpu_flags,
-    cpu_name,
     fmt,
     load_average,
     markdown_table,
@@ -75,6 +74,7 @@ from common import (
 
 from runtime.base import physical_cores
 from runtime.embed import EMBEDDINGS
+from runtime.machine import cpu_name
 from san.contract.rules import RULES
 from san.evaluation.metrics import paired_cosine
 from san.evaluation.retrieval import default_workers

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import cpu_flags, cpu_name, load_average, markdown_table, parse_args, run_in_child
+from common import cpu_flags, load_average, markdown_table, parse_args, run_in_child
 
 from calibration.hygiene import folder_images, sample_images
 from calibration.quantize import DEFAULT_OPTIONS, float_placement
 from runtime import open_backend
+from runtime.machine import cpu_name
 from san.contract.artifact import IR_SECTION, PRECISION_KEY, load_onnx_with_data, read_contract, read_metadata
 from san.contract.rules import RULES
 from san.data.registry import load_dataset

@@ -25,7 +25,6 @@ from typing import Any
 
 from common import (
     cpu_flags,
-    cpu_name,
     fmt,
     load_average,
     markdown_table,
@@ -37,6 +36,7 @@ from common import (
 )
 
 from runtime.base import physical_cores
+from runtime.machine import cpu_name
 
 #: Target: SAN's step over the baseline's.
 STEP_TARGET = 1.3

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime.embed import TTA_MODES, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
 from runtime.options import BACKEND
 from runtime.registry import BACKENDS, backend_for, open_backend
-from san.cli.arguments import CommandParser, RunGroup, add_overwrite_argument, count, existing_folder, model_file, output_folder
+from runtime.tune import ProfileError, check_profile
+from san.cli.arguments import (
+    CommandParser,
+    RunGroup,
+    add_overwrite_argument,
+    count,
+    existing_file,
+    existing_folder,
+    model_file,
+    output_folder,
+)
 from san.cli.command import command
 from san.contract.artifact import ARTIFACT_KINDS
 from san.io.output_guard import refuse_overwriting_inputs
@@ -50,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=existing_folder, help="folder of images (searched recursively)")
-    parser.add_argument("--model", type=model_file(*ARTIFACT_KINDS), required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=model_file(*ARTIFACT_KINDS),
                         help="model.pt, model.onnx, model.engine or OpenVINO model.xml")
+    source.add_argument("--profile", type=existing_file, metavar="PROFILE.json",
+                        help="run the model, backend and options san-tune chose on this machine (backend flags "
+                        "given here change them)")
     parser.add_argument("--out", type=output_folder, help="output folder (default: <images>_embeddings)")
     parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
     parser.add_argument("--batch-size", type=count(1), default=EmbedOptions.batch_size,
@@ -107,19 +123,45 @@ def default_out(images: Path, shard: Shard | None) -> Path:
     return base.with_name(f"{base.name}_embeddings{suffix}")
 
 
-def make_runner(args: argparse.Namespace) -> Runner:
+@dataclass(frozen=True)
+class ModelChoice:
+    """What embeds: the model file, its backend (None: its kind's) and the backend's options."""
+
+    model: Path
+    backend: str | None
+    options: dict[str, Any]
+
+
+def model_choice(args: argparse.Namespace) -> ModelChoice:
+    """``--model`` with the backend flags, or the row a ``--profile`` names (checked: made on this
+    kind of machine, a model file, a known backend), with the backend flags given over its options."""
+    if args.profile is None:
+        return ModelChoice(args.model, args.backend, BACKEND.read(args))
+    choice = check_profile(args.profile)
+    try:
+        model = model_file(*ARTIFACT_KINDS)(str(choice.get("artifact", "")))
+    except argparse.ArgumentTypeError as exc:
+        raise ProfileError(f"{args.profile}: its model: {exc}") from None
+    if choice.get("backend") not in BACKENDS:
+        raise ProfileError(f"{args.profile}: unknown backend {choice.get('backend')!r}")
+    options = {**choice["options"], **BACKEND.read(args)}
+    print(f"san-embed: note: {args.profile}: {model} on {choice['backend']} ({options})", file=sys.stderr)
+    return ModelChoice(model, choice["backend"], options)
+
+
+def make_runner(args: argparse.Namespace, chosen: ModelChoice) -> Runner:
     """The local runner, or the Ray one with ``--ray``: each actor gets the first GPU Ray assigns it."""
     if args.ray is None:
         workers = RUN.read(args).workers
         return LocalRunner() if workers is None else LocalRunner(workers)
     from runtime.embed_ray import ActorSpec, RayRunner
 
-    options = BACKEND.read(args)
-    engine = (args.backend or backend_for(args.model)) == "tensorrt"
+    options = dict(chosen.options)
+    engine = (chosen.backend or backend_for(chosen.model)) == "tensorrt"
     on_gpu = (options.get("device") or ("cuda" if engine else "cpu")).startswith("cuda")  # auto: each actor decides
     if on_gpu:
         options["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES per actor
-    actor = ActorSpec(str(args.model.resolve()), args.backend, options)
+    actor = ActorSpec(str(chosen.model.resolve()), chosen.backend, options)
     return RayRunner(actor, args.ray or None, args.ray_actors, gpus_per_actor=1.0 if on_gpu else 0.0)
 
 
@@ -158,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
     out = args.out or default_out(args.images, args.shard)
-    refuse_overwriting_inputs(out, {"images": args.images, "--model": args.model})
-    runner = make_runner(args)
-    with open_backend(args.model, args.backend, **BACKEND.read(args)) as backend:
+    chosen = model_choice(args)
+    refuse_overwriting_inputs(out, {"images": args.images, "--model": chosen.model})
+    runner = make_runner(args, chosen)
+    with open_backend(chosen.model, chosen.backend, **chosen.options) as backend:
         for note in backend.notes:
             print(f"san-embed: note: {note}", file=sys.stderr)
         result = embed_folder(args.images, backend, out, options, shard=args.shard, runner=runner,
