@@ -30,6 +30,7 @@ from export.cli import main as san_export
 from runtime.cli_embed import main as san_embed
 from runtime.cli_parity import main as san_parity
 from runtime.cli_search import main as san_search
+from runtime.cli_tune import main as san_tune
 from san.cli.eval import main as san_eval
 from san.cli.info import main as san_info
 from san.cli.synth import main as san_synth
@@ -40,7 +41,7 @@ from support.module_folders import ModuleFolders
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "san-info": san_info, "san-synth": san_synth, "san-train": san_train, "san-eval": san_eval,
     "san-export": san_export, "san-calibrate": san_calibrate, "san-embed": san_embed, "san-parity": san_parity,
-    "san-search": san_search,
+    "san-search": san_search, "san-tune": san_tune,
 }
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -198,6 +199,16 @@ CASES = [
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --json {ro}/p.json", "read-only", read_only=True),
     case("san-parity", "--ckpt {ckpt} --onnx {onnx} --dataset synthetic --root {data} --report {new}.json",
          f"{{new}}.json: {FULL}", disk_full=True),
+    # san-tune (and san-embed's --profile)
+    case("san-tune", "{ckpt} --images {images}", "{ckpt} is a PyTorch checkpoint"),
+    case("san-tune", "{onnx} --images {image}", "--images"),
+    case("san-tune", "{onnx} --images {images} --batches 1,0", "--batches"),
+    case("san-tune", "{onnx} --images {images} --seconds 0", "--seconds"),
+    case("san-tune", "{onnx} --images {images} --profile {onnx}", "--profile"),
+    case("san-tune", "{onnx} --images {dir}", "--images {dir}: 0 image(s)"),
+    case("san-embed", "{images} --profile {text} --out {new}", "{text}: not valid JSON"),
+    case("san-embed", "{images} --profile {missing} --out {new}", "--profile"),
+    case("san-embed", "{images} --profile {text} --model {onnx} --out {new}", "--model"),
     # san-search build / query / masks
     case("san-search", "build {emb} --recall-queries -4", "--recall-queries"),
     case("san-search", "build {emb} --nprobe 0", "--nprobe"),
@@ -397,7 +408,7 @@ def test_the_table_covers_every_command_and_subcommand() -> None:
                for c in CASES}
     assert covered >= {("san-info", ""), ("san-synth", ""), ("san-train", ""), ("san-eval", ""), ("san-export", ""),
                        ("san-calibrate", ""), ("san-calibrate", "threshold"), ("san-embed", ""),
-                       ("san-embed", "merge"), ("san-parity", ""), ("san-search", "build"),
+                       ("san-embed", "merge"), ("san-parity", ""), ("san-tune", ""), ("san-search", "build"),
                        ("san-search", "query"), ("san-search", "masks")}
 
 
