@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.options import THREADS
 from runtime.tune import candidates, tune, write_profile
 from san.cli.arguments import CommandParser, RunGroup, count, existing_folder, model_file, output_file
 from san.cli.command import command
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="batch sizes timed (default 1,8,32); the profile is chosen at the largest")
     parser.add_argument("--seconds", type=count(1), default=3, metavar="S",
                         help="time per row and batch size (default %(default)s)")
-    parser.add_argument("--threads", type=count(1), metavar="N", help="CPU threads of every backend (default: physical cores)")
+    THREADS.add_to(parser)
     parser.add_argument("--profile", type=output_file, metavar="PATH",
                         help="where the profile goes (default: MODEL.tune.json beside the model)")
     RUN.add_to(parser)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [args.images / p for p in discover_images(args.images)][: args.max_images]
     if len(images) < 2:
         raise ValueError(f"--images {args.images}: {len(images)} image(s); the paired cosine needs at least 2")
-    rows = candidates(args.model, args.int8, args.threads)
+    rows = candidates(args.model, args.int8, THREADS.read(args))
     bar = progress_bar(enabled=RUN.read(args).progress, total=len(rows), desc="tuning", unit="row")
     def step(name: str) -> None:
         bar.set_postfix_str(name)

@@ -16,6 +16,20 @@ from san.cli.arguments import Adder, ArgumentGroup, DeviceGroup, count
 DEVICE = DeviceGroup(None, "; OpenVINO also gpu, gpu:N, npu")
 
 
+class ThreadsGroup(ArgumentGroup[int | None]):
+    """``--threads N``: the CPU threads of a backend (None: physical cores)."""
+
+    def add(self, parser: Adder) -> None:
+        parser.add_argument("--threads", type=count(1), metavar="N",
+                            help="CPU threads of the torch/onnxruntime/OpenVINO backend (default: physical cores)")
+
+    def read(self, args: argparse.Namespace) -> int | None:
+        return args.threads
+
+
+THREADS = ThreadsGroup()
+
+
 class BackendGroup(ArgumentGroup[dict[str, Any]]):
     """``--device``, ``--threads``, ``--providers``, ``--precision`` and ``--compile-cache``, read
     back as the keyword options of the backends' constructor (only those given)."""
@@ -24,8 +38,7 @@ class BackendGroup(ArgumentGroup[dict[str, Any]]):
 
     def add(self, parser: Adder) -> None:
         DEVICE.add(parser)
-        parser.add_argument("--threads", type=count(1), metavar="N",
-                            help="CPU threads of the torch/onnxruntime backend (default: physical cores)")
+        THREADS.add(parser)
         parser.add_argument("--providers", metavar="LIST",
                             help="onnxruntime execution providers, comma list of tensorrt,cuda,cpu "
                             "(default: from --device)")
@@ -38,7 +51,7 @@ class BackendGroup(ArgumentGroup[dict[str, Any]]):
     def read(self, args: argparse.Namespace) -> dict[str, Any]:
         device = DEVICE.read(args)
         providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
-        options = {"device": device and str(device), "threads": args.threads, "providers": providers,
+        options = {"device": device and str(device), "threads": THREADS.read(args), "providers": providers,
                    "precision": args.precision, "compile_cache": args.compile_cache}
         return {k: v for k, v in options.items() if v is not None}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.options import BackendGroup
+from runtime.options import BackendGroup, ThreadsGroup
 from san.cli.arguments import (
     ArgumentGroup,
     CommandParser,
@@ -45,7 +45,7 @@ NEEDS = {"--k1": ["--rerank"], "--k2": ["--rerank"], "--lambda": ["--rerank"]}
 GROUPS: list[ArgumentGroup] = [
     DatasetGroup(default="synthetic", root=existing_folder, root_help="data"),
     DeviceGroup("cpu"), RunGroup(workers=True, json=True, quiet_alias=True), LimitGroup("example"), RerankGroup(),
-    BackendGroup(), ModelGroup("san-info", legacy_info=True), TrainingGroup(),
+    BackendGroup(), ThreadsGroup(), ModelGroup("san-info", legacy_info=True), TrainingGroup(),
 ]
 
 
