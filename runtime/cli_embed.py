@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from runtime.embed import TTA_MODES, EmbedOptions, EmbedResult, LocalRunner, Runner, Shard, embed_folder, merge_shards
-from runtime.options import BACKEND
+from runtime.options import BACKEND, ModelChoice, model_choice
 from runtime.registry import BACKENDS, backend_for, open_backend
-from runtime.tune import ProfileError, check_profile
 from san.cli.arguments import (
     CommandParser,
     RunGroup,
@@ -123,32 +120,6 @@ def default_out(images: Path, shard: Shard | None) -> Path:
     return base.with_name(f"{base.name}_embeddings{suffix}")
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """What embeds: the model file, its backend (None: its kind's) and the backend's options."""
-
-    model: Path
-    backend: str | None
-    options: dict[str, Any]
-
-
-def model_choice(args: argparse.Namespace) -> ModelChoice:
-    """``--model`` with the backend flags, or the row a ``--profile`` names (checked: made on this
-    kind of machine, a model file, a known backend), with the backend flags given over its options."""
-    if args.profile is None:
-        return ModelChoice(args.model, args.backend, BACKEND.read(args))
-    choice = check_profile(args.profile)
-    try:
-        model = model_file(*ARTIFACT_KINDS)(str(choice.get("artifact", "")))
-    except argparse.ArgumentTypeError as exc:
-        raise ProfileError(f"{args.profile}: its model: {exc}") from None
-    if choice.get("backend") not in BACKENDS:
-        raise ProfileError(f"{args.profile}: unknown backend {choice.get('backend')!r}")
-    options = {**choice["options"], **BACKEND.read(args)}
-    print(f"san-embed: note: {args.profile}: {model} on {choice['backend']} ({options})", file=sys.stderr)
-    return ModelChoice(model, choice["backend"], options)
-
-
 def make_runner(args: argparse.Namespace, chosen: ModelChoice) -> Runner:
     """The local runner, or the Ray one with ``--ray``: each actor gets the first GPU Ray assigns it."""
     if args.ray is None:
@@ -200,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = EmbedOptions(args.batch_size, args.chunk_size, args.tta, args.l2_normalize)
     out = args.out or default_out(args.images, args.shard)
-    chosen = model_choice(args)
+    chosen = model_choice(args, "san-embed")
     refuse_overwriting_inputs(out, {"images": args.images, "--model": chosen.model})
     runner = make_runner(args, chosen)
     with open_backend(chosen.model, chosen.backend, **chosen.options) as backend:

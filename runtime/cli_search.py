@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.embed import INDEX
-from runtime.options import BACKEND
+from runtime.options import BACKEND, model_choice
 from runtime.pictures import Tile, attention_overlay_pngs, person_id, ranked_list_png
 from runtime.registry import BACKENDS, open_backend
 from runtime.search import (
@@ -134,10 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("folder", type=existing_folder, metavar="EMB_DIR", help="output folder of san-embed")
     source = query.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=existing_file, nargs="+", metavar="IMAGE",
-                        help="query image files (needs --model)")
+                        help="query image files (needs --model or --profile)")
     source.add_argument("--rows", type=count(0), nargs="+", metavar="ROW", help="rows of embeddings.npy to query with")
-    query.add_argument("--model", type=model_file(*ARTIFACT_KINDS),
-                       help="model.pt / model.onnx / model.engine / model.xml that made EMB_DIR")
+    network = query.add_mutually_exclusive_group()
+    network.add_argument("--model", type=model_file(*ARTIFACT_KINDS),
+                         help="model.pt / model.onnx / model.engine / model.xml that made EMB_DIR")
+    network.add_argument("--profile", type=existing_file, metavar="PROFILE.json",
+                         help="run the model, backend and options san-tune chose on this machine")
     query.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen by the suffix")
     query.add_argument("-k", type=count(1), default=10, help="results per query (default 10)")
     query.add_argument("--engine", choices=ENGINES,
@@ -170,13 +173,14 @@ def _query_vectors(args: argparse.Namespace, folder: EmbeddingFolder) -> tuple[n
         if bad:
             raise SearchError(f"--rows {bad}: {folder.root} holds rows 0..{len(folder.paths) - 1}")
         return np.asarray(folder.vectors[args.rows]), [folder.paths[r] for r in args.rows]
-    if args.model is None:
-        raise SearchError("--images needs --model (the network that made the embeddings)")
-    with open_backend(args.model, args.backend, **BACKEND.read(args)) as backend:
+    if args.model is None and args.profile is None:
+        raise SearchError("--images needs --model or --profile (the network that made the embeddings)")
+    chosen = model_choice(args, "san-search")
+    with open_backend(chosen.model, chosen.backend, **chosen.options) as backend:
         for note in backend.notes:
             print(f"san-search: note: {note}", file=sys.stderr)
         if backend.sha256 != folder.meta.get("model_sha256"):
-            print(f"san-search: note: {args.model} is not the file that made {folder.root}; distances are only "
+            print(f"san-search: note: {chosen.model} is not the file that made {folder.root}; distances are only "
                   "meaningful if it is the same network (e.g. the ONNX export of that checkpoint)", file=sys.stderr)
         return embed_query_images(folder, backend, args.images), [str(p) for p in args.images]
 

@@ -9,9 +9,15 @@ backend refuses an option it does not take.
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from san.cli.arguments import Adder, ArgumentGroup, DeviceGroup, count
+from runtime.registry import BACKENDS
+from runtime.tune import ProfileError, check_profile
+from san.cli.arguments import Adder, ArgumentGroup, DeviceGroup, count, model_file
+from san.contract.artifact import ARTIFACT_KINDS
 
 DEVICE = DeviceGroup(None, "; OpenVINO also gpu, gpu:N, npu")
 
@@ -57,3 +63,29 @@ class BackendGroup(ArgumentGroup[dict[str, Any]]):
 
 
 BACKEND = BackendGroup()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What embeds: the model file, its backend (None: its kind's) and the backend's options."""
+
+    model: Path
+    backend: str | None
+    options: dict[str, Any]
+
+
+def model_choice(args: argparse.Namespace, prog: str) -> ModelChoice:
+    """``--model`` with the backend flags, or the row a ``--profile`` names (checked: made on this
+    kind of machine, a model file, a known backend), with the backend flags given over its options."""
+    if args.profile is None:
+        return ModelChoice(args.model, args.backend, BACKEND.read(args))
+    choice = check_profile(args.profile)
+    try:
+        model = model_file(*ARTIFACT_KINDS)(str(choice.get("artifact", "")))
+    except argparse.ArgumentTypeError as exc:
+        raise ProfileError(f"{args.profile}: its model: {exc}") from None
+    if choice.get("backend") not in BACKENDS:
+        raise ProfileError(f"{args.profile}: unknown backend {choice.get('backend')!r}")
+    options = {**choice["options"], **BACKEND.read(args)}
+    print(f"{prog}: note: {args.profile}: {model} on {choice['backend']} ({options})", file=sys.stderr)
+    return ModelChoice(model, choice["backend"], options)

@@ -12,6 +12,7 @@ import pytest
 
 from calibration.quantize import QuantizeOptions, quantize_onnx
 from runtime.cli_embed import main as san_embed
+from runtime.cli_search import main as san_search
 from runtime.cli_tune import main as san_tune
 from runtime.tune import Row, choose
 from san.io.discovery import discover_images
@@ -55,11 +56,20 @@ def test_the_profile_names_a_passing_row_and_san_embed_runs_it(tiny: Path, int8_
     assert choice["artifact"] != str(broken.resolve())  # a row that fails its rule is never chosen
 
     assert san_embed([str(tiny / "images"), "--profile", str(profile), "--out", str(tmp_path / "by-profile")]) == 0
-    assert san_embed([str(tiny / "images"), "--model", choice["artifact"], "--backend", choice["backend"],
-                      "--out", str(tmp_path / "by-hand"), *sum((["--" + k.replace("_", "-"), ",".join(v) if
-                      isinstance(v, list) else str(v)] for k, v in choice["options"].items()), [])]) == 0
-    profiled, by_hand = (np.load(tmp_path / name / "embeddings.npy") for name in ("by-profile", "by-hand"))
-    assert np.array_equal(profiled, by_hand)
+    flags = [*sum((["--" + k.replace("_", "-"), ",".join(v) if isinstance(v, list) else str(v)]
+                   for k, v in choice["options"].items()), [])]
+    by_hand = ["--model", choice["artifact"], "--backend", choice["backend"], *flags]
+    assert san_embed([str(tiny / "images"), *by_hand, "--out", str(tmp_path / "by-hand")]) == 0
+    profiled, hand = (np.load(tmp_path / name / "embeddings.npy") for name in ("by-profile", "by-hand"))
+    assert np.array_equal(profiled, hand)
+
+    image = str(tiny / "images" / discover_images(tiny / "images")[0])
+    capsys.readouterr()
+    query = ["query", str(tmp_path / "by-profile"), "--images", image, "-k", "3"]
+    assert san_search([*query, "--profile", str(profile)]) == 0
+    with_profile = capsys.readouterr().out
+    assert san_search([*query, *by_hand]) == 0
+    assert with_profile == capsys.readouterr().out and "query 1:" in with_profile
 
 
 def test_a_profile_from_another_kind_of_machine_is_refused_in_one_line(tiny: Path, tmp_path: Path,

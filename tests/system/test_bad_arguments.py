@@ -209,6 +209,7 @@ CASES = [
     case("san-embed", "{images} --profile {text} --out {new}", "{text}: not valid JSON"),
     case("san-embed", "{images} --profile {missing} --out {new}", "--profile"),
     case("san-embed", "{images} --profile {text} --model {onnx} --out {new}", "--model"),
+    case("san-search", "query {emb} --images {image} --profile {text}", "{text}: not valid JSON"),
     # san-search build / query / masks
     case("san-search", "build {emb} --recall-queries -4", "--recall-queries"),
     case("san-search", "build {emb} --nprobe 0", "--nprobe"),
