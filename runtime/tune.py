@@ -12,8 +12,9 @@ A row that fails its rule is never chosen.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from runtime.base import Backend
 from runtime.machine import cpu_name, instruction_sets
 from runtime.registry import open_backend
 from san.contract.artifact import read_contract
+from san.contract.json_record import read_record
 from san.contract.rules import RULES
 from san.evaluation.metrics import paired_cosine
 from san.io.atomic import atomic_write_json
@@ -33,10 +35,14 @@ from san.io.errors import ToolkitError
 from san.io.hashing import file_sha256
 from san.io.preprocess import load_image
 
+#: The runtimes a profile records, and the distributions each may be installed as.
+RUNTIMES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",)}
 PROFILE_FORMAT = "san-tune-profile"
 PROFILE_VERSION = 1
-#: A profile is a few KB; it is read whole.
-MAX_PROFILE_BYTES = 2**20
+
+
+#: The backend options a profile may hold, with their types (what :func:`candidates` writes).
+OPTION_TYPES: dict[str, type | tuple[type, ...]] = {"threads": int, "providers": list, "precision": str}
 
 
 class ProfileError(ToolkitError, ValueError):
@@ -74,12 +80,15 @@ class Row:
 
 
 def machine() -> dict[str, Any]:
-    """The facts a profile is valid for: the CPU's instruction sets and the runtimes' versions
-    (the CPU's name is recorded, not compared: one model runs the same kernels under any name)."""
+    """The facts a profile is valid for: the CPU's instruction sets and the runtimes' versions, read
+    from their installed distributions without importing them (the CPU's name is recorded, not
+    compared: one model runs the same kernels under any name)."""
     versions = {}
-    for module in ("onnxruntime", "openvino"):
-        if importlib.util.find_spec(module) is not None:
-            versions[module] = __import__(module).__version__
+    for runtime, distributions in RUNTIMES.items():
+        for distribution in distributions:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                versions[runtime] = importlib.metadata.version(distribution)
+                break
     return {"cpu": cpu_name(), "instruction_sets": list(instruction_sets()), "versions": versions}
 
 
@@ -155,22 +164,26 @@ def write_profile(path: Path, model: Path, rows: Sequence[Row], batch: int) -> R
     return chosen
 
 
+def _valid_option(name: str, value: object) -> bool:
+    """Whether ``name`` = ``value`` is a backend option of :data:`OPTION_TYPES`, of its type."""
+    if isinstance(value, bool) or not isinstance(value, OPTION_TYPES.get(name, ())):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    return not isinstance(value, list) or all(isinstance(item, str) for item in value)
+
+
 def check_profile(path: Path) -> dict[str, Any]:
     """The choice of the profile at ``path`` (artifact, backend, options); :class:`ProfileError`
     in one line when the file is not a profile or was made on another kind of machine."""
-    if not path.is_file():
-        raise ProfileError(f"{path}: profile not found (san-tune writes it)")
-    if path.stat().st_size > MAX_PROFILE_BYTES:
-        raise ProfileError(f"{path}: refused: {path.stat().st_size} bytes, more than a profile's {MAX_PROFILE_BYTES}")
-    try:
-        profile = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
-        raise ProfileError(f"{path}: not a san-tune profile")
+    profile = read_record(path, format=PROFILE_FORMAT, limit="MAX_PROFILE_BYTES", what="san-tune profile",
+                          written_by="san-tune writes it", error=ProfileError)
     choice, made_on = profile.get("choice"), profile.get("machine")
     if not isinstance(choice, dict) or not isinstance(made_on, dict) or not isinstance(choice.get("options"), dict):
         raise ProfileError(f"{path}: its choice or machine record is missing")
+    for name, value in choice["options"].items():
+        if not _valid_option(name, value):
+            raise ProfileError(f"{path}: backend option {name!r} = {value!r} is not one san-tune writes")
     here = machine()
     for key, what in (("instruction_sets", "instruction sets"), ("versions", "runtime versions")):
         if made_on.get(key) != here[key]:

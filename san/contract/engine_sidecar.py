@@ -8,14 +8,13 @@ An engine has no metadata of its own, so this file is what every reader of an en
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from san.contract.input_convention import INPUT_CONVENTION_KEY, InputConvention
-from san.contract.limits import exceeds
+from san.contract.json_record import read_record
 from san.contract.spec import METADATA_KEY, ContractError, InputSpec
 from san.contract.tensorrt_target import TargetEnvironment
 from san.io.atomic import atomic_write_json
@@ -86,16 +85,8 @@ class EngineSidecar:
         """The sidecar of ``engine_path``; :class:`ContractError` naming the file and the field
         that is missing or of the wrong type."""
         path = sidecar_path(engine_path)
-        if not path.is_file():
-            raise ContractError(f"{path}: engine sidecar not found (written by `san-export --trt` beside the engine)")
-        if over := exceeds(path.stat().st_size, "MAX_SIDECAR_BYTES"):
-            raise ContractError(f"{path}: refused: {over}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ContractError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-            raise ContractError(f"{path}: not a SAN engine sidecar (expected format {SIDECAR_FORMAT!r})")
+        data = read_record(path, format=SIDECAR_FORMAT, limit="MAX_SIDECAR_BYTES", what="SAN engine sidecar",
+                           written_by="written by `san-export --trt` beside the engine", error=ContractError)
         try:
             return cls._from_dict(data)
         except ContractError as exc:

@@ -55,6 +55,8 @@ MAX_CHECKPOINT_RECORD_BYTES = 64 * 2**20
 
 #: An engine's JSON sidecar (:mod:`san.contract.engine_sidecar`): about 2 KB; it is read whole.
 MAX_SIDECAR_BYTES = 2**20
+#: A ``san-tune`` profile (:mod:`runtime.tune`): a few KB; it is read whole.
+MAX_PROFILE_BYTES = 2**20
 
 #: What reading a FAISS index may allocate beyond twice its file's size: the tables FAISS computes
 #: on read (an IVF-PQ's precomputed distance tables, an HNSW's search buffers) are tens of MB for

@@ -85,6 +85,10 @@ def test_a_profile_from_another_kind_of_machine_is_refused_in_one_line(tiny: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "made on a machine with other" in err[0] and "run san-tune on this machine" in err[0]
         assert not (tmp_path / "out").exists()
+    for options in ({"threads": "two"}, {"threads": 0}, {"providers": [1]}, {"colour": "red"}):
+        profile.write_text(json.dumps({**record, "choice": {**record["choice"], "options": options}}))
+        assert san_embed([str(tiny / "images"), "--profile", str(profile), "--out", str(tmp_path / "out")]) == 2
+        assert "is not one san-tune writes" in capsys.readouterr().err and not (tmp_path / "out").exists()
     profile.write_text("{}")
     assert san_embed([str(tiny / "images"), "--profile", str(profile), "--out", str(tmp_path / "out")]) == 2
     assert "not a san-tune profile" in capsys.readouterr().err
