@@ -62,12 +62,16 @@ def nncf_ir(onnx_path: Path, images: list[Path], out: Path, ignored: list[str] |
     return out
 
 
+def _cpu_options(backend: str, threads: int) -> dict[str, Any]:
+    """The same CPU threads for every backend; onnxruntime on its CPU provider."""
+    return {"threads": threads, **({"providers": ["cpu"]} if backend == "onnxruntime" else {})}
+
+
 def speed(artifact: Path, backend: str, threads: int, images: np.ndarray, batches: tuple[int, ...],
           repeats: int) -> dict[int, float]:
     """Model-only images per second at each batch size (after one warm-up call), in this process."""
-    options: dict[str, Any] = {"threads": threads, **({"providers": ["cpu"]} if backend == "onnxruntime" else {})}
     rates = {}
-    with open_backend(artifact, backend, **options) as model:
+    with open_backend(artifact, backend, **_cpu_options(backend, threads)) as model:
         for size in batches:
             chunks = [images[i : i + size] for i in range(0, len(images) - size + 1, size)]
             model.infer(chunks[0])
@@ -82,8 +86,7 @@ def speed(artifact: Path, backend: str, threads: int, images: np.ndarray, batche
 def fidelity(artifact: Path, backend: str, threads: int, eval_root: Path) -> Any:
     """The split's embeddings by ``artifact`` (query and gallery, in record order)."""
     dataset = load_dataset("synthetic", eval_root, verbose=False)
-    options: dict[str, Any] = {"threads": threads, **({"providers": ["cpu"]} if backend == "onnxruntime" else {})}
-    with open_backend(artifact, backend, **options) as model:
+    with open_backend(artifact, backend, **_cpu_options(backend, threads)) as model:
         return embed_split(model, dataset, batch_size=32, workers=1)
 
 
