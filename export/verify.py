@@ -31,7 +31,7 @@ from san.contract.onnx_graph import mask_tensors, session_exposing, unused_tenso
 from san.contract.rules import RULES, Rule
 from san.contract.spec import ContractError, InputSpec
 from san.evaluation.metrics import paired_cosine
-from san.evaluation.retrieval import MaskFlips
+from san.evaluation.retrieval import MaskFlips, sort_flips
 from san.io.discovery import IMAGE_SUFFIXES, discover_images
 from san.io.preprocess import load_image
 from san.model.network import SAN
@@ -196,10 +196,9 @@ def verify_onnx(
                 t[4] += clean.sum()
             if stage in hard and stage in masks:
                 flipped = flips.add(stage, ref.masks[index].cpu().numpy().astype(bool), got[masks[stage]].astype(bool))
-                far = flipped if margin is None else flipped & (np.abs(ref_pi - hard[stage]) >= margin)
-                t[1] += (far & upstream).sum()
-                t[2] += (far & ~upstream).sum()
-                upstream = upstream | flipped.any(axis=(1, 2, 3), keepdims=True)
+                propagated, unexplained, upstream = sort_flips(flipped, ref_pi, hard[stage], margin, upstream)
+                t[1] += propagated
+                t[2] += unexplained
         flipped_images.append(upstream.reshape(-1))
     cos, flipped = np.concatenate(cosines), np.concatenate(flipped_images)
     blocks = [BlockFlips(s, int(t[0]), flips.counts.get(s, [0])[0], int(t[1]), int(t[2]), float(t[3]) if t[4] else None,

@@ -142,6 +142,27 @@ class Backend(ABC):
         with the contract.
         """
         spec = self.spec
+        out = self._infer(self._prepared(batch))
+        expected = (batch.shape[0], spec.embedding_dim)
+        if out.shape != expected:
+            raise ContractError(
+                f"{self.artifact}: {self.name} backend returned shape {out.shape}; the contract expects {expected}"
+            )
+        return out.astype(np.float32, copy=False)
+
+    def inner_tensors(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray] | None:
+        """The graph's tensors ``names`` (e.g. each block's ``pi`` and hard mask) for ``batch``, as
+        :meth:`infer` takes it, computed by the same runtime and settings with those tensors made
+        outputs too; None where this backend cannot read inner tensors."""
+        return self._inner(self._prepared(batch), tuple(names))
+
+    def _inner(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+        """Subclasses that can read inner tensors return them; by default they cannot."""
+        return None
+
+    def _prepared(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` checked against the contract and the artifact's batch limits, in the artifact's encoding."""
+        spec = self.spec
         if not isinstance(batch, np.ndarray) or batch.dtype not in (np.uint8, np.float32):
             got = batch.dtype if isinstance(batch, np.ndarray) else type(batch).__name__
             raise ContractError(f"input batch must be a uint8 or float32 numpy array (0..255 scale), got {got}")
@@ -152,13 +173,7 @@ class Backend(ABC):
                 f"{self.artifact}: batch of {batch.shape[0]} images is outside what this "
                 f"{self.name} artifact accepts ({low}..{high}); split or pad the batch"
             )
-        out = self._infer(np.ascontiguousarray(batch) if self.convention.is_default else self.convention.encode(batch))
-        expected = (batch.shape[0], spec.embedding_dim)
-        if out.shape != expected:
-            raise ContractError(
-                f"{self.artifact}: {self.name} backend returned shape {out.shape}; the contract expects {expected}"
-            )
-        return out.astype(np.float32, copy=False)
+        return np.ascontiguousarray(batch) if self.convention.is_default else self.convention.encode(batch)
 
     @abstractmethod
     def _activate(self) -> InputSpec:

@@ -15,7 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.contract.artifact import contract_from, load_onnx
+from san.contract.artifact import contract_from, load_onnx, load_onnx_with_data
+from san.contract.onnx_graph import with_outputs
 from san.contract.spec import ContractError, InputSpec
 from san.io.error_reason import reason
 
@@ -48,6 +49,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self._resolve_providers(requested)
         self._session: ort.InferenceSession | None = None
         self._fixed_batch: int | None = None
+        self._exposing: dict[tuple[str, ...], ort.InferenceSession] = {}
 
     def auto_device(self) -> str:
         return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
@@ -66,15 +68,19 @@ class OnnxRuntimeBackend(Backend):
         on_gpu = {"cuda", "tensorrt"}
         return [(PROVIDERS[p], {"device_id": self.device.index}) if p in on_gpu else PROVIDERS[p] for p in requested]
 
-    def _activate(self) -> InputSpec:
+    def _session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return options
+
+    def _activate(self) -> InputSpec:
         load_onnx(self.artifact)  # refuses external data outside the model's folder before onnxruntime opens it
         try:
-            session = ort.InferenceSession(str(self.artifact), sess_options=options, providers=self.providers)
+            session = ort.InferenceSession(str(self.artifact), sess_options=self._session_options(),
+                                           providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BackendError(f"{self.artifact}: onnxruntime cannot load this file: {reason(exc)}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -102,8 +108,17 @@ class OnnxRuntimeBackend(Backend):
         (out,) = self.loaded(self._session).run([self._output_name], feed)
         return out
 
+    def _inner(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """A second session of the same file, options and providers, with ``names`` as outputs too."""
+        if names not in self._exposing:
+            proto = with_outputs(load_onnx_with_data(self.artifact), names)
+            self._exposing[names] = ort.InferenceSession(proto.SerializeToString(), sess_options=self._session_options(),
+                                                         providers=self.providers)
+        feed = {self._input_name: as_model_dtype(batch, self._input_dtype, self.artifact)}
+        return dict(zip(names, self._exposing[names].run(list(names), feed), strict=True))
+
     def _deactivate(self) -> None:
-        self._session = None
+        self._session, self._exposing = None, {}
 
     def batch_limits(self) -> tuple[int, int]:
         if self._fixed_batch is not None:

@@ -392,13 +392,14 @@ class DatasetGroup(ArgumentGroup[DatasetRequest]):
     root: Callable[[str], Path]
     root_help: str
     required: bool = False
+    default_help: str = "the one the checkpoint was trained on"
 
     def add(self, parser: Adder) -> None:
         from san.data.registry import DATASETS
 
         names = ", ".join(sorted(DATASETS))
         parser.add_argument("--dataset", choices=sorted(DATASETS), default=self.default, required=self.required,
-                            metavar="NAME", help=f"{names} (default {self.default or 'the one the checkpoint was trained on'})")
+                            metavar="NAME", help=f"{names} (default {self.default or self.default_help})")
         parser.add_argument("--root", type=self.root, required=self.required, metavar="DIR", help=self.root_help)
         parser.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                             help="loader option, repeatable (cuhk03: variant=labeled|detected, protocol=classic|new, "

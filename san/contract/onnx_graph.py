@@ -95,8 +95,8 @@ def unused_tensors(proto: onnx.ModelProto, names: Sequence[str], output: str) ->
     return set(names) - needed
 
 
-def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.InferenceSession:
-    """An onnxruntime CPU session of ``proto`` whose outputs also include the tensors ``names``."""
+def with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` whose outputs also include the tensors ``names``."""
     proto = copy.deepcopy(proto)
     listed = {o.name for o in proto.graph.output}
     hidden = [name for name in names if name not in listed]
@@ -106,9 +106,14 @@ def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.Infere
             infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
             for name in hidden
         )
+    return proto
+
+
+def session_exposing(proto: onnx.ModelProto, names: Sequence[str]) -> ort.InferenceSession:
+    """An onnxruntime CPU session of ``proto`` whose outputs also include the tensors ``names``."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(with_outputs(proto, names).SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 #: The opset whose Reduce ops take ``axes`` as an attribute: what TensorRT 8.6's parser reads.

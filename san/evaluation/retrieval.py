@@ -284,3 +284,15 @@ class MaskFlips:
     def rates(self) -> dict[int, float]:
         """Stage -> fraction of mask elements that flipped (0 when none were counted)."""
         return {stage: f / n if n else 0.0 for stage, (f, n) in self.counts.items()}
+
+
+def sort_flips(flipped: np.ndarray, reference_pi: np.ndarray, threshold: float, margin: float | None,
+               upstream: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """Sort one block's mask flips (N x C x H x W, blocks taken in graph order) by their cause:
+    (propagated, unexplained, the images flipped so far). A flip whose reference pi lies within
+    ``margin`` of ``threshold`` is rounding and counted in neither (``margin`` None: every flip is
+    counted); of the others, one in an image that flipped in an earlier block (``upstream``,
+    N x 1 x 1 x 1) is *propagated*, any other *unexplained*."""
+    far = flipped if margin is None else flipped & (np.abs(reference_pi - threshold) >= margin)
+    return (int((far & upstream).sum()), int((far & ~upstream).sum()),
+            upstream | flipped.any(axis=(1, 2, 3), keepdims=True))

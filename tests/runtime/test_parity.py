@@ -11,14 +11,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from runtime import open_backend
 from runtime.cli_parity import main
 from runtime.parity import Artifact, run_parity
 from san.contract.rules import RULES, Rule, override_rules
 from san.data.registry import load_dataset
-from san.evaluation.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_embeddings, evaluate_ranking, mcnemar_exact
+from san.evaluation.metrics import PairedDelta, Rank1Change, euclidean_distance, evaluate_ranking, mcnemar_exact
 from san.evaluation.retrieval import Comparison
-from san.io.preprocess import load_image
+from support.independent_retrieval import independent
 from support.module_folders import ModuleFolders
 
 SYNTH = {"ids": 8, "cameras": 3, "height": 64, "width": 32}
@@ -49,17 +48,6 @@ def other_onnx(tiny: Path, module_tmp: ModuleFolders) -> Path:
 def args(tiny: Path, synth: Path, *extra: str) -> list[str]:
     return ["--ckpt", str(tiny / "model.pt"), "--dataset", "synthetic", "--root", str(synth),
             "--threads", "1", "--workers", "1", "--no-progress", *extra]
-
-
-def independent(artifact: Path, synth: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(query, gallery embeddings, mAP, rank-1) computed directly: decode, one backend call, san.evaluation.metrics."""
-    data = load_dataset("synthetic", synth, verbose=False)
-    with open_backend(artifact, threads=1) as backend:
-        q, g = (backend.infer(np.stack([load_image(r.path, backend.spec) for r in split]))
-                for split in (data.query, data.gallery))
-    labels = [np.array([getattr(r, a) for r in s]) for a in ("pid", "camid") for s in (data.query, data.gallery)]
-    result = evaluate_embeddings(q, g, *labels)
-    return q, g, result.mAP, float(result.cmc[0])
 
 
 def test_torch_vs_onnxruntime_fp32_passes_and_its_numbers_match_an_independent_computation(
