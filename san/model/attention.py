@@ -25,13 +25,15 @@ _PROB_EPS = 1e-6
 def minmax_normalize(x: Tensor) -> Tensor:
     """Eq. 3: per-sample, per-channel min-max normalisation over (H, W) onto [0, 1].
 
-    A constant channel (max = min) gives 0, never NaN.
+    A constant channel (max = min) gives 0, never NaN. The extremes are taken over the two
+    axes in place, not over a flattened view: the export is then ReduceMin/ReduceMax over
+    axes (2, 3) with no Reshape around them, which runtimes with blocked memory layouts
+    (OpenVINO's CPU plugin) compute without converting every block's tensor to a plain
+    layout and back (``benchmarks/openvino_profile.py``).
     """
-    flat = x.flatten(2)  # N x C x (H*W)
-    lo = flat.amin(dim=2, keepdim=True)
-    hi = flat.amax(dim=2, keepdim=True)
-    pi = (flat - lo) / (hi - lo).clamp_min(_RANGE_EPS)
-    return pi.view_as(x)
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    hi = x.amax(dim=(2, 3), keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(_RANGE_EPS)
 
 
 def gumbel_softmax_bernoulli(pi: Tensor, tau: Tensor | float) -> Tensor:

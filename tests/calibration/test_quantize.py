@@ -77,17 +77,24 @@ def test_pooling_and_embedding_head_stay_float(quantized, fp32_onnx: Path, calib
 
 
 def test_unprotected_quantization_would_put_qdq_on_the_mask_path(quantized) -> None:
-    """The check above can fail: a Q/DQ pair in front of the min-max normalisation is found."""
+    """The check above can fail: a Q/DQ pair in front of the min-max normalisation, and one
+    inside it (between the subtraction and the division), are found edge by edge."""
     model = onnx.load(quantized.out)
     paths = find_mask_paths(model)
-    reduce_min = next(n for n in model.graph.node if n.name in paths[0].nodes and n.op_type == "ReduceMin")
-    q = onnx.helper.make_node("QuantizeLinear", [reduce_min.input[0], "s", "z"], ["q_out"], name="leak_q")
-    dq = onnx.helper.make_node("DequantizeLinear", ["q_out", "s", "z"], ["dq_out"], name="leak_dq")
-    model.graph.node.extend([q, dq])
+    inside = [n for n in model.graph.node if n.name in paths[0].nodes]
+    reduce_min = next(n for n in inside if n.op_type == "ReduceMin")
+    divide = next(n for n in inside if n.op_type == "Div")
+    subtract = next(n for n in inside if n.op_type == "Sub" and n.output[0] in divide.input)
     source = reduce_min.input[0]
-    reduce_min.input[0] = "dq_out"
     producer = next(n for n in model.graph.node if source in n.output)
-    assert quant_nodes_on_path(model, paths) == [f"{producer.name} -> leak_q", f"leak_dq -> {reduce_min.name}"]
+    assert producer.name in paths[0].entry  # X's producer: its other readers may see quantized values
+    for tag, consumer, tensor in (("x", reduce_min, source), ("range", divide, subtract.output[0])):
+        model.graph.node.extend([
+            onnx.helper.make_node("QuantizeLinear", [tensor, "s", "z"], [f"q_{tag}"], name=f"leak_q_{tag}"),
+            onnx.helper.make_node("DequantizeLinear", [f"q_{tag}", "s", "z"], [f"dq_{tag}"], name=f"leak_dq_{tag}")])
+        consumer.input[list(consumer.input).index(tensor)] = f"dq_{tag}"
+    assert sorted(quant_nodes_on_path(model, paths)) == sorted([
+        f"leak_dq_x -> {reduce_min.name}", f"{subtract.name} -> leak_q_range", f"leak_dq_range -> {divide.name}"])
 
 
 def test_output_keeps_the_contract_and_records_the_calibration(quantized, fp32_onnx: Path) -> None:
