@@ -277,3 +277,33 @@ def test_openvino_int8_benchmark_judges_each_quantizer_by_the_int8_rule(tiny: Pa
     assert rows["OpenVINO fp32 at f32"][-1] == "fp32: pass" and rows["OpenVINO, the toolkit's Q/DQ file"][-1].startswith("int8: ")
     for name in ("OpenVINO, NNCF, the toolkit's placement ignored", "OpenVINO, NNCF defaults"):
         assert rows[name][-1].startswith("int8: ") or rows[name][1].startswith("skipped: ")
+
+
+def test_kernel_precisions_are_read_from_openvino_exec_types() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from openvino_profile import kernel_precision
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cases = {"brgconv_avx512_amx_I8": "int8", "jit_avx512_U8": "int8", "brgconv_avx512_amx_BF16": "bf16",
+             "jit_avx2_FP32": "f32", "ref_any_f32": "f32", "unknown": "other", "undef": "other"}
+    assert {exec_type: kernel_precision(exec_type) for exec_type in cases} == cases
+
+
+def test_openvino_profile_smoke(tmp_path: Path) -> None:
+    """Every configuration is profiled and its time split by kernel precision sums to the whole;
+    the fp32 file at f32 runs in f32 kernels and the INT8 file runs some in INT8."""
+    from runtime.machine import instruction_sets
+
+    lines = run_script("openvino_profile.py", "--smoke", "--work", str(tmp_path), "--threads", "1")
+    peaks = next(line for line in lines if line.startswith("peak of 1x1 convolutions"))
+    assert all(f"{precision} " in peaks for precision in ("f32", "bf16", "int8"))
+    header = table_header(lines, "| configuration ")
+    rows = {row[0]: dict(zip(header, row)) for row in table_rows(lines, "| configuration ")}
+    assert list(rows) == ["fp32 file at f32", "fp32 file at bf16", "INT8 Q/DQ at f32", "INT8 Q/DQ at bf16"]
+    shares = ("% time int8", "% bf16", "% f32", "% other")
+    for name, row in rows.items():
+        assert float(row["img/s"]) > 0 and 97 <= sum(int(row[s]) for s in shares) <= 103, (name, row)
+    assert int(rows["fp32 file at f32"]["% f32"]) > 50 and int(rows["INT8 Q/DQ at f32"]["% time int8"]) > 0
+    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(instruction_sets()))  # elsewhere OpenVINO runs bf16 as f32
+    assert (int(rows["fp32 file at bf16"]["% bf16"]) > 50) == bf16, rows["fp32 file at bf16"]
