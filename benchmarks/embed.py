@@ -75,6 +75,7 @@ from common import (
 from runtime.base import physical_cores
 from runtime.embed import EMBEDDINGS
 from runtime.machine import cpu_name
+from san.contract.artifact import read_checkpoint_header
 from san.contract.rules import RULES
 from san.evaluation.metrics import paired_cosine
 from san.evaluation.retrieval import default_workers
@@ -655,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {cpu_name()} ({cpu_flags()}), {os.cpu_count()} CPUs; load average {load_average()}")
     print(f"versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Pillow {PIL.__version__} "
           f"(libjpeg-turbo {features.check_feature('libjpeg_turbo')})")
+    if args.ckpt is not None:  # its own input size: the images are made for it, the start-up embeds at it
+        spec = read_checkpoint_header(args.ckpt)["config"]["spec"]
+        args.height, args.width = spec["height"], spec["width"]
     embedded, pool = prepare_images(args.work, args.images, args.height, args.width, args.source_scale)
     art = prepare_models(args, pool, embedded)
     setup = Setup(embedded, tuple(discover_images(embedded)), args.batch_size, threads,
