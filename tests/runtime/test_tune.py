@@ -5,6 +5,7 @@ of machine is refused in one line."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,10 +17,14 @@ from calibration.quantize import QuantizeOptions, quantize_onnx
 from runtime.cli_embed import main as san_embed
 from runtime.cli_search import main as san_search
 from runtime.cli_tune import main as san_tune
-from runtime.tune import Candidate, Row, choose, tune
+from runtime.tune import Candidate, Row, candidates, choose, tune
 from san.contract.artifact import INPUT_NAME, pi_name, read_contract
+from san.contract.engine_sidecar import BatchProfile, EngineSidecar, sidecar_path
+from san.contract.input_convention import InputConvention
 from san.contract.onnx_graph import session_exposing
 from san.contract.rules import RULES
+from san.contract.spec import InputSpec
+from san.contract.tensorrt_target import TargetEnvironment
 from san.data.registry import load_dataset
 from san.io.discovery import discover_images
 from san.io.preprocess import load_image
@@ -170,3 +175,22 @@ def test_split_options_without_a_data_set_are_refused_in_one_line(tiny: Path, tm
     assert san_tune([*base, "--seconds", "1", "--budget", "5"]) == 2
     assert "not allowed with" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_tensorrt_engine_is_a_row_at_its_sidecars_precision_and_refused_in_one_line_without_tensorrt(
+        tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"\x00" * 64)  # never deserialized here: the row is planned from the sidecar
+    sidecar = EngineSidecar(InputSpec(height=64, width=32), InputConvention(), "fp16", False, False,
+                            BatchProfile(1, 8, 32), TargetEnvironment("10.13.0", "NVIDIA H100 80GB HBM3", "9.0"),
+                            "0" * 64, "1" * 64, {})
+    sidecar_path(engine).write_text(json.dumps(sidecar.to_dict()))
+    rows = candidates(tiny / "model.onnx", None, 1, [engine])
+    assert (rows[-1].name, rows[-1].backend, rows[-1].kind, rows[-1].options) == (
+        "TensorRT fp16 (model.fp16.engine)", "tensorrt", "fp16", {})
+    if importlib.util.find_spec("tensorrt") is not None:
+        return  # the refusal below is what a machine without TensorRT says
+    assert san_tune([str(tiny / "model.onnx"), "--engine", str(engine), "--images", str(tiny / "images"),
+                     "--profile", str(tmp_path / "p.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensorrt" in err[0] and not (tmp_path / "p.json").exists()
