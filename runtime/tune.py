@@ -196,8 +196,9 @@ def tune(rows: Sequence[Candidate], root: Path, paths: Sequence[str], batches: S
          ) -> list[Row]:
     """Measure each of ``rows`` (the first is the reference) on the images ``paths`` under ``root``:
     model-only speed at each batch size and end-to-end speed at the largest (``workers`` decode
-    processes; None: ``san-embed``'s default), about ``seconds`` each, and fidelity against the reference; on ``dataset`` too
-    when given. ``progress`` hears each step (:func:`steps_per_row` per row)."""
+    processes; None: ``san-embed``'s default), about ``seconds`` each, and fidelity against the
+    reference, on ``dataset`` too when given. ``progress`` hears each step (:func:`steps_per_row`
+    per row)."""
     spec = read_contract(rows[0].artifact)
     images = Images(root, list(paths), np.stack([load_image(root / path, spec) for path in paths]))
     stages = hard_mask_stages(load_onnx(rows[0].artifact), rows[0].artifact)
@@ -211,7 +212,8 @@ def tune(rows: Sequence[Candidate], root: Path, paths: Sequence[str], batches: S
             embeddings, pi, masks = _run(backend, images.decoded, largest, _mask_names(candidate.artifact, stages))
             for size in batches:
                 progress(f"{candidate.name}: batch {size}")
-                row.images_per_second[size] = _rate(backend, np.resize(images.decoded, (size, *images.decoded.shape[1:])), seconds)
+                batch = np.resize(images.decoded, (size, *images.decoded.shape[1:]))
+                row.images_per_second[size] = _rate(backend, batch, seconds)
             progress(f"{candidate.name}: end to end")
             row.end_to_end = _end_to_end(backend, images, largest, workers, row.images_per_second[largest] * seconds)
             split = None
