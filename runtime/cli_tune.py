@@ -33,7 +33,8 @@ from your files by --workers processes, then embedded) at the largest. Each is j
 onnxruntime fp32 on the same images by its precision's rule (san-parity's rule table): paired
 cosine, the hard masks read from inside the graph (onnxruntime and OpenVINO; a flip far from the
 threshold with none upstream fails an fp32 row), and with --dataset its retrieval on that labelled
-split (mAP and rank-1 deltas). The profile names the fastest row that passes at the largest batch,
+split (mAP and rank-1 deltas). The profile names the fastest row that passes at --choose-at (the
+largest batch unless given: a tracker that embeds a few crops per frame wants 1 or 8),
 and the machine it was measured on: san-embed refuses it on a machine with other instruction sets
 or runtime versions.
 """
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your images, searched recursively (the first --max-images of them)")
     parser.add_argument("--max-images", type=count(2), default=64, metavar="N", help="images judged (default %(default)s)")
     parser.add_argument("--batches", type=batch_list, default=(1, 8, 32), metavar="B,B",
-                        help="batch sizes timed (default 1,8,32); the profile is chosen at the largest")
+                        help="batch sizes timed (default 1,8,32)")
+    parser.add_argument("--choose-at", type=count(1, 4096), metavar="B",
+                        help="the batch size the profile's row is chosen at, one of --batches (default the largest)")
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument("--seconds", type=positive_seconds, metavar="S",
                         help=f"time per row and measurement (default {DEFAULT_SECONDS:g})")
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(data.name, data.root, verbose=False, **(data.options or {}))
     elif data.root is not None or data.options:
         raise ValueError("--root and --dataset-arg describe a labelled split: give --dataset too")
+    if args.choose_at is not None and args.choose_at not in args.batches:
+        raise ValueError(f"--choose-at {args.choose_at}: not one of --batches {','.join(map(str, args.batches))}")
     rows = candidates(args.model, args.int8, THREADS.read(args), args.engine)
     steps = steps_per_row(args.batches, dataset)
     timed = len(rows) * (len(args.batches) + 1)
@@ -123,19 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     measured = tune(rows, args.images, paths, args.batches, seconds, workers=run.workers, dataset=dataset,
                     progress=step)
     bar.close()
-    largest = max(args.batches)
-    chosen = write_profile(Path(profile), args.model, measured, largest)
-    print(render(measured, chosen, args.batches))
+    at = args.choose_at or max(args.batches)
+    chosen = write_profile(Path(profile), args.model, measured, at)
+    print(render(measured, chosen, args.batches, at))
     print(f"{len(rows)} rows in {time.perf_counter() - started:.0f} s ({seconds:.2g} s per timing); profile: {profile} "
-          f"({chosen.name} at batch {largest}; san-embed IMAGES --profile {profile})")
+          f"({chosen.name} at batch {at}; san-embed IMAGES --profile {profile})")
     return 0
 
 
-def render(rows: list[Row], chosen: Row, batches: tuple[int, ...]) -> str:
-    """The table san-tune prints: speed, its ratio to the reference, and each row's fidelity and rule."""
+def render(rows: list[Row], chosen: Row, batches: tuple[int, ...], at: int) -> str:
+    """The table san-tune prints: speed, its ratio to the reference at batch ``at``, and each row's
+    fidelity and rule."""
     largest, reference = max(batches), rows[0]
     split = rows[0].split
-    head = ["row", *(f"img/s batch {b}" for b in batches), f"x fp32 at {largest}", f"end to end at {largest}",
+    head = ["row", *(f"img/s batch {b}" for b in batches), f"x fp32 at {at}", f"end to end at {largest}",
             "cos min", "cos mean", "images with a mask flip", *([f"dmAP / drank-1 on {split.dataset}"] if split else []),
             "rule"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -145,7 +151,7 @@ def render(rows: list[Row], chosen: Row, batches: tuple[int, ...]) -> str:
                      f", {row.masks.unexplained} unexplained" if row.masks.unexplained else ""))
         cells = [f"{row.name}{' (chosen)' if row is chosen else ''}",
                  *(f"{row.images_per_second[b]:.1f}" for b in batches),
-                 f"{row.images_per_second[largest] / reference.images_per_second[largest]:.2f}x",
+                 f"{row.images_per_second[at] / reference.images_per_second[at]:.2f}x",
                  f"{row.end_to_end:.1f} img/s" if row.end_to_end else "-", f"{row.cosine_min:.4f}",
                  f"{row.cosine_mean:.4f}", flips]
         if split:

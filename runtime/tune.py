@@ -12,7 +12,7 @@ TensorRT engines where present). Each row is
   :func:`san.evaluation.retrieval.sort_flips`), and, given a labelled split, its retrieval as
   ``san-parity`` scores it (mAP and rank-1 deltas, top-10 overlap).
 
-The profile it writes names the fastest row that passes at the largest batch, with the machine it
+The profile it writes names the fastest row that passes at one batch size (``--choose-at``), with the machine it
 was measured on (CPU, instruction sets, runtime versions); ``san-embed --profile`` runs that row and
 refuses a profile made on another kind of machine (:func:`check_profile`). A row that fails its rule
 is never chosen.

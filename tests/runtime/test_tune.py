@@ -99,9 +99,10 @@ def test_the_profile_names_a_passing_row_and_san_embed_runs_it(tiny: Path, int8_
 def test_a_profile_from_another_kind_of_machine_is_refused_in_one_line(tiny: Path, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     profile = tmp_path / "tune.json"
-    assert san_tune([str(tiny / "model.onnx"), "--images", str(tiny / "images"), "--batches", "2", "--seconds", "1",
-                     "--threads", "1", "--profile", str(profile), "--no-progress"]) == 0
+    assert san_tune([str(tiny / "model.onnx"), "--images", str(tiny / "images"), "--batches", "1,2", "--choose-at", "1",
+                     "--seconds", "1", "--threads", "1", "--profile", str(profile), "--no-progress"]) == 0
     record = json.loads(profile.read_text())
+    assert record["batch"] == 1 and "x fp32 at 1" in capsys.readouterr().out
     for change in ({"instruction_sets": ["avx2"]}, {"versions": {"onnxruntime": "1.0.0"}}):
         profile.write_text(json.dumps({**record, "machine": {**record["machine"], **change}}))
         capsys.readouterr()

@@ -205,6 +205,7 @@ CASES = [
     case("san-tune", "{onnx} --images {images} --batches 1,0", "--batches"),
     case("san-tune", "{onnx} --images {images} --seconds 0", "--seconds"),
     case("san-tune", "{onnx} --images {images} --budget nan", "--budget"),
+    case("san-tune", "{onnx} --images {images} --batches 1,8 --choose-at 4", "--choose-at 4: not one of --batches 1,8"),
     case("san-tune", "{onnx} --images {images} --engine {onnx}", "--engine"),
     case("san-tune", "{onnx} --images {images} --root {dir}", "--root and --dataset-arg describe a labelled split"),
     case("san-tune", "{onnx} --images {images} --dataset synthetic", "--dataset synthetic: give its folder with --root"),
