@@ -195,3 +195,17 @@ def test_a_tensorrt_engine_is_a_row_at_its_sidecars_precision_and_refused_in_one
                      "--profile", str(tmp_path / "p.json"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tensorrt" in err[0] and not (tmp_path / "p.json").exists()
+
+
+def test_a_runtime_that_cannot_read_inner_tensors_is_judged_without_mask_flips(tiny: Path) -> None:
+    """A checkpoint run by PyTorch has no graph whose tensors a runtime exposes: its row has no mask
+    agreement, is judged by its cosines alone, and the table says the flips were not readable."""
+    from runtime.cli_tune import render
+
+    paths = discover_images(tiny / "images")[:4]
+    rows = [Candidate("reference", tiny / "model.onnx", "onnxruntime", {"threads": 1, "providers": ["cpu"]}, "fp32"),
+            Candidate("PyTorch", tiny / "model.pt", "torch", {"threads": 1}, "fp32")]
+    reference, torch_row = tune(rows, tiny / "images", paths, (2,), 0.05, workers=0)
+    assert reference.masks is not None and torch_row.masks is None
+    assert torch_row.passed and torch_row.cosine_min >= RULES["fp32"].min_cosine_min
+    assert "| not readable |" in render([reference, torch_row], reference, (2,), 2)
