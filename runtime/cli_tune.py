@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runtime.options import THREADS
 from runtime.registry import open_backend
-from runtime.tune import Row, candidates, steps_per_row, tune, write_profile
+from runtime.tune import Row, candidates, steps_per_row, timings_per_row, tune, write_profile
 from san.cli.arguments import CommandParser, DatasetGroup, RunGroup, count, existing_folder, model_file, output_file
 from san.cli.command import command
 from san.data.registry import load_dataset
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--choose-at {args.choose_at}: not one of --batches {','.join(map(str, args.batches))}")
     rows = candidates(args.model, args.int8, THREADS.read(args), args.engine)
     steps = steps_per_row(args.batches, dataset)
-    timed = len(rows) * (len(args.batches) + 1)
+    timed = len(rows) * timings_per_row(args.batches)
     seconds = args.budget / timed if args.budget else args.seconds or DEFAULT_SECONDS
     bar = progress_bar(enabled=run.progress, total=len(rows) * steps, desc="tuning", unit="step")
 

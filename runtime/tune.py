@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from runtime.base import Backend
 from runtime.embed import EmbedOptions, LocalRunner
 from runtime.machine import cpu_name, instruction_sets
 from runtime.registry import open_backend
-from san.contract.artifact import hard_mask_stages, load_onnx, pi_name, read_contract, read_provenance
+from san.contract.artifact import contract_of, hard_mask_stages, load_onnx, pi_name, read_provenance
 from san.contract.json_record import read_record
 from san.contract.onnx_graph import mask_tensors
 from san.contract.rules import RULES, Rule
@@ -186,9 +187,14 @@ class _Reference:
     retrieval: Retrieval | None = None
 
 
+def timings_per_row(batches: Sequence[int]) -> int:
+    """Timed measurements of one row: each batch size model-only, and end to end."""
+    return len(batches) + 1
+
+
 def steps_per_row(batches: Sequence[int], dataset: ReidDataset | None) -> int:
-    """Progress steps of one row: judging, each timed batch size, end to end, the split."""
-    return 2 + len(batches) + (dataset is not None)
+    """Progress steps of one row: judging, its timings, the split."""
+    return 1 + timings_per_row(batches) + (dataset is not None)
 
 
 def tune(rows: Sequence[Candidate], root: Path, paths: Sequence[str], batches: Sequence[int], seconds: float, *,
@@ -199,17 +205,22 @@ def tune(rows: Sequence[Candidate], root: Path, paths: Sequence[str], batches: S
     processes; None: ``san-embed``'s default), about ``seconds`` each, and fidelity against the
     reference, on ``dataset`` too when given. ``progress`` hears each step (:func:`steps_per_row`
     per row)."""
-    spec = read_contract(rows[0].artifact)
+    model = load_onnx(rows[0].artifact)
+    spec = contract_of(model, rows[0].artifact)
     images = Images(root, list(paths), np.stack([load_image(root / path, spec) for path in paths]))
-    stages = hard_mask_stages(load_onnx(rows[0].artifact), rows[0].artifact)
+    stages = hard_mask_stages(model, rows[0].artifact)
+    mask_names = {rows[0].artifact: _mask_names(model, stages)}  # each ONNX file parsed once, whatever runs it
     largest = max(batches)
     measured: list[Row] = []
     reference: _Reference | None = None
     for candidate in rows:
         row = Row(candidate.name, str(candidate.artifact.resolve()), candidate.backend, candidate.options, candidate.kind)
+        if candidate.artifact not in mask_names:
+            graph = load_onnx(candidate.artifact) if candidate.artifact.suffix == ".onnx" else None
+            mask_names[candidate.artifact] = {} if graph is None else _mask_names(graph, stages)
         with open_backend(candidate.artifact, candidate.backend, **candidate.options) as backend:
             progress(f"{candidate.name}: judging")
-            embeddings, pi, masks = _run(backend, images.decoded, largest, _mask_names(candidate.artifact, stages))
+            embeddings, pi, masks = _run(backend, images.decoded, largest, mask_names[candidate.artifact])
             for size in batches:
                 progress(f"{candidate.name}: batch {size}")
                 batch = np.resize(images.decoded, (size, *images.decoded.shape[1:]))
@@ -227,11 +238,9 @@ def tune(rows: Sequence[Candidate], root: Path, paths: Sequence[str], batches: S
     return measured
 
 
-def _mask_names(artifact: Path, stages: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """Stage -> (its pi, its hard mask) in the ONNX graph ``artifact``; empty for other artifacts."""
-    if artifact.suffix != ".onnx":
-        return {}
-    masks = mask_tensors(load_onnx(artifact), stages)
+def _mask_names(model: onnx.ModelProto, stages: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Stage -> (its pi, its hard mask) in the ONNX graph ``model``."""
+    masks = mask_tensors(model, stages)
     return {stage: (pi_name(stage), masks[stage]) for stage in stages if stage in masks}
 
 
@@ -301,10 +310,11 @@ def _end_to_end(backend: Backend, images: Images, batch: int, workers: int | Non
     and embedded in batches of ``batch``; the files are cycled to about ``target`` images."""
     count = max(len(images.paths), math.ceil(target))
     paths = [images.paths[i % len(images.paths)] for i in range(count)]
-    spans = [(start, min(start + 1024, count)) for start in range(0, count, 1024)]
+    options = EmbedOptions(batch)
+    spans = [(start, min(start + options.chunk_size, count)) for start in range(0, count, options.chunk_size)]
     runner = LocalRunner(default_workers() if workers is None else workers)
     started = time.perf_counter()
-    done = sum(1 for _ in runner.results(images.root, paths, spans, backend, EmbedOptions(batch)))
+    done = sum(1 for _ in runner.results(images.root, paths, spans, backend, options))
     return done / (time.perf_counter() - started)
 
 
