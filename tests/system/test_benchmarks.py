@@ -290,12 +290,14 @@ def test_kernel_precisions_are_read_from_openvino_exec_types() -> None:
     assert {exec_type: kernel_precision(exec_type) for exec_type in cases} == cases
 
 
-def test_openvino_profile_smoke(tmp_path: Path) -> None:
-    """Every configuration is profiled and its time split by kernel precision sums to the whole;
-    the fp32 file at f32 runs in f32 kernels and the INT8 file runs some in INT8."""
+def test_openvino_profile_smoke(tiny: Path, tmp_path: Path) -> None:
+    """Every configuration of the suite's model (it looks trained) is profiled and its time split by
+    kernel precision sums to the whole; the fp32 file at f32 runs in f32 kernels and the INT8 file
+    runs some in INT8."""
     from runtime.machine import instruction_sets
 
-    lines = run_script("openvino_profile.py", "--smoke", "--work", str(tmp_path), "--threads", "1")
+    lines = run_script("openvino_profile.py", "--smoke", "--ckpt", str(tiny / "model.pt"), "--work", str(tmp_path),
+                       "--threads", "1")
     peaks = next(line for line in lines if line.startswith("peak of 1x1 convolutions"))
     assert all(f"{precision} " in peaks for precision in ("f32", "bf16", "int8"))
     header = table_header(lines, "| configuration ")
