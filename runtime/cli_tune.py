@@ -97,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run, data = RUN.read(args), DATA.read(args)
     profile = args.profile or args.model.with_name(f"{args.model.stem}.tune.json")
-    inputs = {"model": args.model, **({"--int8": args.int8} if args.int8 else {}),
-              **{f"--engine {engine}": engine for engine in args.engine}}
-    refuse_overwriting_inputs(profile, inputs, "--profile")
     paths = discover_images(args.images)[: args.max_images]
     if len(paths) < 2:
         raise ValueError(f"--images {args.images}: {len(paths)} image(s); the paired cosine needs at least 2")
@@ -112,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(data.name, data.root, verbose=False, **(data.options or {}))
     elif data.root is not None or data.options:
         raise ValueError("--root and --dataset-arg describe a labelled split: give --dataset too")
+    records = [] if dataset is None else [*dataset.query, *dataset.gallery]
+    inputs = {"model": args.model, **({"--int8": args.int8} if args.int8 else {}),
+              **{f"--engine {engine}": engine for engine in args.engine},
+              **{f"--images image {path}": args.images / path for path in paths},
+              **{f"--root image {r.path}": r.path for r in records}}
+    refuse_overwriting_inputs(profile, inputs, "--profile")
     if args.choose_at is not None and args.choose_at not in args.batches:
         raise ValueError(f"--choose-at {args.choose_at}: not one of --batches {','.join(map(str, args.batches))}")
     rows = candidates(args.model, args.int8, THREADS.read(args), args.engine)

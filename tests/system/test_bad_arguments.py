@@ -210,6 +210,7 @@ CASES = [
     case("san-tune", "{onnx} --images {images} --root {dir}", "--root and --dataset-arg describe a labelled split"),
     case("san-tune", "{onnx} --images {images} --dataset synthetic", "--dataset synthetic: give its folder with --root"),
     case("san-tune", "{onnx} --images {images} --profile {onnx}", "--profile"),
+    case("san-tune", "{onnx} --images {images} --profile {image}", "--profile {image} is the --images image"),
     case("san-tune", "{onnx} --images {dir}", "--images {dir}: 0 image(s)"),
     case("san-embed", "{images} --profile {text} --out {new}", "{text}: not valid JSON"),
     case("san-embed", "{images} --profile {missing} --out {new}", "--profile"),
