@@ -523,15 +523,18 @@ def openvino_skip(precision: str = "f32") -> str | None:
 
 
 def openvino_rows(setup: Setup, art: Artifacts) -> list[Competitor]:
-    """The OpenVINO rows: fp32 and INT8 files, each at f32 and at bf16 float parts."""
+    """The OpenVINO rows: fp32 and INT8 files, each at f32 and at bf16 float parts, and at bf16
+    with the precision-sensitive nodes left unmarked (in bf16 too: what keeping them costs)."""
     rows = []
     for key, label, artifact in (("ov-fp32", "fp32", art.onnx), ("ov-int8", "INT8 Q/DQ", art.int8)):
-        for precision in ("f32", "bf16"):
+        for precision, suffix, keep in (("f32", "", True), ("bf16", "-bf16", True), ("bf16", "-bf16-unmarked", False)):
             skip = (artifact if isinstance(artifact, str) else None) or openvino_skip(precision)
-            options = {"threads": setup.threads, "precision": precision}
+            options: dict[str, Any] = {"threads": setup.threads, "precision": precision}
+            if not keep:
+                options["keep_sensitive_f32"] = False
             kind = "int8" if key == "ov-int8" else "bf16" if precision == "bf16" else "fp32"
-            rows.append(Competitor(key + ("-bf16" if precision == "bf16" else ""),
-                                   f"san-embed OpenVINO {label} at {precision}", san_embed,
+            where = "" if keep else ", mask paths unmarked"
+            rows.append(Competitor(key + suffix, f"san-embed OpenVINO {label} at {precision}{where}", san_embed,
                                    (setup, artifact, "openvino", options), skip, kind))
     return rows
 
@@ -618,7 +621,8 @@ def report(rows: list[Competitor], results: dict[str, Measurement], flops: int, 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python benchmarks/embed.py``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Competitors: reference, torch, ort, "
-                                "int8, ray, ov-fp32, ov-fp32-bf16, ov-int8, ov-int8-bf16, ov-int8-latency (sweep "
+                                "int8, ray, ov-fp32, ov-fp32-bf16, ov-fp32-bf16-unmarked, ov-int8, ov-int8-bf16, ov-int8-bf16-unmarked, "
+                                "ov-int8-latency (sweep "
                                 "only), cuda-eager, cuda-compile, ort-cuda, trt-fp16, trt-int8.")
     p.add_argument("--images", type=int, default=512, help="images to embed (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32,

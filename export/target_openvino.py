@@ -3,7 +3,9 @@ calibration's INT8 Q/DQ file with ``--int8``, for Intel CPUs, GPUs and NPUs.
 
 ``DIR/model.xml`` + ``model.bin`` come from OpenVINO's ONNX converter; the ONNX file's
 ``metadata_props`` (contract, input convention, precision, provenance) go into the model's
-runtime info, section ``san``, where :mod:`san.contract.artifact` reads them. Weights stay f32 unless
+runtime info, section ``san``, where :mod:`san.contract.artifact` reads them. The precision-sensitive
+nodes (mask paths, L2 tail) carry OpenVINO's ``precise`` attribute
+(:mod:`san.contract.openvino_precision`), so a runtime told to compute in bf16 or fp16 keeps them in f32. Weights stay f32 unless
 ``--openvino-fp16-weights``. The INT8 file converts with its Q/DQ pairs (``model.int8.xml``):
 OpenVINO runs the quantized layers in INT8 and keeps in float what calibration kept in float.
 Each IR is run by OpenVINO on the CPU at f32 inference precision (:func:`ir_embedder`; export
@@ -23,19 +25,24 @@ import numpy as np
 
 from export.targets import ExportJob, FolderTarget, Written
 from san.cli.arguments import CommandParser, output_folder
-from san.contract.artifact import IR_SECTION, OUTPUT_NAME, read_metadata, read_model_contract
+from san.contract.artifact import IR_SECTION, OUTPUT_NAME, load_onnx, read_metadata, read_model_contract
+from san.contract.openvino_precision import mark_precise, prepare_marks
+from san.contract.precision import precision_sensitive_nodes
 
 log = logging.getLogger(__name__)
 
 
 def write_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> Path:
-    """Convert ``onnx_path`` to OpenVINO IR at ``xml_path`` (+ ``.bin``), its metadata in the runtime info."""
+    """Convert ``onnx_path`` to OpenVINO IR at ``xml_path`` (+ ``.bin``), its metadata in the runtime
+    info and its precision-sensitive nodes marked to stay in f32."""
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
+    marks = prepare_marks(model, precision_sensitive_nodes(load_onnx(onnx_path)))
     for key, value in read_metadata(onnx_path).items():
         model.set_rt_info(value, [IR_SECTION, key])
     ov.save_model(model, str(xml_path), compress_to_fp16=fp16_weights)
+    mark_precise(xml_path, marks)
     return xml_path
 
 

@@ -4,7 +4,10 @@
 The contract and input convention come from :func:`san.contract.artifact.read_model_contract`, like
 every backend's. Precision is explicit: OpenVINO's default on CPUs with BF16 runs float parts
 in bf16, so ``precision`` (``f32`` unless asked) pins the inference precision hint; ``bf16``
-and ``fp16`` are opt-in and judged by the fp16 rule. Small batches run on a model compiled
+and ``fp16`` are opt-in and judged by the fp16 rule. At ``bf16`` and ``fp16`` the mask paths and
+the L2 tail (:func:`san.contract.precision.precision_sensitive_nodes`) stay in f32
+(:func:`san.contract.openvino_precision.keep_in_f32`): an ONNX file is marked when it is read,
+an IR from ``san-export --openvino`` carries the marks. Small batches run on a model compiled
 for LATENCY; larger ones are split over the asynchronous requests of a model compiled for
 THROUGHPUT (CPU streams), which measured faster from :data:`THROUGHPUT_FROM` images on
 (``benchmarks/embed.py``).
@@ -31,7 +34,9 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from runtime.base import Backend, BackendError, as_model_dtype
-from san.contract.artifact import OUTPUT_NAME, read_model_contract
+from san.contract.artifact import OUTPUT_NAME, kind_for, load_onnx, read_model_contract
+from san.contract.openvino_precision import keep_in_f32
+from san.contract.precision import precision_sensitive_nodes
 from san.contract.spec import ContractError, InputSpec
 from san.io.error_reason import reason
 
@@ -54,6 +59,8 @@ class OpenVINOBackend(Backend):
     ``device``: ``cpu`` (default), ``gpu[:N]`` or ``npu`` (OpenVINO's CPU, GPU.N, NPU).
     ``threads``: the CPU's inference threads. ``precision``: ``f32`` (default), ``bf16`` or
     ``fp16`` (the inference precision hint; INT8 layers of a Q/DQ file stay INT8).
+    ``keep_sensitive_f32``: at ``bf16``/``fp16``, keep the precision-sensitive nodes of an ONNX
+    file in f32 (default; off only to measure what that costs).
     """
 
     name = "openvino"
@@ -61,7 +68,7 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, artifact: str | Path, device: str | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, precision: str | None = None,
-                 compile_cache: str | None = None) -> None:
+                 compile_cache: str | None = None, keep_sensitive_f32: bool = True) -> None:
         super().__init__(artifact, device, threads)
         cache = compile_cache or str(default_compile_cache())
         self.compile_cache = None if cache == "none" else Path(cache)
@@ -70,6 +77,7 @@ class OpenVINOBackend(Backend):
         self.precision = precision or "f32"
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision {self.precision!r}: OpenVINO takes {', '.join(PRECISIONS)}")
+        self.keep_sensitive_f32 = keep_sensitive_f32 and self.precision != "f32"
         self._target = {"cpu": "CPU", "npu": "NPU"}.get(self.device.kind, f"GPU.{self.device.index}")
         self._compiled: dict[str, Any] = {}
         self._exposing: dict[tuple[str, ...], Any] = {}
@@ -84,10 +92,8 @@ class OpenVINOBackend(Backend):
                 raise BackendError(f"--compile-cache {self.compile_cache}: cannot be created ({exc.strerror}); give "
                                    "another folder, or --compile-cache none") from exc
             core.set_property({props.cache_dir: str(self.compile_cache)})
-        try:
-            model = core.read_model(str(self.artifact))
-        except RuntimeError as exc:
-            raise BackendError(f"{self.artifact}: OpenVINO cannot read this model: {reason(exc)}") from exc
+        self._core = core
+        model = self._read_model()
         if len(model.inputs) != 1 or model.input(0).get_element_type() not in _DTYPES:
             raise ContractError(f"{self.artifact}: expected one uint8 or float input, got "
                                 f"{[(i.get_any_name(), str(i.get_element_type())) for i in model.inputs]}")
@@ -96,10 +102,21 @@ class OpenVINOBackend(Backend):
             raise ContractError(f"{self.artifact}: the output {output.get_any_name()!r} is not N x D")
         self._dtype = _DTYPES[model.input(0).get_element_type()]
         self._output = output.get_any_name()
-        self._core, self._model = core, model
+        self._model = model
         self._request = self._compile("LATENCY").create_infer_request()
         self._queue: ov.AsyncInferQueue | None = None  # compiled on the first large batch
         return spec
+
+    def _read_model(self) -> ov.Model:
+        """The artifact as OpenVINO reads it, an ONNX file's precision-sensitive nodes marked f32
+        when they are to be kept so."""
+        try:
+            model = self._core.read_model(str(self.artifact))
+        except RuntimeError as exc:
+            raise BackendError(f"{self.artifact}: OpenVINO cannot read this model: {reason(exc)}") from exc
+        if self.keep_sensitive_f32 and kind_for(self.artifact).name == "onnx":
+            model = keep_in_f32(model, precision_sensitive_nodes(load_onnx(self.artifact)))
+        return model
 
     def _compile(self, mode: str, model: ov.Model | None = None) -> ov.CompiledModel:
         """The model (default: the artifact's) compiled for ``mode`` with this backend's settings."""
@@ -119,7 +136,7 @@ class OpenVINOBackend(Backend):
     def _inner(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """A second compilation of the same file and settings, with ``names`` as outputs too."""
         if names not in self._exposing:
-            model = self._core.read_model(str(self.artifact))
+            model = self._read_model()
             model.add_outputs(list(names))
             self._exposing[names] = self._compile("LATENCY", model)
         compiled = self._exposing[names]
@@ -149,12 +166,25 @@ class OpenVINOBackend(Backend):
         queue.wait_all()
         return np.concatenate(results)
 
+    def kernel_precisions(self) -> dict[str, str]:
+        """Each layer of the model read -> the precision its kernel runs in on this device, from
+        OpenVINO's runtime model of the LATENCY compilation (a layer fused into another reports
+        the fused kernel's)."""
+        compiled = self._compiled.get("LATENCY") or self._compile("LATENCY")
+        precisions: dict[str, str] = {}
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            for layer in info["originalLayersNames"].astype(str).split(","):
+                precisions[layer] = info["runtimePrecision"].astype(str)
+        return precisions
+
     def _deactivate(self) -> None:
         self._compiled, self._request, self._queue, self._model, self._core = {}, None, None, None, None
         self._exposing = {}
 
     def describe(self) -> dict[str, Any]:
-        described: dict[str, Any] = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision}
+        described: dict[str, Any] = {"name": self.name, "device": self._target.split(".")[0], "precision": self.precision,
+                                     "sensitive_nodes_f32": self.keep_sensitive_f32}
         if "LATENCY" in self._compiled:  # what OpenVINO actually runs (a CPU without bf16 falls back to f32)
             compiled = self._compiled["LATENCY"]
             described["inference_precision"] = compiled.get_property(hints.inference_precision).get_type_name()

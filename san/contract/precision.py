@@ -10,8 +10,10 @@ precision keeps these nodes in float:
 - the L2 normalisation after the embedding head (:func:`l2_tail`), a few element-wise ops whose
   float32 costs nothing.
 
-INT8 calibration keeps the mask paths in float (:mod:`calibration.quantize`) and the TensorRT
-half-float rewrite keeps the L2 tail in float32 (:mod:`calibration.half_floats`).
+:func:`precision_sensitive_nodes` names both. INT8 calibration keeps the mask paths in float
+(:mod:`calibration.quantize`), the TensorRT half-float rewrite keeps the L2 tail in float32
+(:mod:`calibration.half_floats`), and OpenVINO's bf16/fp16 keeps both in f32
+(:mod:`san.contract.openvino_precision`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class MaskPath:
     ``source`` is X (the tensor min-max normalised), ``mask`` the float 0/1 mask tensor,
     ``entry`` the producers of X and of the masked feature (kept in float, but they may
     read quantized inputs), ``nodes`` every node name of the path in graph order, the
-    entry nodes included.
+    entry nodes included; ``features`` the producers of the masked feature T alone.
     """
 
     compare: str
@@ -48,6 +50,7 @@ class MaskPath:
     entry: tuple[str, ...]
     nodes: tuple[str, ...]
     output: str = ""  # the block's output F (the Add of Eq. 2, else the Mul)
+    features: tuple[str, ...] = ()
 
 
 def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
@@ -72,7 +75,9 @@ def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
         producers = {id(p): p for name in (source, *features) if (p := g.producer.get(name)) is not None}
         members = {id(n): n for n in (*normalise, compare, *applied, *producers.values())}
         entry = tuple(n.name for n in producers.values())
-        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), _block_output(g, applied)))
+        of_features = tuple(p.name for name in features if (p := g.producer.get(name)) is not None)
+        paths.append(MaskPath(compare.name, source, mask, entry, g.names(members.values()), _block_output(g, applied),
+                              of_features))
     return paths
 
 
@@ -127,3 +132,14 @@ def l2_tail(model: onnx.ModelProto) -> list[str]:
     before = {id(n) for n in g.ancestors(node.output[0])}
     return [n.name for n in g.ancestors(OUTPUT_NAME) if id(n) not in before]
 
+
+
+def precision_sensitive_nodes(model: onnx.ModelProto) -> list[str]:
+    """Every node a runtime computing in bf16 or fp16 keeps in float, in graph order: each mask
+    path (pi from the features: X's producer where it is not the stage's own, the min-max
+    normalisation, the comparison, the mask applied) and the L2 tail. The producers of the
+    masked features T are the stage's and run at the stage's precision; the path reads T."""
+    paths = find_mask_paths(model)
+    features = {name for path in paths for name in path.features}
+    names = {name for path in paths for name in path.nodes if name not in features} | set(l2_tail(model))
+    return [n.name for n in model.graph.node if n.name in names]

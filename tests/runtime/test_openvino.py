@@ -202,3 +202,62 @@ def test_the_default_cache_is_the_platform_cache_folder_and_an_unusable_one_is_o
     (tmp_path / "file").write_text("")
     with pytest.raises(BackendError, match=r"--compile-cache .*file/cache: cannot be created .*--compile-cache none"):
         open_backend(tiny / "model.onnx", "openvino", compile_cache=str(tmp_path / "file" / "cache")).activate()
+
+
+def _bf16_cpu() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.skipif(not _bf16_cpu(), reason="this CPU has no bf16 kernels: OpenVINO runs f32 whatever it is told")
+def test_at_bf16_the_mask_paths_run_in_f32_and_the_stages_in_bf16(tiny: Path, exported: Path) -> None:
+    """OpenVINO's own runtime model says which precision each kernel ran in: at bf16, every node
+    of every mask path (Eq. 3's normalisation, the comparison, the mask applied, the context
+    unit's ConvTranspose) runs in f32, from the ONNX file and from the exported IR, while the
+    stages' convolutions run in bf16; unmarked, the same nodes run in bf16."""
+    import onnx
+
+    from runtime.openvino_backend import OpenVINOBackend
+    from san.contract.precision import find_mask_paths, precision_sensitive_nodes
+
+    proto = onnx.load(tiny / "model.onnx")
+    sensitive = set(precision_sensitive_nodes(proto))
+    paths = find_mask_paths(proto)
+    assert {path.compare for path in paths} <= sensitive and len(paths) >= 2
+    assert any(n.op_type == "ConvTranspose" and n.name in sensitive for n in proto.graph.node)
+    for artifact, keep in ((tiny / "model.onnx", True), (exported / "ir" / "model.xml", True),
+                           (tiny / "model.onnx", False)):
+        with OpenVINOBackend(artifact, precision="bf16", threads=1, compile_cache="none",
+                             keep_sensitive_f32=keep) as backend:
+            kernels = backend.kernel_precisions()
+        sensitive_kernels = {kernels[name] for name in sensitive if name in kernels}
+        convolutions = {kernels[n.name] for n in proto.graph.node if n.op_type == "Conv" and n.name in kernels}
+        assert "bf16" in convolutions, (artifact, convolutions)
+        assert len(sensitive_kernels) >= 2  # the nodes were found in the runtime model
+        if keep:
+            assert "bf16" not in sensitive_kernels, (artifact, {n: kernels[n] for n in sensitive if n in kernels})
+        else:
+            assert "bf16" in sensitive_kernels
+
+
+def test_keeping_the_mask_paths_in_f32_leaves_f32_arithmetic_as_it_was(tiny: Path, images: np.ndarray) -> None:
+    """The marked model rewrites Eq. 3's Divide and Subtract as OpenVINO itself decomposes them, so
+    at f32 it computes what the unmarked model computes."""
+    import onnx
+    import openvino as ov
+
+    from san.contract.openvino_precision import keep_in_f32
+    from san.contract.precision import precision_sensitive_nodes
+
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    plain = core.compile_model(core.read_model(tiny / "model.onnx"), "CPU", config)
+    sensitive = precision_sensitive_nodes(onnx.load(tiny / "model.onnx"))
+    marked_model = keep_in_f32(core.read_model(tiny / "model.onnx"), sensitive)
+    kinds = {op.get_friendly_name(): op.get_type_name() for op in marked_model.get_ordered_ops()}
+    assert {kinds[name] for name in sensitive if name in kinds} >= {"Multiply", "Add"}
+    assert not {"Divide", "Subtract"} & {kinds[name] for name in sensitive if name in kinds}
+    marked = core.compile_model(marked_model, "CPU", config)
+    expected, got = plain(images)[0], marked(images)[0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * float(np.abs(expected).max()))
