@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from export.targets import SharedOptions, target_classes
@@ -21,12 +22,14 @@ from san.cli.arguments import (
 )
 from san.cli.command import command
 from san.contract.input_convention import KINDS, InputConvention
+from san.contract.spec import DEPLOYED_MASKS, InputSpec
 
 EPILOG = """\
 what it writes:
   model.onnx          input `images` uint8 RGB NCHW at the contract's HxW (0..255, decoded and
                       resized by san.io.preprocess.load_image; mean/std are inside the graph),
-                      output `embeddings` float32 [N, D]; hard masks 1[pi > threshold], no random
+                      output `embeddings` float32 [N, D]; hard masks 1[pi > threshold] (--mask
+                      noise-free: sigmoid(logit(pi) / tau), continuous), no random
                       ops, dynamic batch; the input contract and provenance in metadata_props
   model.engine(.json) with --trt: the engine and its sidecar (contract, precision, batch
                       profile, TensorRT version, GPU, ONNX sha256); FP16 engines are built from
@@ -104,6 +107,10 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lowest opset (>= 17; the exporter writes >= 18)")
     parser.add_argument("--int8", type=model_file("onnx"), metavar="QDQ.onnx",
                         help="calibration's Q/DQ ONNX: an INT8 engine with --trt, an INT8 IR with --openvino")
+    parser.add_argument("--mask", choices=DEPLOYED_MASKS,
+                        help="how a SAN's sampled masks are deployed: threshold, 1[pi > threshold] (hard), or "
+                        "noise-free, sigmoid(logit(pi) / tau) at the trained temperature (continuous); the contract "
+                        "records it (default: the checkpoint's, threshold unless changed)")
     add_overwrite_argument(parser, "what an output holds: a target folder that is not empty (--triton, ...), or "
                            "an existing --out exported from another checkpoint or with another input convention")
     group = parser.add_argument_group("input convention of the ONNX file (the model inside is unchanged)")
@@ -185,10 +192,16 @@ def run(args: argparse.Namespace) -> int:
             refuse_overwriting_inputs(output, inputs, option)  # a folder emptied by --overwrite included
             outputs.append(output)
     model, meta = load_checkpoint(args.ckpt)
+    if args.mask is not None and args.mask != model.spec.deployed_mask:
+        if not model.sampled_generators():
+            raise ValueError(f"--mask {args.mask}: {args.ckpt} has no sampled masks to deploy (attention "
+                             f"{model.cfg.attention!r})")
+        model.set_deployed_mask(args.mask)
+        meta = replace(meta, config=model.cfg)
     with ExitStack() as held:
         for output in outputs:  # one export writes each of these at a time
             held.enter_context(exclusive_output(output))
-        refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, args.overwrite)
+        refuse_replacing_another_export(shared.onnx, meta.sha256, shared.convention, model.spec, args.overwrite)
         if args.verify_images:
             images = load_images(args.verify_images, meta.spec, args.verify_count)
         else:
@@ -197,22 +210,24 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(w.passed for w in written) else 1
 
 
-def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: InputConvention,
+def refuse_replacing_another_export(onnx: Path, checkpoint_sha256: str, wanted: InputConvention, spec: InputSpec,
                                     overwrite: bool) -> None:
     """Refuse to replace an existing ``onnx`` that is not this checkpoint's export with this input
-    convention (another checkpoint, another convention, or not a SAN export), unless ``overwrite``."""
-    from san.contract.artifact import CHECKPOINT_SHA_KEY, convention_of, load_onnx, metadata_of
+    convention and contract (another checkpoint, convention or deployed mask, or not a SAN export),
+    unless ``overwrite``."""
+    from san.contract.artifact import CHECKPOINT_SHA_KEY, contract_of, convention_of, load_onnx, metadata_of
     from san.contract.spec import ContractError
 
     if overwrite or not onnx.exists():
         return
     try:
         proto = load_onnx(onnx)
-        same = metadata_of(proto).get(CHECKPOINT_SHA_KEY) == checkpoint_sha256 and convention_of(proto, onnx) == wanted
+        same = (metadata_of(proto).get(CHECKPOINT_SHA_KEY) == checkpoint_sha256 and convention_of(proto, onnx) == wanted
+                and contract_of(proto, onnx) == spec)
     except ContractError:
         same = False
     if not same:
-        raise ValueError(f"--out {onnx} exists and is not this checkpoint's export with this input convention "
+        raise ValueError(f"--out {onnx} exists and is not this checkpoint's export with this input convention and mask "
                          "(other files may have been made from it); give another --out, or --overwrite to replace it")
 
 

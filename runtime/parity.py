@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from runtime.registry import open_backend
-from san.contract.artifact import read_provenance
+from san.contract.artifact import read_model_contract, read_provenance
 from san.contract.rules import RULES, Rule
 from san.contract.spec import ContractError
 from san.data.records import ReidDataset
@@ -248,6 +248,16 @@ class Artifact:
         return self.judged_as if self.judged_as and facts_precision != "int8" else facts_precision
 
 
+def deployed_as(artifacts: Sequence[Artifact]) -> dict[str, str]:
+    """The torch reference's options to deploy its masks as the artifacts record (none when they
+    record nothing else than the checkpoint may); ``ValueError`` when they disagree."""
+    kinds = {artifact: read_model_contract(artifact.path)[0].deployed_mask for artifact in artifacts}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"--{a.name} {a.path}: {kind}" for a, kind in kinds.items())
+        raise ValueError(f"the files deploy their masks differently ({listed}); compare exports of one --mask")
+    return {"deployed_mask": kind} if (kind := next(iter(kinds.values()), None)) else {}
+
+
 def sampled_retrieval(ckpt: Path, dataset: ReidDataset, deterministic: Retrieval, draws: int, seed: int,
                       batch_size: int, device: str, workers: int | None, rerank: RerankParams | None = None,
                       progress: bool = False) -> StochasticResult | None:
@@ -309,7 +319,7 @@ def run_parity(
                              f"known: {sorted(rules)}")
         provenance[artifact] = facts
     options = options or {}
-    reference = open_backend(ckpt, "torch", **options)
+    reference = open_backend(ckpt, "torch", **options, **deployed_as(artifacts))
     log.info(f"torch: {ckpt} on {len(dataset.query)} query and {len(dataset.gallery)} gallery images")
     with reference:
         spec, device = reference.spec, str(reference.device)

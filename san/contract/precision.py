@@ -71,6 +71,8 @@ def find_mask_paths(model: onnx.ModelProto) -> list[MaskPath]:
         if not {"ReduceMin", "ReduceMax"} <= {n.op_type for n in normalise}:
             continue
         applied, mask = _walk_application(g, compare)
+        if not any(n.op_type == "Mul" for n in applied):  # e.g. logit's clamp of pi: no mask is applied
+            continue
         features = [name for n in applied if n.op_type == "Mul" for name in n.input if name != mask]
         producers = {id(p): p for name in (source, *features) if (p := g.producer.get(name)) is not None}
         members = {id(n): n for n in (*normalise, compare, *applied, *producers.values())}

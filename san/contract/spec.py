@@ -20,6 +20,12 @@ from san.io.errors import ToolkitError
 METADATA_KEY = "san.input_spec"
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+#: How a SAN's sampled masks are deployed: ``threshold`` 1[pi > mask_threshold] (hard), or
+#: ``noise-free`` sigmoid(logit(pi) / tau), Eqs. 4-5 with the Gumbel noise at its median 0 and tau
+#: the temperature training ended with (continuous).
+DEPLOYED_MASKS = ("threshold", "noise-free")
+#: Keys a contract written before they existed may lack, with the value it then meant.
+_LEGACY_DEFAULTS: dict[str, Any] = {"deployed_mask": "threshold"}
 
 
 class ContractError(ToolkitError, ValueError):
@@ -40,7 +46,8 @@ class InputSpec:
 
     Images enter as RGB, NCHW, ``uint8`` in 0..255 (float input is accepted on the same
     0..255 scale), resized to ``height`` x ``width`` with ``interpolation``. The model
-    subtracts ``mean`` and divides by ``std`` (both on the 0..1 scale) itself.
+    subtracts ``mean`` and divides by ``std`` (both on the 0..1 scale) itself. A SAN's
+    sampled masks are deployed as ``deployed_mask`` says (:data:`DEPLOYED_MASKS`).
     """
 
     height: int = 256
@@ -52,6 +59,7 @@ class InputSpec:
     embedding_dim: int = 128
     mask_threshold: float = 0.5
     l2_normalize: bool = False
+    deployed_mask: str = "threshold"
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) but store tuples so the spec stays hashable.
@@ -79,6 +87,8 @@ class InputSpec:
             problems.append(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if not 0.0 <= self.mask_threshold <= 1.0:
             problems.append(f"mask_threshold must lie in [0, 1], got {self.mask_threshold}")
+        if self.deployed_mask not in DEPLOYED_MASKS:
+            problems.append(f"deployed_mask must be one of {DEPLOYED_MASKS}, got {self.deployed_mask!r}")
         if problems:
             raise ContractError("invalid input contract: " + "; ".join(problems))
 
@@ -94,9 +104,11 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are an error."""
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys are an error (but for
+        keys newer than the file, which take the value the file meant)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
+        data = {**_LEGACY_DEFAULTS, **data}
         missing = sorted(known - set(data))
         if unknown or missing:
             raise ContractError(f"input contract keys do not match: unknown {unknown}, missing {missing}")

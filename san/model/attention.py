@@ -81,8 +81,6 @@ class MaskGenerator(nn.Module):
 
     #: Training-mode masks are random draws.
     sampled: ClassVar[bool] = False
-    #: Eval-mode masks are :func:`noise_free_mask` at the trained temperature (generators that sample).
-    noise_free: bool = False
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> MaskGenerator:
@@ -94,6 +92,9 @@ class MaskGenerator(nn.Module):
 
     def set_contract_threshold(self, threshold: float) -> None:
         """Follow the input contract's mask threshold; generators with their own ignore it."""
+
+    def set_deployed_mask(self, kind: str) -> None:
+        """Follow the input contract's ``deployed_mask``; generators that do not sample ignore it."""
 
     @property
     def temperature(self) -> float | None:
@@ -111,19 +112,21 @@ class MaskGenerator(nn.Module):
 
 
 class SharpMask(MaskGenerator):
-    """The paper's generator: Gumbel-Softmax sampling in training, 1[pi > threshold] in eval."""
+    """The paper's generator: Gumbel-Softmax sampling in training; in eval 1[pi > threshold], or
+    :func:`noise_free_mask` at the trained temperature when ``noise_free``."""
 
     sampled = True
     tau: Tensor  # the Gumbel-Softmax temperature (a buffer: saved with the weights)
 
-    def __init__(self, threshold: float = 0.5, tau: float = 1.0) -> None:
+    def __init__(self, threshold: float = 0.5, tau: float = 1.0, noise_free: bool = False) -> None:
         super().__init__()
         self.threshold = threshold
+        self.noise_free = noise_free
         self.register_buffer("tau", torch.tensor(float(tau)))
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> SharpMask:
-        return cls(threshold=cfg.spec.mask_threshold)
+        return cls(threshold=cfg.spec.mask_threshold, noise_free=cfg.spec.deployed_mask == "noise-free")
 
     def set_temperature(self, tau: float) -> None:
         self.tau.fill_(tau)
@@ -134,6 +137,9 @@ class SharpMask(MaskGenerator):
 
     def set_contract_threshold(self, threshold: float) -> None:
         self.threshold = threshold
+
+    def set_deployed_mask(self, kind: str) -> None:
+        self.noise_free = kind == "noise-free"
 
     @property
     def hard_threshold(self) -> float | None:

@@ -68,6 +68,9 @@ class ModelConfig:
             check_size(self.hidden_dim, "MAX_HIDDEN_DIM", "hidden_dim")
         except LimitError as exc:
             problems.append(str(exc))
+        if self.spec.deployed_mask != "threshold" and self.attention != "sharp":
+            problems.append(f"deployed_mask {self.spec.deployed_mask!r} deploys sampled masks; attention "
+                            f"{self.attention!r} has none (only 'sharp' samples)")
         if self.context_stages and (self.spec.height % 32 or self.spec.width % 32):
             problems.append(
                 f"input size {self.spec.height}x{self.spec.width} must be divisible by 32 when "

@@ -147,6 +147,13 @@ class SAN(nn.Module):
         for generator in self.generators().values():
             generator.set_contract_threshold(self.spec.mask_threshold)
 
+    def set_deployed_mask(self, kind: str) -> None:
+        """Deploy the sampled masks as ``kind`` (:data:`san.contract.spec.DEPLOYED_MASKS`); the
+        contract follows."""
+        self.cfg = self.cfg.with_spec(deployed_mask=kind)
+        for generator in self.generators().values():
+            generator.set_deployed_mask(kind)
+
     def forward(self, images: Tensor, details: bool = False) -> Tensor | SANOutput:
         """Embed a batch; with ``details`` also return A, M and pi of every block."""
         self.spec.check_batch_shape(tuple(images.shape))

@@ -45,13 +45,11 @@ class StochasticMasks(MaskReference):
 
 
 class NoiseFreeMasks(MaskReference):
-    """``model`` whose sampled generators give sigmoid(logit(pi) / tau) in eval mode, at the
-    temperature training ended with (:func:`san.model.attention.noise_free_mask`), instead of
-    1[pi > threshold]. The wrapped model's generators stay switched: this is a measurement,
-    not a deployment, and the exported contract describes thresholded masks."""
+    """``model`` deploying its sampled masks as sigmoid(logit(pi) / tau), at the temperature
+    training ended with (:func:`san.model.attention.noise_free_mask`), instead of
+    1[pi > threshold]: ``model.set_deployed_mask("noise-free")``, its contract included."""
 
     def __init__(self, model: SAN) -> None:
         super().__init__(model)
-        for generator in model.sampled_generators().values():
-            generator.noise_free = True
+        model.set_deployed_mask("noise-free")
         self.train(False)
