@@ -7,6 +7,7 @@ scored on the same test split with deterministic masks::
     python benchmarks/ablation.py --select    # choose SAN's configuration on the held-out twin split
     python benchmarks/ablation.py --decide    # then the pre-registered test: 8 seed pairs, test split once
     python benchmarks/ablation.py --twin-masks --seeds 8  # SAN's deployed masks compared on the twin split
+    python benchmarks/ablation.py --confirm-masks --seeds 8  # ... and the winners on the test split once
     python benchmarks/ablation.py --quick     # 3 variants x 3 seeds x 12 epochs
     python benchmarks/ablation.py             # 9 variants x 5 seeds x 30 epochs (a GPU: --device cuda)
     python benchmarks/ablation.py --smoke     # a tiny pair, one epoch: it runs
@@ -479,14 +480,16 @@ TEST_DEPLOYMENTS = (SAMPLED, DEPLOYED, SWEPT, BN, NOISE_FREE)
 TWIN_DEPLOYMENTS = (DEPLOYED, SWEPT, NOISE_FREE)
 
 
-def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bool = False) -> str:
+def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bool = False,
+                   confirm: bool = False) -> str:
     """What the deterministic masks cost, for the first ``--mask-seeds`` seeds of ``name`` on the
     test split, or for every seed on the held-out twin split (``twin``, where a deployment is
     chosen): the sampled masks (mean of 3 draws), the deployed ones at 0.5, at the threshold
     ``san-calibrate threshold`` picks on the twin split, at 0.5 after re-estimating BatchNorm with
     them on ``--bn-images`` training images, and the noise-free relaxed masks at the temperature
-    training ended with. Differences to the deployed masks at 0.5, paired over seeds and over
-    queries (AP averaged over the seeds)."""
+    training ended with. ``confirm``: the twin split's deployments on the test split for every
+    seed, 1[pi > 0.5] read from the run's own test scoring. Differences to the deployed masks at
+    0.5, paired over seeds and over queries (AP averaged over the seeds)."""
     import torch
 
     from calibration.batchnorm import reestimate_batchnorm
@@ -501,9 +504,9 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
     test = load_dataset("synthetic", layout.test, verbose=False)
     validation = validation_set(args, layout)
     split = validation if twin else test
-    modes = TWIN_DEPLOYMENTS if twin else TEST_DEPLOYMENTS
+    modes = TWIN_DEPLOYMENTS if twin or confirm else TEST_DEPLOYMENTS
     per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {mode: [] for mode in modes}
-    seeds = range(args.seeds if twin else min(args.seeds, args.mask_seeds))
+    seeds = range(args.seeds if twin or confirm else min(args.seeds, args.mask_seeds))
     for seed in seeds:
         out = layout.runs / name / f"seed{seed}"
         cache = out / ("deployment-twin" if twin else "deployment")
@@ -525,7 +528,12 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
                 torch.manual_seed(draw)
                 draws.append(scored(f"sampled-draw{draw}", StochasticMasks(model)))
             per_seed[SAMPLED].append((np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0)))
-        per_seed[DEPLOYED].append(scored("deployed-0.5", model.eval()))
+        if confirm:  # the run's own test scoring, not repeated
+            saved = np.load(out / "scores.npz")
+            per_seed[DEPLOYED].append((saved["ap"], (saved["first_rank"] == 1).astype(float)))
+            record_test_scoring(out, args.command, scored_now=False)
+        else:
+            per_seed[DEPLOYED].append(scored("deployed-0.5", model.eval()))
         choice = out / "deployment" / "threshold.json"  # chosen on the twin split, whichever split is scored
         choice.parent.mkdir(exist_ok=True)
         if not choice.is_file():
@@ -557,6 +565,7 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
             cells += [over_seeds, _delta_cell(paired_delta(ap)), _delta_cell(paired_delta(hit))]
         rows.append(cells)
     where = (f"the held-out twin split ({len(split.query)} queries; the swept threshold is chosen on it too)" if twin
+             else f"the test split ({len(split.query)} queries), 1[pi > 0.5] from each run's own scoring" if confirm
              else f"the test split ({len(split.query)} queries); BatchNorm re-estimated on {args.bn_images} training images")
     return (f"deployed masks of {VARIANTS[name].label}, seeds 0..{len(seeds) - 1}, on {where}\n\n"
             + markdown_table(["deployment", "mAP %", "rank-1 %", "ΔmAP against deployed 0.5, paired over seeds",
@@ -658,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--twin-masks", action="store_true",
                       help="compare the deployed masks of the SAN runs of --variants (default: san) on the held-out "
                       "twin split: 1[pi > 0.5], the swept threshold and the noise-free masks; the test split is not scored")
+    mode.add_argument("--confirm-masks", action="store_true",
+                      help="score --twin-masks' deployments (the swept threshold, the noise-free masks) on the test "
+                      "split once, against each run's own test scoring of 1[pi > 0.5]")
     parser.add_argument("--val-every", type=int, default=3, metavar="E",
                         help="score the held-out twin split every E epochs and at the last (the validation curve)")
     parser.add_argument("--mask-seeds", type=int, default=3, metavar="N",
@@ -685,14 +697,15 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, option) is not None and getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     plan = SELECT if args.select else DECIDE if args.decide else QUICK if args.quick else SMOKE if args.smoke else FULL
-    args.variants = args.variants or (["san"] if args.twin_masks else plan["variants"])
+    masks_only = args.twin_masks or args.confirm_masks
+    args.variants = args.variants or (["san"] if masks_only else plan["variants"])
     args.seeds = args.seeds or plan["seeds"]
     args.epochs = args.epochs or plan["epochs"]
     if args.decide and args.seeds < 2:
         parser.error(f"--decide pairs runs over seeds: --seeds must be at least 2, got {args.seeds}")
     layout = Layout.of(args)
     chosen = chosen_variant(layout) if args.decide else None
-    args.variants = (["baseline", chosen] if chosen else args.variants if args.twin_masks
+    args.variants = (["baseline", chosen] if chosen else args.variants if masks_only
                      else with_baselines(args.variants))
     started = time.perf_counter()
     if RUN.read(args).progress:  # each run's epoch lines, and progress lines within an epoch (san.io.progress)
@@ -705,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.height}x{args.width}, {args.ids} synthetic ids; load average {load_average()}", flush=True)
     if args.select:
         report = select(args, layout)
-    elif args.twin_masks:
+    elif masks_only:
         report = twin_masks(args, layout)
     else:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
@@ -727,8 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     report.append(f"total {minutes:.1f} min (runs already finished are not repeated); load average {load_average()}")
     text = "\n\n".join(report)
     print(text)
-    name = ("selection.md" if args.select else "twin-masks.md" if args.twin_masks else "decision.md" if args.decide
-            else "ablation.md")
+    name = ("selection.md" if args.select else "twin-masks.md" if args.twin_masks else "confirm-masks.md"
+            if args.confirm_masks else "decision.md" if args.decide else "ablation.md")
     (layout.runs / name).write_text(text + "\n", encoding="utf-8")
     return 0
 
@@ -747,14 +760,19 @@ def select(args: argparse.Namespace, layout: Layout) -> list[str]:
 
 
 def twin_masks(args: argparse.Namespace, layout: Layout) -> list[str]:
-    """Train the runs (validation curves only) and compare their deployed masks on the twin split."""
+    """Train the runs (validation curves only) and compare their deployed masks on the twin split,
+    or (``--confirm-masks``) on the test split, each run's 1[pi > 0.5] from its own test scoring."""
     report = []
+    option = "--confirm-masks" if args.confirm_masks else "--twin-masks"
     for name in args.variants:
         if VARIANTS[name].model.get("attention", "sharp") != "sharp":
-            raise SystemExit(f"ablation.py: error: --twin-masks compares sampled masks; {name} has none")
+            raise SystemExit(f"ablation.py: error: {option} compares sampled masks; {name} has none")
         for seed in range(args.seeds):
             train_variant(args, name, seed, layout)
-        report.append(deployed_masks(args, layout, name, twin=True))
+            if args.confirm_masks and not (layout.runs / name / f"seed{seed}" / "scores.npz").is_file():
+                raise SystemExit(f"ablation.py: error: {option}: {name} seed {seed} has no test scoring of "
+                                 "1[pi > 0.5] to compare with; run its decision first")
+        report.append(deployed_masks(args, layout, name, twin=not args.confirm_masks, confirm=args.confirm_masks))
     return report
 
 

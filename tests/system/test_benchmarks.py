@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -171,6 +172,16 @@ def test_ablation_selects_on_the_twin_split_decides_on_the_test_split_and_never_
     assert any(re.match(r"deployed masks of .*, seeds 0\.\.1, on the held-out twin split \(\d+ queries", line)
                for line in twin)
     assert sorted(p.name for p in (runs / chosen / "seed1" / "deployment-twin").iterdir())[-1] == "noise-free.npz"
+
+    confirm = run_script("ablation.py", "--confirm-masks", "--seeds", "2", "--variants", chosen, *work)
+    rows = {row[0]: row for row in table_rows(confirm, "| deployment ")}
+    assert list(rows) == ["deployed 0.5", "deployed, swept threshold", "noise-free, sigmoid(logit(pi)/tau)"]
+    own = [100 * float(np.load(runs / chosen / f"seed{s}" / "scores.npz")["ap"].mean()) for s in (0, 1)]
+    assert rows["deployed 0.5"][1] == f"{np.mean(own):.2f}"  # each run's own test scoring, not repeated
+    assert any(re.match(r"deployed masks of .*, seeds 0\.\.1, on the test split \(\d+ queries\), 1\[pi > 0\.5\] from "
+                        r"each run's own scoring", line) for line in confirm)
+    assert json.loads((runs / chosen / "seed1" / "test-scored-by.json").read_text()) == [
+        decide, f"python benchmarks/ablation.py --confirm-masks --seeds 2 --variants {chosen} {' '.join(work)}"]
 
     lines = run_script("ablation.py", *work)  # the plain smoke: baseline and SAN, seed 0, already trained
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
