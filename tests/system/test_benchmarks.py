@@ -320,3 +320,19 @@ def test_openvino_profile_smoke(tiny: Path, tmp_path: Path) -> None:
     assert int(rows["fp32 file at f32"]["% f32"]) > 50 and int(rows["INT8 Q/DQ at f32"]["% time int8"]) > 0
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(instruction_sets()))  # elsewhere OpenVINO runs bf16 as f32
     assert (int(rows["fp32 file at bf16"]["% bf16"]) > 50) == bf16, rows["fp32 file at bf16"]
+
+
+def test_delta_of_deltas_pairs_each_conditions_difference_over_seeds(tmp_path: Path) -> None:
+    """Hand-computed: Δ first = 0, 10, 20 and Δ second = 10, 10, 10 (mAP %), so Δ second − Δ first is
+    10, 0, -10: mean 0, SD 10, half-width t(0.975, 2) · 10 / √3 = 4.303 · 5.7735 = 24.84."""
+    def write(folder: str, san: list[float], baseline: list[float]) -> Path:
+        (tmp_path / folder).mkdir()
+        runs = {"san": [{"mAP": m, "rank1": 0.0} for m in san], "baseline": [{"mAP": m, "rank1": 0.0} for m in baseline]}
+        (tmp_path / folder / "ablation.json").write_text(json.dumps(runs))
+        return tmp_path / folder
+
+    first, second = write("12ep", [0.10, 0.20, 0.30], [0.10] * 3), write("30ep", [0.20] * 3, [0.10] * 3)
+    lines = run_script("delta_of_deltas.py", str(first), str(second))
+    assert [row[3] for row in table_rows(lines, "| seed ")] == ["+10.00", "+0.00", "-10.00"]
+    assert lines[-1].startswith("Δ second − Δ first, paired over 3 seeds: +0.00 [-24.84, +24.84] (SD 10.00, ")
+    assert any(line.startswith("Δ first (san − baseline") and "+10.00 [-14.84, +34.84]" in line for line in lines)
