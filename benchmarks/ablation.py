@@ -531,7 +531,6 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
         if confirm:  # the run's own test scoring, not repeated
             saved = np.load(out / "scores.npz")
             per_seed[DEPLOYED].append((saved["ap"], (saved["first_rank"] == 1).astype(float)))
-            record_test_scoring(out, args.command, scored_now=False)
         else:
             per_seed[DEPLOYED].append(scored("deployed-0.5", model.eval()))
         choice = out / "deployment" / "threshold.json"  # chosen on the twin split, whichever split is scored
@@ -548,6 +547,8 @@ def deployed_masks(args: argparse.Namespace, layout: Layout, name: str, twin: bo
                 reestimate_batchnorm(model, list(images))
             per_seed[BN].append(scored("bn-reestimated", model))
         per_seed[NOISE_FREE].append(scored("noise-free", NoiseFreeMasks(load_checkpoint(out / "model.pt")[0])))
+        if confirm:  # once this run's scores of them exist
+            record_test_scoring(out, args.command, scored_now=False)
     rows = []
     deployed = per_seed[DEPLOYED]
     for mode in modes:
